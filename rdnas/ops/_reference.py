@@ -56,7 +56,8 @@ def pairwise_margin_rank_loss(
         pair_margin = margin * group_distance.to(scores.dtype)
     else:
         pair_margin = margin
-    z = pair_margin - sign * score_diff
+    # Masking z itself (not only the pair loss) keeps a NaN in a skipped pair out of the gradient.
+    z = torch.where(valid, pair_margin - sign * score_diff, torch.zeros_like(score_diff))
     if loss == "hinge":
         pair_loss = z.clamp_min(0)
     elif loss == "logistic":

@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor
 
-from rdnas.ops._reductions import reduction_enum
+from rdnas.ops._arguments import check_tensors_on_one_device, reduction_enum
 
 _OP = "margin_rank_loss"
 
@@ -34,9 +34,9 @@ def margin_rank_loss(
     torch (a NaN element's loss is NaN and its gradient 0).
     """
     reduction_code = reduction_enum(_OP, reduction)
-    for name, value in (("input1", input1), ("input2", input2), ("target", target)):
-        if not isinstance(value, Tensor):
-            raise TypeError(f"rdnas.ops.{_OP}: {name} must be a Tensor, got {type(value).__name__}")
+    check_tensors_on_one_device(
+        _OP, input1=input1, input2=input2, target=target, margin=margin if isinstance(margin, Tensor) else None
+    )
     if input1.dim() != input2.dim() or input1.dim() != target.dim():
         raise RuntimeError(
             f"rdnas.ops.{_OP}: all input tensors should have the same number of dimensions (as "

@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor
 
-from rdnas.ops._reductions import reduction_enum
+from rdnas.ops._arguments import check_tensors_on_one_device, reduction_enum
 
 _OP = "pairwise_margin_rank_loss"
 LOSS_KINDS = {"hinge": 0, "logistic": 1}
@@ -54,9 +54,7 @@ def pairwise_margin_rank_loss(
         loss_code = LOSS_KINDS[loss]
     except (KeyError, TypeError):
         raise ValueError(f"rdnas.ops.{_OP}: loss must be 'hinge' or 'logistic', got {loss!r}") from None
-    for name, value in (("scores", scores), ("teacher", teacher)):
-        if not isinstance(value, Tensor):
-            raise TypeError(f"rdnas.ops.{_OP}: {name} must be a Tensor, got {type(value).__name__}")
+    check_tensors_on_one_device(_OP, scores=scores, teacher=teacher, groups=groups)
     if isinstance(margin, Tensor):
         raise TypeError(f"rdnas.ops.{_OP}: margin must be a number (use groups for per-pair margins)")
     compute_grad = torch.is_grad_enabled() and scores.requires_grad
