@@ -60,7 +60,7 @@ def _extensions():
         sys.exit(f"rdnas: torch >= {MIN_TORCH} is required to build, found {torch.__version__}")
     build_cuda, reason = _cuda_decision()
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
-    cxx_flags = ["-O3", "-DNDEBUG"]
+    cxx_flags = ["-O3", "-DNDEBUG", "-Wno-psabi"]
     link_flags = []
     if "OpenMP" in torch.__config__.parallel_info():
         # at::parallel_for is an inline OpenMP loop: without -fopenmp it silently runs on one thread.

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import rdnas
 from rdnas.ops import _reference, margin_rank_loss
-from tests.conftest import FLOAT_DTYPES, assert_within_reference_error
+from tolerances import FLOAT_DTYPES, assert_within_reference_error
 
 REDUCTIONS = ["none", "mean", "sum"]
 

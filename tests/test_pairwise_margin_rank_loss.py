@@ -10,7 +10,7 @@ import torch
 
 import rdnas
 from rdnas.ops import _reference, pairwise_margin_rank_loss
-from tests.conftest import FLOAT_DTYPES, assert_within_reference_error
+from tolerances import FLOAT_DTYPES, assert_within_reference_error
 
 REDUCTIONS = ["none", "mean", "sum"]
 LOSSES = ["hinge", "logistic"]
@@ -207,8 +207,9 @@ def test_deterministic_across_runs_and_threads():
 
 
 def _run_python(code, env=None):
+    # Run from the tests' folder so that the installed rdnas is imported, not the source checkout.
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                            env={**os.environ, **(env or {})}, timeout=300)
+                            env={**os.environ, **(env or {})}, timeout=300, cwd=os.path.dirname(__file__))
     assert result.returncode == 0, result.stderr
     return result.stdout
 
