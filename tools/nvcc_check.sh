@@ -39,6 +39,10 @@ import torch.utils.cpp_extension as c
 for p in c.include_paths():
     print(p)
 ')
+if [ "${#TORCH_INCLUDES[@]}" -eq 0 ]; then  # (a failing process substitution does not trip set -e)
+  echo "nvcc_check: could not get torch's include paths from $PYTHON (is torch installed?)" >&2
+  exit 2
+fi
 PY_INCLUDE="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 CXX11_ABI="$("$PYTHON" -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')"
 

@@ -75,6 +75,13 @@ __device__ __forceinline__ Pair<acc_t, kGroups> pair_terms(acc_t ti, acc_t tj, a
   return {sign, m - sign * (si - sj), valid};
 }
 
+// Column of row i inside the tile [j0, j0 + len), or -1: the pair (i, i) is skipped. (Its teacher difference is
+// 0 or NaN, so its sign is 0 and it would not count anyway; the check keeps that explicit and costs one compare.)
+__device__ __forceinline__ int tile_diagonal(int64_t i, int64_t j0, int len) {
+  const int64_t d = i - j0;
+  return d >= 0 && d < len ? static_cast<int>(d) : -1;
+}
+
 // The problem as the kernels read it: scores [B, N]; teacher and groups with batch stride 0 or N.
 template <typename scalar_t>
 struct PairwiseArgs {
@@ -139,18 +146,21 @@ __global__ void __launch_bounds__(kThreads)
       stage_columns<scalar_t, acc_t, kGroups>(args, b, j0, len, s_scores, s_teacher, s_groups);
       __syncthreads();
       if (!warp_active) continue;
+      int diagonal[kRowsPerWarp];
       acc_t loss[kRowsPerWarp], ds[kRowsPerWarp];
       int cnt[kRowsPerWarp];
 #pragma unroll
-      for (int k = 0; k < kRowsPerWarp; ++k) loss[k] = acc_t(0), ds[k] = acc_t(0), cnt[k] = 0;
+      for (int k = 0; k < kRowsPerWarp; ++k) {
+        diagonal[k] = tile_diagonal(row[k], j0, len);
+        loss[k] = acc_t(0), ds[k] = acc_t(0), cnt[k] = 0;
+      }
       for (int c = lane; c < len; c += 32) {
         const acc_t sj = s_scores[c], tj = s_teacher[c];
         const acc_t gj = kGroups ? s_groups[c] : acc_t(0);
-        const int64_t j = j0 + c;
 #pragma unroll
         for (int k = 0; k < kRowsPerWarp; ++k) {
           const Pair<acc_t, kGroups> p = pair_terms<acc_t, kGroups>(ti[k], tj, si[k], sj, gi[k], gj, margin);
-          const bool valid = p.valid && j != row[k];
+          const bool valid = p.valid && c != diagonal[k];
           if constexpr (kLossKind == kPairHinge) {
             loss[k] += valid ? hinge(p.z) : acc_t(0);
             if constexpr (kGrad) ds[k] += (valid && hinge_active(p.z)) ? -p.sign : acc_t(0);
@@ -237,7 +247,7 @@ __global__ void __launch_bounds__(kFinalizeThreads)
     const long long total_count = s_count[0] / 2;
     num_pairs[0] = total_count;
     if (reduce) {
-      const double denominator = total_count > 1 ? static_cast<double>(total_count) : 1.0;
+      const double denominator = total_count > 0 ? static_cast<double>(total_count) : 1.0;  // max(count, 1)
       loss[0] = static_cast<scalar_t>(mean ? total_loss / denominator : total_loss);
     }
   }
@@ -282,17 +292,17 @@ __global__ void __launch_bounds__(kThreads)
       for (int c = threadIdx.x; c < len; c += kThreads) s_grad[c] = static_cast<acc_t>(grad[b * n + j0 + c]);
       __syncthreads();
       if (!warp_active) continue;
+      int diagonal[kRowsPerWarp];
       acc_t acc[kRowsPerWarp];
 #pragma unroll
-      for (int k = 0; k < kRowsPerWarp; ++k) acc[k] = acc_t(0);
+      for (int k = 0; k < kRowsPerWarp; ++k) diagonal[k] = tile_diagonal(row[k], j0, len), acc[k] = acc_t(0);
       for (int c = lane; c < len; c += 32) {
         const acc_t sj = s_scores[c], tj = s_teacher[c], grad_j = s_grad[c];
         const acc_t gj = kGroups ? s_groups[c] : acc_t(0);
-        const int64_t j = j0 + c;
 #pragma unroll
         for (int k = 0; k < kRowsPerWarp; ++k) {
           const Pair<acc_t, kGroups> p = pair_terms<acc_t, kGroups>(ti[k], tj, si[k], sj, gi[k], gj, margin);
-          const bool valid = p.valid && j != row[k];
+          const bool valid = p.valid && c != diagonal[k];
           if constexpr (kLossKind == kPairHinge) {
             // A select, not a multiplication by [z >= 0]: a NaN z or grad of an inactive pair adds nothing.
             acc[k] += (valid && hinge_active(p.z)) ? p.sign * (grad_i[k] + grad_j) : acc_t(0);
