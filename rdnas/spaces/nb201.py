@@ -1,0 +1,202 @@
+"""The NAS-Bench-201 cell search space.
+
+An architecture is a tuple of six op indices, one per edge, in the official op order ``OPS`` and edge order
+``EDGES`` (1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2): ``(op_1<-0, op_2<-0, op_2<-1, op_3<-0, op_3<-1, op_3<-2)``.
+Conversions cover the official string ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``, NASLib op-index tuples, NNI
+dicts, and our enumeration order (mixed radix, first edge most significant). The official benchmark index
+0..15624 is not a formula but the order of the benchmark's tables: see :class:`rdnas.rank.GroundTruth`.
+"""
+
+import itertools
+import re
+
+import torch
+from torch import Tensor
+
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NONE, SKIP, CONV1X1, CONV3X3, AVG_POOL = range(5)
+EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # (from node, to node), official order
+NUM_OPS = len(OPS)
+NUM_EDGES = len(EDGES)
+NUM_NODES = 4
+NUM_ARCHS = NUM_OPS**NUM_EDGES  # 15,625
+
+# NASLib: op codes 0=skip, 1=none, 2=conv3x3, 3=conv1x1, 4=avgpool; edges (0->1, 0->2, 0->3, 1->2, 1->3, 2->3).
+_NASLIB_OP_TO_OURS = (SKIP, NONE, CONV3X3, CONV1X1, AVG_POOL)
+_OURS_OP_TO_NASLIB = tuple(_NASLIB_OP_TO_OURS.index(op) for op in range(NUM_OPS))
+_NASLIB_EDGES = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
+_NASLIB_EDGE_OF_OURS = tuple(_NASLIB_EDGES.index(edge) for edge in EDGES)
+# NNI: keys "<from>_<to>", op names without the "nor_" prefix.
+NNI_OPS = ("none", "skip_connect", "conv_1x1", "conv_3x3", "avg_pool_3x3")
+
+_STRING_PATTERN = re.compile(r"^\|(.+)\|\+\|(.+)\|\+\|(.+)\|$")
+
+Arch = tuple[int, ...]
+
+
+class InvalidArchitecture(ValueError):
+    """An architecture in some encoding that is not one of the 15,625 NB201 cells."""
+
+
+def _error(what, value, why) -> InvalidArchitecture:
+    return InvalidArchitecture(f"rdnas.spaces.nb201: invalid {what} {value!r}: {why}")
+
+
+def validate(arch) -> Arch:
+    """Returns ``arch`` as a tuple of six ints in 0..4, or raises InvalidArchitecture."""
+    try:
+        ops = tuple(int(op) for op in arch)
+    except (TypeError, ValueError):
+        raise _error("architecture", arch, "expected six op indices") from None
+    if len(ops) != NUM_EDGES:
+        raise _error("architecture", arch, f"expected {NUM_EDGES} op indices, got {len(ops)}")
+    for edge, op in enumerate(ops):
+        if not 0 <= op < NUM_OPS:
+            raise _error("architecture", arch, f"op index {op} on edge {edge} is outside 0..{NUM_OPS - 1}")
+    return ops
+
+
+def from_string(text: str) -> Arch:
+    """Parses ``|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|``."""
+    if not isinstance(text, str):
+        raise _error("architecture string", text, f"expected a str, got {type(text).__name__}")
+    match = _STRING_PATTERN.match(text.strip())
+    if match is None:
+        raise _error("architecture string", text, "expected three node groups |op~j|...|+|...|+|...|")
+    ops = []
+    for node, group in enumerate(match.groups(), start=1):
+        entries = group.split("|")
+        if len(entries) != node:
+            raise _error("architecture string", text, f"node {node} must have {node} inputs, got {len(entries)}")
+        for source, entry in enumerate(entries):
+            name, _, index = entry.partition("~")
+            if name not in OPS:
+                raise _error("architecture string", text, f"unknown op {name!r} (expected one of {', '.join(OPS)})")
+            if index != str(source):
+                raise _error("architecture string", text, f"entry {entry!r} of node {node} must read from node {source}")
+            ops.append(OPS.index(name))
+    return tuple(ops)
+
+
+def to_string(arch) -> str:
+    """The official string of an architecture."""
+    ops = validate(arch)
+    groups, position = [], 0
+    for node in range(1, NUM_NODES):
+        groups.append("|" + "|".join(f"{OPS[ops[position + source]]}~{source}" for source in range(node)) + "|")
+        position += node
+    return "+".join(groups)
+
+
+def from_naslib(codes) -> Arch:
+    """From a NASLib op-index tuple (codes 0=skip, 1=none, 2=conv3x3, 3=conv1x1, 4=avgpool; NASLib edge order)."""
+    try:
+        codes = tuple(int(code) for code in codes)
+    except (TypeError, ValueError):
+        raise _error("NASLib op indices", codes, "expected six integers") from None
+    if len(codes) != NUM_EDGES or any(not 0 <= code < NUM_OPS for code in codes):
+        raise _error("NASLib op indices", codes, "expected six integers in 0..4")
+    return tuple(_NASLIB_OP_TO_OURS[codes[_NASLIB_EDGE_OF_OURS[edge]]] for edge in range(NUM_EDGES))
+
+
+def to_naslib(arch) -> tuple[int, ...]:
+    """To a NASLib op-index tuple."""
+    ops = validate(arch)
+    codes = [0] * NUM_EDGES
+    for edge, op in enumerate(ops):
+        codes[_NASLIB_EDGE_OF_OURS[edge]] = _OURS_OP_TO_NASLIB[op]
+    return tuple(codes)
+
+
+def from_nni(choices: dict) -> Arch:
+    """From an NNI dict ``{"0_1": "conv_3x3", "0_2": ..., "2_3": ...}``."""
+    if not isinstance(choices, dict):
+        raise _error("NNI architecture", choices, f"expected a dict, got {type(choices).__name__}")
+    expected = {f"{src}_{dst}" for src, dst in EDGES}
+    if set(choices) != expected:
+        raise _error("NNI architecture", choices, f"expected the keys {sorted(expected)}")
+    ops = []
+    for src, dst in EDGES:
+        name = choices[f"{src}_{dst}"]
+        if name not in NNI_OPS:
+            raise _error("NNI architecture", choices, f"unknown op {name!r} (expected one of {', '.join(NNI_OPS)})")
+        ops.append(NNI_OPS.index(name))
+    return tuple(ops)
+
+
+def to_nni(arch) -> dict:
+    """To an NNI dict."""
+    ops = validate(arch)
+    return {f"{src}_{dst}": NNI_OPS[op] for (src, dst), op in zip(EDGES, ops)}
+
+
+def enumeration_index(arch) -> int:
+    """Position of ``arch`` in :func:`all_archs` (mixed radix, first edge most significant). Not the official index."""
+    index = 0
+    for op in validate(arch):
+        index = index * NUM_OPS + op
+    return index
+
+
+def from_enumeration_index(index: int) -> Arch:
+    """Inverse of :func:`enumeration_index`."""
+    if not 0 <= int(index) < NUM_ARCHS:
+        raise _error("enumeration index", index, f"expected 0..{NUM_ARCHS - 1}")
+    index, ops = int(index), []
+    for _ in range(NUM_EDGES):
+        index, op = divmod(index, NUM_OPS)
+        ops.append(op)
+    return tuple(reversed(ops))
+
+
+def all_archs() -> Tensor:
+    """Every architecture: LongTensor[15625, 6] in enumeration order."""
+    return torch.tensor(list(itertools.product(range(NUM_OPS), repeat=NUM_EDGES)), dtype=torch.long)
+
+
+def connected(archs: Tensor) -> Tensor:
+    """Whether each architecture has an input-to-output path of non-``none`` edges.
+
+    Args:
+        archs (LongTensor[..., 6]): op indices.
+
+    Returns:
+        BoolTensor[...]: 341 of the 15,625 architectures are not connected (their benchmark accuracy is 10 %).
+    """
+    live = archs != NONE
+    reach1 = live[..., 0]
+    reach2 = live[..., 1] | (reach1 & live[..., 2])
+    return live[..., 3] | (reach1 & live[..., 4]) | (reach2 & live[..., 5])
+
+
+def is_connected(arch) -> bool:
+    """Whether ``arch`` has an input-to-output path of non-``none`` edges."""
+    return bool(connected(torch.tensor(validate(arch))))
+
+
+def canonical_string(arch) -> str:
+    """A string shared by exactly the architectures NAS-Bench-201 counts as one (6,466 classes).
+
+    This is the benchmark's own rule (``CellStructure.to_unique_str(consider_zero=True)``): a ``none`` edge, or any
+    edge leaving a node marked zero, contributes the zero term ``#``; ``skip_connect`` passes its input's
+    expression through; another op wraps it as ``(input)@op``; a node is its terms sorted and joined by ``+``.
+    Cells that differ only in the order of a node's inputs, or by skip edges that merely relabel a node, share
+    a string. The rule does not simplify a node whose inputs are all zero, so the 341 disconnected cells still fall
+    into 5 classes; that is the benchmark's count, kept for comparability.
+    """
+    ops = validate(arch)
+    expressions = {0: "0"}
+    for node in range(1, NUM_NODES):
+        terms = []
+        for edge, (src, dst) in enumerate(EDGES):
+            if dst != node:
+                continue
+            op = ops[edge]
+            if op == NONE or expressions[src] == "#":
+                terms.append("#")
+            elif op == SKIP:
+                terms.append(expressions[src])
+            else:
+                terms.append(f"({expressions[src]})@{OPS[op]}")
+        expressions[node] = "+".join(sorted(terms))
+    return expressions[NUM_NODES - 1]
