@@ -1,0 +1,18 @@
+"""Rank consistency: ground-truth tables and metrics."""
+
+from rdnas.rank.ground_truth import GroundTruth, MalformedTable
+from rdnas.rank.metrics import (
+    best_and_worst_rank_in_top,
+    bootstrap_interval,
+    concordant_pair_ratio,
+    kendall_tau,
+    pearson_r,
+    precision_at_top,
+    rank_report,
+    spearman_rho,
+)
+
+__all__ = [
+    "GroundTruth", "MalformedTable", "best_and_worst_rank_in_top", "bootstrap_interval", "concordant_pair_ratio",
+    "kendall_tau", "pearson_r", "precision_at_top", "rank_report", "spearman_rho",
+]
