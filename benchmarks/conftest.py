@@ -13,6 +13,7 @@ run once per entry of :data:`DEVICES`.
 Environment knobs:
   RDNAS_BENCH_SECONDS     time budget of one benchmark's timed rounds (default 1.0; at least 5 rounds run)
   RDNAS_BENCH_MAX_CALL_S  skip a baseline whose single call takes longer than this (default 5.0)
+  RDNAS_BENCH_KEEP_DATA=1 keep every round's time in the --benchmark-json file (dropped by default: size)
 """
 
 import gc
@@ -44,7 +45,8 @@ PEAK_MEM_METHOD = {
     "one call (after warm-up); torch's CUDA caching allocator only",
     "cpu": "torch.profiler(profile_memory=True): peak of the running sum of CPU-allocator allocations minus frees "
     "during one call (after warm-up), relative to its start; counts every tensor torch allocates (outputs, "
-    "temporaries, autograd buffers), not malloc'd scratch inside native kernels (rdnas' O(N) row buffers)",
+    "temporaries, autograd buffers), not scratch that native kernels take with malloc / new (rdnas' CPU kernels: O(N) row sums, per-chunk partial "
+    "sums)",
 }
 
 
@@ -148,8 +150,9 @@ def synchronized(fn, device: str):
     return call
 
 
-def peak_extra_memory(fn, device: str) -> int:
-    """Bytes allocated at the peak of one call of fn above what was allocated before it (see PEAK_MEM_METHOD)."""
+def peak_extra_memory(fn, device: str) -> int | None:
+    """Bytes allocated at the peak of one call of fn above what was allocated before it (see PEAK_MEM_METHOD);
+    None where this torch's profiler does not expose its memory events."""
     gc.collect()
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
@@ -165,13 +168,37 @@ def peak_extra_memory(fn, device: str) -> int:
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = fn()
         del out
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    try:  # the raw event list: prof.events() attributes most allocations to ops and loses their order
+        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    except AttributeError:
+        return None
     events.sort(key=lambda e: e.start_ns())
     current = peak = 0
     for event in events:
         current += event.nbytes()
         peak = max(peak, current)
     return peak
+
+
+def _cpu_seconds():
+    """(CPU-seconds all CPUs spent busy since boot, CPU-seconds of this process), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(fields[0:3]) + sum(fields[5:7])  # user, nice, system, irq, softirq (not idle, iowait, steal)
+    times = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), times.user + times.system
+
+
+def other_processes_cpu_share(before, after, wall_seconds: float):
+    """Share of all CPUs that other processes used between two _cpu_seconds() snapshots (0 = the machine was ours;
+    timings on a shared machine drift, multi-threaded ones most: a descheduled OpenMP thread stalls the others)."""
+    if before is None or after is None or wall_seconds <= 0:
+        return None
+    others = (after[0] - before[0]) - (after[1] - before[1])
+    return max(0.0, others / (wall_seconds * (os.cpu_count() or 1)))
 
 
 class DeviceBenchmark:
@@ -203,21 +230,33 @@ class DeviceBenchmark:
         self.extra_info["peak_mem_method"] = PEAK_MEM_METHOD[kind]
 
     def __call__(self, fn, warmup: int = 2):
-        """Times fn (synchronised) with pedantic rounds: `warmup` untimed calls, then rounds x iterations sized so
-        that the timed part takes about RDNAS_BENCH_SECONDS (at least MIN_ROUNDS rounds). With
-        --benchmark-disable, fn runs once. Returns the median in seconds, or None when not timed."""
+        """Times fn (synchronised) with pedantic rounds x iterations sized so that the timed part takes about
+        RDNAS_BENCH_SECONDS (at least MIN_ROUNDS rounds), after untimed calls: one that measures a call, plus
+        `warmup` more when a call is fast (under 0.1 s); a slow call is its own warm-up, so a slow baseline costs
+        MIN_ROUNDS + 1 calls. With --benchmark-disable, fn runs once. Returns the median in seconds, or None."""
         call = synchronized(fn, self.device)
         if self.disabled:
             self.benchmark.pedantic(call, rounds=1, iterations=1)
             return None
-        for _ in range(warmup):
+
+        def time_one_call():
+            start = time.perf_counter()
             call()
-        start = time.perf_counter()
-        call()
-        once = max(time.perf_counter() - start, 1e-7)
+            return max(time.perf_counter() - start, 1e-7)
+
+        once = time_one_call()
+        if once < 0.1:
+            for _ in range(warmup):
+                call()
+            once = time_one_call()
         iterations = max(1, math.ceil(MIN_ROUND_S / once))
         rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, int(BUDGET_S / (once * iterations))))
-        self.benchmark.pedantic(call, rounds=rounds, iterations=iterations, warmup_rounds=1)
+        self.extra_info["rounds_x_iterations"] = f"{rounds} x {iterations}"
+        before, start = _cpu_seconds(), time.perf_counter()
+        self.benchmark.pedantic(call, rounds=rounds, iterations=iterations, warmup_rounds=1 if once < 0.1 else 0)
+        share = other_processes_cpu_share(before, _cpu_seconds(), time.perf_counter() - start)
+        if share is not None:
+            self.extra_info["other_processes_cpu"] = round(share, 3)
         return self.benchmark.stats.stats.median
 
 
@@ -239,6 +278,11 @@ def pytest_collect_file(file_path, parent):
     return None
 
 
+def pytest_configure(config):
+    # Raised from inside torch (torch.compile / profiler imports), not by the benchmarks.
+    config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+
+
 def pytest_report_header(config):
     why = ""
     if "cuda" not in DEVICES:
@@ -253,3 +297,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     output_json["rdnas_command"] = command_line()
     output_json["rdnas_cwd"] = os.getcwd()
+    if os.environ.get("RDNAS_BENCH_KEEP_DATA", "0") != "1":
+        # Every round's time (up to 2000 per benchmark) would make the saved files megabytes; the statistics stay.
+        for bench in output_json.get("benchmarks", []):
+            bench.get("stats", {}).pop("data", None)

@@ -42,42 +42,57 @@ const acc_t* chunk_values(const at::Tensor& operand, int64_t begin, int64_t len,
   }
 }
 
-template <typename acc_t, typename Loader>
-const acc_t* chunk_margin(const MarginRankLossOperands& ops, double margin, int64_t begin, int64_t len,
-                          acc_t* buffer, const Loader& loader) {
-  if (ops.margin.defined()) return loader(ops.margin, begin, len, buffer);
-  std::fill(buffer, buffer + len, static_cast<acc_t>(margin));
-  return buffer;
-}
+// Per-element and broadcast operands as one interface, so that a scalar margin or the single incoming gradient of
+// a reduced loss is a register, not a buffer refilled for every chunk.
+template <typename acc_t>
+struct PerElement {
+  const acc_t* values;
+  acc_t operator[](int64_t k) const { return values[k]; }
+};
+
+template <typename acc_t>
+struct Broadcast {
+  acc_t value;
+  acc_t operator[](int64_t) const { return value; }
+};
 
 // Pragmas cannot sit inside the AT_DISPATCH macro's argument, so the vector loops live here.
-template <typename acc_t>
-acc_t chunk_loss_sum(const acc_t* x1, const acc_t* x2, const acc_t* y, const acc_t* m, int64_t len) {
+template <typename acc_t, typename Margin>
+acc_t chunk_loss_sum(const acc_t* x1, const acc_t* x2, const acc_t* y, Margin m, int64_t len) {
   acc_t sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (int64_t k = 0; k < len; ++k) sum += hinge(margin_rank_z(x1[k], x2[k], y[k], m[k]));
   return sum;
 }
 
-template <typename scalar_t, typename acc_t>
-void chunk_loss(const acc_t* x1, const acc_t* x2, const acc_t* y, const acc_t* m, int64_t len, scalar_t* out) {
+template <typename scalar_t, typename acc_t, typename Margin>
+void chunk_loss(const acc_t* x1, const acc_t* x2, const acc_t* y, Margin m, int64_t len, scalar_t* out) {
 #pragma omp simd
   for (int64_t k = 0; k < len; ++k) out[k] = static_cast<scalar_t>(hinge(margin_rank_z(x1[k], x2[k], y[k], m[k])));
 }
 
-// grad_input1 = where(z >= 0, g, 0) * -y and grad_input2 = -grad_input1, with g divided by the element count
-// for "mean" (mean's backward), the order in which torch's composite backward rounds.
-template <typename scalar_t, typename acc_t>
-void chunk_grad(const acc_t* x1, const acc_t* x2, const acc_t* y, const acc_t* m, const acc_t* g, bool mean,
-                acc_t count, int64_t len, scalar_t* g1, scalar_t* g2) {
+// grad_input1 = where(z >= 0, g, 0) * -y and grad_input2 = -grad_input1, where g is the incoming gradient (for
+// "mean" already divided by the element count, as mean's backward does), rounded in torch's order.
+template <typename scalar_t, typename acc_t, typename Margin, typename Grad>
+void chunk_grad(const acc_t* x1, const acc_t* x2, const acc_t* y, Margin m, Grad g, int64_t len, scalar_t* g1,
+                scalar_t* g2) {
 #pragma omp simd
   for (int64_t k = 0; k < len; ++k) {
-    const acc_t g_element = mean ? g[k] / count : g[k];
-    const acc_t gz = hinge_active(margin_rank_z(x1[k], x2[k], y[k], m[k])) ? g_element : acc_t(0);
+    const acc_t gz = hinge_active(margin_rank_z(x1[k], x2[k], y[k], m[k])) ? g[k] : acc_t(0);
     const acc_t d1 = gz * -y[k];
     g1[k] = static_cast<scalar_t>(d1);
     g2[k] = static_cast<scalar_t>(-d1);
   }
+}
+
+// Calls f(margin accessor) for the chunk [begin, begin + len): per element for a margin tensor of several
+// elements, broadcast for the scalar margin or a single-element margin tensor.
+template <typename scalar_t, typename acc_t, typename F>
+void with_margin(const MarginRankLossOperands& ops, double margin, int64_t begin, int64_t len, acc_t* buffer,
+                 const F& f) {
+  if (!ops.margin.defined()) return f(Broadcast<acc_t>{static_cast<acc_t>(margin)});
+  if (ops.margin.numel() == 1) return f(Broadcast<acc_t>{static_cast<acc_t>(ops.margin.const_data_ptr<scalar_t>()[0])});
+  f(PerElement<acc_t>{chunk_values<scalar_t, acc_t>(ops.margin, begin, len, buffer)});
 }
 
 at::Tensor margin_rank_loss_cpu(const at::Tensor& input1, const at::Tensor& input2, const at::Tensor& target,
@@ -103,12 +118,13 @@ at::Tensor margin_rank_loss_cpu(const at::Tensor& input1, const at::Tensor& inpu
         const acc_t* x1 = load(ops.input1, begin, len, buffers.get());
         const acc_t* x2 = load(ops.input2, begin, len, buffers.get() + kChunk);
         const acc_t* y = load(ops.target, begin, len, buffers.get() + 2 * kChunk);
-        const acc_t* m = chunk_margin<acc_t>(ops, margin, begin, len, buffers.get() + 3 * kChunk, load);
-        if (reduce) {
-          partial[c] = static_cast<double>(chunk_loss_sum(x1, x2, y, m, len));
-        } else {
-          chunk_loss(x1, x2, y, m, len, out_ptr + begin);
-        }
+        with_margin<scalar_t>(ops, margin, begin, len, buffers.get() + 3 * kChunk, [&](auto m) {
+          if (reduce) {
+            partial[c] = static_cast<double>(chunk_loss_sum(x1, x2, y, m, len));
+          } else {
+            chunk_loss(x1, x2, y, m, len, out_ptr + begin);
+          }
+        });
       }
     });
     if (reduce) {
@@ -141,8 +157,14 @@ std::tuple<at::Tensor, at::Tensor> margin_rank_loss_backward_cpu(const at::Tenso
     using acc_t = at::opmath_type<scalar_t>;
     scalar_t* g1_ptr = grad_input1.data_ptr<scalar_t>();
     scalar_t* g2_ptr = grad_input2.data_ptr<scalar_t>();
-    const bool mean = reduction == kReduceMean;
-    const acc_t count = static_cast<acc_t>(numel);
+    // A reduced loss has one incoming gradient: each element's share, divided by the count for "mean" as mean's
+    // backward divides it, is computed once.
+    const bool reduced_grad = reduction != kReduceNone;
+    acc_t grad_element = 0;
+    if (reduced_grad) {
+      grad_element = static_cast<acc_t>(ops.grad.const_data_ptr<scalar_t>()[0]);
+      if (reduction == kReduceMean) grad_element = grad_element / static_cast<acc_t>(numel);
+    }
     auto load = [](const at::Tensor& t, int64_t b, int64_t l, acc_t* buf) {
       return chunk_values<scalar_t, acc_t>(t, b, l, buf);
     };
@@ -153,9 +175,14 @@ std::tuple<at::Tensor, at::Tensor> margin_rank_loss_backward_cpu(const at::Tenso
         const acc_t* x1 = load(ops.input1, begin, len, buffers.get());
         const acc_t* x2 = load(ops.input2, begin, len, buffers.get() + kChunk);
         const acc_t* y = load(ops.target, begin, len, buffers.get() + 2 * kChunk);
-        const acc_t* m = chunk_margin<acc_t>(ops, margin, begin, len, buffers.get() + 3 * kChunk, load);
-        const acc_t* g = load(ops.grad, begin, len, buffers.get() + 4 * kChunk);
-        chunk_grad(x1, x2, y, m, g, mean, count, len, g1_ptr + begin, g2_ptr + begin);
+        with_margin<scalar_t>(ops, margin, begin, len, buffers.get() + 3 * kChunk, [&](auto m) {
+          if (reduced_grad) {
+            chunk_grad(x1, x2, y, m, Broadcast<acc_t>{grad_element}, len, g1_ptr + begin, g2_ptr + begin);
+          } else {
+            const acc_t* g = load(ops.grad, begin, len, buffers.get() + 4 * kChunk);
+            chunk_grad(x1, x2, y, m, PerElement<acc_t>{g}, len, g1_ptr + begin, g2_ptr + begin);
+          }
+        });
       }
     });
   });

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# On the GPU machine (torch with CUDA, nvcc, ninja, pytest-benchmark installed; no internet), from anywhere:
+#   bash benchmarks/gpu_check.sh            # results in benchmarks/results/, or in $OUT when set
+# Builds rdnas with its CUDA kernels, runs the tests, runs the benchmarks on cpu + cuda, prints the tables.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-benchmarks/results}"
+mkdir -p "$OUT"
+# Import the installed rdnas (with the CUDA extension), not ./rdnas, which `python -m` would put first on sys.path.
+export PYTHONSAFEPATH=1
+
+RDNAS_FORCE_CUDA=1 pip install --no-build-isolation --no-deps .
+python -c 'import rdnas, torch; print(rdnas.__file__, "CUDA kernels:", rdnas.built_with_cuda(), torch.cuda.get_device_name()); assert rdnas.built_with_cuda()'
+python -m pytest tests -q -x
+python -m pytest benchmarks/ -q --benchmark-json="$OUT/bench_gpu.json"
+python benchmarks/render_results.py "$OUT/bench_gpu.json" -o "$OUT/bench_gpu.md"
+grep -A 6 -E '^### (pairwise-cuda-N4096-fwdbwd|margin-cuda-N1M-mean-fwdbwd)' "$OUT/bench_gpu.md" || cat "$OUT/bench_gpu.md"
