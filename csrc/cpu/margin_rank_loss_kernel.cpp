@@ -42,14 +42,8 @@ const acc_t* chunk_values(const at::Tensor& operand, int64_t begin, int64_t len,
   }
 }
 
-// Per-element and broadcast operands as one interface, so that a scalar margin or the single incoming gradient of
-// a reduced loss is a register, not a buffer refilled for every chunk.
-template <typename acc_t>
-struct PerElement {
-  const acc_t* values;
-  acc_t operator[](int64_t k) const { return values[k]; }
-};
-
+// A value broadcast to every element, indexed like the pointers of per-element operands, so that a scalar margin or
+// the single incoming gradient of a reduced loss is a register rather than a buffer refilled for every chunk.
 template <typename acc_t>
 struct Broadcast {
   acc_t value;
@@ -74,11 +68,12 @@ void chunk_loss(const acc_t* x1, const acc_t* x2, const acc_t* y, Margin m, int6
 // grad_input1 = where(z >= 0, g, 0) * -y and grad_input2 = -grad_input1, where g is the incoming gradient (for
 // "mean" already divided by the element count, as mean's backward does), rounded in torch's order.
 template <typename scalar_t, typename acc_t, typename Margin, typename Grad>
-void chunk_grad(const acc_t* x1, const acc_t* x2, const acc_t* y, Margin m, Grad g, int64_t len, scalar_t* g1,
-                scalar_t* g2) {
+void chunk_grad(const acc_t* __restrict x1, const acc_t* __restrict x2, const acc_t* __restrict y, Margin m, Grad g,
+                int64_t len, scalar_t* __restrict g1, scalar_t* __restrict g2) {
 #pragma omp simd
   for (int64_t k = 0; k < len; ++k) {
-    const acc_t gz = hinge_active(margin_rank_z(x1[k], x2[k], y[k], m[k])) ? g[k] : acc_t(0);
+    const acc_t incoming = g[k];  // loaded unconditionally: a load under the select would block vectorisation
+    const acc_t gz = hinge_active(margin_rank_z(x1[k], x2[k], y[k], m[k])) ? incoming : acc_t(0);
     const acc_t d1 = gz * -y[k];
     g1[k] = static_cast<scalar_t>(d1);
     g2[k] = static_cast<scalar_t>(-d1);
@@ -92,7 +87,7 @@ void with_margin(const MarginRankLossOperands& ops, double margin, int64_t begin
                  const F& f) {
   if (!ops.margin.defined()) return f(Broadcast<acc_t>{static_cast<acc_t>(margin)});
   if (ops.margin.numel() == 1) return f(Broadcast<acc_t>{static_cast<acc_t>(ops.margin.const_data_ptr<scalar_t>()[0])});
-  f(PerElement<acc_t>{chunk_values<scalar_t, acc_t>(ops.margin, begin, len, buffer)});
+  f(chunk_values<scalar_t, acc_t>(ops.margin, begin, len, buffer));
 }
 
 at::Tensor margin_rank_loss_cpu(const at::Tensor& input1, const at::Tensor& input2, const at::Tensor& target,
@@ -180,7 +175,7 @@ std::tuple<at::Tensor, at::Tensor> margin_rank_loss_backward_cpu(const at::Tenso
             chunk_grad(x1, x2, y, m, Broadcast<acc_t>{grad_element}, len, g1_ptr + begin, g2_ptr + begin);
           } else {
             const acc_t* g = load(ops.grad, begin, len, buffers.get() + 4 * kChunk);
-            chunk_grad(x1, x2, y, m, PerElement<acc_t>{g}, len, g1_ptr + begin, g2_ptr + begin);
+            chunk_grad(x1, x2, y, m, g, len, g1_ptr + begin, g2_ptr + begin);
           }
         });
       }
