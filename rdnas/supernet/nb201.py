@@ -1,0 +1,224 @@
+"""The NAS-Bench-201 weight-sharing supernet with a path-sampled forward and a K-subnet forward.
+
+Macro network (NAS-Bench-201): stem Conv3x3(in -> C) + BN; N cells at C; a ResNet basic block (stride 2) to 2C;
+N cells at 2C; a basic block to 4C; N cells at 4C; head BN + ReLU + global average pool + Linear. Every cell uses
+the same architecture (six op indices, see rdnas.spaces.nb201).
+
+Semantics shared by every forward here and by the exported networks: an edge whose op is ``none``, whose input
+node receives nothing, or whose output cannot reach the cell output contributes nothing and is not computed; a
+cell with no input-to-output path outputs zeros.
+"""
+
+import copy
+import functools
+
+import torch
+from torch import Tensor, nn
+
+from rdnas.spaces import nb201
+from rdnas.supernet.nb201_ops import BNStatistics, ReLUConvBN, ResNetBasicBlock, SubnetBatchNorm, avg_pool_3x3
+
+_PARAMETRIC = {nb201.CONV1X1: ("nor_conv_1x1", 1), nb201.CONV3X3: ("nor_conv_3x3", 3)}
+
+
+@functools.lru_cache(maxsize=None)
+def cell_plan(arch: tuple) -> tuple:
+    """The edges a cell computes, per node: ((edge, source node, op), ...) for nodes 1, 2, 3; () where the cell
+    is disconnected. Cached: a step pays a dictionary lookup, not this analysis."""
+    ops = nb201.validate(arch)
+    receives = {0}
+    for node in (1, 2, 3):
+        if any(ops[e] != nb201.NONE and src in receives for e, (src, dst) in enumerate(nb201.EDGES) if dst == node):
+            receives.add(node)
+    if 3 not in receives:
+        return ()
+    feeds_output = {3}
+    for node in (2, 1):
+        if any(ops[e] != nb201.NONE and dst in feeds_output for e, (src, dst) in enumerate(nb201.EDGES) if src == node):
+            feeds_output.add(node)
+    plan = []
+    for node in (1, 2, 3):
+        plan.append(tuple(
+            (e, src, ops[e]) for e, (src, dst) in enumerate(nb201.EDGES)
+            if dst == node and ops[e] != nb201.NONE and src in receives and node in feeds_output and node in receives
+        ))
+    return tuple(plan)
+
+
+class SearchCell(nn.Module):
+    """One cell with every op of every edge (``nor_conv_1x1`` and ``nor_conv_3x3`` hold weights; skip, pool and
+    none do not)."""
+
+    def __init__(self, channels: int, affine: bool, track_running_stats: bool, edge_ops=None):
+        super().__init__()
+        self.edges = nn.ModuleList()
+        for edge in range(nb201.NUM_EDGES):
+            wanted = _PARAMETRIC if edge_ops is None else {op: _PARAMETRIC[op] for op in edge_ops[edge] if op in _PARAMETRIC}
+            self.edges.append(nn.ModuleDict({
+                name: ReLUConvBN(channels, channels, kernel, 1, affine, track_running_stats)
+                for name, kernel in wanted.values()
+            }))
+
+    def apply_op(self, edge: int, op: int, x: Tensor, subnets=None, stats=None) -> Tensor:
+        if op == nb201.SKIP:
+            return x
+        if op == nb201.AVG_POOL:
+            return avg_pool_3x3(x)
+        return self.edges[edge][_PARAMETRIC[op][0]](x, subnets, stats)
+
+    def forward(self, x: Tensor, plan: tuple) -> Tensor:
+        """One subnet: ``plan`` from :func:`cell_plan`."""
+        if not plan:
+            return torch.zeros_like(x)
+        nodes = [x, None, None, None]
+        for node, edges in enumerate(plan, start=1):
+            for edge, src, op in edges:
+                out = self.apply_op(edge, op, nodes[src])
+                nodes[node] = out if nodes[node] is None else nodes[node] + out
+        return nodes[3]
+
+    def forward_subnets(self, x: Tensor, groups: list, stats: BNStatistics) -> Tensor:
+        """K subnets at once: x is [K, B, C, H, W]; ``groups[node]`` lists (edge, src, op, subnet index tensor)."""
+        nodes = [x, None, None, None]
+        for node in (1, 2, 3):
+            total = None
+            for edge, src, op, subnets in groups[node]:
+                inputs = nodes[src].index_select(0, subnets)
+                out = self.apply_op(edge, op, inputs.flatten(0, 1), subnets, stats).view(inputs.shape)
+                total = (torch.zeros_like(x) if total is None else total).index_add(0, subnets, out)
+            nodes[node] = total if total is not None else torch.zeros_like(x)
+        return nodes[3]
+
+
+class NB201Supernet(nn.Module):
+    """The NAS-Bench-201 supernet.
+
+    Args:
+        channels (int): C, the width of the first stage (16 in the benchmark).
+        cells_per_stage (int): N (5 in the benchmark).
+        num_classes (int): classifier outputs.
+        in_channels (int): input image channels.
+        bn_affine (bool): learnable BN scale and shift in the cells' ops. The benchmark's stand-alone networks use
+            True; several supernet codebases (NB201's own search code) use False.
+        bn_track_running_stats (bool): keep running BN statistics in the cells' ops and reduction blocks (True in
+            the benchmark). With False, BN always uses batch statistics, as many supernets do.
+
+    ``forward(x, arch)`` runs one subnet (``arch``: six op indices, a tuple or a CPU LongTensor[6]; only the
+    chosen op of each edge runs). ``forward_subnets(x, archs)`` runs K subnets on the same minibatch in one pass
+    and returns logits [K, B, num_classes]. ``export(arch)`` returns a stand-alone network with the weights.
+    """
+
+    def __init__(self, channels=16, cells_per_stage=5, num_classes=10, in_channels=3, bn_affine=True,
+                 bn_track_running_stats=True, _edge_ops=None):
+        super().__init__()
+        self.config = dict(channels=channels, cells_per_stage=cells_per_stage, num_classes=num_classes,
+                           in_channels=in_channels, bn_affine=bn_affine, bn_track_running_stats=bn_track_running_stats)
+        self.stem_conv = nn.Conv2d(in_channels, channels, 3, padding=1, bias=False)
+        self.stem_bn = SubnetBatchNorm(channels)
+        self.layers = nn.ModuleList()
+        width = channels
+        for stage in range(3):
+            if stage > 0:
+                self.layers.append(ResNetBasicBlock(width, width * 2, True, True))
+                width *= 2
+            for _ in range(cells_per_stage):
+                self.layers.append(SearchCell(width, bn_affine, bn_track_running_stats, _edge_ops))
+        self.head_bn = SubnetBatchNorm(width)
+        self.classifier = nn.Linear(width, num_classes)
+
+    @staticmethod
+    def _arch_tuple(arch) -> tuple:
+        if isinstance(arch, Tensor):
+            if arch.device.type != "cpu":
+                raise ValueError("rdnas.supernet.NB201Supernet: pass architectures as CPU tensors or tuples "
+                                 "(reading a GPU tensor would synchronise the device every step)")
+            arch = arch.tolist()
+        return tuple(arch)
+
+    def _head(self, features: Tensor, subnets=None, stats=None) -> Tensor:
+        out = torch.relu(self.head_bn(features, subnets, stats))
+        return self.classifier(out.mean(dim=(2, 3)))
+
+    def forward(self, x: Tensor, arch) -> Tensor:
+        """Logits [B, num_classes] of one subnet (x: [B, in_channels, H, W])."""
+        plan = cell_plan(self._arch_tuple(arch))
+        out = self.stem_bn(self.stem_conv(x))
+        for layer in self.layers:
+            out = layer(out, plan) if isinstance(layer, SearchCell) else layer(out)
+        return self._head(out)
+
+    def forward_subnets(self, x: Tensor, archs, bn: str | BNStatistics = "batch") -> Tensor:
+        """Logits [K, B, num_classes] of K subnets on one minibatch, in one pass.
+
+        Per edge, the subnets are grouped by their op and each op runs once on its group's slices; every BN layer
+        normalises each subnet's slice with that subnet's statistics (``bn``: a BNStatistics or one of its mode
+        names). The result equals K separate ``forward`` calls (in "batch" mode: training-mode BN).
+
+        Args:
+            x (Tensor[B, in_channels, H, W]): the minibatch.
+            archs (LongTensor[K, 6] on the CPU, or a list of K architectures).
+            bn (str or BNStatistics): where BN statistics come from (default "batch").
+        """
+        arch_list = [self._arch_tuple(a) for a in archs]
+        k = len(arch_list)
+        stats = bn if isinstance(bn, BNStatistics) else BNStatistics(bn, k)
+        every = torch.arange(k, device=x.device)
+        groups = self._subnet_groups(arch_list, x.device)
+        # The stem convolution runs once; its BN sees every subnet's (identical) slice, so per-subnet statistics
+        # stay uniform across modes.
+        stem = self.stem_conv(x)
+        out = self.stem_bn(stem.unsqueeze(0).expand(k, *stem.shape).flatten(0, 1), every, stats)
+        out = out.view(k, *stem.shape)
+        for layer in self.layers:
+            if isinstance(layer, SearchCell):
+                out = layer.forward_subnets(out, groups, stats)
+            else:
+                out = layer(out.flatten(0, 1), every, stats)
+                out = out.view(k, -1, *out.shape[1:])
+        logits = self._head(out.flatten(0, 1), every, stats)
+        return logits.view(k, x.shape[0], -1)
+
+    @staticmethod
+    def _subnet_groups(arch_list, device) -> list:
+        """groups[node] = [(edge, src, op, LongTensor of subnets)] over the K subnets' plans."""
+        grouped = {}
+        for index, arch in enumerate(arch_list):
+            for node, edges in enumerate(cell_plan(arch), start=1):
+                for edge, src, op in edges:
+                    grouped.setdefault((node, edge, src, op), []).append(index)
+        groups = [[], [], [], []]
+        for (node, edge, src, op), members in sorted(grouped.items()):
+            groups[node].append((edge, src, op, torch.tensor(members, device=device)))
+        return groups
+
+    def export(self, arch) -> "NB201Network":
+        """A stand-alone network for ``arch`` holding copies of the supernet's weights for its ops."""
+        return NB201Network(arch, self)
+
+
+class NB201Network(NB201Supernet):
+    """One NAS-Bench-201 architecture as a stand-alone network (the benchmark's network for that cell).
+
+    It holds the weights of every non-``none`` edge, as the benchmark's network does (so its parameter count is
+    the benchmark's), and computes the edges :func:`cell_plan` keeps. Built from a supernet, it copies the
+    supernet's weights; built with ``NB201Network(arch, channels=..., ...)`` it is freshly initialised.
+    """
+
+    def __init__(self, arch, supernet: NB201Supernet | None = None, **config):
+        arch = nb201.validate(self._arch_tuple(arch))
+        if supernet is not None:
+            config = dict(supernet.config)
+        edge_ops = tuple((op,) for op in arch)
+        super().__init__(**config, _edge_ops=edge_ops)
+        self.arch = arch
+        self.plan = cell_plan(arch)
+        if supernet is not None:
+            own = self.state_dict()
+            source = supernet.state_dict()
+            self.load_state_dict({name: copy.deepcopy(source[name]) for name in own})
+
+    def forward(self, x: Tensor, arch=None) -> Tensor:
+        """Logits [B, num_classes]; ``arch``, if given, must be this network's architecture."""
+        if arch is not None and self._arch_tuple(arch) != self.arch:
+            raise ValueError(f"rdnas.supernet.NB201Network: this network is {nb201.to_string(self.arch)}")
+        return super().forward(x, self.arch)

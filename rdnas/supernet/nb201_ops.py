@@ -1,0 +1,113 @@
+"""Operations of the NAS-Bench-201 network, with batch normalisation that can keep statistics per subnet.
+
+When K subnets share one forward pass (their activations stacked subnet-major, [K * B, C, H, W]), a batch-norm
+layer must normalise each subnet's slice with that subnet's own statistics, exactly as K separate passes would.
+``SubnetBatchNorm`` does this; with K = 1 it is a plain ``nn.BatchNorm2d``.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class BNStatistics:
+    """Where a K-subnet forward takes its batch-norm statistics from.
+
+    Modes:
+        "batch": each subnet's own batch statistics (the supernet's training-mode behaviour; no buffer changes).
+        "running": the layer's shared running statistics (what ``model.eval()`` uses).
+        "calibrate": each subnet's batch statistics, also accumulated per subnet (call on training batches).
+        "calibrated": the per-subnet statistics accumulated by "calibrate" (BN recalibration per subnet).
+    """
+
+    MODES = ("batch", "running", "calibrate", "calibrated")
+
+    def __init__(self, mode: str, num_subnets: int):
+        if mode not in self.MODES:
+            raise ValueError(f"rdnas.supernet.BNStatistics: mode must be one of {self.MODES}, got {mode!r}")
+        self.mode = mode
+        self.num_subnets = num_subnets
+        self._sums = {}  # layer -> (count, sum of means [K, C], sum of E[x^2] [K, C])
+
+    def record(self, layer, subnets: Tensor, mean: Tensor, mean_square: Tensor) -> None:
+        count, means, squares = self._sums.get(layer, (torch.zeros(self.num_subnets, device=mean.device), 0, 0))
+        if not torch.is_tensor(means):
+            means = torch.zeros(self.num_subnets, mean.shape[1], device=mean.device, dtype=mean.dtype)
+            squares = torch.zeros_like(means)
+        count = count.index_add(0, subnets, torch.ones(len(subnets), device=mean.device))
+        self._sums[layer] = (count, means.index_add(0, subnets, mean), squares.index_add(0, subnets, mean_square))
+
+    def calibrated(self, layer, subnets: Tensor) -> tuple[Tensor, Tensor]:
+        if layer not in self._sums:
+            raise RuntimeError("rdnas.supernet.BNStatistics: no calibrated statistics for this layer; run the "
+                               "subnets in mode 'calibrate' on training batches first")
+        count, means, squares = self._sums[layer]
+        count = count[subnets].clamp_min(1).unsqueeze(1)
+        mean = means[subnets] / count
+        return mean, (squares[subnets] / count - mean.square()).clamp_min(0)
+
+    def freeze(self) -> "BNStatistics":
+        """Switches from "calibrate" to "calibrated" (returns self)."""
+        self.mode = "calibrated"
+        return self
+
+
+class SubnetBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d over [groups * B, C, H, W] with statistics per group of B rows (one group per subnet).
+
+    ``forward(x)`` is plain BatchNorm2d. ``forward(x, subnets=..., stats=...)`` treats x as ``len(subnets)``
+    equal slices and takes each slice's statistics from ``stats`` (see BNStatistics).
+    """
+
+    def forward(self, x: Tensor, subnets: Tensor | None = None, stats: BNStatistics | None = None) -> Tensor:
+        if subnets is None or stats is None:
+            return super().forward(x)
+        if stats.mode == "running":
+            if self.running_mean is None:
+                raise RuntimeError("rdnas.supernet: BN statistics mode 'running' needs track_running_stats=True")
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        view = x.reshape(len(subnets), -1, *x.shape[1:])  # [G, B, C, H, W]
+        if stats.mode == "calibrated":
+            mean, var = stats.calibrated(self, subnets)
+        else:
+            mean = view.mean(dim=(1, 3, 4))
+            var = view.var(dim=(1, 3, 4), unbiased=False)
+            if stats.mode == "calibrate":
+                stats.record(self, subnets, mean.detach(), (var + mean.square()).detach())
+        inv = torch.rsqrt(var + self.eps)
+        scale = inv if self.weight is None else inv * self.weight
+        shift = -mean * scale if self.bias is None else self.bias - mean * scale
+        out = view * scale[:, None, :, None, None] + shift[:, None, :, None, None]
+        return out.reshape(x.shape)
+
+
+class ReLUConvBN(nn.Module):
+    """ReLU -> Conv2d(kernel, stride, padding = kernel // 2 with dilation 1, no bias) -> BN."""
+
+    def __init__(self, c_in, c_out, kernel, stride, affine=True, track_running_stats=True):
+        super().__init__()
+        self.relu = nn.ReLU(inplace=False)
+        self.conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False)
+        self.bn = SubnetBatchNorm(c_out, affine=affine, track_running_stats=track_running_stats)
+
+    def forward(self, x: Tensor, subnets: Tensor | None = None, stats: BNStatistics | None = None) -> Tensor:
+        return self.bn(self.conv(self.relu(x)), subnets, stats)
+
+
+class ResNetBasicBlock(nn.Module):
+    """NB201's reduction block: ReLUConvBN(3x3, stride 2) -> ReLUConvBN(3x3), plus AvgPool2x2 + Conv1x1 shortcut."""
+
+    def __init__(self, c_in, c_out, affine=True, track_running_stats=True):
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, 2, affine, track_running_stats)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, 1, affine, track_running_stats)
+        self.downsample = nn.Sequential(nn.AvgPool2d(kernel_size=2, stride=2, padding=0),
+                                        nn.Conv2d(c_in, c_out, kernel_size=1, stride=1, padding=0, bias=False))
+
+    def forward(self, x: Tensor, subnets: Tensor | None = None, stats: BNStatistics | None = None) -> Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x, subnets, stats), subnets, stats)
+
+
+def avg_pool_3x3(x: Tensor) -> Tensor:
+    """NB201's avg_pool_3x3 inside a cell: AvgPool2d(3, stride 1, padding 1, count_include_pad=False)."""
+    return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)

@@ -1,0 +1,155 @@
+"""The NB201 supernet: path-sampled forward, K-subnet forward, export."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rdnas.spaces import nb201
+from rdnas.supernet import BNStatistics, NB201Network, NB201Supernet, cell_plan
+
+GT_TABLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nb201_gt.csv"
+needs_gt = pytest.mark.skipif(not GT_TABLE.exists(), reason=f"NB201 ground-truth table not found at {GT_TABLE}")
+
+ARCHS = torch.tensor([
+    [3, 3, 3, 1, 3, 2],  # the benchmark's best CIFAR-10 cell
+    [0, 0, 0, 0, 0, 0],  # disconnected
+    [1, 4, 2, 0, 3, 1],
+    [2, 2, 0, 3, 0, 4],
+    [3, 0, 3, 0, 0, 0],  # edges that never reach the output
+    [1, 1, 1, 1, 1, 1],  # parameter-free
+])
+
+
+def small_supernet(**kwargs):
+    torch.manual_seed(0)
+    return NB201Supernet(channels=8, cells_per_stage=2, num_classes=10, **kwargs)
+
+
+def test_cell_plan_skips_dead_edges():
+    assert cell_plan((0, 0, 0, 0, 0, 0)) == ()
+    # Node 1 gets conv3x3 from node 0 but feeds nothing that reaches node 3: only edge 0->3 (skip) is computed.
+    assert cell_plan((3, 0, 3, 1, 0, 0)) == ((), (), ((3, 0, 1),))
+    # An edge into node 2 from node 1 counts only if node 1 receives something.
+    assert cell_plan((0, 1, 3, 0, 0, 1)) == ((), ((1, 0, 1),), ((5, 2, 1),))
+
+
+@needs_gt
+def test_exported_networks_have_the_benchmark_parameter_counts():
+    from rdnas.rank import GroundTruth
+
+    table = GroundTruth.load(GT_TABLE)
+    supernet = NB201Supernet()  # C=16, N=5, 10 classes: the benchmark's CIFAR-10 network
+    params = table.column("params_M_cifar10")
+    for row in range(0, len(table), 311):
+        arch = tuple(table.archs[row].tolist())
+        count = sum(p.numel() for p in supernet.export(arch).parameters())
+        assert count / 1e6 == pytest.approx(params[row], abs=5e-7), nb201.to_string(arch)
+
+
+def test_path_sampled_forward_touches_only_the_chosen_ops():
+    supernet = small_supernet()
+    x = torch.randn(4, 3, 16, 16)
+    supernet(x, (3, 0, 0, 2, 0, 0)).sum().backward()  # edge 0: conv3x3 (dead: node 1 feeds nothing), edge 3: conv1x1
+    cell = supernet.layers[0]
+    assert cell.edges[3]["nor_conv_1x1"].conv.weight.grad is not None
+    assert cell.edges[3]["nor_conv_3x3"].conv.weight.grad is None
+    assert cell.edges[0]["nor_conv_3x3"].conv.weight.grad is None  # not computed: cannot reach the output
+
+
+@pytest.mark.parametrize("affine,track", [(True, True), (False, False), (False, True)])
+def test_subnets_forward_equals_separate_forwards_in_training_mode(affine, track):
+    supernet = small_supernet(bn_affine=affine, bn_track_running_stats=track).train()
+    x = torch.randn(6, 3, 16, 16)
+    together = supernet.forward_subnets(x, ARCHS, bn="batch")
+    separate = torch.stack([supernet(x, arch) for arch in ARCHS])
+    assert together.shape == (len(ARCHS), 6, 10)
+    torch.testing.assert_close(together, separate, rtol=1e-4, atol=1e-5)
+
+
+def test_subnets_forward_equals_separate_forwards_with_running_statistics():
+    supernet = small_supernet()
+    with torch.no_grad():
+        for _ in range(3):  # give the running statistics values of their own
+            supernet.train()(torch.randn(8, 3, 16, 16), ARCHS[0])
+    supernet.eval()
+    x = torch.randn(5, 3, 16, 16)
+    together = supernet.forward_subnets(x, ARCHS, bn="running")
+    torch.testing.assert_close(together, torch.stack([supernet(x, arch) for arch in ARCHS]))
+
+
+def test_subnets_forward_gradients_equal_separate_forwards():
+    supernet = small_supernet().train()
+    x = torch.randn(4, 3, 16, 16)
+    supernet.forward_subnets(x, ARCHS).square().sum().backward()
+    together = [p.grad.clone() if p.grad is not None else None for p in supernet.parameters()]
+    supernet.zero_grad(set_to_none=True)
+    sum(supernet(x, arch).square().sum() for arch in ARCHS).backward()
+    for a, p in zip(together, supernet.parameters()):
+        if a is None:
+            assert p.grad is None or torch.count_nonzero(p.grad) == 0
+        else:
+            torch.testing.assert_close(a, p.grad, rtol=1e-3, atol=1e-4)
+
+
+def test_calibrated_statistics_are_per_subnet():
+    supernet = small_supernet().eval()
+    x = torch.randn(6, 3, 16, 16)
+    stats = BNStatistics("calibrate", len(ARCHS))
+    with torch.no_grad():
+        calibrating = supernet.forward_subnets(x, ARCHS, bn=stats)
+        calibrated = supernet.forward_subnets(x, ARCHS, bn=stats.freeze())
+        batch = supernet.forward_subnets(x, ARCHS, bn="batch")
+    # Calibrated on this one batch, each subnet's statistics are this batch's: the same as batch statistics.
+    torch.testing.assert_close(calibrating, batch)
+    torch.testing.assert_close(calibrated, batch, rtol=1e-4, atol=1e-4)
+
+
+def test_calibrated_mode_needs_a_calibration_pass():
+    supernet = small_supernet()
+    with pytest.raises(RuntimeError, match=r"no calibrated statistics for this layer"):
+        supernet.forward_subnets(torch.randn(2, 3, 8, 8), ARCHS[:2], bn="calibrated")
+
+
+def test_export_matches_the_supernet_and_owns_its_weights():
+    supernet = small_supernet()
+    x = torch.randn(4, 3, 16, 16)
+    for arch in ARCHS:
+        network = supernet.export(arch)
+        assert isinstance(network, NB201Network)
+        for mode in ("train", "eval"):
+            getattr(supernet, mode)()
+            getattr(network, mode)()
+            torch.testing.assert_close(network(x), supernet(x, arch))
+    network = supernet.export(ARCHS[0])
+    with torch.no_grad():
+        network.classifier.weight.add_(1.0)
+    assert not torch.equal(network.classifier.weight, supernet.classifier.weight)
+
+
+def test_fresh_stand_alone_network():
+    network = NB201Network((3, 3, 3, 1, 3, 2), channels=8, cells_per_stage=1, num_classes=4, in_channels=1)
+    assert network(torch.randn(2, 1, 8, 8)).shape == (2, 4)
+    with pytest.raises(ValueError, match=r"rdnas.supernet.NB201Network: this network is \|nor_conv_3x3~0\|"):
+        network(torch.randn(2, 1, 8, 8), (0, 0, 0, 0, 0, 0))
+
+
+def test_disconnected_architecture_runs():
+    supernet = small_supernet()
+    out = supernet(torch.randn(3, 3, 16, 16), (0, 0, 0, 0, 0, 0))
+    assert out.shape == (3, 10) and torch.isfinite(out).all()
+
+
+class TestErrors:
+    def test_invalid_architecture(self):
+        with pytest.raises(nb201.InvalidArchitecture, match=r"op index 7 on edge 0"):
+            small_supernet()(torch.randn(1, 3, 8, 8), (7, 0, 0, 0, 0, 0))
+
+    def test_bn_mode(self):
+        with pytest.raises(ValueError, match=r"rdnas.supernet.BNStatistics: mode must be one of"):
+            small_supernet().forward_subnets(torch.randn(1, 3, 8, 8), ARCHS[:1], bn="frozen")
+
+    def test_running_mode_without_running_statistics(self):
+        supernet = small_supernet(bn_track_running_stats=False)
+        with pytest.raises(RuntimeError, match=r"BN statistics mode 'running' needs track_running_stats=True"):
+            supernet.forward_subnets(torch.randn(2, 3, 8, 8), ARCHS[:1], bn="running")
