@@ -154,6 +154,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     text = "\n".join(render(path) for path in args.json_files)
     if args.output:
+        sources = " ".join(str(path) for path in args.json_files)
+        text = (f"# rdnas benchmark results\n\nRendered from saved pytest-benchmark runs by "
+                f"`python benchmarks/render_results.py {sources} -o {args.output}`; each section names the machine "
+                f"and the command that produced its numbers. No GPU figures exist until a GPU machine runs "
+                f"`bash benchmarks/gpu_check.sh` (DEVELOPERS.md).\n\n") + text
         args.output.write_text(text)
     else:
         sys.stdout.write(text)
