@@ -1,0 +1,72 @@
+"""An on-device batch pipeline: the whole dataset resident on the device, batches drawn, augmented (random crop
+with zero padding, horizontal flip) and normalised there, so data loading never starves a step."""
+
+import torch
+from torch import Tensor
+
+from rdnas.data.datasets import ImageSet
+
+
+class DeviceBatches:
+    """Iterates over shuffled minibatches of an ImageSet held on ``device``.
+
+    Args:
+        data (ImageSet): uint8 images [N, C, H, W] and labels.
+        batch_size (int): images per batch.
+        device: where the data lives and batches are made.
+        mean, std (sequence of C floats): normalisation, applied to images scaled to [0, 1].
+        augment (bool): random crop (``padding`` zero pixels each side) and horizontal flip per image.
+        shuffle (bool): a new permutation every epoch (from ``generator``).
+        drop_last (bool): drop the last incomplete batch.
+        generator (torch.Generator, optional): on the CPU; makes shuffling and augmentation reproducible.
+
+    Yields (images float32 [B, C, H, W], labels int64 [B]) on ``device``.
+    """
+
+    def __init__(self, data: ImageSet, batch_size: int, device="cpu", mean=None, std=None, augment=False,
+                 padding=4, shuffle=True, drop_last=False, generator: torch.Generator | None = None):
+        if batch_size < 1:
+            raise ValueError(f"rdnas.data.DeviceBatches: batch_size must be positive, got {batch_size}")
+        self.device = torch.device(device)
+        self.images = data.images.to(self.device)
+        self.labels = data.labels.to(self.device)
+        channels = self.images.shape[1]
+        mean = [0.0] * channels if mean is None else list(mean)
+        std = [1.0] * channels if std is None else list(std)
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"rdnas.data.DeviceBatches: mean and std need {channels} values, got {len(mean)} and {len(std)}")
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        self.batch_size, self.augment, self.padding = batch_size, augment, padding
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+
+    def __len__(self) -> int:
+        n = self.images.shape[0]
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _augment(self, images: Tensor) -> Tensor:
+        b, _, h, w = images.shape
+        p = self.padding
+        padded = torch.nn.functional.pad(images, (p, p, p, p))
+        offsets = torch.randint(0, 2 * p + 1, (2, b), generator=self.generator).to(self.device)
+        rows = (offsets[0].unsqueeze(1) + torch.arange(h, device=self.device)).view(b, 1, h, 1)
+        cols = (offsets[1].unsqueeze(1) + torch.arange(w, device=self.device)).view(b, 1, 1, w)
+        batch = torch.arange(b, device=self.device).view(b, 1, 1, 1)
+        channel = torch.arange(images.shape[1], device=self.device).view(1, -1, 1, 1)
+        cropped = padded[batch, channel, rows, cols]
+        flip = (torch.rand(b, generator=self.generator) < 0.5).to(self.device).view(b, 1, 1, 1)
+        return torch.where(flip, cropped.flip(-1), cropped)
+
+    def __iter__(self):
+        n = self.images.shape[0]
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.device)
+        for start in range(0, n, self.batch_size):
+            index = order[start:start + self.batch_size]
+            if self.drop_last and len(index) < self.batch_size:
+                break
+            images = self.images[index].float().div_(255.0)
+            if self.augment:
+                images = self._augment(images)
+            yield (images - self.mean) / self.std, self.labels[index]
