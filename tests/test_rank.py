@@ -33,6 +33,7 @@ def test_concordant_pair_ratio_by_hand():
     assert rank.concordant_pair_ratio([1, 2, 3, 3], [1, 2, 3, 4]) == pytest.approx(5.5 / 6)
     # Tied truths are not pairs; an item is never paired with itself.
     assert rank.concordant_pair_ratio([1, 5, 2], [0, 0, 1]) == pytest.approx(0.5)
+    assert rank.concordant_pair_ratio([1, 1, 2], [0, 1, 2]) == pytest.approx(2.5 / 3)
 
 
 def test_concordant_pair_ratio_relates_to_kendall_tau_without_ties():
@@ -75,9 +76,13 @@ class TestMetricErrors:
         with pytest.raises(ValueError, match=r"percent must lie in \(0, 100\], got 0"):
             rank.precision_at_top([1, 2], [1, 2], 0)
 
-    def test_all_truth_tied(self):
-        with pytest.raises(ValueError, match=r"every true value is tied"):
+    def test_constant_truth(self):
+        with pytest.raises(ValueError, match=r"rdnas.rank.concordant_pair_ratio: every truth value is 5; a rank correlation with a constant is undefined"):
             rank.concordant_pair_ratio([1, 2, 3], [5, 5, 5])
+
+    def test_constant_prediction(self):
+        with pytest.raises(ValueError, match=r"rdnas.rank.kendall_tau: every predicted value is 0.1"):
+            rank.kendall_tau([0.1, 0.1, 0.1], [1, 2, 3])
 
 
 def write_table(path, rows, header="index,arch_str,acc,params"):

@@ -1,6 +1,7 @@
 """Rank consistency: ground-truth tables and metrics."""
 
 from rdnas.rank.ground_truth import GroundTruth, MalformedTable
+from rdnas.rank.supernet_accuracy import supernet_accuracy
 from rdnas.rank.metrics import (
     best_and_worst_rank_in_top,
     bootstrap_interval,
@@ -14,5 +15,5 @@ from rdnas.rank.metrics import (
 
 __all__ = [
     "GroundTruth", "MalformedTable", "best_and_worst_rank_in_top", "bootstrap_interval", "concordant_pair_ratio",
-    "kendall_tau", "pearson_r", "precision_at_top", "rank_report", "spearman_rho",
+    "kendall_tau", "pearson_r", "precision_at_top", "rank_report", "spearman_rho", "supernet_accuracy",
 ]

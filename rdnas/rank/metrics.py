@@ -1,7 +1,7 @@
 """Rank-consistency metrics between a predicted score and a ground truth (higher = better for both).
 
-Every function takes two 1-D sequences of equal length and raises ValueError for mismatched lengths or NaN
-(rather than returning NaN silently). ``rank_report`` bundles them with the number of architectures and the
+Every function takes two 1-D sequences of equal length and raises ValueError for mismatched lengths, NaN or a
+constant sequence (rather than returning NaN silently). ``rank_report`` bundles them with the number of architectures and the
 ground-truth column, which every reported figure must state.
 """
 
@@ -21,6 +21,10 @@ def _pair(predicted, truth, name):
         raise ValueError(f"rdnas.rank.{name}: predicted and truth must not contain NaN (drop those entries first)")
     if predicted.size < 2:
         raise ValueError(f"rdnas.rank.{name}: at least 2 items are needed, got {predicted.size}")
+    for label, values in (("predicted", predicted), ("truth", truth)):
+        if np.ptp(values) == 0:
+            raise ValueError(f"rdnas.rank.{name}: every {label} value is {values[0]:g}; a rank correlation with a "
+                             "constant is undefined")
     return predicted, truth
 
 
@@ -79,8 +83,6 @@ def concordant_pair_ratio(predicted, truth) -> float:
         counted = true_diff != 0
         total += int(counted.sum())
         concordant += float((pred_diff[counted] > 0).sum()) + 0.5 * float((pred_diff[counted] == 0).sum())
-    if total == 0:
-        raise ValueError("rdnas.rank.concordant_pair_ratio: every true value is tied; no pair can be ordered")
     return concordant / total
 
 
@@ -94,6 +96,8 @@ def bootstrap_interval(metric, predicted, truth, *, samples: int = 1000, confide
         if np.ptp(truth[take]) == 0 or np.ptp(predicted[take]) == 0:
             continue  # a constant resample has no correlation
         values.append(metric(predicted[take], truth[take]))
+    if not values:
+        raise ValueError("rdnas.rank.bootstrap_interval: every resample was constant")
     low, high = np.quantile(values, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
     return float(low), float(high)
 

@@ -1,0 +1,58 @@
+"""Supernet accuracy of many architectures on a validation split, K subnets per forward pass."""
+
+import torch
+from torch import Tensor
+
+from rdnas.supernet import BNStatistics, NB201Supernet
+
+BN_MODES = ("batch", "recalibrate", "running")
+
+
+@torch.no_grad()
+def supernet_accuracy(supernet: NB201Supernet, archs: Tensor, valid_batches, *, bn: str = "recalibrate",
+                      calibration_batches=None, calibration_steps: int = 4, subnets_per_pass: int = 32,
+                      progress: bool = False) -> Tensor:
+    """Top-1 accuracy (in [0, 1]) of each architecture with the supernet's weights.
+
+    Args:
+        supernet (NB201Supernet): trained weights.
+        archs (LongTensor[A, 6]): the architectures, on the CPU.
+        valid_batches: iterable of (images, labels) on the supernet's device.
+        bn (str): where BN statistics come from. "recalibrate" (default): per subnet, recomputed on
+            ``calibration_steps`` batches of ``calibration_batches`` (training data) before evaluation, the usual
+            protocol for weight-sharing supernets. "batch": each subnet's statistics of each validation batch
+            (training-mode BN). "running": the supernet's shared running statistics.
+        subnets_per_pass (int): K, architectures evaluated together by ``forward_subnets``.
+
+    Returns:
+        Tensor[A]: accuracy per architecture (float64).
+    """
+    if bn not in BN_MODES:
+        raise ValueError(f"rdnas.rank.supernet_accuracy: bn must be one of {BN_MODES}, got {bn!r}")
+    if bn == "recalibrate" and calibration_batches is None:
+        raise ValueError("rdnas.rank.supernet_accuracy: bn='recalibrate' needs calibration_batches (training data)")
+    valid = list(valid_batches)
+    calibration = []
+    if bn == "recalibrate":
+        for step, batch in enumerate(calibration_batches):
+            if step >= calibration_steps:
+                break
+            calibration.append(batch)
+    supernet.eval()
+    correct = torch.zeros(len(archs), dtype=torch.float64)
+    total = sum(int(labels.numel()) for _, labels in valid)
+    from tqdm.auto import tqdm
+
+    for start in tqdm(range(0, len(archs), subnets_per_pass), disable=not progress, desc="architectures"):
+        chunk = archs[start:start + subnets_per_pass]
+        if bn == "recalibrate":
+            stats = BNStatistics("calibrate", len(chunk))
+            for images, _ in calibration:
+                supernet.forward_subnets(images, chunk, bn=stats)
+            stats.freeze()
+        else:
+            stats = bn
+        for images, labels in valid:
+            logits = supernet.forward_subnets(images, chunk, bn=stats)  # [K, B, classes]
+            correct[start:start + len(chunk)] += (logits.argmax(-1) == labels).sum(-1).double().cpu()
+    return correct / max(total, 1)

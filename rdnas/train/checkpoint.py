@@ -1,0 +1,26 @@
+"""Checkpoints that a crash cannot corrupt: written to a temporary file, flushed to disk, then renamed."""
+
+import os
+from pathlib import Path
+
+import torch
+
+
+def save_checkpoint(path, state: dict) -> None:
+    """Writes ``state`` to ``path`` atomically: a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path) -> dict:
+    """Reads a checkpoint written by save_checkpoint onto the CPU (tensors and plain Python values only)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"rdnas.train: no checkpoint at {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
