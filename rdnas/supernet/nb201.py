@@ -78,14 +78,21 @@ class SearchCell(nn.Module):
         return nodes[3]
 
     def forward_subnets(self, x: Tensor, groups: list, stats: BNStatistics) -> Tensor:
-        """K subnets at once: x is [K, B, C, H, W]; ``groups[node]`` lists (edge, src, op, subnet index tensor)."""
+        """K subnets at once: x is [K, B, C, H, W]; ``groups[node]`` lists (edge, src, op, subnet index tensor or
+        None when the group is every subnet)."""
         nodes = [x, None, None, None]
         for node in (1, 2, 3):
             total = None
             for edge, src, op, subnets in groups[node]:
-                inputs = nodes[src].index_select(0, subnets)
-                out = self.apply_op(edge, op, inputs.flatten(0, 1), subnets, stats).view(inputs.shape)
-                total = (torch.zeros_like(x) if total is None else total).index_add(0, subnets, out)
+                inputs = nodes[src] if subnets is None else nodes[src].index_select(0, subnets)
+                every = torch.arange(len(inputs), device=x.device) if subnets is None else subnets
+                out = self.apply_op(edge, op, inputs.flatten(0, 1), every, stats).view(inputs.shape)
+                if total is None and subnets is None and op != nb201.SKIP:
+                    total = out  # a fresh tensor (skip would alias its input): later groups add into it in place
+                elif subnets is None:
+                    total = (torch.zeros_like(x) if total is None else total).add_(out)
+                else:
+                    total = (torch.zeros_like(x) if total is None else total).index_add_(0, subnets, out)
             nodes[node] = total if total is not None else torch.zeros_like(x)
         return nodes[3]
 
@@ -188,7 +195,8 @@ class NB201Supernet(nn.Module):
                     grouped.setdefault((node, edge, src, op), []).append(index)
         groups = [[], [], [], []]
         for (node, edge, src, op), members in sorted(grouped.items()):
-            groups[node].append((edge, src, op, torch.tensor(members, device=device)))
+            subnets = None if len(members) == len(arch_list) else torch.tensor(members, device=device)
+            groups[node].append((edge, src, op, subnets))
         return groups
 
     def export(self, arch) -> "NB201Network":

@@ -66,19 +66,22 @@ class SubnetBatchNorm(nn.BatchNorm2d):
             if self.running_mean is None:
                 raise RuntimeError("rdnas.supernet: BN statistics mode 'running' needs track_running_stats=True")
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        view = x.reshape(len(subnets), -1, *x.shape[1:])  # [G, B, C, H, W]
+        # Subnet-major [G * B, C, H, W] -> [B, G * C, H, W]: channel (g, c) is channel c of subnet g, so the native
+        # batch norm computes each subnet's statistics in one fused pass.
+        groups, channels = len(subnets), x.shape[1]
+        wide = x.view(groups, -1, *x.shape[1:]).transpose(0, 1).reshape(-1, groups * channels, *x.shape[2:])
+        weight = None if self.weight is None else self.weight.repeat(groups)
+        bias = None if self.bias is None else self.bias.repeat(groups)
         if stats.mode == "calibrated":
             mean, var = stats.calibrated(self, subnets)
+            out = F.batch_norm(wide, mean.flatten(), var.flatten(), weight, bias, False, 0.0, self.eps)
         else:
-            mean = view.mean(dim=(1, 3, 4))
-            var = view.var(dim=(1, 3, 4), unbiased=False)
             if stats.mode == "calibrate":
-                stats.record(self, subnets, mean.detach(), (var + mean.square()).detach())
-        inv = torch.rsqrt(var + self.eps)
-        scale = inv if self.weight is None else inv * self.weight
-        shift = -mean * scale if self.bias is None else self.bias - mean * scale
-        out = view * scale[:, None, :, None, None] + shift[:, None, :, None, None]
-        return out.reshape(x.shape)
+                var, mean = torch.var_mean(wide.detach(), dim=(0, 2, 3), unbiased=False)
+                mean, var = mean.view(groups, channels), var.view(groups, channels)
+                stats.record(self, subnets, mean, var + mean.square())
+            out = F.batch_norm(wide, None, None, weight, bias, True, 0.0, self.eps)
+        return out.view(-1, groups, *x.shape[1:]).transpose(0, 1).reshape(x.shape)
 
 
 class ReLUConvBN(nn.Module):
