@@ -120,4 +120,15 @@ PairwiseOperands prepare_pairwise_margin_rank_loss(const char* op, const at::Ten
   return ops;
 }
 
+PairwiseOperands prepare_pairwise_margin_rank_loss_backward(const char* op, const at::Tensor& grad,
+                                                            const at::Tensor& scores, const at::Tensor& teacher,
+                                                            const c10::optional<at::Tensor>& groups,
+                                                            int64_t loss_kind) {
+  PairwiseOperands ops = prepare_pairwise_margin_rank_loss(op, scores, teacher, groups, kReduceNone, loss_kind);
+  check_same_device(op, "scores", scores, "grad", grad);
+  check_same_dtype(op, "scores", scores, "grad", grad);
+  check_same_shape(op, "scores", scores, "grad", grad);
+  return ops;
+}
+
 }  // namespace rdnas

@@ -109,6 +109,12 @@ PairwiseOperands prepare_pairwise_margin_rank_loss(const char* op, const at::Ten
                                                    const at::Tensor& teacher, const c10::optional<at::Tensor>& groups,
                                                    int64_t reduction, int64_t loss_kind);
 
+// The same for rdnas::pairwise_margin_rank_loss_backward, which also checks grad (the shape of scores).
+PairwiseOperands prepare_pairwise_margin_rank_loss_backward(const char* op, const at::Tensor& grad,
+                                                            const at::Tensor& scores, const at::Tensor& teacher,
+                                                            const c10::optional<at::Tensor>& groups,
+                                                            int64_t loss_kind);
+
 // Dtype of the gradient coefficients returned by the forward: the accumulation type (float32 for half types).
 inline at::ScalarType pairwise_coef_dtype(at::ScalarType scores_dtype) {
   return scores_dtype == at::kDouble ? at::kDouble : at::kFloat;

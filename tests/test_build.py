@@ -25,3 +25,10 @@ def test_cpu_only_build_names_the_problem_for_cuda_tensors():
     with pytest.raises(RuntimeError, match=r"rdnas::pairwise_margin_rank_loss: got CUDA tensors, but this rdnas build "
                                            r"has no CUDA kernels .*RDNAS_FORCE_CUDA=1"):
         kernel()
+
+
+def test_subpackages_load_on_first_use():
+    assert rdnas.spaces.nb201.NUM_ARCHS == 15625
+    assert rdnas.supernet.NB201Supernet is not None and rdnas.rank.kendall_tau is not None
+    with pytest.raises(AttributeError, match=r"module 'rdnas' has no attribute 'bogus'"):
+        rdnas.bogus

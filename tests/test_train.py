@@ -46,6 +46,19 @@ def test_sampler_is_uniform_and_reproducible():
     assert torch.all((counts - 0.2).abs() < 0.02)
 
 
+def test_block_sampling_serves_the_same_draws_and_resumes_mid_block():
+    blocked = UniformSampler(num_paths=2, seed=3, device="cpu", block_steps=4)
+    first = [blocked.sample() for _ in range(5)]
+    assert all(a.shape == (2, 6) and a.device.type == "cpu" for a in first)
+    state = blocked.state_dict()  # three draws of the second block are still unused
+    rest = [blocked.sample() for _ in range(6)]
+    resumed = UniformSampler(num_paths=2, seed=99, device="cpu", block_steps=4)
+    resumed.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(rest, [resumed.sample() for _ in range(6)]))
+    with pytest.raises(ValueError, match=r"block_steps must be positive, got 0"):
+        UniformSampler(device="cpu", block_steps=0)
+
+
 def test_training_writes_metrics_and_learns(tmp_path):
     history = SPOSTrainer(tiny_config(tmp_path, epochs=4, image_size=16, channels=8), progress=False).fit()
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -413,10 +413,7 @@ at::Tensor pairwise_margin_rank_loss_backward_cpu(const at::Tensor& grad, const 
                                                   const at::Tensor& teacher, const c10::optional<at::Tensor>& groups,
                                                   double margin, int64_t loss_kind) {
   const char* op = "pairwise_margin_rank_loss_backward";
-  const PairwiseOperands ops = prepare_pairwise_margin_rank_loss(op, scores, teacher, groups, kReduceNone, loss_kind);
-  check_same_device(op, "scores", scores, "grad", grad);
-  check_same_dtype(op, "scores", scores, "grad", grad);
-  check_same_shape(op, "scores", scores, "grad", grad);
+  const PairwiseOperands ops = prepare_pairwise_margin_rank_loss_backward(op, grad, scores, teacher, groups, loss_kind);
   at::Tensor grad_scores = at::empty(scores.sizes(), scores.options());
   const int64_t rows_total = ops.batch * ops.n;
   std::vector<double> row_grads(rows_total);

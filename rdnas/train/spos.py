@@ -107,7 +107,8 @@ class SPOSTrainer:
         torch.manual_seed(config.seed)
         self.model = NB201Supernet(config.channels, config.cells_per_stage, self.data.train.num_classes,
                                    self.data.in_channels, config.bn_affine, config.bn_track_running_stats).to(self.device)
-        self.sampler = UniformSampler(config.paths_per_step, seed=config.seed + 1)
+        self.sampler = UniformSampler(config.paths_per_step, seed=config.seed + 1,
+                                      device=self.device if self.device.type == "cuda" else None)
         self.data_generator = torch.Generator().manual_seed(config.seed + 2)
         self.batches = DeviceBatches(self.data.train, config.batch_size, self.device, self.data.mean, self.data.std,
                                      augment=True, padding=max(1, self.data.train.images.shape[-1] // 8),
