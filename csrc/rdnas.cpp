@@ -46,4 +46,11 @@ TORCH_LIBRARY(rdnas, m) {
   m.def("pairwise_margin_rank_loss_backward(Tensor grad, Tensor scores, Tensor teacher, Tensor? groups, "
         "float margin, int loss_kind) -> Tensor",
         {at::Tag::pt2_compliant_tag});
+  // Zero-cost proxy reductions over every parameter tensor in one pass: per tensor pair, sum |a*b| (kind 0),
+  // sum a*b (kind 1) or sum a*a (kind 2, second list empty); float64 [T].
+  m.def("multi_tensor_reduce(Tensor[] first, Tensor[] second, int kind) -> Tensor", {at::Tag::pt2_compliant_tag});
+  // Synflow's linearisation: w = |w| in place, writing sign(w) into the int8 tensors `signs`; and its inverse,
+  // w *= sign.
+  m.def("multi_tensor_abs_(Tensor(a!)[] tensors, Tensor(b!)[] signs) -> ()", {at::Tag::pt2_compliant_tag});
+  m.def("multi_tensor_mul_signs_(Tensor(a!)[] tensors, Tensor[] signs) -> ()", {at::Tag::pt2_compliant_tag});
 }

@@ -29,6 +29,9 @@ NATIVE_OPS = (
     "margin_rank_loss_backward",
     "pairwise_margin_rank_loss",
     "pairwise_margin_rank_loss_backward",
+    "multi_tensor_reduce",
+    "multi_tensor_abs_",
+    "multi_tensor_mul_signs_",
 )
 
 if not built_with_cuda():
