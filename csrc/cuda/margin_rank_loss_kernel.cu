@@ -15,6 +15,7 @@
 // Backward: one kernel writes grad_input1 = where(z >= 0, g, 0) * -y and grad_input2 = -grad_input1, with g
 // divided by numel for "mean", exactly as chunk_grad in the CPU kernel.
 #include "../checks.h"
+#include "block_reduce.cuh"
 #include "../margin_rank_loss.h"
 
 #include <ATen/Dispatch.h>
@@ -93,23 +94,6 @@ int64_t grid_size(int64_t numel) {
   return std::max<int64_t>(1, std::min<int64_t>((numel + per_block - 1) / per_block, kMaxBlocks));
 }
 
-// Sum of `value` over the block, in a fixed order (warp butterflies, then the first warp over the warp sums).
-// The result is valid in thread 0. `scratch` holds kThreads / 32 doubles.
-__device__ __forceinline__ double block_sum(double value, double* scratch) {
-  constexpr int kWarps = kThreads / 32;
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(0xffffffffu, value, offset);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __syncthreads();  // scratch may still be read by an earlier call
-  if (lane == 0) scratch[warp] = value;
-  __syncthreads();
-  if (warp == 0) {
-    value = lane < kWarps ? scratch[lane] : 0.0;
-#pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(0xffffffffu, value, offset);
-  }
-  return value;
-}
 
 // Forward. kReduce false: out has numel elements. kReduce true: out is the scalar; partials has gridDim.x
 // doubles and counter is a zeroed unsigned int (both unused when gridDim.x == 1).
@@ -147,7 +131,7 @@ __global__ void __launch_bounds__(kThreads, 4)
   if constexpr (kReduce) {
     __shared__ double scratch[kThreads / 32];
     __shared__ bool is_last;
-    double total = block_sum(static_cast<double>(thread_sum), scratch);
+    double total = block_sum<kThreads>(static_cast<double>(thread_sum), scratch);
     if (gridDim.x > 1) {
       if (threadIdx.x == 0) {
         partials[blockIdx.x] = total;
@@ -161,7 +145,7 @@ __global__ void __launch_bounds__(kThreads, 4)
       double sum = 0.0;
 #pragma unroll 1
       for (int64_t p = threadIdx.x; p < gridDim.x; p += kThreads) sum += __ldcg(partials + p);
-      total = block_sum(sum, scratch);
+      total = block_sum<kThreads>(sum, scratch);
     }
     if (threadIdx.x == 0) {
       if (mean) {

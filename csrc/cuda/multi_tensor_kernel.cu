@@ -25,6 +25,7 @@
 //
 // Empty lists and lists whose tensors have no elements launch nothing (tensors without elements sum to 0).
 #include "../checks.h"
+#include "block_reduce.cuh"
 #include "../multi_tensor.h"
 
 #include <ATen/Dispatch.h>
@@ -68,23 +69,6 @@ constexpr int64_t kEntryWords = sizeof(ChunkEntry) / sizeof(int64_t);
 __device__ __forceinline__ float abs_value(float x) { return ::fabsf(x); }
 __device__ __forceinline__ double abs_value(double x) { return ::fabs(x); }
 
-// Sum of `value` over the block, in a fixed order (warp butterflies, then the first warp over the warp sums).
-// The result is valid in thread 0. Every thread of the block must call it; `scratch` holds kThreads / 32 doubles.
-__device__ __forceinline__ double block_sum(double value, double* scratch) {
-  constexpr int kWarps = kThreads / 32;
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(0xffffffffu, value, offset);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __syncthreads();  // scratch may still be read by the previous call (previous chunk of a grid-stride loop)
-  if (lane == 0) scratch[warp] = value;
-  __syncthreads();
-  if (warp == 0) {
-    value = lane < kWarps ? scratch[lane] : 0.0;
-#pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(0xffffffffu, value, offset);
-  }
-  return value;
-}
 
 // One float64 partial per chunk: partials[c] = sum over chunk c of the kKind term. The chunk loop is uniform
 // across the block (it depends on blockIdx only), so every thread reaches block_sum's barriers.
@@ -127,7 +111,7 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
     }
-    const double total = block_sum(static_cast<double>(sum), scratch);
+    const double total = block_sum<kThreads>(static_cast<double>(sum), scratch);
     if (threadIdx.x == 0) partials[c] = total;
   }
 }
