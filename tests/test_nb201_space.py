@@ -36,6 +36,7 @@ def test_enumeration_index_round_trip_and_order():
         arch = nb201.from_enumeration_index(index)
         assert tuple(archs[index].tolist()) == arch
         assert nb201.enumeration_index(arch) == index
+    assert torch.equal(nb201.enumeration_indices(archs), torch.arange(15625))
 
 
 def test_naslib_and_nni_round_trips():

@@ -37,9 +37,8 @@ class GroundTruth:
         self.archs = archs
         self.columns = columns
         self._row_of_index = {int(index): row for row, index in enumerate(indices.tolist())}
-        enumeration = (archs * torch.tensor([5**k for k in range(5, -1, -1)])).sum(-1)
         self._row_of_enumeration = torch.full((nb201.NUM_ARCHS,), -1, dtype=torch.long)
-        self._row_of_enumeration[enumeration] = torch.arange(len(archs))
+        self._row_of_enumeration[nb201.enumeration_indices(archs)] = torch.arange(len(archs))
 
     @classmethod
     def load(cls, path) -> "GroundTruth":
@@ -93,8 +92,7 @@ class GroundTruth:
 
     def rows_of(self, archs: Tensor) -> Tensor:
         """Row of each architecture (LongTensor[..., 6] -> LongTensor[...]); -1 where the table lacks it."""
-        enumeration = (archs.long().cpu() * torch.tensor([5**k for k in range(5, -1, -1)])).sum(-1)
-        return self._row_of_enumeration[enumeration]
+        return self._row_of_enumeration[nb201.enumeration_indices(archs)]
 
     def values(self, archs: Tensor, name: str) -> np.ndarray:
         """Column ``name`` for each architecture; KeyError naming the first architecture the table lacks."""

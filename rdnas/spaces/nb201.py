@@ -130,12 +130,17 @@ def to_nni(arch) -> dict:
     return {f"{src}_{dst}": NNI_OPS[op] for (src, dst), op in zip(EDGES, ops)}
 
 
+_RADIX = tuple(NUM_OPS ** (NUM_EDGES - 1 - edge) for edge in range(NUM_EDGES))  # first edge most significant
+
+
 def enumeration_index(arch) -> int:
     """Position of ``arch`` in :func:`all_archs` (mixed radix, first edge most significant). Not the official index."""
-    index = 0
-    for op in validate(arch):
-        index = index * NUM_OPS + op
-    return index
+    return sum(op * weight for op, weight in zip(validate(arch), _RADIX))
+
+
+def enumeration_indices(archs: Tensor) -> Tensor:
+    """:func:`enumeration_index` of many architectures: LongTensor[..., 6] -> LongTensor[...] (on the CPU)."""
+    return (archs.long().cpu() * torch.tensor(_RADIX)).sum(-1)
 
 
 def from_enumeration_index(index: int) -> Arch:

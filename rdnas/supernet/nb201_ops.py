@@ -30,10 +30,10 @@ class BNStatistics:
         self._sums = {}  # layer -> (count, sum of means [K, C], sum of E[x^2] [K, C])
 
     def record(self, layer, subnets: Tensor, mean: Tensor, mean_square: Tensor) -> None:
-        count, means, squares = self._sums.get(layer, (torch.zeros(self.num_subnets, device=mean.device), 0, 0))
-        if not torch.is_tensor(means):
+        if layer not in self._sums:
             means = torch.zeros(self.num_subnets, mean.shape[1], device=mean.device, dtype=mean.dtype)
-            squares = torch.zeros_like(means)
+            self._sums[layer] = (torch.zeros(self.num_subnets, device=mean.device), means, torch.zeros_like(means))
+        count, means, squares = self._sums[layer]
         count = count.index_add(0, subnets, torch.ones(len(subnets), device=mean.device))
         self._sums[layer] = (count, means.index_add(0, subnets, mean), squares.index_add(0, subnets, mean_square))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from rdnas.data import DeviceBatches, ImageSet, load_digits, read_cifar, read_imagenet16
+from rdnas.data import DeviceBatches, ImageSet, load_digits, read_cifar, read_imagenet16, read_split
 from rdnas.supernet import NB201Supernet
 from rdnas.train.checkpoint import load_checkpoint, save_checkpoint
 from rdnas.train.samplers import UniformSampler
@@ -67,8 +67,6 @@ def load_data(config: TrainConfig) -> DataSplits:
     """The training and validation sets named by ``config.data``. CIFAR-10 uses NB201's cifar-valid protocol
     when the folder holds ``cifar-split.txt`` (train on its 25k "train" half, validate on the 25k "valid" half),
     otherwise the test batch; digits are split in two halves by a fixed permutation."""
-    from rdnas.data import read_split
-
     kind, _, folder = config.data.partition(":")
     if kind == "digits":
         digits = load_digits(side=config.image_size, channels=1)
