@@ -11,7 +11,7 @@ from rdnas._extension import built_with_cuda
 from rdnas import ops, nn
 
 __version__ = "0.1.0"
-_SUBPACKAGES = ("data", "rank", "spaces", "supernet", "train")
+_SUBPACKAGES = ("data", "proxies", "rank", "spaces", "supernet", "train")
 __all__ = ["ops", "nn", "built_with_cuda", "__version__", *_SUBPACKAGES]
 
 

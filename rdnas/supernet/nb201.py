@@ -131,6 +131,7 @@ class NB201Supernet(nn.Module):
             for _ in range(cells_per_stage):
                 self.layers.append(SearchCell(width, bn_affine, bn_track_running_stats, _edge_ops))
         self.head_bn = SubnetBatchNorm(width)
+        self.head_relu = nn.ReLU()
         self.classifier = nn.Linear(width, num_classes)
 
     @staticmethod
@@ -143,7 +144,7 @@ class NB201Supernet(nn.Module):
         return tuple(arch)
 
     def _head(self, features: Tensor, subnets=None, stats=None) -> Tensor:
-        out = torch.relu(self.head_bn(features, subnets, stats))
+        out = self.head_relu(self.head_bn(features, subnets, stats))
         return self.classifier(out.mean(dim=(2, 3)))
 
     def forward(self, x: Tensor, arch) -> Tensor:

@@ -1,0 +1,16 @@
+"""Zero-cost proxies: score architectures at initialisation, with the supernet's weights, no network per
+architecture.
+
+``PROXIES`` maps each name to a :class:`Proxy`; every proxy is ``score(supernet, archs, minibatch) -> Tensor[K]``
+float64 (higher = predicted better; disconnected architectures -inf, except flops and params).
+"""
+
+from rdnas.proxies.base import INITS, PROXIES, Minibatch, Proxy, get_proxy, scoring_supernet
+from rdnas.proxies.cost import flops, l2_norm, params
+from rdnas.proxies.synflow import logsynflow, synflow, synflow_of_network
+from rdnas.proxies.activation import jacov, naswot, zen
+from rdnas.proxies.gradient import fisher, grad_norm, grasp, loss_gradient_proxies, plain, snip
+
+__all__ = ["INITS", "PROXIES", "Minibatch", "Proxy", "get_proxy", "scoring_supernet", "flops", "l2_norm", "params",
+           "logsynflow", "synflow", "synflow_of_network", "jacov", "naswot", "zen", "fisher", "grad_norm", "grasp",
+           "loss_gradient_proxies", "plain", "snip"]

@@ -1,0 +1,174 @@
+"""Proxies read from activations or input gradients: naswot, zen, jacov (NAS-Bench-Suite-Zero definitions).
+
+naswot and zen need no weight gradient, so K architectures share one ``forward_subnets`` pass and
+:class:`~rdnas.proxies.probes.SubnetRows` tells each hook which subnet a row belongs to. BN uses each subnet's
+batch statistics (training-mode BN, as the reference code runs the network).
+"""
+
+import copy
+import weakref
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from rdnas.proxies.base import Minibatch, register, scores_with_disconnected_last
+from rdnas.proxies.probes import SubnetRows
+from rdnas.supernet import BNStatistics, NB201Supernet
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+@torch.no_grad()
+def naswot_kernels(supernet: NB201Supernet, archs: list[tuple], inputs: Tensor) -> Tensor:
+    """NASWOT's kernel per architecture: K = sum over ReLU layers of C C^T + (1 - C)(1 - C)^T, C the binary
+    codes (input > 0) of the B images at that ReLU. Returns Tensor[K, B, B] float64."""
+    k, b = len(archs), inputs.shape[0]
+    kernels = torch.zeros(k, b, b, dtype=torch.float64, device=inputs.device)
+    with SubnetRows(supernet, k, b) as subnet_rows:
+        def on_relu(module, args):
+            x = args[0]
+            signs = torch.where(x > 0, 1.0, -1.0).view(-1, b, x[0].numel())  # [G, B, F]; C C^T + (1-C)(1-C)^T
+            agreement = torch.baddbmm(torch.full((), float(signs.shape[2]), device=x.device), signs,
+                                      signs.transpose(1, 2)).mul_(0.5)       # = (S S^T + F) / 2, exact integers
+            kernels.index_add_(0, subnet_rows.subnets(x.device), agreement.double())
+
+        hooks = [m.register_forward_pre_hook(on_relu) for m in supernet.modules() if isinstance(m, nn.ReLU)]
+        try:
+            supernet.forward_subnets(inputs, archs, bn="batch")
+        finally:
+            for hook in hooks:
+                hook.remove()
+    return kernels
+
+
+@register("naswot", needs_data=True, batched=True,
+          summary="NASWOT: log|det K| of the ReLU-code Hamming kernel of the minibatch (Mellor et al. 2021)")
+def naswot(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, archs_per_pass: int = 8) -> Tensor:
+    """NASWOT (v2): ``log|det K|`` with K summed over every ReLU of the network (:func:`naswot_kernels`).
+    A singular K gives -inf, as in the published table; disconnected architectures: -inf. Tensor[K] float64."""
+
+    def connected(kept):
+        parts = []
+        for chunk in _chunks(kept, archs_per_pass):
+            sign, logabsdet = torch.linalg.slogdet(naswot_kernels(supernet, chunk, minibatch.inputs))
+            parts.append(torch.where(sign == 0, float("-inf"), logabsdet).cpu())
+        return torch.cat(parts)
+
+    return scores_with_disconnected_last(archs, connected)
+
+
+_GAUSSIAN = weakref.WeakKeyDictionary()  # supernet -> (parameter versions, seed, Gaussian-initialised copy)
+
+
+def _gaussian_copy(supernet: NB201Supernet, seed: int) -> NB201Supernet:
+    """Zen-NAS's network_weight_gaussian_init on a copy: Conv2d/Linear weights N(0, 1), biases 0, BN 1 / 0."""
+    versions = tuple(p._version for p in supernet.parameters())
+    cached = _GAUSSIAN.get(supernet)
+    if cached is not None and cached[:2] == (versions, seed):
+        return cached[2]
+    net = copy.deepcopy(supernet)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator))
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.BatchNorm2d) and module.affine:
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+    net.requires_grad_(False)
+    _GAUSSIAN[supernet] = (versions, seed, net)
+    return net
+
+
+@torch.no_grad()
+def _zen_pass(net: NB201Supernet, archs: list[tuple], inputs: Tensor) -> tuple[Tensor, BNStatistics, dict]:
+    """Features before global pooling (after the head's BN + ReLU), [K, B, C, h, w]; each subnet's BN batch
+    statistics; and per BN layer the number of values per channel a subnet contributes (B * H * W)."""
+    captured, sizes = [], {}
+    hooks = [net.head_relu.register_forward_hook(lambda m, args, out: captured.append(out))]
+    hooks += [m.register_forward_pre_hook(lambda m, args: sizes.__setitem__(m, inputs.shape[0] * args[0][0, 0].numel()))
+              for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    stats = BNStatistics("calibrate", len(archs))
+    try:
+        net.forward_subnets(inputs, archs, bn=stats)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return captured[0].view(len(archs), inputs.shape[0], *captured[0].shape[1:]), stats, sizes
+
+
+@register("zen", needs_data=False, batched=True,
+          summary="Zen-NAS score: log of the mixup feature change plus BN scaling, Gaussian init (Lin et al. 2021)")
+def zen(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch | None = None, mixup_gamma: float = 1e-2,
+        seed: int = 0, archs_per_pass: int = 8) -> Tensor:
+    """Zen-score as NAS-Bench-Suite-Zero computes it: weights re-drawn N(0, 1) (on a copy), two Gaussian inputs
+    x and x + gamma * x2 of the minibatch's shape, score = log(mean over images of sum |f(x) - f(x')|) + sum over
+    BN layers of log sqrt(mean running variance), where f is the output before global pooling and the running
+    variances are those the two training-mode passes leave (momentum 0.1, from 1). Disconnected: -inf.
+
+    Args:
+        mixup_gamma (float): the perturbation scale (1e-2).
+        seed (int): seeds the Gaussian weights and inputs (the same for every architecture).
+    """
+    net = _gaussian_copy(supernet, seed)
+    shape = minibatch.inputs.shape if minibatch is not None else (64, supernet.config["in_channels"], 32, 32)
+    device = next(net.parameters()).device
+    generator = torch.Generator(device="cpu").manual_seed(seed + 1)
+    first = torch.randn(shape, generator=generator).to(device)
+    mixed = first + mixup_gamma * torch.randn(shape, generator=generator).to(device)
+    bn_layers = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+
+    def connected(kept):
+        parts = []
+        for chunk in _chunks(kept, archs_per_pass):
+            features, stats_first, sizes = _zen_pass(net, chunk, first)
+            features_mixed, stats_mixed, _ = _zen_pass(net, chunk, mixed)
+            change = (features - features_mixed).abs().flatten(2).sum(2).mean(1).double()
+            log_bn = torch.zeros(len(chunk), dtype=torch.float64, device=device)
+            for layer in bn_layers:
+                if layer not in stats_first._sums:
+                    continue
+                count, means, squares = stats_first._sums[layer]
+                _, means_mixed, squares_mixed = stats_mixed._sums[layer]
+                unbiased = sizes[layer] / (sizes[layer] - 1)
+                var_first = (squares - means.square()).double() * unbiased
+                var_mixed = (squares_mixed - means_mixed.square()).double() * unbiased
+                running = 0.9 * (0.9 + 0.1 * var_first) + 0.1 * var_mixed
+                ran = count > 0
+                log_bn += torch.where(ran, 0.5 * running.mean(1).log(), 0.0)
+            parts.append((change.log() + log_bn).cpu())
+        return torch.cat(parts)
+
+    return scores_with_disconnected_last(archs, connected)
+
+
+@register("jacov", needs_data=True, batched=False,
+          summary="Jacobian covariance: -sum(log(v + k) + 1/(v + k)) over eigenvalues of corrcoef(dy/dx) (NASWOT v1)")
+def jacov(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, epsilon: float = 1e-5) -> Tensor:
+    """jacob_cov of NAS-Bench-Suite-Zero: J = d(sum of logits)/d(input) per image, v the eigenvalues of the
+    correlation matrix of J's rows, score = -sum(log(v + epsilon) + 1 / (v + epsilon)). One forward/backward per
+    architecture (training-mode BN). A correlation matrix that is not finite gives -inf; disconnected: -inf."""
+
+    def one(arch):
+        x = minibatch.inputs.detach().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(supernet(x, arch).sum(), x)
+        jacobian = grad.reshape(len(x), -1).double().cpu().numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            correlations = np.corrcoef(jacobian)
+        if not np.isfinite(correlations).all():
+            return float("-inf")
+        eigenvalues = np.linalg.eigvalsh(correlations)
+        return float(-np.sum(np.log(eigenvalues + epsilon) + 1.0 / (eigenvalues + epsilon)))
+
+    was_training = supernet.training
+    supernet.train()
+    try:
+        return scores_with_disconnected_last(archs, lambda kept: torch.tensor([one(a) for a in kept]))
+    finally:
+        supernet.train(was_training)

@@ -1,0 +1,157 @@
+"""What every zero-cost proxy shares: the minibatch, the proxy record and registry, the scoring supernet.
+
+A proxy scores K architectures of a search space with one weight-sharing supernet at initialisation:
+``proxy.score(supernet, archs, minibatch) -> Tensor[K]`` (float64, higher = predicted better). No network is built
+per architecture; a proxy marked ``batched`` also runs several architectures in one pass.
+
+Disconnected architectures (no input-to-output path in the cell; the benchmark trains them to 10 %) score
+``-inf`` under every proxy except ``flops`` and ``params``, which report the cost of the network as the benchmark
+builds it. ``-inf`` ranks them last, below every connected architecture.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from rdnas.spaces import nb201
+from rdnas.supernet import NB201Supernet, cell_plan
+
+INITS = ("pytorch", "kaiming_normal")
+
+
+@dataclass(frozen=True)
+class Minibatch:
+    """One minibatch the data-dependent proxies see.
+
+    Attributes:
+        inputs (Tensor[B, C, H, W]): normalised float images.
+        targets (LongTensor[B]): class labels in 0..num_classes-1.
+        num_classes (int): classifier outputs of the network being scored.
+        source (str): where the images came from (written into score tables).
+    """
+
+    inputs: Tensor
+    targets: Tensor
+    num_classes: int
+    source: str = "unknown"
+
+    def __post_init__(self):
+        if self.inputs.dim() != 4 or not self.inputs.is_floating_point():
+            raise ValueError(f"rdnas.proxies.Minibatch: inputs must be a float Tensor[B, C, H, W], got "
+                             f"{self.inputs.dtype} of shape {list(self.inputs.shape)}")
+        if self.targets.shape != self.inputs.shape[:1] or self.targets.dtype != torch.long:
+            raise ValueError(f"rdnas.proxies.Minibatch: targets must be a LongTensor[{self.inputs.shape[0]}], got "
+                             f"{self.targets.dtype} of shape {list(self.targets.shape)}")
+        if len(self.targets) and not 0 <= int(self.targets.min()) <= int(self.targets.max()) < self.num_classes:
+            raise ValueError(f"rdnas.proxies.Minibatch: targets must lie in 0..{self.num_classes - 1}")
+
+    def to(self, device) -> "Minibatch":
+        return Minibatch(self.inputs.to(device), self.targets.to(device), self.num_classes, self.source)
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A registered zero-cost proxy.
+
+    Attributes:
+        name (str): the registry key and the score table's column name.
+        score (callable): ``score(supernet, archs, minibatch) -> Tensor[K]`` float64 on the CPU, higher = better;
+            ``archs`` is a list of K architectures (tuples of op indices).
+        needs_data (bool): whether the minibatch's images are used (synflow, flops, params, l2_norm: no).
+        batched (bool): whether several architectures share one pass (otherwise one pass per architecture).
+        summary (str): one line for ``rdnas proxies --list``.
+    """
+
+    name: str
+    score: Callable[..., Tensor]
+    needs_data: bool
+    batched: bool
+    summary: str
+
+
+PROXIES: dict[str, Proxy] = {}
+
+
+def register(name: str, *, needs_data: bool, batched: bool, summary: str):
+    """Decorator: adds a scoring function to :data:`PROXIES` under ``name``."""
+
+    def add(score):
+        if name in PROXIES:
+            raise ValueError(f"rdnas.proxies: a proxy named {name!r} is already registered")
+        PROXIES[name] = Proxy(name, score, needs_data, batched, summary)
+        return score
+
+    return add
+
+
+def get_proxy(name: str) -> Proxy:
+    """The registered proxy ``name``; the error lists the known ones."""
+    try:
+        return PROXIES[name]
+    except KeyError:
+        raise ValueError(f"rdnas.proxies: unknown proxy {name!r}; known proxies: {', '.join(sorted(PROXIES))}") from None
+
+
+def scoring_supernet(num_classes: int = 10, in_channels: int = 3, channels: int = 16, cells_per_stage: int = 5,
+                     init: str = "pytorch", seed: int = 0, device="cpu") -> NB201Supernet:
+    """The NB201 supernet whose initial weights every architecture borrows when it is scored.
+
+    Args:
+        num_classes, in_channels, channels, cells_per_stage: the macro network (benchmark: C=16, N=5).
+        init (str): "pytorch" (the layers' default initialisation, the NAS-Bench-Suite-Zero protocol) or
+            "kaiming_normal" (convolutions Kaiming-normal, fan_out, ReLU gain; BN 1 / 0; linear N(0, 0.01), bias 0:
+            the FreeREA protocol behind nb201_zc_proxies.csv).
+        seed (int): the initialisation seed.
+    """
+    if init not in INITS:
+        raise ValueError(f"rdnas.proxies.scoring_supernet: init must be one of {INITS}, got {init!r}")
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        supernet = NB201Supernet(channels, cells_per_stage, num_classes, in_channels)
+        if init == "kaiming_normal":
+            for module in supernet.modules():
+                if isinstance(module, nn.Conv2d):
+                    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                elif isinstance(module, nn.BatchNorm2d) and module.affine:
+                    nn.init.ones_(module.weight)
+                    nn.init.zeros_(module.bias)
+                elif isinstance(module, nn.Linear):
+                    nn.init.normal_(module.weight, 0.0, 0.01)
+                    nn.init.zeros_(module.bias)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return supernet.to(device)
+
+
+def check_archs(where: str, archs) -> list[tuple]:
+    """``archs`` (a LongTensor[K, 6] or a sequence of architectures) as a list of validated tuples."""
+    if isinstance(archs, Tensor):
+        if archs.dim() != 2 or archs.shape[1] != nb201.NUM_EDGES:
+            raise ValueError(f"rdnas.proxies.{where}: archs must be a LongTensor[K, {nb201.NUM_EDGES}], got shape "
+                             f"{list(archs.shape)}")
+        archs = archs.tolist()
+    if not isinstance(archs, Sequence):
+        raise TypeError(f"rdnas.proxies.{where}: archs must be a sequence of architectures, got {type(archs).__name__}")
+    return [nb201.validate(arch) for arch in archs]
+
+
+def is_connected(arch: tuple) -> bool:
+    return bool(cell_plan(arch))
+
+
+def scores_with_disconnected_last(archs: list[tuple], score_connected) -> Tensor:
+    """Runs ``score_connected(connected archs) -> Tensor[k]`` and returns Tensor[K] float64 on the CPU with
+    ``-inf`` for the disconnected architectures."""
+    scores = torch.full((len(archs),), float("-inf"), dtype=torch.float64)
+    positions = [k for k, arch in enumerate(archs) if is_connected(arch)]
+    if positions:
+        scores[positions] = score_connected([archs[k] for k in positions]).detach().to("cpu", torch.float64)
+    return scores
+
+
+def conv_and_linear_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers whose weights the zero-cost proxies score (Conv2d and Linear, as the reference code does)."""
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]

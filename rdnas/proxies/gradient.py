@@ -1,0 +1,128 @@
+"""Proxies from the gradient of the cross-entropy on one minibatch: snip, grad_norm, plain, fisher, grasp.
+
+Definitions are NAS-Bench-Suite-Zero's (Abdelfattah et al. 2021 code), over the Conv2d and Linear layers, with
+training-mode BN. snip, grad_norm, plain and fisher come from the same forward/backward pass, so scoring several
+of them for the same architectures runs that pass once (the last result is kept). Per-layer reductions use the
+fused multi-tensor ops (one call over every layer), not a Python loop.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rdnas.ops import sum_abs_product, sum_product, sum_squares
+from rdnas.proxies.base import Minibatch, conv_and_linear_layers, register, scores_with_disconnected_last
+from rdnas.supernet import NB201Supernet
+
+LOSS_GRADIENT_PROXIES = ("snip", "grad_norm", "plain", "fisher")
+_last_pass = {}  # the most recent loss-gradient pass: {"key": ..., "scores": {name: Tensor[K]}}
+
+
+def _one_architecture(supernet: NB201Supernet, arch: tuple, minibatch: Minibatch, layers: list) -> dict:
+    """One forward/backward of the cross-entropy on the minibatch; returns the four proxies of this pass."""
+    fisher = torch.zeros((), dtype=torch.float64, device=minibatch.inputs.device)
+
+    def on_output(module, args, out):
+        def on_grad(grad):
+            nonlocal fisher
+            act_grad = out.detach() * grad
+            per_channel = act_grad.flatten(2).sum(2) if act_grad.dim() > 2 else act_grad  # [B, channels]
+            fisher = fisher + per_channel.double().square().mean(0).mul(0.5).sum()
+        out.register_hook(on_grad)
+
+    hooks = [m.register_forward_hook(on_output) for m in layers]
+    try:
+        supernet.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(supernet(minibatch.inputs, arch), minibatch.targets)
+        loss.backward()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    weights = [m.weight for m in layers if m.weight.grad is not None]
+    grads = [w.grad for w in weights]
+    scores = {
+        "snip": sum_abs_product(weights, grads).sum(),
+        "grad_norm": sum_squares(grads).sqrt().sum(),
+        "plain": sum_product(weights, grads).sum(),
+        "fisher": fisher,
+    }
+    supernet.zero_grad(set_to_none=True)
+    return {name: float(value) for name, value in scores.items()}
+
+
+def loss_gradient_proxies(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch) -> dict[str, Tensor]:
+    """snip, grad_norm, plain and fisher of each architecture from one forward/backward pass each.
+
+    - snip: sum |w * dL/dw| (connection sensitivity; Lee et al. 2019)
+    - grad_norm: sum over layers of ||dL/dw||_2
+    - plain: sum w * dL/dw
+    - fisher: sum over layers and channels of 0.5 * mean over images of (sum over positions of a * dL/da)^2, with
+      a the layer's output (Turner et al. 2020)
+
+    Returns {name: Tensor[K] float64}; disconnected architectures get -inf.
+    """
+    key = (id(supernet), tuple(p._version for p in supernet.parameters()), tuple(archs), id(minibatch))
+    if _last_pass.get("key") == key:
+        return _last_pass["scores"]
+    layers = conv_and_linear_layers(supernet)
+    was_training = supernet.training
+    supernet.train()
+    rows = {}
+    try:
+        def connected(kept):
+            for arch in kept:
+                rows[arch] = _one_architecture(supernet, arch, minibatch, layers)
+            return torch.zeros(len(kept))
+
+        scores_with_disconnected_last(archs, connected)
+    finally:
+        supernet.train(was_training)
+    scores = {name: torch.tensor([rows[a][name] if a in rows else float("-inf") for a in archs], dtype=torch.float64)
+              for name in LOSS_GRADIENT_PROXIES}
+    _last_pass.update(key=key, scores=scores)
+    return scores
+
+
+def _member(name: str, summary: str):
+    def score(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch) -> Tensor:
+        return loss_gradient_proxies(supernet, archs, minibatch)[name]
+
+    score.__name__ = name
+    score.__doc__ = (f"{summary}. One forward/backward per architecture, shared with the other loss-gradient "
+                     "proxies (see :func:`loss_gradient_proxies`). Tensor[K] float64; disconnected: -inf.")
+    return register(name, needs_data=True, batched=False, summary=summary)(score)
+
+
+snip = _member("snip", "SNIP: sum |w * dL/dw| over Conv2d/Linear weights (Lee et al. 2019)")
+grad_norm = _member("grad_norm", "grad_norm: sum over Conv2d/Linear layers of ||dL/dw||_2")
+plain = _member("plain", "plain: sum w * dL/dw over Conv2d/Linear weights")
+fisher = _member("fisher", "Fisher: sum of 0.5 * mean over images of (sum_hw a * dL/da)^2 per channel (Turner et al.)")
+
+
+@register("grasp", needs_data=True, batched=False,
+          summary="GraSP: -sum w * (H g) over Conv2d/Linear weights (Wang et al. 2020)")
+def grasp(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, temperature: float = 1.0) -> Tensor:
+    """GraSP as the reference code computes it: g = dL/dw (first pass), Hg = d(g_fixed . dL/dw)/dw (second pass,
+    double backward), score = -sum w * Hg over Conv2d/Linear weights. Logits divided by ``temperature``.
+    Tensor[K] float64; disconnected: -inf."""
+    layers = conv_and_linear_layers(supernet)
+    weights = [m.weight for m in layers]
+
+    def one(arch):
+        loss = F.cross_entropy(supernet(minibatch.inputs, arch) / temperature, minibatch.targets)
+        first = torch.autograd.grad(loss, weights, allow_unused=True)
+        used = [k for k, g in enumerate(first) if g is not None]
+        loss = F.cross_entropy(supernet(minibatch.inputs, arch) / temperature, minibatch.targets)
+        second = torch.autograd.grad(loss, [weights[k] for k in used], create_graph=True)
+        inner = sum((first[k].detach() * g).sum() for k, g in zip(used, second))
+        hessian_gradient = torch.autograd.grad(inner, [weights[k] for k in used], allow_unused=True)
+        pairs = [(weights[k].detach(), hg) for k, hg in zip(used, hessian_gradient) if hg is not None]
+        return -float(sum_product([w for w, _ in pairs], [hg for _, hg in pairs]).sum()) if pairs else 0.0
+
+    was_training = supernet.training
+    supernet.train()
+    try:
+        return scores_with_disconnected_last(archs, lambda kept: torch.tensor([one(a) for a in kept],
+                                                                              dtype=torch.float64))
+    finally:
+        supernet.train(was_training)

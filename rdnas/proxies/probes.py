@@ -1,0 +1,60 @@
+"""Hooks that let a proxy see inside one K-subnet pass of the supernet.
+
+``NB201Supernet.forward_subnets`` stacks the K subnets' activations subnet-major ([G * B, ...] rows for a group of
+G subnets). Every module that receives rows of a subset of subnets takes that subset as its second argument;
+:class:`SubnetRows` records it in a forward pre-hook, so a hook on a layer inside can tell which subnet each row
+belongs to. :func:`batchnorm_removed` turns every batch-norm layer into the identity (synflow's protocol).
+"""
+
+import contextlib
+
+import torch
+from torch import Tensor, nn
+
+from rdnas.supernet import NB201Supernet
+from rdnas.supernet.nb201_ops import ReLUConvBN, ResNetBasicBlock, SubnetBatchNorm
+
+
+class SubnetRows:
+    """Which subnet each row of the current layer's input belongs to, during ``forward_subnets`` of K subnets
+    with B images each (use as a context manager; hooks are removed on exit)."""
+
+    def __init__(self, supernet: NB201Supernet, num_subnets: int, rows_per_subnet: int):
+        self.num_subnets = num_subnets
+        self.rows_per_subnet = rows_per_subnet
+        self._subnets = None
+        self._hooks = [m.register_forward_pre_hook(self._record) for m in supernet.modules()
+                       if isinstance(m, (ReLUConvBN, ResNetBasicBlock, SubnetBatchNorm))]
+
+    def _record(self, module, args):
+        self._subnets = args[1] if len(args) > 1 else None
+
+    def subnets(self, device) -> Tensor:
+        """LongTensor[G]: the subnets whose rows the current layer sees, in row order."""
+        if self._subnets is None:
+            return torch.arange(self.num_subnets, device=device)
+        return self._subnets
+
+    def of_rows(self, device) -> Tensor:
+        """LongTensor[G * B]: the subnet of every row of the current layer's input."""
+        return self.subnets(device).repeat_interleave(self.rows_per_subnet)
+
+    def __enter__(self) -> "SubnetRows":
+        return self
+
+    def __exit__(self, *exc):
+        for hook in self._hooks:
+            hook.remove()
+
+
+@contextlib.contextmanager
+def batchnorm_removed(model: nn.Module):
+    """Inside the block, every batch-norm layer of ``model`` passes its input through unchanged (its output and
+    statistics are discarded; gradients flow around it)."""
+    hooks = [m.register_forward_hook(lambda m, args, out: args[0]) for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    try:
+        yield model
+    finally:
+        for hook in hooks:
+            hook.remove()
