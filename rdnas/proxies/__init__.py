@@ -3,6 +3,8 @@ architecture.
 
 ``PROXIES`` maps each name to a :class:`Proxy`; every proxy is ``score(supernet, archs, minibatch) -> Tensor[K]``
 float64 (higher = predicted better; disconnected architectures -inf, except flops and params).
+:func:`score_space` scores a whole search space into a resumable, shardable CSV (:class:`ScoreTable`);
+:func:`load_minibatch` loads the minibatch from a spec such as ``npz:<path>``.
 """
 
 from rdnas.proxies.base import INITS, PROXIES, Minibatch, Proxy, get_proxy, scoring_supernet
@@ -10,7 +12,9 @@ from rdnas.proxies.cost import flops, l2_norm, params
 from rdnas.proxies.synflow import logsynflow, synflow, synflow_of_network
 from rdnas.proxies.activation import jacov, naswot, zen
 from rdnas.proxies.gradient import fisher, grad_norm, grasp, loss_gradient_proxies, plain, snip
+from rdnas.proxies.minibatch import load_minibatch
+from rdnas.proxies.scoring import ScoreTable, merge_tables, score_space
 
 __all__ = ["INITS", "PROXIES", "Minibatch", "Proxy", "get_proxy", "scoring_supernet", "flops", "l2_norm", "params",
            "logsynflow", "synflow", "synflow_of_network", "jacov", "naswot", "zen", "fisher", "grad_norm", "grasp",
-           "loss_gradient_proxies", "plain", "snip"]
+           "loss_gradient_proxies", "plain", "snip", "load_minibatch", "ScoreTable", "merge_tables", "score_space"]

@@ -38,8 +38,8 @@ def _one_architecture(supernet: NB201Supernet, arch: tuple, minibatch: Minibatch
     finally:
         for hook in hooks:
             hook.remove()
-    weights = [m.weight for m in layers if m.weight.grad is not None]
-    grads = [w.grad for w in weights]
+    weights = [m.weight.detach() for m in layers if m.weight.grad is not None]
+    grads = [m.weight.grad for m in layers if m.weight.grad is not None]
     scores = {
         "snip": sum_abs_product(weights, grads).sum(),
         "grad_norm": sum_squares(grads).sqrt().sum(),
@@ -102,22 +102,23 @@ fisher = _member("fisher", "Fisher: sum of 0.5 * mean over images of (sum_hw a *
 @register("grasp", needs_data=True, batched=False,
           summary="GraSP: -sum w * (H g) over Conv2d/Linear weights (Wang et al. 2020)")
 def grasp(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, temperature: float = 1.0) -> Tensor:
-    """GraSP as the reference code computes it: g = dL/dw (first pass), Hg = d(g_fixed . dL/dw)/dw (second pass,
-    double backward), score = -sum w * Hg over Conv2d/Linear weights. Logits divided by ``temperature``.
+    """GraSP as the reference code computes it: g = dL/dw, Hg = d(stop_gradient(g) . dL/dw)/dw (double backward),
+    score = -sum w * Hg over Conv2d/Linear weights. Logits divided by ``temperature``.
     Tensor[K] float64; disconnected: -inf."""
     layers = conv_and_linear_layers(supernet)
     weights = [m.weight for m in layers]
 
     def one(arch):
+        # The reference runs two identical forward passes (one for g, one to differentiate); with the same batch
+        # and weights they give the same graph, so one pass with create_graph serves both.
         loss = F.cross_entropy(supernet(minibatch.inputs, arch) / temperature, minibatch.targets)
-        first = torch.autograd.grad(loss, weights, allow_unused=True)
-        used = [k for k, g in enumerate(first) if g is not None]
-        loss = F.cross_entropy(supernet(minibatch.inputs, arch) / temperature, minibatch.targets)
-        second = torch.autograd.grad(loss, [weights[k] for k in used], create_graph=True)
-        inner = sum((first[k].detach() * g).sum() for k, g in zip(used, second))
+        grads = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
+        used = [k for k, g in enumerate(grads) if g is not None]
+        inner = sum((grads[k].detach() * grads[k]).sum() for k in used)
         hessian_gradient = torch.autograd.grad(inner, [weights[k] for k in used], allow_unused=True)
         pairs = [(weights[k].detach(), hg) for k, hg in zip(used, hessian_gradient) if hg is not None]
-        return -float(sum_product([w for w, _ in pairs], [hg for _, hg in pairs]).sum()) if pairs else 0.0
+        with torch.no_grad():
+            return -float(sum_product([w for w, _ in pairs], [hg for _, hg in pairs]).sum()) if pairs else 0.0
 
     was_training = supernet.training
     supernet.train()

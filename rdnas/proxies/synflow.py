@@ -114,7 +114,7 @@ def synflow_of_network(model: nn.Module, image_shape: tuple, forward=None, log_g
     logits of an all-ones input, then one fused reduction over the Conv2d/Linear weights.
 
     Args:
-        model (nn.Module): a float64 network (BN layers are bypassed during the call).
+        model (nn.Module): a float64 network (BN layers are bypassed and left untouched).
         image_shape (tuple): (C, H, W) of its input.
         forward (callable, optional): ``forward(x) -> logits``; default ``model``.
         log_gradients (bool): LogSynFlow: use log(|grad| + 1) in place of the gradient.
@@ -126,6 +126,8 @@ def synflow_of_network(model: nn.Module, image_shape: tuple, forward=None, log_g
     dtype = parameters[0].dtype
     with torch.no_grad():
         signs = linearize_(parameters) if linearise else None
+    was_training = model.training
+    model.eval()  # BN is bypassed anyway; eval mode keeps its running statistics untouched
     try:
         model.zero_grad(set_to_none=True)
         ones = torch.ones(1, *image_shape, dtype=dtype, device=parameters[0].device)
@@ -138,6 +140,7 @@ def synflow_of_network(model: nn.Module, image_shape: tuple, forward=None, log_g
         with torch.no_grad():
             score = float(sum_abs_product(weights, grads).sum()) if weights else 0.0
     finally:
+        model.train(was_training)
         model.zero_grad(set_to_none=True)
         if signs is not None:
             with torch.no_grad():

@@ -21,17 +21,31 @@ from rdnas.supernet.nb201_ops import BNStatistics, ReLUConvBN, ResNetBasicBlock,
 _PARAMETRIC = {nb201.CONV1X1: ("nor_conv_1x1", 1), nb201.CONV3X3: ("nor_conv_3x3", 3)}
 
 
+EDGE_MODES = ("live", "all")
+
+
 @functools.lru_cache(maxsize=None)
-def cell_plan(arch: tuple) -> tuple:
+def cell_plan(arch: tuple, edges: str = "live") -> tuple:
     """The edges a cell computes, per node: ((edge, source node, op), ...) for nodes 1, 2, 3; () where the cell
-    is disconnected. Cached: a step pays a dictionary lookup, not this analysis."""
+    is disconnected. Cached: a step pays a dictionary lookup, not this analysis.
+
+    ``edges="live"`` keeps only edges on an input-to-output path (the others cannot change the output);
+    ``edges="all"`` keeps every non-``none`` edge, as the benchmark's own network computes them (a node that
+    receives nothing is zeros). The logits are the same; activation-reading proxies (naswot, zen) see the
+    difference.
+    """
     ops = nb201.validate(arch)
+    if edges not in EDGE_MODES:
+        raise ValueError(f"rdnas.supernet.cell_plan: edges must be one of {EDGE_MODES}, got {edges!r}")
     receives = {0}
     for node in (1, 2, 3):
         if any(ops[e] != nb201.NONE and src in receives for e, (src, dst) in enumerate(nb201.EDGES) if dst == node):
             receives.add(node)
     if 3 not in receives:
         return ()
+    if edges == "all":
+        return tuple(tuple((e, src, ops[e]) for e, (src, dst) in enumerate(nb201.EDGES)
+                           if dst == node and ops[e] != nb201.NONE) for node in (1, 2, 3))
     feeds_output = {3}
     for node in (2, 1):
         if any(ops[e] != nb201.NONE and dst in feeds_output for e, (src, dst) in enumerate(nb201.EDGES) if src == node):
@@ -73,7 +87,8 @@ class SearchCell(nn.Module):
         nodes = [x, None, None, None]
         for node, edges in enumerate(plan, start=1):
             for edge, src, op in edges:
-                out = self.apply_op(edge, op, nodes[src])
+                source = nodes[src] if nodes[src] is not None else torch.zeros_like(x)  # edges="all" only
+                out = self.apply_op(edge, op, source)
                 nodes[node] = out if nodes[node] is None else nodes[node] + out
         return nodes[3]
 
@@ -147,15 +162,15 @@ class NB201Supernet(nn.Module):
         out = self.head_relu(self.head_bn(features, subnets, stats))
         return self.classifier(out.mean(dim=(2, 3)))
 
-    def forward(self, x: Tensor, arch) -> Tensor:
-        """Logits [B, num_classes] of one subnet (x: [B, in_channels, H, W])."""
-        plan = cell_plan(self._arch_tuple(arch))
+    def forward(self, x: Tensor, arch, edges: str = "live") -> Tensor:
+        """Logits [B, num_classes] of one subnet (x: [B, in_channels, H, W]); ``edges``: see :func:`cell_plan`."""
+        plan = cell_plan(self._arch_tuple(arch), edges)
         out = self.stem_bn(self.stem_conv(x))
         for layer in self.layers:
             out = layer(out, plan) if isinstance(layer, SearchCell) else layer(out)
         return self._head(out)
 
-    def forward_subnets(self, x: Tensor, archs, bn: str | BNStatistics = "batch") -> Tensor:
+    def forward_subnets(self, x: Tensor, archs, bn: str | BNStatistics = "batch", edges: str = "live") -> Tensor:
         """Logits [K, B, num_classes] of K subnets on one minibatch, in one pass.
 
         Per edge, the subnets are grouped by their op and each op runs once on its group's slices; every BN layer
@@ -166,12 +181,13 @@ class NB201Supernet(nn.Module):
             x (Tensor[B, in_channels, H, W]): the minibatch.
             archs (LongTensor[K, 6] on the CPU, or a list of K architectures).
             bn (str or BNStatistics): where BN statistics come from (default "batch").
+            edges (str): "live" (default) or "all" non-``none`` edges, dead ones included (see :func:`cell_plan`).
         """
         arch_list = [self._arch_tuple(a) for a in archs]
         k = len(arch_list)
         stats = bn if isinstance(bn, BNStatistics) else BNStatistics(bn, k)
         every = torch.arange(k, device=x.device)
-        groups = self._subnet_groups(arch_list, x.device)
+        groups = self._subnet_groups(arch_list, x.device, edges)
         # The stem convolution runs once; its BN sees every subnet's (identical) slice, so per-subnet statistics
         # stay uniform across modes.
         stem = self.stem_conv(x)
@@ -187,12 +203,12 @@ class NB201Supernet(nn.Module):
         return logits.view(k, x.shape[0], -1)
 
     @staticmethod
-    def _subnet_groups(arch_list, device) -> list:
+    def _subnet_groups(arch_list, device, edges: str = "live") -> list:
         """groups[node] = [(edge, src, op, LongTensor of subnets)] over the K subnets' plans."""
         grouped = {}
         for index, arch in enumerate(arch_list):
-            for node, edges in enumerate(cell_plan(arch), start=1):
-                for edge, src, op in edges:
+            for node, node_edges in enumerate(cell_plan(arch, edges), start=1):
+                for edge, src, op in node_edges:
                     grouped.setdefault((node, edge, src, op), []).append(index)
         groups = [[], [], [], []]
         for (node, edge, src, op), members in sorted(grouped.items()):
@@ -226,8 +242,8 @@ class NB201Network(NB201Supernet):
             source = supernet.state_dict()
             self.load_state_dict({name: copy.deepcopy(source[name]) for name in own})
 
-    def forward(self, x: Tensor, arch=None) -> Tensor:
+    def forward(self, x: Tensor, arch=None, edges: str = "live") -> Tensor:
         """Logits [B, num_classes]; ``arch``, if given, must be this network's architecture."""
         if arch is not None and self._arch_tuple(arch) != self.arch:
             raise ValueError(f"rdnas.supernet.NB201Network: this network is {nb201.to_string(self.arch)}")
-        return super().forward(x, self.arch)
+        return super().forward(x, self.arch, edges)

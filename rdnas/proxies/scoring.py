@@ -1,0 +1,596 @@
+"""Score a whole search space with zero-cost proxies into a resumable, shardable CSV table.
+
+:func:`score_space` scores every NB201 cell (or a given list) with one supernet's weights at initialisation,
+chunk by chunk, appending each chunk's rows to the CSV as soon as they exist (flushed and fsynced). A run killed
+at any point and started again with the same arguments continues where the file ends and produces exactly the
+file an uninterrupted run writes. ``shard=(i, n)`` splits the chunks among n processes; :func:`merge_tables`
+joins their files.
+
+The CSV (``index,arch,<proxy>,...``; one row per architecture, rows in increasing ``index``):
+
+- ``index``: the official NB201 index when a ground-truth table gives it (``gt``), otherwise
+  :func:`rdnas.spaces.nb201.enumeration_index` (the position in :func:`nb201.all_archs`, NOT the official index).
+- ``arch``: the official architecture string.
+- one column per proxy, each value written as ``repr(float(v))`` so that reading it back gives the same float64
+  bit for bit (``inf``, ``-inf`` and ``nan`` included).
+
+A JSON sidecar ``<out>.meta.json`` records the settings that determine the values (proxies, minibatch, init,
+seed, architectures, chunking, shard, device type, rdnas version); resuming with other settings is an error.
+"""
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rdnas.proxies import gradient as _gradient
+from rdnas.proxies.base import Minibatch, Proxy, check_archs, get_proxy, scoring_supernet
+from rdnas.spaces import nb201
+from rdnas.supernet import NB201Supernet
+
+SPACES = ("nb201",)
+META_SUFFIX = ".meta.json"
+FORMAT_VERSION = 1
+_WHERE = "rdnas.proxies.score_space"
+
+
+class ScoreTable:
+    """Proxy scores of N architectures, rows in increasing index.
+
+    Attributes:
+        indices (LongTensor[N]): the index of each row (official NB201 index or enumeration index; see
+            :func:`score_space`).
+        archs (list[str]): the official architecture string of each row.
+        columns (dict[str, np.ndarray[N]]): float64 scores per proxy, in column order.
+        info (dict): what produced the table; :func:`score_space` fills ``path``, ``written`` (rows scored by this
+            call), ``already_present`` (rows found when resuming), ``seconds`` and ``shard``.
+    """
+
+    def __init__(self, indices, archs: list[str], columns: dict, info: dict | None = None):
+        self.indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        self.archs = list(archs)
+        self.columns = {name: np.asarray(values, dtype=np.float64).reshape(-1) for name, values in columns.items()}
+        self.info = dict(info or {})
+        n = len(self.indices)
+        if len(self.archs) != n or any(len(values) != n for values in self.columns.values()):
+            raise ValueError(f"rdnas.proxies.ScoreTable: {n} indices but {len(self.archs)} archs and column lengths "
+                             f"{ {name: len(v) for name, v in self.columns.items()} }")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __repr__(self) -> str:
+        return f"ScoreTable({len(self)} rows, columns {list(self.columns)})"
+
+    @property
+    def names(self) -> list[str]:
+        """The proxy columns, in order."""
+        return list(self.columns)
+
+    def column(self, name: str) -> np.ndarray:
+        """The scores of proxy ``name`` (float64 [N])."""
+        if name not in self.columns:
+            raise KeyError(f"rdnas.proxies.ScoreTable: no column {name!r}; columns: {list(self.columns)}")
+        return self.columns[name]
+
+    def identical_to(self, other: "ScoreTable") -> bool:
+        """Same rows, columns and values bit for bit (NaN equal to NaN)."""
+        return (torch.equal(self.indices, other.indices) and self.archs == other.archs
+                and list(self.columns) == list(other.columns)
+                and all(_same_floats(self.columns[n], other.columns[n]) for n in self.columns))
+
+    @classmethod
+    def read(cls, path) -> "ScoreTable":
+        """Reads a table written by :func:`score_space` or :meth:`write`. A file whose last line is incomplete
+        (a run was killed) is an error: resume the run first."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"rdnas.proxies.ScoreTable.read: no score table at {path}")
+        header, rows, _, partial = _scan(path)
+        if header is None:
+            raise ValueError(f"rdnas.proxies.ScoreTable.read: {path} is empty (no header line)")
+        if partial:
+            raise ValueError(f"rdnas.proxies.ScoreTable.read: {path} ends with an incomplete line (a run was "
+                             "interrupted); resume it (same command) before reading it")
+        return _table(header, rows, info={"path": str(path)})
+
+    def write(self, path) -> None:
+        """Writes the table as CSV, atomically (a temporary file renamed over ``path``)."""
+        text = _header_line(self.names) + "".join(
+            _row_line(int(i), a, [self.columns[n][r] for n in self.columns])
+            for r, (i, a) in enumerate(zip(self.indices.tolist(), self.archs)))
+        _write_atomic(Path(path), text)
+
+
+def _same_floats(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
+
+
+# ----------------------------------------------------------------------------------------------- CSV and sidecar
+
+
+def _header_line(names: list[str]) -> str:
+    return ",".join(["index", "arch", *names]) + "\n"
+
+
+def _row_line(index: int, arch: str, values) -> str:
+    return ",".join([str(index), arch, *(repr(float(v)) for v in values)]) + "\n"
+
+
+def _scan(path: Path):
+    """(header fields or None, [(line number, fields)], bytes up to the last newline, whether a partial line
+    follows them)."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    lines = data[:end].decode("utf-8").splitlines()
+    if not lines:
+        return None, [], end, len(data) > end
+    header = lines[0].split(",")
+    if header[:2] != ["index", "arch"] or len(header) < 3:
+        raise ValueError(f"rdnas.proxies: {path}:1: not a score table (header must be index,arch,<proxy>,...; "
+                         f"got {lines[0]!r})")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split(",")
+        if len(fields) != len(header):
+            raise ValueError(f"rdnas.proxies: {path}:{number}: expected {len(header)} fields, got {len(fields)}")
+        rows.append((number, fields))
+    return header, rows, end, len(data) > end
+
+
+def _parse_row(path: Path, number: int, fields: list[str]) -> tuple[int, str, list[float]]:
+    try:
+        return int(fields[0]), fields[1], [float(v) for v in fields[2:]]
+    except ValueError as error:
+        raise ValueError(f"rdnas.proxies: {path}:{number}: malformed row ({error})") from None
+
+
+def _table(header: list[str], rows: list, info: dict) -> ScoreTable:
+    path = Path(info.get("path", "?"))
+    parsed = [_parse_row(path, number, fields) for number, fields in rows]
+    values = np.array([v for _, _, v in parsed], dtype=np.float64).reshape(len(parsed), len(header) - 2)
+    return ScoreTable([i for i, _, _ in parsed], [a for _, a, _ in parsed],
+                      {name: values[:, k].copy() for k, name in enumerate(header[2:])}, info)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(temporary, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def meta_path(out) -> Path:
+    """The metadata sidecar of a score table: ``<out>.meta.json``."""
+    return Path(str(out) + META_SUFFIX)
+
+
+def _compact(value) -> str:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else repr(value)
+
+
+def _first_difference(recorded: dict, wanted: dict, ignore=()) -> str | None:
+    """The first setting (in sorted order) whose value differs, or None."""
+    for key in sorted(set(recorded) | set(wanted)):
+        if key not in ignore and recorded.get(key) != wanted.get(key):
+            return key
+    return None
+
+
+# ------------------------------------------------------------------------------------------ what gets scored
+
+
+def _digest_tensors(named) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in named:
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{list(tensor.shape)};".encode())
+        digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _ordered_archs(archs, gt, limit) -> tuple[list[tuple[int, tuple]], str]:
+    """[(index, arch)] in increasing index, and the name of the index."""
+    if gt is not None and not hasattr(gt, "index_of_arch"):
+        from rdnas.rank import GroundTruth
+
+        gt = GroundTruth.load(gt)
+    if archs is None:
+        if gt is not None:
+            entries = list(zip(gt.indices.tolist(), map(tuple, gt.archs.tolist())))
+        else:
+            entries = list(enumerate(map(tuple, nb201.all_archs().tolist())))
+    else:
+        if isinstance(archs, Sequence) and not isinstance(archs, str) and archs and isinstance(archs[0], str):
+            archs = [nb201.from_string(a) for a in archs]
+        try:
+            archs = check_archs("score_space", archs)
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"{_WHERE}: archs: {error}") from None
+        if len(set(archs)) != len(archs):
+            raise ValueError(f"{_WHERE}: archs lists an architecture more than once")
+        if gt is not None:
+            try:
+                entries = [(gt.index_of_arch(a), a) for a in archs]
+            except KeyError as error:
+                raise ValueError(f"{_WHERE}: gt: {error.args[0]}") from None
+        else:
+            entries = [(nb201.enumeration_index(a), a) for a in archs]
+    entries.sort()
+    if limit is not None:
+        if limit < 0:
+            raise ValueError(f"{_WHERE}: limit must be non-negative, got {limit}")
+        entries = entries[:limit]
+    return entries, ("official" if gt is not None else "enumeration")
+
+
+def _shard_of(shard) -> tuple[int, int]:
+    if shard == "env":
+        try:
+            return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        except KeyError as missing:
+            raise ValueError(f"{_WHERE}: shard='env' reads RANK and WORLD_SIZE (set by torchrun), but "
+                             f"{missing.args[0]} is not set") from None
+        except ValueError:
+            raise ValueError(f"{_WHERE}: shard='env': RANK and WORLD_SIZE must be integers, got "
+                             f"{os.environ['RANK']!r} and {os.environ['WORLD_SIZE']!r}") from None
+    if isinstance(shard, str):
+        first, _, second = shard.partition("/")
+        try:
+            shard = (int(first), int(second))
+        except ValueError:
+            raise ValueError(f"{_WHERE}: shard must be (i, n), 'i/n' or 'env', got {shard!r}") from None
+    try:
+        i, n = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ValueError(f"{_WHERE}: shard must be (i, n), 'i/n' or 'env', got {shard!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"{_WHERE}: shard (i, n) needs 0 <= i < n, got ({i}, {n})")
+    return i, n
+
+
+def _proxy_list(proxies) -> list[Proxy]:
+    if isinstance(proxies, (str, Proxy)):
+        proxies = [proxies]
+    names = []
+    for item in proxies:
+        names += [item] if isinstance(item, Proxy) else [n.strip() for n in str(item).split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"{_WHERE}: proxies is empty; name at least one proxy")
+    resolved = [item if isinstance(item, Proxy) else get_proxy(item) for item in names]
+    seen = [p.name for p in resolved]
+    if len(set(seen)) != len(seen):
+        raise ValueError(f"{_WHERE}: proxies names a proxy more than once: {seen}")
+    for name in seen:
+        if name in ("index", "arch") or "," in name or "\n" in name:
+            raise ValueError(f"{_WHERE}: {name!r} cannot be a column name")
+    return resolved
+
+
+def _scores_of_chunk(proxies: list[Proxy], supernet, archs: list[tuple], minibatch) -> dict[str, np.ndarray]:
+    """Every proxy's scores for one chunk, proxies called in order, each once with the whole chunk (so the
+    loss-gradient family shares its forward/backward pass). The supernet's buffers are put back afterwards, so a
+    chunk's scores never depend on which chunks ran before it (the basis of resuming and sharding)."""
+    buffers = [b.detach().clone() for b in supernet.buffers()]
+    was_training = supernet.training
+    scores = {}
+    try:
+        for proxy in proxies:
+            values = proxy.score(supernet, archs, minibatch)
+            values = torch.as_tensor(values).detach().to("cpu", torch.float64)
+            if values.shape != (len(archs),):
+                raise RuntimeError(f"{_WHERE}: proxy {proxy.name!r} returned shape {list(values.shape)} for "
+                                   f"{len(archs)} architectures; expected [{len(archs)}]")
+            scores[proxy.name] = values.numpy()
+    finally:
+        # The loss-gradient proxies cache their last pass under id(supernet) and id(minibatch); ids are reused
+        # once objects are freed, so the cache must not outlive the chunk it was made for.
+        _gradient._last_pass.clear()
+        with torch.no_grad():
+            for buffer, saved in zip(supernet.buffers(), buffers):
+                buffer.copy_(saved)
+        supernet.train(was_training)
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------- score_space
+
+
+def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb201", archs=None, gt=None,
+                limit: int | None = None, out=None, shard=(0, 1), archs_per_chunk: int = 64,
+                supernet: NB201Supernet | None = None, init: str = "pytorch", seed: int = 0, device="cpu",
+                metadata: bool = True, progress: bool = True) -> ScoreTable:
+    """Scores every architecture of a search space with zero-cost proxies, using one supernet's weights at
+    initialisation (no network is built per architecture).
+
+    The architectures are ordered by index (see below) and cut into consecutive chunks of ``archs_per_chunk``;
+    for each chunk every proxy's ``score`` is called once, in the order given, and the chunk's rows go to ``out``
+    at once (flushed and fsynced). A chunk's scores depend only on the supernet's initial weights, the minibatch
+    and the chunk, so resumed and sharded runs give exactly the values of one uninterrupted run.
+
+    Args:
+        proxies (str | Proxy | sequence): proxy names (``"synflow,snip"`` or ``["synflow", "snip"]``) or Proxy
+            records; the table's columns, in this order.
+        minibatch (Minibatch, optional): the batch data-dependent proxies see (inputs Tensor[B, C, H, W],
+            targets LongTensor[B]); see :func:`rdnas.proxies.load_minibatch`. Required when a proxy has
+            ``needs_data``; the data-free ones use only its shape. Without one, the supernet is built for 10
+            classes and 3 channels and those proxies assume 32x32 images.
+        space (str): the search space; "nb201" (15,625 cells).
+        archs (optional): the architectures to score instead of the whole space: a LongTensor[K, 6], a sequence
+            of op-index tuples or of official strings (no repeats).
+        gt (GroundTruth | path, optional): a ground-truth table (nb201_gt.csv format). With it, ``index`` is the
+            official NB201 index and, without ``archs``, the table's architectures are scored; without it,
+            ``index`` is :func:`nb201.enumeration_index`. Rows always come in increasing index.
+        limit (int, optional): score only the first ``limit`` architectures of that order (quick runs).
+        out (path, optional): the CSV to write or resume (and ``<out>.meta.json`` beside it). ``{shard}`` and
+            ``{num_shards}`` in the path are replaced by i and n (needed with ``shard="env"`` and n > 1). Without
+            ``out`` nothing is written and the table is only returned.
+        shard ((i, n) | "i/n" | "env"): score only the chunks whose position c (0, 1, ... in index order) has
+            c % n == i. "env" reads RANK and WORLD_SIZE (torchrun), and maps device "cuda" to
+            ``cuda:$LOCAL_RANK``.
+        archs_per_chunk (int): architectures per chunk (each proxy call, each write).
+        supernet (NB201Supernet, optional): score with these weights (its device is used) instead of building
+            :func:`scoring_supernet` with ``init`` and ``seed``. Its parameters and buffers are left unchanged.
+        init (str), seed (int): the initialisation of the supernet that is built ("pytorch" or "kaiming_normal").
+        device: where the supernet and the minibatch live ("cpu", "cuda", ...).
+        metadata (bool): write ``<out>.meta.json`` and, when resuming, require it to match this run's settings.
+        progress (bool): a tqdm bar over this shard's architectures (with ETA; starts at the rows already done).
+
+    Returns:
+        ScoreTable: this shard's rows, all of them (read back from ``out`` when given, resumed rows included);
+        ``table.info`` says how many rows this call wrote.
+
+    Raises:
+        ValueError: unknown proxy or space, a data-dependent proxy without a minibatch, a minibatch that does not
+            fit the supernet, or an ``out`` written with other settings or columns.
+    """
+    started = time.perf_counter()
+    proxy_list = _proxy_list(proxies)
+    names = [p.name for p in proxy_list]
+    if space not in SPACES:
+        raise ValueError(f"{_WHERE}: unknown space {space!r}; known spaces: {', '.join(SPACES)}")
+    if not isinstance(archs_per_chunk, int) or archs_per_chunk < 1:
+        raise ValueError(f"{_WHERE}: archs_per_chunk must be a positive integer, got {archs_per_chunk!r}")
+    from_env = shard == "env"
+    shard_i, shard_n = _shard_of(shard)
+    if from_env and str(device) == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    needing_data = [p.name for p in proxy_list if p.needs_data]
+    if minibatch is None and needing_data:
+        raise ValueError(f"{_WHERE}: proxies {needing_data} use images; pass a minibatch "
+                         "(rdnas.proxies.load_minibatch, or --data on the command line)")
+    if minibatch is not None and not isinstance(minibatch, Minibatch):
+        raise TypeError(f"{_WHERE}: minibatch must be a rdnas.proxies.Minibatch, got {type(minibatch).__name__}")
+
+    entries, order = _ordered_archs(archs, gt, limit)
+    arch_strings = [nb201.to_string(a) for _, a in entries]
+    arch_digest = hashlib.sha256("".join(f"{i},{s}\n" for (i, _), s in zip(entries, arch_strings)).encode())
+
+    if supernet is None:
+        classes = minibatch.num_classes if minibatch is not None else 10
+        channels = minibatch.inputs.shape[1] if minibatch is not None else 3
+        supernet = scoring_supernet(num_classes=classes, in_channels=channels, init=init, seed=seed, device=device)
+        init_name, seed_used = init, seed
+    else:
+        if not isinstance(supernet, NB201Supernet):
+            raise TypeError(f"{_WHERE}: supernet must be an NB201Supernet, got {type(supernet).__name__}")
+        init_name, seed_used = "given", None
+        device = next(supernet.parameters()).device
+    if minibatch is not None:
+        config = supernet.config
+        if (minibatch.num_classes, minibatch.inputs.shape[1]) != (config["num_classes"], config["in_channels"]):
+            raise ValueError(f"{_WHERE}: the minibatch has {minibatch.num_classes} classes and "
+                             f"{minibatch.inputs.shape[1]} channels but the supernet has {config['num_classes']} "
+                             f"classes and {config['in_channels']} input channels")
+    settings = {
+        "format": FORMAT_VERSION,
+        "space": space,
+        "proxies": names,
+        "order": order,
+        "archs": {"count": len(entries), "sha256": arch_digest.hexdigest()},
+        "minibatch": None if minibatch is None else {
+            "source": minibatch.source, "shape": list(minibatch.inputs.shape), "num_classes": minibatch.num_classes,
+            "sha256": _digest_tensors([("inputs", minibatch.inputs), ("targets", minibatch.targets)])},
+        "init": init_name,
+        "seed": seed_used,
+        "supernet": {"config": dict(supernet.config), "weights_sha256": _digest_tensors(supernet.state_dict().items())},
+        "archs_per_chunk": archs_per_chunk,
+        "shard": [shard_i, shard_n],
+        "device": torch.device(device).type,
+        "rdnas_version": _rdnas_version(),
+    }
+    if minibatch is not None:
+        minibatch = minibatch.to(device)
+
+    chunks = [list(range(start, min(start + archs_per_chunk, len(entries))))
+              for start in range(0, len(entries), archs_per_chunk)]
+    mine = [chunk for c, chunk in enumerate(chunks) if c % shard_n == shard_i]
+    done: set[int] = set()
+    rows_in_memory = []
+    path = None
+    if out is not None:
+        path = Path(str(out).replace("{shard}", str(shard_i)).replace("{num_shards}", str(shard_n)))
+        if from_env and shard_n > 1 and str(path) == str(out):
+            raise ValueError(f"{_WHERE}: shard='env' with WORLD_SIZE={shard_n}: every rank would write {out}; put "
+                             "{shard} in the path, e.g. table.{shard}.csv")
+        wanted_indices = {entries[p][0] for chunk in mine for p in chunk}
+        done = _open_table(path, names, settings, metadata, wanted_indices)
+
+    from tqdm.auto import tqdm
+
+    total = sum(len(chunk) for chunk in mine)
+    written = 0
+    bar = tqdm(total=total, initial=len(done), unit="arch", desc=f"scoring {','.join(names)}",
+               disable=not progress, dynamic_ncols=True)
+    try:
+        handle = open(path, "a") if path is not None else None
+        try:
+            for chunk in mine:
+                missing = [p for p in chunk if entries[p][0] not in done]
+                if not missing:
+                    continue
+                scores = _scores_of_chunk(proxy_list, supernet, [entries[p][1] for p in chunk], minibatch)
+                lines = []
+                for k, p in enumerate(chunk):
+                    if entries[p][0] in done:
+                        continue
+                    values = [scores[n][k] for n in names]
+                    if handle is None:
+                        rows_in_memory.append((entries[p][0], arch_strings[p], values))
+                    lines.append(_row_line(entries[p][0], arch_strings[p], values))
+                if handle is not None:
+                    handle.write("".join(lines))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                written += len(missing)
+                bar.update(len(missing))
+        finally:
+            if handle is not None:
+                handle.close()
+    finally:
+        bar.close()
+    info = {"path": None if path is None else str(path), "written": written, "already_present": len(done),
+            "seconds": time.perf_counter() - started, "shard": (shard_i, shard_n)}
+    if path is not None:
+        table = ScoreTable.read(path)
+        table.info.update(info)
+        return table
+    return ScoreTable([r[0] for r in rows_in_memory], [r[1] for r in rows_in_memory],
+                      {n: [r[2][k] for r in rows_in_memory] for k, n in enumerate(names)}, info)
+
+
+def _rdnas_version() -> str:
+    import rdnas
+
+    return rdnas.__version__
+
+
+def _open_table(path: Path, names: list[str], settings: dict, metadata: bool, wanted_indices: set) -> set[int]:
+    """Prepares ``path`` for appending and returns the indices it already holds: a new table gets its sidecar and
+    header; an existing one is checked against the settings and header, and an incomplete last line (a run
+    killed mid-write) is cut off."""
+    sidecar = meta_path(path)
+    header, rows, end, partial = _scan(path) if path.is_file() else (None, [], 0, False)
+    if header is None:  # no file, or killed before its header line was complete: start afresh
+        if metadata:
+            _write_atomic(sidecar, json.dumps({"settings": settings, "info": {
+                "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}, indent=2) + "\n")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as handle:
+            handle.write(_header_line(names))
+            handle.flush()
+            os.fsync(handle.fileno())
+        return set()
+    if metadata:
+        if not sidecar.is_file():
+            raise ValueError(f"{_WHERE}: {path} exists but its metadata {sidecar} does not, so the settings it was "
+                             "written with cannot be checked; pass a new --out (or metadata=False to skip the check)")
+        try:
+            recorded = json.loads(sidecar.read_text())["settings"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"{_WHERE}: {sidecar} is not a score-table sidecar ({error})") from None
+        key = _first_difference(recorded, settings)
+        if key is not None:
+            raise ValueError(f"{_WHERE}: {path} was written with {key}={_compact(recorded.get(key))}; this run has "
+                             f"{key}={_compact(settings.get(key))}; pass a new --out or the same settings")
+    if header[2:] != names:
+        raise ValueError(f"{_WHERE}: {path} has columns {header[2:]} but this run asks for {names}; pass a new "
+                         "--out or the same settings")
+    done = set()
+    for number, fields in rows:
+        index = _parse_row(path, number, fields)[0]
+        if index in done:
+            raise ValueError(f"{_WHERE}: {path}:{number}: index {index} appears twice")
+        if index not in wanted_indices:
+            raise ValueError(f"{_WHERE}: {path}:{number}: index {index} is not one this run scores; pass a new "
+                             "--out or the same settings")
+        done.add(index)
+    if partial:
+        with open(path, "r+b") as handle:
+            handle.truncate(end)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return done
+
+
+# ------------------------------------------------------------------------------------------------ merging
+
+
+def merge_tables(paths, out=None, *, expect_complete: bool = False, expected_indices=None) -> ScoreTable:
+    """Merges score tables (typically the shards of one run) into one table sorted by index.
+
+    Args:
+        paths (sequence of paths): the tables; all must have the same columns. Where every one has a
+            ``.meta.json`` sidecar, their settings must agree apart from the shard.
+        out (path, optional): write the merged table here (atomically), with a sidecar when the inputs had them
+            (recorded as shard (0, 1), so the merged file resumes like an unsharded run's).
+        expect_complete (bool): require every index of ``expected_indices`` (default: the whole NB201 space,
+            0..15624) to be present; the error reports how many are missing and the first of them.
+        expected_indices (iterable of int, optional): the indices a complete table holds.
+
+    Raises:
+        ValueError: different columns, one index with different architectures or values in two rows (identical
+            repeats are merged into one row), or missing indices under ``expect_complete``.
+    """
+    where = "rdnas.proxies.merge_tables"
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    if not paths:
+        raise ValueError(f"{where}: no tables to merge")
+    tables = [ScoreTable.read(p) for p in paths]
+    names = tables[0].names
+    for path, table in zip(paths[1:], tables[1:]):
+        if table.names != names:
+            raise ValueError(f"{where}: {path} has columns {table.names} but {paths[0]} has {names}")
+    rows = {}  # index -> (arch, values, path)
+    for path, table in zip(paths, tables):
+        matrix = np.stack([table.columns[n] for n in names], axis=1) if names else np.zeros((len(table), 0))
+        for index, arch, values in zip(table.indices.tolist(), table.archs, matrix):
+            if index in rows:
+                arch_seen, values_seen, path_seen = rows[index]
+                if arch_seen != arch or not _same_floats(values_seen, values):
+                    differing = [n for n, a, b in zip(names, values_seen, values)
+                                 if not _same_floats(np.array([a]), np.array([b]))]
+                    what = f"architectures {arch_seen} and {arch}" if arch_seen != arch else f"values of {differing}"
+                    raise ValueError(f"{where}: index {index} appears in {path_seen} and {path} with different "
+                                     f"{what}")
+                continue
+            rows[index] = (arch, values, path)
+    order = sorted(rows)
+    if expect_complete:
+        expected = set(range(nb201.NUM_ARCHS)) if expected_indices is None else {int(i) for i in expected_indices}
+        missing = sorted(expected - rows.keys())
+        if missing:
+            shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+            raise ValueError(f"{where}: the merged table misses {len(missing)} of {len(expected)} expected indices "
+                             f"({shown}); a shard is missing or unfinished")
+    matrix = np.array([rows[i][1] for i in order], dtype=np.float64).reshape(len(order), len(names))
+    merged = ScoreTable(order, [rows[i][0] for i in order], {n: matrix[:, k] for k, n in enumerate(names)},
+                        {"path": None if out is None else str(out), "merged_from": [str(p) for p in paths]})
+    sidecars = [meta_path(p) for p in paths]
+    settings = None
+    if all(s.is_file() for s in sidecars):
+        recorded = [json.loads(s.read_text())["settings"] for s in sidecars]
+        for path, other in zip(paths[1:], recorded[1:]):
+            key = _first_difference(recorded[0], other, ignore=("shard",))
+            if key is not None:
+                raise ValueError(f"{where}: {paths[0]} was written with {key}={_compact(recorded[0].get(key))} but "
+                                 f"{path} with {key}={_compact(other.get(key))}; merge only the shards of one run")
+        settings = dict(recorded[0], shard=[0, 1])
+    if out is not None:
+        out = Path(out)
+        if settings is None:
+            meta_path(out).unlink(missing_ok=True)  # never leave a stale sidecar beside the new table
+        else:
+            _write_atomic(meta_path(out), json.dumps({"settings": settings, "info": {
+                "merged_from": [str(p) for p in paths], "torch_version": torch.__version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}, indent=2) + "\n")
+        merged.write(out)
+    return merged

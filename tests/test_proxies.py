@@ -1,0 +1,286 @@
+"""Zero-cost proxies: each against a plain per-network reference, batched against one-at-a-time, and (where
+../shared/data exists) against the published tables."""
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.stats import spearmanr
+from torch import nn
+
+from rdnas import proxies
+from rdnas.proxies import PROXIES, Minibatch, scoring_supernet
+from rdnas.proxies.probes import batchnorm_removed
+from rdnas.spaces import nb201
+from rdnas.supernet import NB201Network
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"NB201 reference tables not found at {DATA}")
+
+ARCHS = [
+    (3, 3, 3, 1, 3, 2),  # the benchmark's best CIFAR-10 cell
+    (1, 4, 2, 0, 3, 1),
+    (2, 2, 0, 3, 0, 4),
+    (3, 2, 3, 1, 0, 0),  # node 1 and 2 feed nothing that reaches the output... except through edge 0->3
+    (0, 3, 0, 1, 0, 2),  # node 1 receives nothing: edges out of it are dead
+    (1, 1, 1, 1, 1, 1),  # parameter-free cell
+    (0, 0, 0, 0, 0, 0),  # disconnected
+    (3, 0, 3, 0, 0, 0),  # disconnected
+]
+
+
+
+def small(**kwargs):
+    return scoring_supernet(channels=8, cells_per_stage=2, **kwargs)
+
+
+def batch(size=16, side=16, classes=10, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return Minibatch(torch.randn(size, 3, side, side, generator=generator),
+                     torch.randint(0, classes, (size,), generator=generator), classes, "random")
+
+
+def export(supernet, arch):
+    return NB201Network(arch, supernet).train()
+
+
+def layers_of(model):
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def test_every_proxy_is_registered_with_a_summary():
+    expected = {"synflow", "logsynflow", "snip", "grasp", "fisher", "grad_norm", "jacov", "naswot", "zen",
+                "l2_norm", "plain", "flops", "params"}
+    assert set(PROXIES) == expected
+    assert all(p.summary and p.score.__doc__ for p in PROXIES.values())
+
+
+@pytest.mark.parametrize("name", sorted(set(PROXIES) - {"flops", "params"}))
+def test_disconnected_architectures_score_minus_infinity(name):
+    scores = PROXIES[name].score(small(), ARCHS, batch())
+    assert scores.dtype == torch.float64 and scores.shape == (len(ARCHS),)
+    assert torch.isinf(scores[6:]).all() and (scores[6:] < 0).all()
+    assert torch.isfinite(scores[:6]).all(), scores
+
+
+def test_synflow_batched_equals_the_per_network_reference():
+    supernet = small()
+    batched = proxies.synflow(supernet, ARCHS[:6], batch(), archs_per_pass=4)
+    for arch, value in zip(ARCHS[:6], batched.tolist()):
+        network = export(supernet, arch).double().eval()
+        reference = proxies.synflow_of_network(network, (3, 16, 16))
+        assert value == pytest.approx(reference, rel=1e-12)
+
+
+def test_synflow_of_network_restores_the_weights():
+    network = export(small(), ARCHS[0]).double()
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    proxies.synflow_of_network(network, (3, 16, 16))
+    for name, value in network.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert all(p.grad is None for p in network.parameters())
+
+
+def test_synflow_is_exact_and_finite_at_benchmark_size():
+    """The benchmark's largest cell at C=16, N=5 reaches ~1e44 here (1e66 in the published table): far beyond
+    float32, exact in float64."""
+    scores = proxies.synflow(scoring_supernet(), [(3,) * 6, (1,) * 6], None)
+    assert torch.isfinite(scores).all() and scores[0] > 1e38 > scores[1] > 0
+
+
+def test_synflow_leaves_the_supernet_untouched():
+    supernet = small()
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    proxies.synflow(supernet, ARCHS, None)
+    proxies.logsynflow(supernet, ARCHS[:2], None)
+    assert all(torch.equal(v, before[k]) for k, v in supernet.state_dict().items())
+
+
+def test_logsynflow_matches_a_plain_reference():
+    supernet = small()
+    scores = proxies.logsynflow(supernet, ARCHS[:3], batch())
+    for arch, value in zip(ARCHS[:3], scores.tolist()):
+        network = export(supernet, arch).double().eval()
+        for p in network.parameters():
+            p.data.abs_()
+        with batchnorm_removed(network):
+            network(torch.ones(1, 3, 16, 16, dtype=torch.float64)).sum().backward()
+        reference = sum(float((m.weight.detach() * torch.log1p(m.weight.grad.abs())).abs().sum())
+                        for m in layers_of(network) if m.weight.grad is not None)
+        assert value == pytest.approx(reference, rel=1e-10)
+
+
+def reference_gradient_proxies(network, minibatch):
+    """The NAS-Bench-Suite-Zero formulas written out on a stand-alone network with a Python loop."""
+    acts = {}
+    hooks = [m.register_forward_hook(lambda m, a, out: acts.__setitem__(m, out)) for m in layers_of(network)]
+    outputs = network(minibatch.inputs)
+    for hook in hooks:
+        hook.remove()
+    loss = F.cross_entropy(outputs, minibatch.targets)
+    tensors = [acts[m] for m in acts]
+    weights = [m.weight for m in layers_of(network)]
+    grads = torch.autograd.grad(loss, weights + tensors, allow_unused=True)
+    weight_grads, act_grads = grads[:len(weights)], grads[len(weights):]
+    used = [(w, g) for w, g in zip(weights, weight_grads) if g is not None]
+    fisher = 0.0
+    for act, grad in zip(tensors, act_grads):
+        if grad is None:
+            continue
+        per_channel = (act * grad).flatten(2).sum(2) if act.dim() > 2 else act * grad
+        fisher += float((0.5 * per_channel.double().pow(2).mean(0)).sum())
+    return {
+        "snip": sum(float((w * g).abs().sum()) for w, g in used),
+        "grad_norm": sum(float(g.norm()) for _, g in used),
+        "plain": sum(float((w * g).sum()) for w, g in used),
+        "fisher": fisher,
+    }
+
+
+def test_loss_gradient_proxies_match_the_stand_alone_networks():
+    supernet, minibatch = small(), batch()
+    ours = proxies.loss_gradient_proxies(supernet, ARCHS[:6], minibatch)
+    for k, arch in enumerate(ARCHS[:6]):
+        reference = reference_gradient_proxies(export(supernet, arch), minibatch)
+        for name, value in reference.items():
+            assert float(ours[name][k]) == pytest.approx(value, rel=1e-4, abs=1e-9), (arch, name)
+
+
+def test_loss_gradient_proxies_share_one_pass(monkeypatch):
+    from rdnas.proxies import gradient
+
+    calls = []
+    original = gradient._one_architecture
+    monkeypatch.setattr(gradient, "_one_architecture", lambda *a: calls.append(1) or original(*a))
+    supernet, minibatch = small(), batch()
+    for name in ("snip", "grad_norm", "plain", "fisher"):
+        PROXIES[name].score(supernet, ARCHS[:3], minibatch)
+    assert len(calls) == 3
+
+
+def test_grasp_matches_the_two_pass_reference():
+    supernet, minibatch = small(), batch()
+    ours = proxies.grasp(supernet, ARCHS[:3], minibatch)
+    for arch, value in zip(ARCHS[:3], ours.tolist()):
+        network = export(supernet, arch)
+        weights = [m.weight for m in layers_of(network)]
+        loss = F.cross_entropy(network(minibatch.inputs), minibatch.targets)
+        first = torch.autograd.grad(loss, weights, allow_unused=True)
+        loss = F.cross_entropy(network(minibatch.inputs), minibatch.targets)
+        second = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
+        inner = sum((a.detach() * b).sum() for a, b in zip(first, second) if a is not None)
+        inner.backward()
+        reference = -sum(float((w * w.grad).sum()) for w in weights if w.grad is not None)
+        assert value == pytest.approx(reference, rel=1e-4)
+
+
+def test_naswot_batched_equals_one_at_a_time_and_the_reference():
+    supernet, minibatch = small(), batch()
+    together = proxies.naswot(supernet, ARCHS, minibatch, archs_per_pass=5)
+    alone = torch.cat([proxies.naswot(supernet, [a], minibatch) for a in ARCHS])
+    assert torch.allclose(together, alone, rtol=1e-9)
+    for arch, value in zip(ARCHS[:6], together.tolist()):
+        network = export(supernet, arch)
+        codes = []
+        hooks = [m.register_forward_pre_hook(lambda m, a: codes.append((a[0] > 0).flatten(1).double()))
+                 for m in network.modules() if isinstance(m, nn.ReLU)]
+        with torch.no_grad():
+            network(minibatch.inputs, edges="all")
+        for hook in hooks:
+            hook.remove()
+        kernel = sum(c @ c.T + (1 - c) @ (1 - c).T for c in codes)
+        assert value == pytest.approx(float(torch.linalg.slogdet(kernel)[1]), rel=1e-9)
+
+
+def test_zen_batched_equals_one_at_a_time():
+    supernet, minibatch = small(), batch()
+    together = proxies.zen(supernet, ARCHS, minibatch, archs_per_pass=4)
+    alone = torch.cat([proxies.zen(supernet, [a], minibatch) for a in ARCHS])
+    assert torch.allclose(together, alone, rtol=1e-5)
+
+
+def test_jacov_matches_the_reference_formula():
+    supernet, minibatch = small(), batch()
+    ours = proxies.jacov(supernet, ARCHS[:3], minibatch)
+    for arch, value in zip(ARCHS[:3], ours.tolist()):
+        x = minibatch.inputs.clone().requires_grad_(True)
+        export(supernet, arch)(x).sum().backward()
+        eigenvalues = np.linalg.eigvalsh(np.corrcoef(x.grad.reshape(len(x), -1).double().numpy()))
+        reference = -np.sum(np.log(eigenvalues + 1e-5) + 1 / (eigenvalues + 1e-5))
+        assert value == pytest.approx(reference, rel=1e-5)
+
+
+def test_cost_proxies_match_the_exported_networks():
+    supernet, minibatch = small(), batch()
+    params, l2 = proxies.params(supernet, ARCHS), proxies.l2_norm(supernet, ARCHS)
+    for k, arch in enumerate(ARCHS):
+        network = export(supernet, arch)
+        assert params[k] == sum(p.numel() for p in network.parameters())
+        if k < 6:
+            assert float(l2[k]) == pytest.approx(sum(float(m.weight.double().norm()) for m in layers_of(network)))
+
+
+@needs_data
+def test_params_and_flops_equal_the_benchmark_table_for_every_architecture():
+    with open(DATA / "nb201_gt.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    archs = [nb201.from_string(r["arch_str"]) for r in rows]
+    supernet = scoring_supernet()
+    params, flops = proxies.params(supernet, archs), proxies.flops(supernet, archs)
+    assert np.abs(params.numpy() / 1e6 - np.array([float(r["params_M_cifar10"]) for r in rows])).max() < 5e-7
+    assert np.abs(flops.numpy() / 1e6 - np.array([float(r["flops_M_cifar10"]) for r in rows])).max() < 5e-6
+
+
+def test_proxies_restore_the_training_mode_and_leave_no_gradients():
+    supernet = small()
+    supernet.eval()
+    for name in ("snip", "grasp", "jacov"):
+        PROXIES[name].score(supernet, ARCHS[:2], batch())
+    assert not supernet.training
+    assert all(p.grad is None for p in supernet.parameters())
+
+
+def test_bad_input_names_the_proxy_and_argument():
+    with pytest.raises(ValueError, match="unknown proxy 'synflo'.*synflow"):
+        proxies.get_proxy("synflo")
+    with pytest.raises(ValueError, match="Minibatch: targets must be a LongTensor"):
+        Minibatch(torch.zeros(4, 3, 8, 8), torch.zeros(3, dtype=torch.long), 10)
+    with pytest.raises(ValueError, match="Minibatch: targets must lie in 0..9"):
+        Minibatch(torch.zeros(2, 3, 8, 8), torch.tensor([0, 10]), 10)
+    with pytest.raises(ValueError, match="scoring_supernet: init must be one of"):
+        scoring_supernet(init="xavier")
+    with pytest.raises(ValueError, match="invalid architecture"):
+        proxies.synflow(small(), [(5, 0, 0, 0, 0, 0)], None)
+
+
+def published(name):
+    with open(DATA / name) as handle:
+        return list(csv.DictReader(handle))
+
+
+def cifar10_minibatch():
+    loaded = np.load(DATA / "cifar_minibatches" / "freerea_cifar10_train_minibatches.npz")
+    mean = torch.tensor((0.4914, 0.4822, 0.4465)).view(1, 3, 1, 1)
+    std = torch.tensor((0.2023, 0.1994, 0.2010)).view(1, 3, 1, 1)
+    images = (torch.from_numpy(loaded["x_b64"][0]).float() / 255 - mean) / std
+    return Minibatch(images, torch.from_numpy(loaded["y_b64"][0]), 10, "npz")
+
+
+def rank_last(values):
+    return np.where(np.isfinite(values), values, -1e300)
+
+
+@needs_data
+@pytest.mark.parametrize("name, column, count", [("synflow", "synflow_cifar10", 300), ("naswot", "naswot_cifar10", 60)])
+def test_sampled_architectures_rank_like_the_published_table(name, column, count):
+    """CI-sized version of the full-space check (benchmarks/validate_proxies.py runs all 15,625)."""
+    rows = published("nb201_zc_proxies.csv")
+    chosen = [rows[i] for i in np.random.default_rng(0).choice(len(rows), count, replace=False)]
+    archs = [nb201.from_string(r["arch_str"]) for r in chosen]
+    ours = PROXIES[name].score(scoring_supernet(init="kaiming_normal"), archs, cifar10_minibatch()).numpy()
+    reference = np.array([float(r[column]) for r in chosen])
+    assert spearmanr(rank_last(ours), rank_last(reference))[0] >= 0.95
