@@ -284,3 +284,19 @@ def test_sampled_architectures_rank_like_the_published_table(name, column, count
     ours = PROXIES[name].score(scoring_supernet(init="kaiming_normal"), archs, cifar10_minibatch()).numpy()
     reference = np.array([float(r[column]) for r in chosen])
     assert spearmanr(rank_last(ours), rank_last(reference))[0] >= 0.95
+
+
+def test_cells_that_differ_only_in_dead_edges_are_scored_once(monkeypatch):
+    from rdnas.proxies import gradient
+
+    same_network = [(3, 2, 3, 1, 0, 0), (2, 4, 1, 1, 0, 0), (1, 1, 1, 1, 0, 0)]  # only edge 0->3 (skip) is live
+    calls = []
+    original = gradient._one_architecture
+    monkeypatch.setattr(gradient, "_one_architecture", lambda *a: calls.append(a[1]) or original(*a))
+    supernet, minibatch = small(), batch()
+    snip = proxies.snip(supernet, same_network, minibatch)
+    assert len(calls) == 1 and len(set(snip.tolist())) == 1
+    synflow = proxies.synflow(supernet, same_network, None)
+    assert len(set(synflow.tolist())) == 1
+    # naswot sees every edge, as the benchmark's network computes them: these differ.
+    assert len(set(proxies.naswot(supernet, same_network, minibatch).tolist())) == 3

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rdnas.proxies.base import Minibatch, register, scores_with_disconnected_last
+from rdnas.proxies.base import Minibatch, parameter_versions, plan_cache, register, scores_with_disconnected_last
 from rdnas.proxies.probes import SubnetRows
 from rdnas.supernet import BNStatistics, NB201Supernet
 
@@ -68,7 +68,7 @@ _GAUSSIAN = weakref.WeakKeyDictionary()  # supernet -> (parameter versions, seed
 
 def _gaussian_copy(supernet: NB201Supernet, seed: int) -> NB201Supernet:
     """Zen-NAS's network_weight_gaussian_init on a copy: Conv2d/Linear weights N(0, 1), biases 0, BN 1 / 0."""
-    versions = tuple(p._version for p in supernet.parameters())
+    versions = parameter_versions(supernet)
     cached = _GAUSSIAN.get(supernet)
     if cached is not None and cached[:2] == (versions, seed):
         return cached[2]
@@ -171,6 +171,7 @@ def jacov(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, eps
     was_training = supernet.training
     supernet.train()
     try:
-        return scores_with_disconnected_last(archs, lambda kept: torch.tensor([one(a) for a in kept]))
+        cache = plan_cache("jacov", supernet, parameter_versions(supernet), minibatch, epsilon)
+        return scores_with_disconnected_last(archs, lambda kept: torch.tensor([one(a) for a in kept]), cache)
     finally:
         supernet.train(was_training)

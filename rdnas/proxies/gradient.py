@@ -2,7 +2,7 @@
 
 Definitions are NAS-Bench-Suite-Zero's (Abdelfattah et al. 2021 code), over the Conv2d and Linear layers, with
 training-mode BN. snip, grad_norm, plain and fisher come from the same forward/backward pass, so scoring several
-of them for the same architectures runs that pass once (the last result is kept). Per-layer reductions use the
+of them for the same architectures runs that pass once (per live cell plan, see ``plan_cache``). Per-layer reductions use the
 fused multi-tensor ops (one call over every layer), not a Python loop.
 """
 
@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rdnas.ops import sum_abs_product, sum_product, sum_squares
-from rdnas.proxies.base import Minibatch, conv_and_linear_layers, register, scores_with_disconnected_last
+from rdnas.proxies.base import (Minibatch, conv_and_linear_layers, parameter_versions, plan_cache, register,
+                                scores_with_disconnected_last)
 from rdnas.supernet import NB201Supernet
 
 LOSS_GRADIENT_PROXIES = ("snip", "grad_norm", "plain", "fisher")
-_last_pass = {}  # the most recent loss-gradient pass: {"key": ..., "scores": {name: Tensor[K]}}
 
 
 def _one_architecture(supernet: NB201Supernet, arch: tuple, minibatch: Minibatch, layers: list) -> dict:
@@ -61,26 +61,24 @@ def loss_gradient_proxies(supernet: NB201Supernet, archs: list[tuple], minibatch
 
     Returns {name: Tensor[K] float64}; disconnected architectures get -inf.
     """
-    key = (id(supernet), tuple(p._version for p in supernet.parameters()), tuple(archs), id(minibatch))
-    if _last_pass.get("key") == key:
-        return _last_pass["scores"]
+    cache = plan_cache("loss_gradient", supernet, parameter_versions(supernet), minibatch)
     layers = conv_and_linear_layers(supernet)
     was_training = supernet.training
     supernet.train()
-    rows = {}
     try:
-        def connected(kept):
-            for arch in kept:
-                rows[arch] = _one_architecture(supernet, arch, minibatch, layers)
-            return torch.zeros(len(kept))
+        passes = {}  # arch -> the four values of its pass (run once, read by all four columns)
 
-        scores_with_disconnected_last(archs, connected)
+        def column(name, kept):
+            for arch in kept:
+                if arch not in passes:
+                    passes[arch] = _one_architecture(supernet, arch, minibatch, layers)
+            return torch.tensor([passes[arch][name] for arch in kept], dtype=torch.float64)
+
+        return {name: scores_with_disconnected_last(archs, lambda kept, n=name: column(n, kept),
+                                                    cache.setdefault(name, {}))
+                for name in LOSS_GRADIENT_PROXIES}
     finally:
         supernet.train(was_training)
-    scores = {name: torch.tensor([rows[a][name] if a in rows else float("-inf") for a in archs], dtype=torch.float64)
-              for name in LOSS_GRADIENT_PROXIES}
-    _last_pass.update(key=key, scores=scores)
-    return scores
 
 
 def _member(name: str, summary: str):
@@ -123,7 +121,8 @@ def grasp(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, tem
     was_training = supernet.training
     supernet.train()
     try:
-        return scores_with_disconnected_last(archs, lambda kept: torch.tensor([one(a) for a in kept],
-                                                                              dtype=torch.float64))
+        cache = plan_cache("grasp", supernet, parameter_versions(supernet), minibatch, temperature)
+        return scores_with_disconnected_last(
+            archs, lambda kept: torch.tensor([one(a) for a in kept], dtype=torch.float64), cache)
     finally:
         supernet.train(was_training)

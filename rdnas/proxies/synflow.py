@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from rdnas.ops import linearize_, restore_signs_, sum_abs_product
-from rdnas.proxies.base import Minibatch, conv_and_linear_layers, register, scores_with_disconnected_last
+from rdnas.proxies.base import (Minibatch, conv_and_linear_layers, parameter_versions, plan_cache, register,
+                                scores_with_disconnected_last)
 from rdnas.proxies.probes import SubnetRows, batchnorm_removed
 from rdnas.supernet import NB201Supernet
 
@@ -28,7 +29,7 @@ _LINEARISED = weakref.WeakKeyDictionary()  # supernet -> (parameter versions, fl
 def linearised_float64(supernet: NB201Supernet) -> NB201Supernet:
     """A float64 copy of ``supernet`` with every parameter replaced by its absolute value (made once and reused
     while the supernet's parameters are unchanged). Its parameters do not require gradients."""
-    versions = tuple(p._version for p in supernet.parameters())
+    versions = parameter_versions(supernet)
     cached = _LINEARISED.get(supernet)
     if cached is not None and cached[0] == versions:
         return cached[1]
@@ -104,7 +105,8 @@ def synflow(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch | 
         return torch.cat([synflow_flows(net, kept[i:i + archs_per_pass], shape).cpu()
                           for i in range(0, len(kept), archs_per_pass)])
 
-    return scores_with_disconnected_last(archs, connected)
+    cache = plan_cache("synflow", supernet, parameter_versions(supernet), shape)
+    return scores_with_disconnected_last(archs, connected, cache)
 
 
 def synflow_of_network(model: nn.Module, image_shape: tuple, forward=None, log_gradients: bool = False,
@@ -165,4 +167,5 @@ def logsynflow(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch
         finally:
             net.requires_grad_(False)
 
-    return scores_with_disconnected_last(archs, connected)
+    cache = plan_cache("logsynflow", supernet, parameter_versions(supernet), shape)
+    return scores_with_disconnected_last(archs, connected, cache)
