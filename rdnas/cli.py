@@ -74,7 +74,84 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--out", help="write the results as JSON here")
     evaluate.add_argument("--quiet", action="store_true")
+
+    proxies = commands.add_parser(
+        "proxies",
+        help="score every architecture with zero-cost proxies into a resumable CSV table",
+        description="Scores the search space with zero-cost proxies on the supernet's weights at initialisation "
+        "and writes OUT (index,arch,<proxy>,...; rows appended chunk by chunk) and OUT.meta.json. Run the same "
+        "command again to resume an interrupted run; --shard i/n splits the work among processes (merge their "
+        "tables with rdnas merge-tables). Example: rdnas proxies --proxy synflow,naswot --data "
+        "npz:freerea_cifar10_train_minibatches.npz --gt nb201_gt.csv --out nb201_proxies.csv",
+    )
+    proxies.add_argument("--space", choices=["nb201"], default="nb201", help="search space (default nb201)")
+    proxies.add_argument("--proxy", type=_proxy_names, metavar="NAMES",
+                         help="comma-separated proxy names, or 'all' (see --list)")
+    proxies.add_argument("--out", help="the CSV table to write or resume ({shard} in the name becomes the shard)")
+    proxies.add_argument("--data", default="random",
+                         help="the minibatch: random (Gaussian, default), random:C,H,W,classes, npz:<path>, "
+                         "cifar10:<dir>, cifar100:<dir>, imagenet16:<dir> or digits")
+    proxies.add_argument("--batch-size", type=int, default=64, help="images in the minibatch (default 64)")
+    proxies.add_argument("--batch-index", type=int, default=0, help="which batch of the source (default 0)")
+    proxies.add_argument("--image-size", type=int, help="digits: the side (default 32); other sources: resize")
+    proxies.add_argument("--init", choices=["pytorch", "kaiming_normal"], default="pytorch",
+                         help="supernet initialisation (default pytorch)")
+    proxies.add_argument("--seed", type=int, default=0, help="initialisation and data seed (default 0)")
+    proxies.add_argument("--gt", help="ground-truth table (nb201_gt.csv format): index = official NB201 index "
+                         "(without it: the enumeration index of rdnas.spaces.nb201)")
+    proxies.add_argument("--limit", type=int, help="score only the first N architectures (quick runs)")
+    proxies.add_argument("--archs-per-chunk", type=int, default=64,
+                         help="architectures per proxy call and per write (default 64)")
+    proxies.add_argument("--shard", type=_shard, default=(0, 1), metavar="i/n|env",
+                         help="score only chunk c with c %% n == i; env: RANK/WORLD_SIZE of torchrun")
+    proxies.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    proxies.add_argument("--quiet", action="store_true", help="no progress bar")
+    proxies.add_argument("--list", action="store_true", help="list the proxies and exit")
+    proxies.set_defaults(usage_error=proxies.error)
+
+    merge = commands.add_parser(
+        "merge-tables",
+        help="merge the shard tables of rdnas proxies into one table",
+        description="Merges score tables into one sorted by index; differing columns, an index with different "
+        "values in two tables, or (with --complete) missing architectures are errors. Example: rdnas "
+        "merge-tables --out nb201_proxies.csv shard0.csv shard1.csv --complete",
+    )
+    merge.add_argument("tables", nargs="+", help="the tables to merge")
+    merge.add_argument("--out", required=True, help="the merged table")
+    merge.add_argument("--complete", action="store_true", help="require all 15,625 NB201 architectures")
     return parser
+
+
+def _proxy_names(text: str) -> list[str]:
+    """--proxy: comma-separated registered names, or 'all'."""
+    from rdnas.proxies import PROXIES, get_proxy
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if names == ["all"]:
+        return list(PROXIES)
+    if not names:
+        raise argparse.ArgumentTypeError(f"no proxy named; known proxies: {', '.join(sorted(PROXIES))}")
+    for name in names:
+        try:
+            get_proxy(name)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"unknown proxy {name!r}; known proxies: "
+                                             f"{', '.join(sorted(PROXIES))}") from None
+    return names
+
+
+def _shard(text: str):
+    """--shard: i/n with 0 <= i < n, or env."""
+    if text == "env":
+        return text
+    first, _, second = text.partition("/")
+    try:
+        i, n = int(first), int(second)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/n (e.g. 0/4) or env, got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"needs 0 <= i < n, got {text!r}")
+    return i, n
 
 
 def run_train(args) -> int:
@@ -151,6 +228,58 @@ def run_eval(args) -> int:
     return status
 
 
+def run_proxies(args) -> int:
+    import numpy as np
+
+    from rdnas.data import DatasetError
+    from rdnas.proxies import PROXIES, load_minibatch, score_space
+
+    if args.list:
+        width = max(map(len, PROXIES))
+        for name, proxy in PROXIES.items():
+            kind = ("uses images" if proxy.needs_data else "no images") + (", batched" if proxy.batched else "")
+            print(f"{name:<{width}}  {proxy.summary} [{kind}]")
+        return 0
+    if not args.proxy:
+        args.usage_error("--proxy is required (or --list)")
+    if not args.out:
+        args.usage_error("--out is required")
+    try:
+        minibatch = load_minibatch(args.data, args.batch_size, args.seed, args.batch_index, args.image_size)
+        table = score_space(args.proxy, minibatch, space=args.space, gt=args.gt, limit=args.limit, out=args.out,
+                            shard=args.shard, archs_per_chunk=args.archs_per_chunk, init=args.init, seed=args.seed,
+                            device=args.device, progress=not args.quiet)
+    except (ValueError, FileNotFoundError, DatasetError) as error:
+        print(f"rdnas proxies: error: {error}", file=sys.stderr)
+        return 1
+    info = table.info
+    shard = "" if info["shard"] == (0, 1) else f" (shard {info['shard'][0]}/{info['shard'][1]})"
+    print(f"rdnas proxies: {len(table)} rows in {info['path']}{shard}: {info['written']} scored now in "
+          f"{info['seconds']:.1f} s, {info['already_present']} already there")
+    print(f"  data: {minibatch.source}, inputs {list(minibatch.inputs.shape)}; init {args.init}, seed {args.seed}; "
+          f"index: {'official NB201 (' + args.gt + ')' if args.gt else 'rdnas enumeration order'}")
+    for name in table.names:
+        values = table.column(name)
+        finite = values[np.isfinite(values)]
+        spread = (f"min {finite.min():.6g}, median {np.median(finite):.6g}, max {finite.max():.6g}"
+                  if len(finite) else "")
+        print(f"  {name:<12} {len(finite)} finite of {len(values)}  {spread}")
+    return 0
+
+
+def run_merge_tables(args) -> int:
+    from rdnas.proxies import merge_tables
+
+    try:
+        table = merge_tables(args.tables, args.out, expect_complete=args.complete)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"rdnas merge-tables: error: {error}", file=sys.stderr)
+        return 1
+    print(f"rdnas merge-tables: {len(table)} rows from {len(args.tables)} tables written to {args.out} "
+          f"(columns: {', '.join(table.names)})")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
@@ -161,6 +290,10 @@ def main(argv=None) -> int:
         return run_train(args)
     if args.command == "eval":
         return run_eval(args)
+    if args.command == "proxies":
+        return run_proxies(args)
+    if args.command == "merge-tables":
+        return run_merge_tables(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands
 
 

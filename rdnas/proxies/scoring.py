@@ -27,9 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from rdnas.proxies import gradient as _gradient
 from rdnas.proxies.base import Minibatch, Proxy, check_archs, get_proxy, scoring_supernet
 from rdnas.spaces import nb201
 from rdnas.supernet import NB201Supernet
@@ -177,11 +175,17 @@ def _compact(value) -> str:
     return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else repr(value)
 
 
-def _first_difference(recorded: dict, wanted: dict, ignore=()) -> str | None:
-    """The first setting (in sorted order) whose value differs, or None."""
-    for key in sorted(set(recorded) | set(wanted)):
-        if key not in ignore and recorded.get(key) != wanted.get(key):
-            return key
+def _first_difference(recorded: dict, wanted: dict, ignore=()) -> tuple[str, object, object] | None:
+    """(dotted key, recorded value, wanted value) of the first differing setting, in ``wanted``'s key order
+    (nested dicts are compared key by key), or None."""
+    for key in [*wanted, *(k for k in recorded if k not in wanted)]:
+        old, new = recorded.get(key), wanted.get(key)
+        if key in ignore or old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            inner = _first_difference(old, new)
+            return (f"{key}.{inner[0]}", inner[1], inner[2]) if inner else (key, old, new)
+        return key, old, new
     return None
 
 
@@ -193,7 +197,7 @@ def _digest_tensors(named) -> str:
     for name, tensor in named:
         tensor = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}:{tensor.dtype}:{list(tensor.shape)};".encode())
-        digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.float().numpy().tobytes())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes, any dtype
     return digest.hexdigest()
 
 
@@ -291,9 +295,6 @@ def _scores_of_chunk(proxies: list[Proxy], supernet, archs: list[tuple], minibat
                                    f"{len(archs)} architectures; expected [{len(archs)}]")
             scores[proxy.name] = values.numpy()
     finally:
-        # The loss-gradient proxies cache their last pass under id(supernet) and id(minibatch); ids are reused
-        # once objects are freed, so the cache must not outlive the chunk it was made for.
-        _gradient._last_pass.clear()
         with torch.no_grad():
             for buffer, saved in zip(supernet.buffers(), buffers):
                 buffer.copy_(saved)
@@ -313,8 +314,9 @@ def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb
 
     The architectures are ordered by index (see below) and cut into consecutive chunks of ``archs_per_chunk``;
     for each chunk every proxy's ``score`` is called once, in the order given, and the chunk's rows go to ``out``
-    at once (flushed and fsynced). A chunk's scores depend only on the supernet's initial weights, the minibatch
-    and the chunk, so resumed and sharded runs give exactly the values of one uninterrupted run.
+    at once (flushed and fsynced). Scores depend only on the supernet's initial weights, the minibatch and the
+    architectures (the supernet's buffers are restored after every chunk), so on a deterministic device resumed
+    and sharded runs give exactly the values of one uninterrupted run.
 
     Args:
         proxies (str | Proxy | sequence): proxy names (``"synflow,snip"`` or ``["synflow", "snip"]``) or Proxy
@@ -390,22 +392,22 @@ def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb
             raise ValueError(f"{_WHERE}: the minibatch has {minibatch.num_classes} classes and "
                              f"{minibatch.inputs.shape[1]} channels but the supernet has {config['num_classes']} "
                              f"classes and {config['in_channels']} input channels")
-    settings = {
-        "format": FORMAT_VERSION,
-        "space": space,
+    settings = {  # in the order a mismatch is reported
         "proxies": names,
+        "space": space,
         "order": order,
         "archs": {"count": len(entries), "sha256": arch_digest.hexdigest()},
+        "init": init_name,
+        "seed": seed_used,
         "minibatch": None if minibatch is None else {
             "source": minibatch.source, "shape": list(minibatch.inputs.shape), "num_classes": minibatch.num_classes,
             "sha256": _digest_tensors([("inputs", minibatch.inputs), ("targets", minibatch.targets)])},
-        "init": init_name,
-        "seed": seed_used,
         "supernet": {"config": dict(supernet.config), "weights_sha256": _digest_tensors(supernet.state_dict().items())},
         "archs_per_chunk": archs_per_chunk,
         "shard": [shard_i, shard_n],
         "device": torch.device(device).type,
         "rdnas_version": _rdnas_version(),
+        "format": FORMAT_VERSION,
     }
     if minibatch is not None:
         minibatch = minibatch.to(device)
@@ -497,10 +499,11 @@ def _open_table(path: Path, names: list[str], settings: dict, metadata: bool, wa
             recorded = json.loads(sidecar.read_text())["settings"]
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise ValueError(f"{_WHERE}: {sidecar} is not a score-table sidecar ({error})") from None
-        key = _first_difference(recorded, settings)
-        if key is not None:
-            raise ValueError(f"{_WHERE}: {path} was written with {key}={_compact(recorded.get(key))}; this run has "
-                             f"{key}={_compact(settings.get(key))}; pass a new --out or the same settings")
+        difference = _first_difference(recorded, settings)
+        if difference is not None:
+            key, old, new = difference
+            raise ValueError(f"{_WHERE}: {path} was written with {key}={_compact(old)}; this run has "
+                             f"{key}={_compact(new)}; pass a new --out or the same settings")
     if header[2:] != names:
         raise ValueError(f"{_WHERE}: {path} has columns {header[2:]} but this run asks for {names}; pass a new "
                          "--out or the same settings")
@@ -579,10 +582,11 @@ def merge_tables(paths, out=None, *, expect_complete: bool = False, expected_ind
     if all(s.is_file() for s in sidecars):
         recorded = [json.loads(s.read_text())["settings"] for s in sidecars]
         for path, other in zip(paths[1:], recorded[1:]):
-            key = _first_difference(recorded[0], other, ignore=("shard",))
-            if key is not None:
-                raise ValueError(f"{where}: {paths[0]} was written with {key}={_compact(recorded[0].get(key))} but "
-                                 f"{path} with {key}={_compact(other.get(key))}; merge only the shards of one run")
+            difference = _first_difference(recorded[0], other, ignore=("shard",))
+            if difference is not None:
+                key, first, this = difference
+                raise ValueError(f"{where}: {paths[0]} was written with {key}={_compact(first)} but {path} with "
+                                 f"{key}={_compact(this)}; merge only the shards of one run")
         settings = dict(recorded[0], shard=[0, 1])
     if out is not None:
         out = Path(out)
