@@ -147,12 +147,18 @@ _plan_caches: dict = {}
 
 def plan_cache(*key) -> dict:
     """A dict {live cell plan: score} shared by every call with the same key (keep the supernet and minibatch
-    objects and the parameter versions in the key). Only the 16 most recent keys are kept."""
+    objects and the parameter versions in the key). Only the 4 most recent keys are kept (a key holds its
+    supernet and minibatch alive); :func:`clear_plan_caches` drops them all."""
     if key not in _plan_caches:
-        while len(_plan_caches) >= 16:
+        while len(_plan_caches) >= 4:
             _plan_caches.pop(next(iter(_plan_caches)))
         _plan_caches[key] = {}
     return _plan_caches[key]
+
+
+def clear_plan_caches() -> None:
+    """Forgets every cached per-plan score (benchmarks call it so that each round computes everything)."""
+    _plan_caches.clear()
 
 
 def scores_with_disconnected_last(archs: list[tuple], score_connected, cache: dict | None = None) -> Tensor:

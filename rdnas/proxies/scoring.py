@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rdnas.proxies.base import Minibatch, Proxy, check_archs, get_proxy, scoring_supernet
+from rdnas.proxies.base import Minibatch, Proxy, check_archs, clear_plan_caches, get_proxy, scoring_supernet
 from rdnas.spaces import nb201
 from rdnas.supernet import NB201Supernet
 
@@ -459,6 +459,7 @@ def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb
                 handle.close()
     finally:
         bar.close()
+        clear_plan_caches()  # the per-plan scores hold this run's supernet and minibatch alive
     info = {"path": None if path is None else str(path), "written": written, "already_present": len(done),
             "seconds": time.perf_counter() - started, "shard": (shard_i, shard_n)}
     if path is not None:

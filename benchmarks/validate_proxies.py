@@ -1,0 +1,173 @@
+"""Checks rdnas's zero-cost proxies against the published NB201 tables (../shared/data, see its README).
+
+Three steps, each resumable (the score tables are written incrementally by ``score_space``)::
+
+    # 1. the whole space (15,625 cells) for the proxies published over it
+    OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-full --proxies synflow,logsynflow,params,flops,l2_norm
+    OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-full --proxies naswot --out benchmarks/results/nb201_naswot_cifar10.csv
+    # 2. the NAS-Bench-Suite-Zero subset (724 CIFAR-10 cells) for every proxy
+    OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-suite-zero
+    # 3. rank correlations -> benchmarks/results/proxy_validation.json and a Markdown table on stdout
+    python benchmarks/validate_proxies.py report
+
+Protocol: CIFAR-10 minibatch 0 of the 64-image batches in cifar_minibatches (real training images), the scoring
+supernet at C=16, N=5 with Kaiming-normal initialisation (FreeREA's, behind nb201_zc_proxies.csv), seed 0.
+Comparisons are rank correlations (Spearman rho) over the architectures both tables score; architectures that are
+non-finite in either (disconnected: ours -inf; published 0 / -1e8 / -inf / NaN) are ranked last, as the benchmark's
+10 % accuracy deserves. Kendall tau against ``cifar10_valid_acc`` drops non-finite values, as the data README does.
+"""
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import kendalltau, spearmanr
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+FULL_TABLES = [RESULTS / "nb201_proxies_cifar10.csv", RESULTS / "nb201_naswot_cifar10.csv"]
+SUITE_ZERO_TABLE = RESULTS / "suite_zero_proxies_cifar10.csv"
+ALL_PROXIES = "synflow,logsynflow,snip,grasp,fisher,grad_norm,jacov,naswot,zen,l2_norm,plain,flops,params"
+# our proxy -> (published column in nb201_zc_proxies.csv, in the suite-zero subset)
+PUBLISHED = {
+    "synflow": ("synflow_cifar10", "synflow"), "logsynflow": ("logsynflow_cifar10", None),
+    "naswot": ("naswot_cifar10", "nwot"), "zen": ("zen_cifar10", None), "jacov": (None, "jacov"),
+    "snip": (None, "snip"), "grasp": (None, "grasp"), "fisher": (None, "fisher"), "grad_norm": (None, "grad_norm"),
+    "l2_norm": (None, "l2_norm"), "plain": (None, "plain"), "flops": ("flops_M_cifar10", "flops_naslib"),
+    "params": ("params_M_cifar10", "params"),
+}
+# Kendall tau with cifar10_valid_acc over all 15,625 cells, from ../shared/data/README.md section 2.
+PUBLISHED_TAU = {"synflow": 0.532, "logsynflow": 0.579, "naswot": 0.577, "zen": 0.274, "jacov": 0.569,
+                 "params": 0.534, "flops": 0.534}
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def minibatch():
+    from rdnas.proxies import load_minibatch
+
+    return load_minibatch(f"npz:{DATA / 'cifar_minibatches' / 'freerea_cifar10_train_minibatches.npz'}", 64)
+
+
+def score(proxies: str, out: Path, archs=None) -> None:
+    from rdnas.proxies import score_space
+
+    score_space(proxies, minibatch(), archs=archs, gt=DATA / "nb201_gt.csv", out=out, init="kaiming_normal",
+                seed=0, archs_per_chunk=32)
+
+
+def suite_zero_cifar10() -> list[dict]:
+    return [r for r in read_rows(DATA / "nb201_zc_suite_zero_subset.csv") if r["dataset"] == "cifar10"]
+
+
+def ranked_last(values: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(values), values, -1e300)
+
+
+def published_values(column: str, rows: list[dict]) -> np.ndarray:
+    values = np.array([float(r[column]) for r in rows])
+    if column.startswith("zen"):
+        values[values <= -1e7] = -np.inf  # the failure sentinel
+    if column.startswith("synflow") or column.startswith("logsynflow"):
+        values[values == 0] = -np.inf  # 0 = no input-output path
+    return values
+
+
+def ours_by_index(tables: list[Path]) -> dict[str, dict[int, float]]:
+    columns: dict[str, dict[int, float]] = {}
+    for path in tables:
+        if not path.exists():
+            continue
+        for row in read_rows(path):
+            for name, value in row.items():
+                if name not in ("index", "arch"):
+                    columns.setdefault(name, {})[int(row["index"])] = float(value)
+    return columns
+
+
+def report() -> dict:
+    gt_rows = read_rows(DATA / "nb201_gt.csv")
+    accuracy = {int(r["index"]): float(r["cifar10_valid_acc"]) for r in gt_rows}
+    gt_by_index = {int(r["index"]): r for r in gt_rows}
+    zc_by_index = {int(r["index"]): r for r in read_rows(DATA / "nb201_zc_proxies.csv")}
+    full = ours_by_index(FULL_TABLES)
+    subset = ours_by_index([SUITE_ZERO_TABLE])
+    suite_rows = {int(r["index"]): r for r in suite_zero_cifar10()}
+    results = {}
+    for name, (full_column, suite_column) in PUBLISHED.items():
+        entry = {}
+        if name in full and full_column:
+            indices = sorted(full[name])
+            ours = np.array([full[name][i] for i in indices])
+            source = gt_by_index if full_column.endswith("_M_cifar10") else zc_by_index
+            theirs = published_values(full_column, [source[i] for i in indices])
+            entry["full_space"] = {"archs": len(indices),
+                                   "spearman_vs_published": float(spearmanr(ranked_last(ours), ranked_last(theirs))[0])}
+        if name in full and len(full[name]) == len(accuracy):
+            indices = sorted(full[name])
+            ours = np.array([full[name][i] for i in indices])
+            acc = np.array([accuracy[i] for i in indices])
+            keep = np.isfinite(ours)
+            entry["kendall_tau_cifar10_valid"] = {"archs": int(keep.sum()), "tau": float(kendalltau(ours[keep], acc[keep])[0]),
+                                                  "published_tau": PUBLISHED_TAU.get(name)}
+        if name in subset and suite_column:
+            indices = sorted(i for i in subset[name] if i in suite_rows)
+            ours = np.array([subset[name][i] for i in indices])
+            theirs = np.array([float(suite_rows[i][suite_column]) for i in indices])
+            acc = np.array([accuracy[i] for i in indices])
+            keep = np.isfinite(ours)
+            entry["suite_zero_subset"] = {
+                "archs": len(indices), "column": suite_column,
+                "spearman_vs_published": float(spearmanr(ranked_last(ours), ranked_last(theirs))[0]),
+                "kendall_tau_cifar10_valid": float(kendalltau(ours[keep], acc[keep])[0]),
+                "published_kendall_tau_cifar10_valid": float(kendalltau(theirs[keep], acc[keep])[0]),
+            }
+        if entry:
+            results[name] = entry
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "proxy_validation.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("| proxy | full space: rho vs published (archs) | tau vs cifar10_valid_acc, ours / published (archs) | "
+          "Suite-Zero subset: rho vs published (archs) | subset tau, ours / published |")
+    print("|---|---|---|---|---|")
+    for name, entry in results.items():
+        full_text = (f"{entry['full_space']['spearman_vs_published']:.4f} ({entry['full_space']['archs']})"
+                     if "full_space" in entry else "–")
+        tau = entry.get("kendall_tau_cifar10_valid")
+        tau_text = (f"{tau['tau']:.3f} / {tau['published_tau'] if tau['published_tau'] is not None else '–'} ({tau['archs']})"
+                    if tau else "–")
+        sub = entry.get("suite_zero_subset")
+        sub_text = f"{sub['spearman_vs_published']:.4f} ({sub['archs']})" if sub else "–"
+        sub_tau = (f"{sub['kendall_tau_cifar10_valid']:.3f} / {sub['published_kendall_tau_cifar10_valid']:.3f}"
+                   if sub else "–")
+        print(f"| {name} | {full_text} | {tau_text} | {sub_text} | {sub_tau} |")
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=["score-full", "score-suite-zero", "report"])
+    parser.add_argument("--proxies", default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if not DATA.exists():
+        print(f"validate_proxies: the reference tables are not at {DATA}", file=sys.stderr)
+        return 2
+    if args.step == "score-full":
+        score(args.proxies or "synflow,logsynflow,params,flops,l2_norm", args.out or FULL_TABLES[0])
+    elif args.step == "score-suite-zero":
+        score(args.proxies or ALL_PROXIES, args.out or SUITE_ZERO_TABLE,
+              archs=[r["arch_str"] for r in suite_zero_cifar10()])
+    else:
+        report()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
