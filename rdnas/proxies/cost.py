@@ -5,6 +5,8 @@ NB201's network builds them): a constant for the stem, reduction blocks and head
 (cell, edge, op). The tables come from the supernet once per call, so scoring K architectures costs K table sums.
 """
 
+import weakref
+
 import torch
 from torch import Tensor, nn
 
@@ -53,9 +55,20 @@ def _macs_of(module: nn.Module, output: Tensor) -> float:
     return module.in_features * module.out_features + (module.out_features if module.bias is not None else 0)
 
 
+_MACS = weakref.WeakKeyDictionary()  # supernet -> {image size: layer_macs result}; shapes only, not weights
+
+
 @torch.no_grad()
 def layer_macs(supernet: NB201Supernet, image_size: tuple[int, int]) -> dict[nn.Module, float]:
-    """Multiply-accumulates per image of every Conv2d and Linear of the supernet at ``image_size`` (H, W)."""
+    """Multiply-accumulates per image of every Conv2d and Linear of the supernet at ``image_size`` (H, W)
+    (measured once per supernet and size with two batch-1 forwards, then cached)."""
+    cached = _MACS.setdefault(supernet, {})
+    if tuple(image_size) not in cached:
+        cached[tuple(image_size)] = _measure_macs(supernet, tuple(image_size))
+    return cached[tuple(image_size)]
+
+
+def _measure_macs(supernet: NB201Supernet, image_size: tuple[int, int]) -> dict[nn.Module, float]:
     macs = {}
     hooks = [m.register_forward_hook(lambda m, args, out: macs.__setitem__(m, _macs_of(m, out)))
              for m in supernet.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
