@@ -128,11 +128,13 @@ def reference_gradient_proxies(network, minibatch):
     weight_grads, act_grads = grads[:len(weights)], grads[len(weights):]
     used = [(w, g) for w, g in zip(weights, weight_grads) if g is not None]
     fisher = 0.0
-    for act, grad in zip(tensors, act_grads):
+    for layer, act, grad in zip(acts, tensors, act_grads):
         if grad is None:
             continue
         per_channel = (act * grad).flatten(2).sum(2) if act.dim() > 2 else act * grad
-        fisher += float((0.5 * per_channel.double().pow(2).mean(0)).sum())
+        channel_values = 0.5 * per_channel.double().pow(2).mean(0)
+        # NAS-Bench-Suite-Zero broadcasts each channel's value over its weights, then sums everything
+        fisher += float(channel_values.view(-1, *[1] * (layer.weight.dim() - 1)).expand(layer.weight.shape).sum())
     return {
         "snip": sum(float((w * g).abs().sum()) for w, g in used),
         "grad_norm": sum(float(g.norm()) for _, g in used),

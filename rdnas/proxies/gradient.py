@@ -23,11 +23,13 @@ def _one_architecture(supernet: NB201Supernet, arch: tuple, minibatch: Minibatch
     fisher = torch.zeros((), dtype=torch.float64, device=minibatch.inputs.device)
 
     def on_output(module, args, out):
+        fan_in = module.weight[0].numel()  # the reference broadcasts each channel's value over its weights
+
         def on_grad(grad):
             nonlocal fisher
             act_grad = out.detach() * grad
             per_channel = act_grad.flatten(2).sum(2) if act_grad.dim() > 2 else act_grad  # [B, channels]
-            fisher = fisher + per_channel.double().square().mean(0).mul(0.5).sum()
+            fisher = fisher + per_channel.double().square().mean(0).mul(0.5).sum() * fan_in
         out.register_hook(on_grad)
 
     hooks = [m.register_forward_hook(on_output) for m in layers]
@@ -56,8 +58,10 @@ def loss_gradient_proxies(supernet: NB201Supernet, archs: list[tuple], minibatch
     - snip: sum |w * dL/dw| (connection sensitivity; Lee et al. 2019)
     - grad_norm: sum over layers of ||dL/dw||_2
     - plain: sum w * dL/dw
-    - fisher: sum over layers and channels of 0.5 * mean over images of (sum over positions of a * dL/da)^2, with
-      a the layer's output (Turner et al. 2020)
+    - fisher: sum over layers and output channels of fan_in * 0.5 * mean over images of (sum over positions of
+      a * dL/da)^2, with a the layer's output (Turner et al. 2020). The fan_in factor (C_in * kh * kw; in_features)
+      is NAS-Bench-Suite-Zero's: its code broadcasts each channel's value over that channel's weights before
+      summing.
 
     Returns {name: Tensor[K] float64}; disconnected architectures get -inf.
     """
@@ -94,7 +98,7 @@ def _member(name: str, summary: str):
 snip = _member("snip", "SNIP: sum |w * dL/dw| over Conv2d/Linear weights (Lee et al. 2019)")
 grad_norm = _member("grad_norm", "grad_norm: sum over Conv2d/Linear layers of ||dL/dw||_2")
 plain = _member("plain", "plain: sum w * dL/dw over Conv2d/Linear weights")
-fisher = _member("fisher", "Fisher: sum of 0.5 * mean over images of (sum_hw a * dL/da)^2 per channel (Turner et al.)")
+fisher = _member("fisher", "Fisher: per channel 0.5 * mean over images of (sum_hw a * dL/da)^2, times fan-in (Turner et al.)")
 
 
 @register("grasp", needs_data=True, batched=False,
