@@ -15,3 +15,8 @@ python -m pytest tests -q -x
 python -m pytest benchmarks/ -q --benchmark-json="$OUT/bench_gpu.json"
 python benchmarks/render_results.py "$OUT/bench_gpu.json" -o "$OUT/bench_gpu.md"
 grep -A 6 -E '^### (pairwise-cuda-N4096-fwdbwd|margin-cuda-N1M-mean-fwdbwd)' "$OUT/bench_gpu.md" || cat "$OUT/bench_gpu.md"
+
+# The whole NB201 space with synflow on the GPU (issue target: under 60 s on an H100), timed end to end by the CLI.
+rm -f "$OUT/nb201_synflow_cuda.csv" "$OUT/nb201_synflow_cuda.csv.meta.json"
+python -m rdnas proxies --proxy synflow --device cuda --init kaiming_normal --archs-per-chunk 512 \
+  --out "$OUT/nb201_synflow_cuda.csv" --quiet | tee "$OUT/nb201_synflow_cuda.txt"
