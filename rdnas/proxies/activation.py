@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rdnas.proxies.base import Minibatch, parameter_versions, plan_cache, register, scores_with_disconnected_last
+from rdnas.proxies.base import (Minibatch, default_archs_per_pass, parameter_versions, plan_cache, register,
+                                scores_with_disconnected_last)
 from rdnas.proxies.probes import SubnetRows
 from rdnas.supernet import BNStatistics, NB201Supernet
 
@@ -49,9 +50,12 @@ def naswot_kernels(supernet: NB201Supernet, archs: list[tuple], inputs: Tensor) 
 
 @register("naswot", needs_data=True, batched=True,
           summary="NASWOT: log|det K| of the ReLU-code Hamming kernel of the minibatch (Mellor et al. 2021)")
-def naswot(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, archs_per_pass: int = 8) -> Tensor:
+def naswot(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch,
+           archs_per_pass: int | None = None) -> Tensor:
     """NASWOT (v2): ``log|det K|`` with K summed over every ReLU of the network (:func:`naswot_kernels`).
-    A singular K gives -inf, as in the published table; disconnected architectures: -inf. Tensor[K] float64."""
+    A singular K gives -inf, as in the published table; disconnected architectures: -inf. Tensor[K] float64.
+    ``archs_per_pass``: cells per forward pass (default 8 on the CPU, 64 on a GPU)."""
+    archs_per_pass = default_archs_per_pass(archs_per_pass, minibatch.inputs.device, 8, 64)
 
     def connected(kept):
         parts = []
@@ -108,7 +112,7 @@ def _zen_pass(net: NB201Supernet, archs: list[tuple], inputs: Tensor) -> tuple[T
 @register("zen", needs_data=False, batched=True,
           summary="Zen-NAS score: log of the mixup feature change plus BN scaling, Gaussian init (Lin et al. 2021)")
 def zen(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch | None = None, mixup_gamma: float = 1e-2,
-        seed: int = 0, archs_per_pass: int = 8) -> Tensor:
+        seed: int = 0, archs_per_pass: int | None = None) -> Tensor:
     """Zen-score as NAS-Bench-Suite-Zero computes it: weights re-drawn N(0, 1) (on a copy), two Gaussian inputs
     x and x + gamma * x2 of the minibatch's shape, score = log(mean over images of sum |f(x) - f(x')|) + sum over
     BN layers of log sqrt(mean running variance), where f is the output before global pooling and the running
@@ -117,10 +121,12 @@ def zen(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch | None
     Args:
         mixup_gamma (float): the perturbation scale (1e-2).
         seed (int): seeds the Gaussian weights and inputs (the same for every architecture).
+        archs_per_pass (int, optional): cells per pass (default 8 on the CPU, 64 on a GPU).
     """
     net = _gaussian_copy(supernet, seed)
     shape = minibatch.inputs.shape if minibatch is not None else (64, supernet.config["in_channels"], 32, 32)
     device = next(net.parameters()).device
+    archs_per_pass = default_archs_per_pass(archs_per_pass, device, 8, 64)
     generator = torch.Generator(device="cpu").manual_seed(seed + 1)
     first = torch.randn(shape, generator=generator).to(device)
     mixed = first + mixup_gamma * torch.randn(shape, generator=generator).to(device)

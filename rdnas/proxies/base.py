@@ -194,6 +194,15 @@ def parameter_versions(model: nn.Module) -> tuple:
     return tuple(p._version for p in model.parameters())
 
 
+def default_archs_per_pass(requested: int | None, device, cpu: int, cuda: int) -> int:
+    """``requested``, or the proxy's default for the device type (GPUs take many more architectures per pass)."""
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"rdnas.proxies: archs_per_pass must be at least 1, got {requested}")
+        return requested
+    return cuda if torch.device(device).type == "cuda" else cpu
+
+
 def conv_and_linear_layers(model: nn.Module) -> list[nn.Module]:
     """The layers whose weights the zero-cost proxies score (Conv2d and Linear, as the reference code does)."""
     return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]

@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from rdnas.ops import linearize_, restore_signs_, sum_abs_product
-from rdnas.proxies.base import (Minibatch, conv_and_linear_layers, parameter_versions, plan_cache, register,
-                                scores_with_disconnected_last)
+from rdnas.proxies.base import (Minibatch, conv_and_linear_layers, default_archs_per_pass, parameter_versions,
+                                plan_cache, register, scores_with_disconnected_last)
 from rdnas.proxies.probes import SubnetRows, batchnorm_removed
 from rdnas.supernet import NB201Supernet
 
@@ -91,15 +91,17 @@ def synflow_flows(net: NB201Supernet, archs: list[tuple], image_shape: tuple) ->
 @register("synflow", needs_data=False, batched=True,
           summary="SynFlow: sum |w * dR/dw|, |weights|, no BN, all-ones input, float64 (Tanaka et al. 2020)")
 def synflow(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch | None = None,
-            archs_per_pass: int = 32) -> Tensor:
+            archs_per_pass: int | None = None) -> Tensor:
     """SynFlow of each architecture (float64, exact; the published protocol). Only the minibatch's image shape
     is used. Disconnected architectures: -inf. Tensor[K] float64.
 
     Args:
-        archs_per_pass (int): architectures stacked in one forward/backward pass (memory grows with it).
+        archs_per_pass (int, optional): architectures stacked in one forward/backward pass (memory grows with
+            it; default 32 on the CPU, 256 on a GPU: about 13 GB there at 32x32).
     """
     net = linearised_float64(supernet)
     shape = _image_shape(supernet, minibatch)
+    archs_per_pass = default_archs_per_pass(archs_per_pass, next(net.parameters()).device, 32, 256)
 
     def connected(kept):
         return torch.cat([synflow_flows(net, kept[i:i + archs_per_pass], shape).cpu()
