@@ -265,11 +265,7 @@ def published(name):
 
 
 def cifar10_minibatch():
-    loaded = np.load(DATA / "cifar_minibatches" / "freerea_cifar10_train_minibatches.npz")
-    mean = torch.tensor((0.4914, 0.4822, 0.4465)).view(1, 3, 1, 1)
-    std = torch.tensor((0.2023, 0.1994, 0.2010)).view(1, 3, 1, 1)
-    images = (torch.from_numpy(loaded["x_b64"][0]).float() / 255 - mean) / std
-    return Minibatch(images, torch.from_numpy(loaded["y_b64"][0]), 10, "npz")
+    return proxies.load_minibatch(f"npz:{DATA / 'cifar_minibatches' / 'freerea_cifar10_train_minibatches.npz'}")
 
 
 def rank_last(values):
@@ -328,3 +324,18 @@ def test_proxies_on_cuda_agree_with_the_cpu(name):
     cuda = PROXIES[name].score(supernet.cuda(), ARCHS, minibatch.to("cuda"))
     assert cuda.device.type == "cpu"
     torch.testing.assert_close(cuda, cpu, rtol=1e-3, atol=1e-6)
+
+
+@needs_data
+def test_suite_zero_subset_sample_ranks_like_the_published_table():
+    """CI-sized version of the Suite-Zero comparison (benchmarks/validate_proxies.py scores all 724 CIFAR-10
+    cells): 40 cells, PyTorch's default initialisation as NASLib's, Spearman rho >= 0.90 per proxy."""
+    rows = [r for r in published("nb201_zc_suite_zero_subset.csv") if r["dataset"] == "cifar10"]
+    chosen = [rows[i] for i in np.random.default_rng(0).choice(len(rows), 40, replace=False)]
+    archs = [nb201.from_string(r["arch_str"]) for r in chosen]
+    supernet, minibatch = scoring_supernet(init="pytorch"), cifar10_minibatch()
+    for name, column in [("snip", "snip"), ("grad_norm", "grad_norm"), ("fisher", "fisher"), ("l2_norm", "l2_norm"),
+                         ("flops", "flops_naslib"), ("params", "params")]:
+        ours = PROXIES[name].score(supernet, archs, minibatch).numpy()
+        reference = np.array([float(r[column]) for r in chosen])
+        assert spearmanr(rank_last(ours), rank_last(reference))[0] >= 0.90, name
