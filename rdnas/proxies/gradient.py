@@ -25,9 +25,12 @@ def _one_architecture(supernet: NB201Supernet, arch: tuple, minibatch: Minibatch
     def on_output(module, args, out):
         fan_in = module.weight[0].numel()  # the reference broadcasts each channel's value over its weights
 
+        activation = out.detach()  # the hook must not hold `out` itself: tensor -> hook -> tensor is a cycle
+                                   # through C++ that Python's collector cannot free (a leak per pass)
+
         def on_grad(grad):
             nonlocal fisher
-            act_grad = out.detach() * grad
+            act_grad = activation * grad
             per_channel = act_grad.flatten(2).sum(2) if act_grad.dim() > 2 else act_grad  # [B, channels]
             fisher = fisher + per_channel.double().square().mean(0).mul(0.5).sum() * fan_in
         out.register_hook(on_grad)
