@@ -7,7 +7,9 @@ Three steps, each resumable (the score tables are written incrementally by ``sco
     OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-full --proxies naswot --out benchmarks/results/nb201_naswot_cifar10.csv
     # 2. the NAS-Bench-Suite-Zero subset (724 CIFAR-10 cells) for every proxy
     OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-suite-zero
-    # 3. rank correlations -> benchmarks/results/proxy_validation.json and a Markdown table on stdout
+    # 3. our own run-to-run rank correlation (seed and minibatch changed) -> proxy_run_to_run.json
+    OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py run-to-run --cells 48
+    # 4. rank correlations -> benchmarks/results/proxy_validation.json and a Markdown table on stdout
     python benchmarks/validate_proxies.py report
 
 Protocol: CIFAR-10 minibatch 0 of the 64-image batches in cifar_minibatches (real training images), the scoring
@@ -153,9 +155,39 @@ def report() -> dict:
     return results
 
 
+def run_to_run(proxies: str, cells: int) -> dict:
+    """Our own rank correlation between two runs that change both the supernet seed (0 / 1) and the minibatch
+    (0 / 1), on ``cells`` Suite-Zero subset cells drawn with seed 1 (PyTorch init, as NASLib's)."""
+    from rdnas.proxies import PROXIES, scoring_supernet
+    from rdnas.spaces import nb201
+
+    rows = suite_zero_cifar10()
+    rows = [rows[i] for i in np.random.default_rng(1).choice(len(rows), cells, replace=False)]
+    archs = [nb201.from_string(r["arch_str"]) for r in rows]
+    runs = {}
+    for seed in (0, 1):
+        supernet, batch = scoring_supernet(init="pytorch", seed=seed), minibatch(batch_index=seed)
+        for name in proxies.split(","):
+            runs[seed, name] = PROXIES[name].score(supernet, archs, batch).numpy()
+    results = {}
+    for name in proxies.split(","):
+        first, second = runs[0, name], runs[1, name]
+        both = np.isfinite(first) & np.isfinite(second)
+        column = PUBLISHED[name][1]
+        theirs = np.array([float(r[column]) for r in rows])
+        results[name] = {"cells": cells, "run_to_run_spearman": float(spearmanr(first[both], second[both])[0]),
+                         "spearman_vs_published": [float(spearmanr(ranked_last(run), theirs)[0])
+                                                   for run in (first, second)]}
+        print(f"{name}: run-to-run rho {results[name]['run_to_run_spearman']:.3f}, vs published "
+              + " / ".join(f"{v:.3f}" for v in results[name]["spearman_vs_published"]))
+    (RESULTS / "proxy_run_to_run.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["score-full", "score-suite-zero", "report"])
+    parser.add_argument("step", choices=["score-full", "score-suite-zero", "run-to-run", "report"])
+    parser.add_argument("--cells", type=int, default=48, help="run-to-run: subset cells (default 48)")
     parser.add_argument("--proxies", default=None)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0, help="score-suite-zero: supernet seed (default 0)")
@@ -170,6 +202,8 @@ def main(argv=None) -> int:
         score(args.proxies or ALL_PROXIES, args.out or SUITE_ZERO_TABLE,
               archs=[r["arch_str"] for r in suite_zero_cifar10()], init="pytorch", seed=args.seed,
               batch_index=args.batch_index)
+    elif args.step == "run-to-run":
+        run_to_run(args.proxies or "snip,grad_norm,fisher,jacov,grasp,plain", args.cells)
     else:
         report()
     return 0
