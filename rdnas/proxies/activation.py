@@ -140,16 +140,14 @@ def zen(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch | None
             change = (features - features_mixed).abs().flatten(2).sum(2).mean(1).double()
             log_bn = torch.zeros(len(chunk), dtype=torch.float64, device=device)
             for layer in bn_layers:
-                if layer not in stats_first._sums:
+                recorded = stats_first.recorded(layer)
+                if recorded is None:
                     continue
-                count, means, squares = stats_first._sums[layer]
-                _, means_mixed, squares_mixed = stats_mixed._sums[layer]
+                count, _, var_first = recorded
+                _, _, var_mixed = stats_mixed.recorded(layer)
                 unbiased = sizes[layer] / (sizes[layer] - 1)
-                var_first = (squares - means.square()).double() * unbiased
-                var_mixed = (squares_mixed - means_mixed.square()).double() * unbiased
-                running = 0.9 * (0.9 + 0.1 * var_first) + 0.1 * var_mixed
-                ran = count > 0
-                log_bn += torch.where(ran, 0.5 * running.mean(1).log(), 0.0)
+                running = 0.9 * (0.9 + 0.1 * var_first.double() * unbiased) + 0.1 * var_mixed.double() * unbiased
+                log_bn += torch.where(count > 0, 0.5 * running.mean(1).log(), 0.0)
             parts.append((change.log() + log_bn).cpu())
         return torch.cat(parts)
 

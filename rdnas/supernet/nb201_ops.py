@@ -37,14 +37,23 @@ class BNStatistics:
         count = count.index_add(0, subnets, torch.ones(len(subnets), device=mean.device))
         self._sums[layer] = (count, means.index_add(0, subnets, mean), squares.index_add(0, subnets, mean_square))
 
-    def calibrated(self, layer, subnets: Tensor) -> tuple[Tensor, Tensor]:
+    def recorded(self, layer) -> tuple[Tensor, Tensor, Tensor] | None:
+        """What "calibrate" recorded for ``layer``: (calls per subnet [K], mean [K, C], biased variance [K, C]),
+        averaged over the calls (zeros for a subnet that never ran the layer); None if no subnet ran it."""
         if layer not in self._sums:
+            return None
+        count, means, squares = self._sums[layer]
+        per_call = count.clamp_min(1).unsqueeze(1)
+        mean = means / per_call
+        return count, mean, (squares / per_call - mean.square()).clamp_min(0)
+
+    def calibrated(self, layer, subnets: Tensor) -> tuple[Tensor, Tensor]:
+        recorded = self.recorded(layer)
+        if recorded is None:
             raise RuntimeError("rdnas.supernet.BNStatistics: no calibrated statistics for this layer; run the "
                                "subnets in mode 'calibrate' on training batches first")
-        count, means, squares = self._sums[layer]
-        count = count[subnets].clamp_min(1).unsqueeze(1)
-        mean = means[subnets] / count
-        return mean, (squares[subnets] / count - mean.square()).clamp_min(0)
+        _, mean, var = recorded
+        return mean[subnets], var[subnets]
 
     def freeze(self) -> "BNStatistics":
         """Switches from "calibrate" to "calibrated" (returns self)."""
