@@ -2,7 +2,6 @@
 ../shared/data exists) against the published tables."""
 
 import csv
-import math
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,6 @@ ARCHS = [
     (0, 0, 0, 0, 0, 0),  # disconnected
     (3, 0, 3, 0, 0, 0),  # disconnected
 ]
-
 
 
 def small(**kwargs):
@@ -217,7 +215,7 @@ def test_jacov_matches_the_reference_formula():
 
 
 def test_cost_proxies_match_the_exported_networks():
-    supernet, minibatch = small(), batch()
+    supernet = small()
     params, l2 = proxies.params(supernet, ARCHS), proxies.l2_norm(supernet, ARCHS)
     for k, arch in enumerate(ARCHS):
         network = export(supernet, arch)

@@ -8,21 +8,15 @@ architectures that lifts naswot's Spearman rho against the published table from 
 """
 
 import copy
-import weakref
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rdnas.proxies.base import (Minibatch, default_archs_per_pass, parameter_versions, plan_cache, register,
-                                scores_with_disconnected_last)
-from rdnas.proxies.probes import SubnetRows
+from rdnas.proxies.base import (Minibatch, chunks, default_archs_per_pass, derived_copy, parameter_versions,
+                                plan_cache, register, scores_with_disconnected_last)
+from rdnas.proxies.probes import SubnetRows, hooks_removed
 from rdnas.supernet import BNStatistics, NB201Supernet
-
-
-def _chunks(items: list, size: int):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 @torch.no_grad()
@@ -39,12 +33,9 @@ def naswot_kernels(supernet: NB201Supernet, archs: list[tuple], inputs: Tensor) 
                                       signs.transpose(1, 2)).mul_(0.5)       # = (S S^T + F) / 2, exact integers
             kernels.index_add_(0, subnet_rows.subnets(x.device), agreement.double())
 
-        hooks = [m.register_forward_pre_hook(on_relu) for m in supernet.modules() if isinstance(m, nn.ReLU)]
-        try:
+        with hooks_removed([m.register_forward_pre_hook(on_relu) for m in supernet.modules()
+                            if isinstance(m, nn.ReLU)]):
             supernet.forward_subnets(inputs, archs, bn="batch", edges="all")
-        finally:
-            for hook in hooks:
-                hook.remove()
     return kernels
 
 
@@ -59,7 +50,7 @@ def naswot(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch,
 
     def connected(kept):
         parts = []
-        for chunk in _chunks(kept, archs_per_pass):
+        for chunk in chunks(kept, archs_per_pass):
             sign, logabsdet = torch.linalg.slogdet(naswot_kernels(supernet, chunk, minibatch.inputs))
             parts.append(torch.where(sign == 0, float("-inf"), logabsdet).cpu())
         return torch.cat(parts)
@@ -67,15 +58,13 @@ def naswot(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch,
     return scores_with_disconnected_last(archs, connected)
 
 
-_GAUSSIAN = weakref.WeakKeyDictionary()  # supernet -> (parameter versions, seed, Gaussian-initialised copy)
-
-
 def _gaussian_copy(supernet: NB201Supernet, seed: int) -> NB201Supernet:
-    """Zen-NAS's network_weight_gaussian_init on a copy: Conv2d/Linear weights N(0, 1), biases 0, BN 1 / 0."""
-    versions = parameter_versions(supernet)
-    cached = _GAUSSIAN.get(supernet)
-    if cached is not None and cached[:2] == (versions, seed):
-        return cached[2]
+    """Zen-NAS's network_weight_gaussian_init on a copy: Conv2d/Linear weights N(0, 1), biases 0, BN 1 / 0
+    (made once per supernet state and seed)."""
+    return derived_copy(supernet, ("gaussian", seed), lambda source: _gaussian_initialised(source, seed))
+
+
+def _gaussian_initialised(supernet: NB201Supernet, seed: int) -> NB201Supernet:
     net = copy.deepcopy(supernet)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     with torch.no_grad():
@@ -87,9 +76,7 @@ def _gaussian_copy(supernet: NB201Supernet, seed: int) -> NB201Supernet:
             elif isinstance(module, nn.BatchNorm2d) and module.affine:
                 module.weight.fill_(1.0)
                 module.bias.zero_()
-    net.requires_grad_(False)
-    _GAUSSIAN[supernet] = (versions, seed, net)
-    return net
+    return net.requires_grad_(False)
 
 
 @torch.no_grad()
@@ -101,11 +88,8 @@ def _zen_pass(net: NB201Supernet, archs: list[tuple], inputs: Tensor) -> tuple[T
     hooks += [m.register_forward_pre_hook(lambda m, args: sizes.__setitem__(m, inputs.shape[0] * args[0][0, 0].numel()))
               for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     stats = BNStatistics("calibrate", len(archs))
-    try:
+    with hooks_removed(hooks):
         net.forward_subnets(inputs, archs, bn=stats, edges="all")
-    finally:
-        for hook in hooks:
-            hook.remove()
     return captured[0].view(len(archs), inputs.shape[0], *captured[0].shape[1:]), stats, sizes
 
 
@@ -134,7 +118,7 @@ def zen(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch | None
 
     def connected(kept):
         parts = []
-        for chunk in _chunks(kept, archs_per_pass):
+        for chunk in chunks(kept, archs_per_pass):
             features, stats_first, sizes = _zen_pass(net, chunk, first)
             features_mixed, stats_mixed, _ = _zen_pass(net, chunk, mixed)
             change = (features - features_mixed).abs().flatten(2).sum(2).mean(1).double()

@@ -9,6 +9,7 @@ Disconnected architectures (no input-to-output path in the cell; the benchmark t
 builds it. ``-inf`` ranks them last, below every connected architecture.
 """
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -192,6 +193,25 @@ def scores_with_disconnected_last(archs: list[tuple], score_connected, cache: di
 def parameter_versions(model: nn.Module) -> tuple:
     """Changes whenever a parameter is modified in place (keys for caches of scores and derived copies)."""
     return tuple(p._version for p in model.parameters())
+
+
+_DERIVED_COPIES = weakref.WeakKeyDictionary()  # supernet -> {kind: (parameter versions, copy)}
+
+
+def derived_copy(supernet: NB201Supernet, kind, make) -> NB201Supernet:
+    """``make(supernet)`` (a transformed copy: float64 and linearised, Gaussian re-initialised, ...), made once per
+    supernet, ``kind`` and parameter state and reused by every later call, never once per architecture."""
+    copies = _DERIVED_COPIES.setdefault(supernet, {})
+    versions = parameter_versions(supernet)
+    if kind not in copies or copies[kind][0] != versions:
+        copies[kind] = (versions, make(supernet))
+    return copies[kind][1]
+
+
+def chunks(items: list, size: int):
+    """Consecutive slices of ``items`` of at most ``size`` (architectures per pass)."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def default_archs_per_pass(requested: int | None, device, cpu: int, cuda: int) -> int:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from rdnas.proxies.base import Minibatch, register, scores_with_disconnected_last
+from rdnas.proxies.probes import hooks_removed
 from rdnas.spaces import nb201
 from rdnas.supernet import NB201Supernet, SearchCell
 from rdnas.supernet.nb201 import _PARAMETRIC
@@ -74,14 +75,14 @@ def _measure_macs(supernet: NB201Supernet, image_size: tuple[int, int]) -> dict[
              for m in supernet.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     was_training = supernet.training
     try:
-        supernet.eval()
-        probe = torch.zeros(1, supernet.config["in_channels"], *image_size, device=next(supernet.parameters()).device)
-        for op in _PARAMETRIC:  # every edge carries this op, so every op module of that kind runs
-            supernet(probe, (op,) * nb201.NUM_EDGES)
+        with hooks_removed(hooks):
+            supernet.eval()
+            probe = torch.zeros(1, supernet.config["in_channels"], *image_size,
+                                device=next(supernet.parameters()).device)
+            for op in _PARAMETRIC:  # every edge carries this op, so every op module of that kind runs
+                supernet(probe, (op,) * nb201.NUM_EDGES)
     finally:
         supernet.train(was_training)
-        for hook in hooks:
-            hook.remove()
     return macs
 
 

@@ -8,11 +8,12 @@ fused multi-tensor ops (one call over every layer), not a Python loop.
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from rdnas.ops import sum_abs_product, sum_product, sum_squares
 from rdnas.proxies.base import (Minibatch, conv_and_linear_layers, parameter_versions, plan_cache, register,
                                 scores_with_disconnected_last)
+from rdnas.proxies.probes import hooks_removed
 from rdnas.supernet import NB201Supernet
 
 LOSS_GRADIENT_PROXIES = ("snip", "grad_norm", "plain", "fisher")
@@ -35,14 +36,10 @@ def _one_architecture(supernet: NB201Supernet, arch: tuple, minibatch: Minibatch
             fisher = fisher + per_channel.double().square().mean(0).mul(0.5).sum() * fan_in
         out.register_hook(on_grad)
 
-    hooks = [m.register_forward_hook(on_output) for m in layers]
-    try:
+    with hooks_removed([m.register_forward_hook(on_output) for m in layers]):
         supernet.zero_grad(set_to_none=True)
         loss = F.cross_entropy(supernet(minibatch.inputs, arch), minibatch.targets)
         loss.backward()
-    finally:
-        for hook in hooks:
-            hook.remove()
     weights = [m.weight.detach() for m in layers if m.weight.grad is not None]
     grads = [m.weight.grad for m in layers if m.weight.grad is not None]
     scores = {

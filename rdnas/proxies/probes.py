@@ -48,13 +48,19 @@ class SubnetRows:
 
 
 @contextlib.contextmanager
+def hooks_removed(handles: list):
+    """Yields ``handles`` (hook handles) and removes every one of them on exit, however the block ends."""
+    try:
+        yield handles
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
 def batchnorm_removed(model: nn.Module):
     """Inside the block, every batch-norm layer of ``model`` passes its input through unchanged (its output and
     statistics are discarded; gradients flow around it)."""
-    hooks = [m.register_forward_hook(lambda m, args, out: args[0]) for m in model.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    try:
+    with hooks_removed([m.register_forward_hook(lambda m, args, out: args[0]) for m in model.modules()
+                        if isinstance(m, nn.modules.batchnorm._BatchNorm)]):
         yield model
-    finally:
-        for hook in hooks:
-            hook.remove()

@@ -12,33 +12,27 @@ weight gradient. ``synflow_of_network`` is the textbook per-network version it i
 """
 
 import copy
-import weakref
 
 import torch
 from torch import Tensor, nn
 
 from rdnas.ops import linearize_, restore_signs_, sum_abs_product
-from rdnas.proxies.base import (Minibatch, conv_and_linear_layers, default_archs_per_pass, parameter_versions,
-                                plan_cache, register, scores_with_disconnected_last)
-from rdnas.proxies.probes import SubnetRows, batchnorm_removed
+from rdnas.proxies.base import (Minibatch, chunks, conv_and_linear_layers, default_archs_per_pass, derived_copy,
+                                parameter_versions, plan_cache, register, scores_with_disconnected_last)
+from rdnas.proxies.probes import SubnetRows, batchnorm_removed, hooks_removed
 from rdnas.supernet import NB201Supernet
-
-_LINEARISED = weakref.WeakKeyDictionary()  # supernet -> (parameter versions, float64 |weights| copy)
-
 
 def linearised_float64(supernet: NB201Supernet) -> NB201Supernet:
     """A float64 copy of ``supernet`` with every parameter replaced by its absolute value (made once and reused
     while the supernet's parameters are unchanged). Its parameters do not require gradients."""
-    versions = parameter_versions(supernet)
-    cached = _LINEARISED.get(supernet)
-    if cached is not None and cached[0] == versions:
-        return cached[1]
-    net = copy.deepcopy(supernet).double()
-    with torch.no_grad():
-        linearize_([p for p in net.parameters()])
-    net.requires_grad_(False)
-    _LINEARISED[supernet] = (versions, net)
-    return net
+
+    def make(source):
+        net = copy.deepcopy(source).double()
+        with torch.no_grad():
+            linearize_([p for p in net.parameters()])
+        return net.requires_grad_(False)
+
+    return derived_copy(supernet, "linearised float64", make)
 
 
 def _image_shape(supernet: NB201Supernet, minibatch: Minibatch | None) -> tuple:
@@ -56,8 +50,6 @@ def synflow_flows(net: NB201Supernet, archs: list[tuple], image_shape: tuple) ->
     k = len(archs)
     flows = torch.zeros(k, dtype=torch.float64, device=device)
     ones = torch.ones(1, *image_shape, dtype=torch.float64, device=device, requires_grad=True)
-    hooks = []
-
     def add_flow(rows: Tensor, values: Tensor):
         def on_grad(grad):
             flows.index_add_(0, rows, (values * grad).flatten(1).sum(1))
@@ -77,14 +69,10 @@ def synflow_flows(net: NB201Supernet, archs: list[tuple], image_shape: tuple) ->
             expanded = args[0]
             expanded.register_hook(add_flow(subnet_rows.of_rows(device), expanded.detach()))
 
-        try:
-            hooks = [m.register_forward_hook(on_layer) for m in conv_and_linear_layers(net)]
-            hooks.append(net.stem_bn.register_forward_pre_hook(on_stem_rows))
-            logits = net.forward_subnets(ones, archs, bn="batch")
-            logits.sum().backward()
-        finally:
-            for hook in hooks:
-                hook.remove()
+        hooks = [m.register_forward_hook(on_layer) for m in conv_and_linear_layers(net)]
+        hooks.append(net.stem_bn.register_forward_pre_hook(on_stem_rows))
+        with hooks_removed(hooks):
+            net.forward_subnets(ones, archs, bn="batch").sum().backward()
     return flows
 
 
@@ -104,8 +92,7 @@ def synflow(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch | 
     archs_per_pass = default_archs_per_pass(archs_per_pass, next(net.parameters()).device, 32, 256)
 
     def connected(kept):
-        return torch.cat([synflow_flows(net, kept[i:i + archs_per_pass], shape).cpu()
-                          for i in range(0, len(kept), archs_per_pass)])
+        return torch.cat([synflow_flows(net, chunk, shape).cpu() for chunk in chunks(kept, archs_per_pass)])
 
     cache = plan_cache("synflow", supernet, parameter_versions(supernet), shape)
     return scores_with_disconnected_last(archs, connected, cache)
