@@ -7,6 +7,8 @@ Three steps, each resumable (the score tables are written incrementally by ``sco
     OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-full --proxies naswot --out benchmarks/results/nb201_naswot_cifar10.csv
     # 2. the NAS-Bench-Suite-Zero subset (724 CIFAR-10 cells) for every proxy
     OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-suite-zero
+    # quick checks on a seeded sample, e.g. zen (not scored over the whole space here)
+    OMP_NUM_THREADS=2 python benchmarks/validate_proxies.py sample --proxies zen --cells 160
     # 3. our own run-to-run rank correlation (seed and minibatch changed) -> proxy_run_to_run.json
     OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py run-to-run --cells 48
     # 4. rank correlations -> benchmarks/results/proxy_validation.json and a Markdown table on stdout
@@ -155,6 +157,33 @@ def report() -> dict:
     return results
 
 
+def sample(proxies: str, cells: int, table: str, init: str) -> dict:
+    """Quick agreement check: ``cells`` cells drawn with seed 0 from the whole-space table ("full") or the
+    CIFAR-10 Suite-Zero subset ("suite-zero"), scored with a supernet initialised by ``init``; Spearman rho
+    against the published column, non-finite values ranked last."""
+    from rdnas.proxies import PROXIES, scoring_supernet
+    from rdnas.spaces import nb201
+
+    rows = read_rows(DATA / "nb201_zc_proxies.csv") if table == "full" else suite_zero_cifar10()
+    rows = [rows[i] for i in np.random.default_rng(0).choice(len(rows), cells, replace=False)]
+    archs = [nb201.from_string(r["arch_str"]) for r in rows]
+    supernet, batch = scoring_supernet(init=init, seed=0), minibatch()
+    results = {}
+    for name in proxies.split(","):
+        column = PUBLISHED[name][0 if table == "full" else 1]
+        if column is None:
+            raise SystemExit(f"validate_proxies: no published {name} column in the {table} table")
+        ours = PROXIES[name].score(supernet, archs, batch).numpy()
+        if column not in rows[0]:  # params / flops of the whole space live in the ground-truth table
+            gt = {r["index"]: r for r in read_rows(DATA / "nb201_gt.csv")}
+            theirs = published_values(column, [gt[r["index"]] for r in rows])
+        else:
+            theirs = published_values(column, rows)
+        results[name] = float(spearmanr(ranked_last(ours), ranked_last(theirs))[0])
+        print(f"{name}: rho {results[name]:.3f} against {column} on {cells} {table} cells (init {init})")
+    return results
+
+
 def run_to_run(proxies: str, cells: int) -> dict:
     """Our own rank correlation between two runs that change both the supernet seed (0 / 1) and the minibatch
     (0 / 1), on ``cells`` Suite-Zero subset cells drawn with seed 1 (PyTorch init, as NASLib's)."""
@@ -186,8 +215,11 @@ def run_to_run(proxies: str, cells: int) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["score-full", "score-suite-zero", "run-to-run", "report"])
-    parser.add_argument("--cells", type=int, default=48, help="run-to-run: subset cells (default 48)")
+    parser.add_argument("step", choices=["score-full", "score-suite-zero", "sample", "run-to-run", "report"])
+    parser.add_argument("--table", choices=["full", "suite-zero"], default="full", help="sample: which table")
+    parser.add_argument("--init", choices=["pytorch", "kaiming_normal"], default="kaiming_normal",
+                        help="sample: the scoring supernet's initialisation")
+    parser.add_argument("--cells", type=int, default=48, help="sample, run-to-run: how many cells (default 48)")
     parser.add_argument("--proxies", default=None)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0, help="score-suite-zero: supernet seed (default 0)")
@@ -202,6 +234,8 @@ def main(argv=None) -> int:
         score(args.proxies or ALL_PROXIES, args.out or SUITE_ZERO_TABLE,
               archs=[r["arch_str"] for r in suite_zero_cifar10()], init="pytorch", seed=args.seed,
               batch_index=args.batch_index)
+    elif args.step == "sample":
+        sample(args.proxies or "zen", args.cells, args.table, args.init)
     elif args.step == "run-to-run":
         run_to_run(args.proxies or "snip,grad_norm,fisher,jacov,grasp,plain", args.cells)
     else:
