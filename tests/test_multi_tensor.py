@@ -38,10 +38,16 @@ def test_reductions_match_float64_reference(device, dtype, seed):
 
 
 def test_non_contiguous_inputs(device):
-    first = [torch.randn(8, 6, device=device).t(), torch.randn(5, 4, device=device)[:, ::2]]
-    second = [torch.randn(6, 8, device=device), torch.randn(5, 2, device=device)]
-    torch.testing.assert_close(sum_abs_product(first, second).cpu(), reference("abs", first, second))
-    torch.testing.assert_close(sum_squares(first).cpu(), reference("squares", first, None))
+    generator = torch.Generator().manual_seed(5)
+    first = [torch.randn(8, 6, generator=generator).t(), torch.randn(5, 4, generator=generator)[:, ::2]]
+    second = [torch.randn(6, 8, generator=generator), torch.randn(5, 2, generator=generator)]
+    first = [t.to(device) for t in first]
+    second = [t.to(device) for t in second]
+    assert not first[0].is_contiguous() and not first[1].is_contiguous()
+    # float32 inputs: the same tolerance as the float32 case of the reference test.
+    tolerance = dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sum_abs_product(first, second).cpu(), reference("abs", first, second), **tolerance)
+    torch.testing.assert_close(sum_squares(first).cpu(), reference("squares", first, None), **tolerance)
 
 
 def test_empty_list(device):
