@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rdnas.proxies.base import (Minibatch, chunks, default_archs_per_pass, derived_copy, parameter_versions,
-                                plan_cache, register, scores_with_disconnected_last)
+from rdnas.proxies.base import (Minibatch, channels_last_on_cpu, chunks, default_archs_per_pass, derived_copy,
+                                parameter_versions, plan_cache, register, scores_with_disconnected_last)
 from rdnas.proxies.probes import SubnetRows, hooks_removed
 from rdnas.supernet import BNStatistics, NB201Supernet
 
@@ -145,9 +145,11 @@ def jacov(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, eps
     correlation matrix of J's rows, score = -sum(log(v + epsilon) + 1 / (v + epsilon)). One forward/backward per
     architecture (training-mode BN). A correlation matrix that is not finite gives -inf; disconnected: -inf."""
 
+    network, batch = channels_last_on_cpu(supernet, minibatch)
+
     def one(arch):
-        x = minibatch.inputs.detach().clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(supernet(x, arch).sum(), x)
+        x = batch.inputs.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
+        (grad,) = torch.autograd.grad(network(x, arch).sum(), x)
         jacobian = grad.reshape(len(x), -1).double().cpu().numpy()
         with np.errstate(invalid="ignore", divide="ignore"):
             correlations = np.corrcoef(jacobian)
@@ -156,10 +158,10 @@ def jacov(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, eps
         eigenvalues = np.linalg.eigvalsh(correlations)
         return float(-np.sum(np.log(eigenvalues + epsilon) + 1.0 / (eigenvalues + epsilon)))
 
-    was_training = supernet.training
-    supernet.train()
+    was_training = network.training
+    network.train()
     try:
         cache = plan_cache("jacov", supernet, parameter_versions(supernet), minibatch, epsilon)
         return scores_with_disconnected_last(archs, lambda kept: torch.tensor([one(a) for a in kept]), cache)
     finally:
-        supernet.train(was_training)
+        network.train(was_training)

@@ -9,6 +9,7 @@ Disconnected architectures (no input-to-output path in the cell; the benchmark t
 builds it. ``-inf`` ranks them last, below every connected architecture.
 """
 
+import copy
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -206,6 +207,21 @@ def derived_copy(supernet: NB201Supernet, kind, make) -> NB201Supernet:
     if kind not in copies or copies[kind][0] != versions:
         copies[kind] = (versions, make(supernet))
     return copies[kind][1]
+
+
+def channels_last_on_cpu(supernet: NB201Supernet, minibatch: Minibatch) -> tuple[NB201Supernet, Minibatch]:
+    """On the CPU, a channels_last copy of the supernet (made once per supernet and parameter state, see
+    :func:`derived_copy`) and the minibatch's images in that layout; elsewhere, both unchanged.
+
+    oneDNN's convolutions and their backward run about 1.7x faster on NB201's small-channel layers in channels_last
+    (snip over 8 cells at batch 64 on 2 cores: 1.53 s against 2.58 s). Scores differ from the contiguous layout by
+    float32 rounding only (relative 1e-4 on snip)."""
+    if minibatch.inputs.device.type != "cpu":
+        return supernet, minibatch
+    fast = derived_copy(supernet, "channels_last",
+                        lambda source: copy.deepcopy(source).to(memory_format=torch.channels_last))
+    images = minibatch.inputs.contiguous(memory_format=torch.channels_last)
+    return fast, Minibatch(images, minibatch.targets, minibatch.num_classes, minibatch.source)
 
 
 def chunks(items: list, size: int):

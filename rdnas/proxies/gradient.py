@@ -3,7 +3,9 @@
 Definitions are NAS-Bench-Suite-Zero's (Abdelfattah et al. 2021 code), over the Conv2d and Linear layers, with
 training-mode BN. snip, grad_norm, plain and fisher come from the same forward/backward pass, so scoring several
 of them for the same architectures runs that pass once (per live cell plan, see ``plan_cache``). Per-layer reductions use the
-fused multi-tensor ops (one call over every layer), not a Python loop.
+fused multi-tensor ops (one call over every layer), not a Python loop. On the CPU the passes run on a channels_last
+copy of the supernet (:func:`~rdnas.proxies.base.channels_last_on_cpu`), so scoring leaves the supernet's BN
+running statistics untouched.
 """
 
 import torch
@@ -11,8 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rdnas.ops import sum_abs_product, sum_product, sum_squares
-from rdnas.proxies.base import (Minibatch, conv_and_linear_layers, parameter_versions, plan_cache, register,
-                                scores_with_disconnected_last)
+from rdnas.proxies.base import (Minibatch, channels_last_on_cpu, conv_and_linear_layers, parameter_versions,
+                                plan_cache, register, scores_with_disconnected_last)
 from rdnas.proxies.probes import hooks_removed
 from rdnas.supernet import NB201Supernet
 
@@ -66,23 +68,24 @@ def loss_gradient_proxies(supernet: NB201Supernet, archs: list[tuple], minibatch
     Returns {name: Tensor[K] float64}; disconnected architectures get -inf.
     """
     cache = plan_cache("loss_gradient", supernet, parameter_versions(supernet), minibatch)
-    layers = conv_and_linear_layers(supernet)
-    was_training = supernet.training
-    supernet.train()
+    network, batch = channels_last_on_cpu(supernet, minibatch)
+    layers = conv_and_linear_layers(network)
+    was_training = network.training
+    network.train()
     try:
         passes = {}  # arch -> the four values of its pass (run once, read by all four columns)
 
         def column(name, kept):
             for arch in kept:
                 if arch not in passes:
-                    passes[arch] = _one_architecture(supernet, arch, minibatch, layers)
+                    passes[arch] = _one_architecture(network, arch, batch, layers)
             return torch.tensor([passes[arch][name] for arch in kept], dtype=torch.float64)
 
         return {name: scores_with_disconnected_last(archs, lambda kept, n=name: column(n, kept),
                                                     cache.setdefault(name, {}))
                 for name in LOSS_GRADIENT_PROXIES}
     finally:
-        supernet.train(was_training)
+        network.train(was_training)
 
 
 def _member(name: str, summary: str):
@@ -107,13 +110,14 @@ def grasp(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, tem
     """GraSP as the reference code computes it: g = dL/dw, Hg = d(stop_gradient(g) . dL/dw)/dw (double backward),
     score = -sum w * Hg over Conv2d/Linear weights. Logits divided by ``temperature``.
     Tensor[K] float64; disconnected: -inf."""
-    layers = conv_and_linear_layers(supernet)
+    network, batch = channels_last_on_cpu(supernet, minibatch)
+    layers = conv_and_linear_layers(network)
     weights = [m.weight for m in layers]
 
     def one(arch):
         # The reference runs two identical forward passes (one for g, one to differentiate); with the same batch
         # and weights they give the same graph, so one pass with create_graph serves both.
-        loss = F.cross_entropy(supernet(minibatch.inputs, arch) / temperature, minibatch.targets)
+        loss = F.cross_entropy(network(batch.inputs, arch) / temperature, batch.targets)
         grads = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
         used = [k for k, g in enumerate(grads) if g is not None]
         inner = sum((grads[k].detach() * grads[k]).sum() for k in used)
@@ -122,11 +126,11 @@ def grasp(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, tem
         with torch.no_grad():
             return -float(sum_product([w for w, _ in pairs], [hg for _, hg in pairs]).sum()) if pairs else 0.0
 
-    was_training = supernet.training
-    supernet.train()
+    was_training = network.training
+    network.train()
     try:
         cache = plan_cache("grasp", supernet, parameter_versions(supernet), minibatch, temperature)
         return scores_with_disconnected_last(
             archs, lambda kept: torch.tensor([one(a) for a in kept], dtype=torch.float64), cache)
     finally:
-        supernet.train(was_training)
+        network.train(was_training)
