@@ -155,7 +155,7 @@ def _shard(text: str):
 
 
 def run_train(args) -> int:
-    from rdnas.train import SPOSTrainer, TrainConfig
+    from rdnas.train import OneShotTrainer, TrainConfig
 
     config = TrainConfig(
         data=args.data, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -163,7 +163,7 @@ def run_train(args) -> int:
         cells_per_stage=args.cells, bn_affine=not args.no_bn_affine,
         bn_track_running_stats=not args.no_bn_running_stats, seed=args.seed, device=args.device,
         amp=not args.no_amp, out_dir=args.out)
-    history = SPOSTrainer(config, progress=not args.quiet).fit(resume=args.resume)
+    history = OneShotTrainer(config, progress=not args.quiet).fit(resume=args.resume)
     last = history[-1] if history else {}
     print(f"rdnas train: {len(history)} epochs in {args.out} (last: loss {last.get('train_loss', float('nan')):.4f}, "
           f"accuracy {last.get('train_acc', float('nan')):.3f})")

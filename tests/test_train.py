@@ -14,7 +14,7 @@ import torch
 from rdnas.data import DeviceBatches
 from rdnas.rank import supernet_accuracy
 from rdnas.spaces import nb201
-from rdnas.train import SPOSTrainer, TrainConfig, UniformSampler, load_checkpoint, load_data, save_checkpoint
+from rdnas.train import OneShotTrainer, TrainConfig, UniformSampler, load_checkpoint, load_data, save_checkpoint
 
 TINY = dict(data="digits", image_size=8, channels=4, cells_per_stage=1, batch_size=128)
 
@@ -60,7 +60,7 @@ def test_block_sampling_serves_the_same_draws_and_resumes_mid_block():
 
 
 def test_training_writes_metrics_and_learns(tmp_path):
-    history = SPOSTrainer(tiny_config(tmp_path, epochs=4, image_size=16, channels=8), progress=False).fit()
+    history = OneShotTrainer(tiny_config(tmp_path, epochs=4, image_size=16, channels=8), progress=False).fit()
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [1, 2, 3, 4] and lines == history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -69,21 +69,21 @@ def test_training_writes_metrics_and_learns(tmp_path):
 
 
 def test_k_paths_per_step(tmp_path):
-    trainer = SPOSTrainer(tiny_config(tmp_path, epochs=1, paths_per_step=3), progress=False)
+    trainer = OneShotTrainer(tiny_config(tmp_path, epochs=1, paths_per_step=3), progress=False)
     images, labels = next(iter(trainer.batches))
-    loss, accuracy = trainer.train_step(images, labels)
-    assert torch.isfinite(torch.as_tensor(loss)) and 0 <= float(accuracy) <= 1
+    result = trainer.train_step(images, labels)
+    assert torch.isfinite(result["loss"]) and 0 <= float(result["accuracy"]) <= 1
 
 
 def test_resume_refuses_a_different_run(tmp_path):
-    SPOSTrainer(tiny_config(tmp_path, epochs=1), progress=False).fit()
+    OneShotTrainer(tiny_config(tmp_path, epochs=1), progress=False).fit()
     with pytest.raises(ValueError, match=r"cannot resume: the checkpoint has seed=0, this run 1"):
-        SPOSTrainer(tiny_config(tmp_path, epochs=1, seed=1), progress=False).fit(resume=True)
+        OneShotTrainer(tiny_config(tmp_path, epochs=1, seed=1), progress=False).fit(resume=True)
 
 
 def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(tmp_path):
     epochs = 6
-    uninterrupted = SPOSTrainer(tiny_config(tmp_path / "straight", epochs=epochs), progress=False)
+    uninterrupted = OneShotTrainer(tiny_config(tmp_path / "straight", epochs=epochs), progress=False)
     uninterrupted.fit()
 
     run = tmp_path / "killed"
@@ -101,7 +101,7 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(tmp_path):
     killed_at = load_checkpoint(run / "checkpoint.pt")["epoch"]
     assert killed_at < epochs, "the run finished before it could be killed; the test proves nothing"
 
-    resumed = SPOSTrainer(tiny_config(run, epochs=epochs), progress=False)
+    resumed = OneShotTrainer(tiny_config(run, epochs=epochs), progress=False)
     resumed.fit(resume=True)
     assert resumed.epoch == epochs
     for (name, a), (_, b) in zip(uninterrupted.model.state_dict().items(), resumed.model.state_dict().items()):
@@ -111,7 +111,7 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(tmp_path):
 
 
 def test_supernet_accuracy_modes_agree_with_separate_evaluation(tmp_path):
-    trainer = SPOSTrainer(tiny_config(tmp_path, epochs=2, image_size=16, channels=8), progress=False)
+    trainer = OneShotTrainer(tiny_config(tmp_path, epochs=2, image_size=16, channels=8), progress=False)
     trainer.fit()
     data = load_data(trainer.config)
     valid = DeviceBatches(data.valid, 300, mean=data.mean, std=data.std, shuffle=False)
@@ -131,7 +131,7 @@ def test_supernet_accuracy_modes_agree_with_separate_evaluation(tmp_path):
 
 
 def test_supernet_accuracy_errors(tmp_path):
-    trainer = SPOSTrainer(tiny_config(tmp_path, epochs=1), progress=False)
+    trainer = OneShotTrainer(tiny_config(tmp_path, epochs=1), progress=False)
     with pytest.raises(ValueError, match=r"bn must be one of"):
         supernet_accuracy(trainer.model, torch.zeros(1, 6, dtype=torch.long), [], bn="frozen")
     with pytest.raises(ValueError, match=r"bn='recalibrate' needs calibration_batches"):
@@ -145,7 +145,7 @@ def test_unknown_data_source(tmp_path):
 
 def test_eval_cli_reports_rank_consistency(tmp_path):
     run = tmp_path / "run"
-    SPOSTrainer(tiny_config(run, epochs=3, image_size=16, channels=8, batch_size=32, lr=0.05), progress=False).fit()
+    OneShotTrainer(tiny_config(run, epochs=3, image_size=16, channels=8, batch_size=32, lr=0.05), progress=False).fit()
     table = tmp_path / "gt.csv"
     connected = nb201.all_archs()[nb201.connected(nb201.all_archs())]
     archs = connected[torch.randperm(len(connected), generator=torch.Generator().manual_seed(0))[:60]]
@@ -165,7 +165,7 @@ def test_eval_cli_reports_rank_consistency(tmp_path):
 
 def test_eval_cli_says_why_without_a_ranking(tmp_path):
     run = tmp_path / "run"
-    SPOSTrainer(tiny_config(run, epochs=1), progress=False).fit()
+    OneShotTrainer(tiny_config(run, epochs=1), progress=False).fit()
     table = tmp_path / "gt.csv"
     rows = [f"{k},{nb201.to_string(tuple(a))},1.0" for k, a in enumerate(nb201.all_archs()[:30].tolist())]
     table.write_text("index,arch_str,score\n" + "\n".join(rows) + "\n")  # a constant ground truth

@@ -48,6 +48,7 @@ class Recipe:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     augment: bool = False  # random translation by up to one pixel
+    train_images: int = 0  # train on the first this many images of the training half (0: all 898)
     networks_per_stack: int = 64
 
     @classmethod
@@ -111,6 +112,8 @@ def train_stack(archs: list[tuple], seeds: list[int], recipe: Recipe, data: tupl
     result per network: validation accuracy (%), validation cross-entropy and last-epoch training loss."""
     device = torch.device(device)
     train_x, train_y, valid_x, valid_y = data
+    if recipe.train_images:
+        train_x, train_y = train_x[:recipe.train_images], train_y[:recipe.train_images]
     m = len(archs)
     network_seeds = [network_seed(s, a) for a, s in zip(archs, seeds)]
     stack = StackedNB201(archs, network_seeds, recipe.channels, recipe.cells_per_stage, 10, 1).to(device)

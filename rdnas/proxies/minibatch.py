@@ -9,7 +9,7 @@ Specs:
   freerea_cifar10_train_minibatches.npz``. Keys ``x_b{batch_size}`` (Tensor[M, batch_size, C, H, W]) and
   ``y_b{batch_size}`` (Tensor[M, batch_size]); ``batch_index`` picks one of the M batches. An archive with plain
   ``x`` ([N, C, H, W]) and ``y`` ([N]) keys is cut into consecutive batches of ``batch_size`` instead. uint8
-  images are scaled by 1/255 and normalised with the CIFAR mean and std of :mod:`rdnas.train.spos` (the constants
+  images are scaled by 1/255 and normalised with the CIFAR mean and std of :mod:`rdnas.train.trainer` (the constants
   rdnas trains with); floating-point images are taken as already normalised. The number of classes is 100 when
   the file name contains ``cifar100`` or any label of the archive is 10 or more, else 10 (``num_classes``
   overrides it).
@@ -86,7 +86,7 @@ def _random(arguments: str, batch_size: int, seed: int, batch_index: int, image_
 
 def _npz(path_text: str, batch_size: int, batch_index: int, image_size: int | None,
          num_classes: int | None) -> Minibatch:
-    from rdnas.train.spos import CIFAR_MEAN, CIFAR_STD
+    from rdnas.train.trainer import CIFAR_MEAN, CIFAR_STD
 
     path = Path(path_text)
     if not path_text:
@@ -153,7 +153,7 @@ def _npz(path_text: str, batch_size: int, batch_index: int, image_size: int | No
 def _image_set(kind: str, folder: str, image_size: int | None):
     """(ImageSet, mean, std) of the training images of a dataset spec."""
     from rdnas.data import load_digits, read_cifar, read_imagenet16
-    from rdnas.train.spos import CIFAR_MEAN, CIFAR_STD, IMAGENET16_MEAN, IMAGENET16_STD
+    from rdnas.train.trainer import CIFAR_MEAN, CIFAR_STD, IMAGENET16_MEAN, IMAGENET16_STD
 
     if kind == "digits":
         digits = load_digits(side=image_size or 32, channels=3)

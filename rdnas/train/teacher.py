@@ -27,6 +27,7 @@ class Teacher:
 
     Attributes:
         scores (Tensor[15625] float64): the teacher score per enumeration index.
+        ranks (Tensor[15625] float64): normalised teacher rank in [0, 1], 1 = best (ties share a rank).
         groups (LongTensor[15625]): the group per enumeration index, 0 = best.
     """
 
@@ -40,13 +41,15 @@ class Teacher:
         self.name = name
         self.num_groups = int(num_groups)
         self.scores = torch.nan_to_num(values, nan=float("-inf"))
+        # Normalised ranks in [0, 1] (1 = best, ties share their average rank): what the ranking loss compares,
+        # since raw proxy scores (synflow reaches 1e44) do not fit in float32.
+        self.ranks = torch.from_numpy(rank_average([self.scores.numpy()]))
         # Best first; ties keep enumeration order (a stable sort), so groups are deterministic.
         order = torch.sort(-self.scores, stable=True).indices
         position = torch.empty_like(order)
         position[order] = torch.arange(len(order))
         self.groups = position * self.num_groups // len(order)
-        self._members = [order[g * len(order) // self.num_groups:(g + 1) * len(order) // self.num_groups]
-                         for g in range(self.num_groups)]
+        self._members = [order[self.groups[order] == g] for g in range(self.num_groups)]
 
     @classmethod
     def from_table(cls, path, proxies, num_groups: int = 5) -> "Teacher":
@@ -67,6 +70,10 @@ class Teacher:
         is, several as their :func:`rank_average`."""
         columns = list(columns)
         return cls(columns[0] if len(columns) == 1 else rank_average(columns), num_groups, name)
+
+    def rank(self, archs) -> Tensor:
+        """Normalised teacher ranks Tensor[K] float64 (1 = best) of LongTensor[K, 6] architectures."""
+        return self.ranks[nb201.enumeration_indices(torch.as_tensor(archs, dtype=torch.long))]
 
     def score(self, archs) -> Tensor:
         """Teacher scores Tensor[K] float64 of LongTensor[K, 6] architectures."""

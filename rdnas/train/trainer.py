@@ -1,0 +1,341 @@
+"""One-shot training of the NAS-Bench-201 supernet: SPOS, RD-NAS and the baselines, in one trainer.
+
+Methods (``TrainConfig.method``), all with the same optimiser, schedule and data:
+
+- ``spos``: uniform single-path sampling (SPOS); with ``paths_per_step = K`` the K paths' losses are summed
+  (SPOS with K paths, the same compute as RD-NAS and no ranking loss).
+- ``rdnas``: ranking distillation. Each step samples K >= 2 subnets (``sampler``: the margin subnet sampler by
+  default), computes each subnet's cross-entropy on the batch, and adds
+  ``lambda(epoch) * rdnas.ops.pairwise_margin_rank_loss(-losses, teacher, m0, groups)``: the subnet the teacher
+  ranks better must have the lower loss, by ``m0 * |group distance|`` (``margin_mode``). The authors' comparison:
+  ``sampler="hamming"`` or ``"adaptive_hamming"`` with ``margin_mode="none"``.
+- ``fairnas``: FairNAS's strict fairness (five subnets per step, every op of every edge once).
+- ``sandwich``: the largest cell, the smallest connected cell and K - 2 uniform cells per step.
+
+Defaults follow the NB201 one-shot recipe used by the RD-NAS authors: SGD (lr 0.025, momentum 0.9, weight decay
+5e-4, Nesterov), cosine annealing to 0 over the run, gradient-norm clipping at 5. A step with K >= 2 subnets runs
+them in one ``forward_subnets`` pass (each subnet normalised with its own batch statistics; running BN statistics
+are then not updated, and evaluation recalibrates them per subnet). Every epoch ends with an atomic checkpoint and
+a JSONL metrics line; ``fit(resume=True)`` continues from the last checkpoint, and on the CPU a run killed and
+resumed ends with exactly the weights of an uninterrupted one.
+"""
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from rdnas.data import DeviceBatches, ImageSet, load_digits, read_cifar, read_imagenet16, read_split
+from rdnas.supernet import NB201Supernet
+from rdnas.train.checkpoint import load_checkpoint, save_checkpoint
+from rdnas.ops import pairwise_margin_rank_loss
+from rdnas.spaces import nb201
+from rdnas.train.samplers import FairSampler, HammingPairSampler, MarginSubnetSampler, SandwichSampler, UniformSampler
+from rdnas.train.teacher import Teacher
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET16_MEAN, IMAGENET16_STD = (0.4811, 0.4575, 0.4078), (0.2605, 0.2533, 0.2683)
+
+
+METHODS = ("spos", "rdnas", "fairnas", "sandwich")
+RANK_SAMPLERS = ("margin", "random", "hamming", "adaptive_hamming")
+MARGIN_MODES = ("group", "constant", "none")
+RANK_SCHEDULES = ("constant", "warmup", "sine", "multistage")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved in every checkpoint)."""
+
+    data: str = "digits"  # "digits", "cifar10:<dir>", "cifar100:<dir>" or "imagenet16:<dir>"
+    image_size: int = 16  # digits only: the 8x8 images are resized to this
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.025
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    grad_clip: float = 5.0
+    paths_per_step: int = 1  # K: subnets per step, their losses summed (fairnas: always 5)
+    channels: int = 16
+    cells_per_stage: int = 5
+    bn_affine: bool = True
+    bn_track_running_stats: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = True  # bfloat16 autocast on CUDA; ignored on the CPU
+    out_dir: str = "runs/spos"
+    method: str = "spos"  # see METHODS
+    # RD-NAS (method "rdnas"): the teacher, the pairs and the ranking term.
+    teacher_table: str = ""  # a score table over the whole space (score_space without gt), or "" to pass a Teacher
+    teacher_proxies: str = "synflow"  # column(s) of teacher_table; several are rank-averaged
+    groups: int = 5  # G
+    margin: float = 0.1  # m0: margin per unit of group distance ("group") or per pair ("constant")
+    margin_mode: str = "group"  # see MARGIN_MODES
+    sampler: str = "margin"  # see RANK_SAMPLERS
+    rank_schedule: str = "constant"  # lambda(epoch), see RANK_SCHEDULES
+    rank_weight: float = 1.0  # multiplies lambda(epoch)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"rdnas.train.TrainConfig: unknown fields {sorted(unknown)}")
+        return cls(**values)
+
+    def check(self) -> None:
+        """Raises ValueError naming the field and what was expected."""
+        for name, value, allowed in (("method", self.method, METHODS), ("margin_mode", self.margin_mode, MARGIN_MODES),
+                                     ("sampler", self.sampler, RANK_SAMPLERS),
+                                     ("rank_schedule", self.rank_schedule, RANK_SCHEDULES)):
+            if value not in allowed:
+                raise ValueError(f"rdnas.train.TrainConfig: {name} must be one of {allowed}, got {value!r}")
+        if self.paths_per_step < 1:
+            raise ValueError(f"rdnas.train.TrainConfig: paths_per_step must be positive, got {self.paths_per_step}")
+        if self.method in ("rdnas", "sandwich") and self.paths_per_step < 2:
+            raise ValueError(f"rdnas.train.TrainConfig: method {self.method!r} needs paths_per_step >= 2, "
+                             f"got {self.paths_per_step}")
+        if self.groups < 2:
+            raise ValueError(f"rdnas.train.TrainConfig: groups must be at least 2, got {self.groups}")
+        if self.margin < 0:
+            raise ValueError(f"rdnas.train.TrainConfig: margin must be non-negative, got {self.margin}")
+
+
+def rank_weight(schedule: str, epoch: float, epochs: int) -> float:
+    """lambda(epoch) of the ranking term; ``epoch`` counts from 0 and may be fractional (progress in epochs).
+
+    constant: 1. warmup: min(2, epoch / 10). sine: 2 sin(0.8 pi epoch / E). multistage: 0.5 in the first third of
+    the run, 1 in the second, 2 in the last (rdnas's choice; the authors' stages are not published).
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule == "warmup":
+        return min(2.0, epoch / 10.0)
+    if schedule == "sine":
+        return 2.0 * math.sin(0.8 * math.pi * epoch / max(epochs, 1))
+    if schedule == "multistage":
+        third = epoch * 3 / max(epochs, 1)
+        return 0.5 if third < 1 else 1.0 if third < 2 else 2.0
+    raise ValueError(f"rdnas.train.rank_weight: schedule must be one of {RANK_SCHEDULES}, got {schedule!r}")
+
+
+@dataclass
+class DataSplits:
+    train: ImageSet
+    valid: ImageSet
+    mean: tuple
+    std: tuple
+    in_channels: int
+
+
+def load_data(config: TrainConfig) -> DataSplits:
+    """The training and validation sets named by ``config.data``. CIFAR-10 uses NB201's cifar-valid protocol
+    when the folder holds ``cifar-split.txt`` (train on its 25k "train" half, validate on the 25k "valid" half),
+    otherwise the test batch; digits are split in two halves by a fixed permutation."""
+    kind, _, folder = config.data.partition(":")
+    if kind == "digits":
+        digits = load_digits(side=config.image_size, channels=1)
+        order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))
+        half = len(digits) // 2
+        mean = (digits.images.float().mean().item() / 255,)
+        std = (digits.images.float().std().item() / 255,)
+        return DataSplits(digits.subset(order[:half], "digits-train"), digits.subset(order[half:], "digits-valid"),
+                          mean, std, 1)
+    if kind in ("cifar10", "cifar100"):
+        classes = 10 if kind == "cifar10" else 100
+        train = read_cifar(folder, train=True, num_classes=classes)
+        split_file = Path(folder) / "cifar-split.txt"
+        if classes == 10 and split_file.exists():
+            split = read_split(split_file)
+            return DataSplits(train.subset(split["train"], "cifar10-train"), train.subset(split["valid"], "cifar10-valid"),
+                              CIFAR_MEAN, CIFAR_STD, 3)
+        return DataSplits(train, read_cifar(folder, train=False, num_classes=classes), CIFAR_MEAN, CIFAR_STD, 3)
+    if kind == "imagenet16":
+        return DataSplits(read_imagenet16(folder, True), read_imagenet16(folder, False), IMAGENET16_MEAN,
+                          IMAGENET16_STD, 3)
+    raise ValueError(f"rdnas.train: unknown data {config.data!r}; expected digits, cifar10:<dir>, cifar100:<dir> "
+                     "or imagenet16:<dir>")
+
+
+class OneShotTrainer:
+    """Trains an NB201Supernet with ``config.method``. Files in ``config.out_dir``: ``checkpoint.pt`` (after every
+    epoch, atomically), ``metrics.jsonl`` (one line per epoch) and ``config.json``.
+
+    Args:
+        config (TrainConfig): the run.
+        progress (bool): a progress bar and a line per epoch.
+        teacher (Teacher, optional): the RD-NAS teacher; default: built from ``config.teacher_table``.
+        evaluate (callable, optional): ``evaluate(trainer) -> dict`` run after every epoch; its result is added to
+            that epoch's metrics (e.g. Kendall tau against a ground-truth table).
+    """
+
+    def __init__(self, config: TrainConfig, progress: bool = True, teacher=None, evaluate=None):
+        config.check()
+        self.config = config
+        self.progress = progress
+        self.evaluate = evaluate
+        self.out_dir = Path(config.out_dir)
+        self.device = torch.device(config.device)
+        self.data = load_data(config)
+        torch.manual_seed(config.seed)
+        self.model = NB201Supernet(config.channels, config.cells_per_stage, self.data.train.num_classes,
+                                   self.data.in_channels, config.bn_affine, config.bn_track_running_stats).to(self.device)
+        self.teacher = teacher
+        if config.method == "rdnas" and teacher is None:
+            if not config.teacher_table:
+                raise ValueError("rdnas.train: method 'rdnas' needs a teacher: set teacher_table (a score table over "
+                                 "the whole space from `rdnas proxies`) or pass teacher=Teacher(...)")
+            self.teacher = Teacher.from_table(config.teacher_table, config.teacher_proxies, config.groups)
+        self.sampler = self._make_sampler()
+        self.data_generator = torch.Generator().manual_seed(config.seed + 2)
+        self.batches = DeviceBatches(self.data.train, config.batch_size, self.device, self.data.mean, self.data.std,
+                                     augment=True, padding=max(1, self.data.train.images.shape[-1] // 8),
+                                     drop_last=True, generator=self.data_generator)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
+                                         weight_decay=config.weight_decay, nesterov=True)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=max(1, config.epochs * len(self.batches)), eta_min=0.0)
+        self.epoch = 0
+        self.history = []
+        if self.teacher is not None:
+            self._teacher_ranks = self.teacher.ranks.to(self.device)
+            self._teacher_groups = self.teacher.groups.to(self.device)
+
+    def _make_sampler(self):
+        config, seed = self.config, self.config.seed + 1
+        k = config.paths_per_step
+        uniform_device = self.device if self.device.type == "cuda" else None
+        if config.method == "spos":
+            return UniformSampler(k, seed=seed, device=uniform_device)
+        if config.method == "fairnas":
+            return FairSampler(seed=seed)
+        if config.method == "sandwich":
+            return SandwichSampler(k, seed=seed)
+        if config.sampler == "margin":
+            return MarginSubnetSampler(self.teacher, k, seed=seed)
+        if config.sampler == "random":
+            return UniformSampler(k, seed=seed)
+        return HammingPairSampler(k, seed=seed, adaptive=config.sampler == "adaptive_hamming")
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    def state_dict(self) -> dict:
+        return {"config": asdict(self.config), "epoch": self.epoch, "model": self.model.state_dict(),
+                "teacher": None if self.teacher is None else self.teacher.state(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "sampler": self.sampler.state_dict(), "data_generator": self.data_generator.get_state(),
+                "history": self.history}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = TrainConfig.from_dict(state["config"])
+        for name in ("data", "channels", "cells_per_stage", "paths_per_step", "batch_size", "epochs", "seed", "method",
+                     "groups", "margin", "margin_mode", "sampler", "rank_schedule", "rank_weight"):
+            if getattr(saved, name) != getattr(self.config, name):
+                raise ValueError(f"rdnas.train: cannot resume: the checkpoint has {name}={getattr(saved, name)!r}, "
+                                 f"this run {getattr(self.config, name)!r}")
+        saved_teacher = state.get("teacher")
+        if (saved_teacher is None) != (self.teacher is None) or (
+                saved_teacher is not None and not torch.equal(saved_teacher["scores"], self.teacher.scores)):
+            raise ValueError("rdnas.train: cannot resume: the checkpoint's teacher differs from this run's")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.data_generator.set_state(state["data_generator"])
+        self.epoch = state["epoch"]
+        self.history = list(state["history"])
+
+    def _autocast(self):
+        enabled = self.config.amp and self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def train_step(self, images, labels, progress: float | None = None) -> dict:
+        """One SGD step on the method's K sampled subnets.
+
+        Args:
+            images (Tensor[B, C, H, W]), labels (LongTensor[B]): the batch, on the trainer's device.
+            progress (float, optional): the run's position in epochs (fractional), for lambda(epoch) and adaptive
+                samplers; default: the current epoch.
+
+        Returns a dict of 0-dim tensors (no host synchronisation): ``loss`` (mean cross-entropy of the subnets),
+        ``accuracy`` (their mean batch accuracy) and, for RD-NAS, ``rank_loss`` and ``rank_weight``.
+        """
+        self.model.train()
+        epoch = float(self.epoch if progress is None else progress)
+        if hasattr(self.sampler, "set_progress"):
+            self.sampler.set_progress(epoch / max(self.config.epochs, 1))
+        archs = self.sampler.sample()
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            if len(archs) == 1:
+                logits = self.model(images, archs[0]).unsqueeze(0)
+            else:
+                logits = self.model.forward_subnets(images, archs)  # [K, B, classes]
+            k, b = logits.shape[:2]
+            losses = F.cross_entropy(logits.float().flatten(0, 1), labels.repeat(k), reduction="none").view(k, b).mean(1)
+        objective = losses.sum()
+        result = {}
+        if self.config.method == "rdnas":
+            weight = self.config.rank_weight * rank_weight(self.config.rank_schedule, epoch, self.config.epochs)
+            index = nb201.enumeration_indices(archs).to(self.device)
+            teacher = self._teacher_ranks[index].to(losses.dtype)
+            groups = self._teacher_groups[index] if self.config.margin_mode == "group" else None
+            margin = 0.0 if self.config.margin_mode == "none" else self.config.margin
+            rank = pairwise_margin_rank_loss(-losses, teacher, margin, groups)
+            objective = objective + weight * rank
+            result.update(rank_loss=rank.detach(), rank_weight=torch.tensor(weight))
+        objective.backward()
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        accuracy = (logits.argmax(-1) == labels).float().mean()
+        result.update(loss=losses.detach().mean(), accuracy=accuracy.detach())
+        return result
+
+    def fit(self, resume: bool = False) -> list:
+        """Trains until ``config.epochs``; with ``resume``, first restores ``checkpoint.pt`` if it exists.
+        Returns the per-epoch metrics."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume and self.checkpoint_path.exists():
+            self.load_state_dict(load_checkpoint(self.checkpoint_path))
+        (self.out_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
+        self._rewrite_metrics()
+        from tqdm.auto import tqdm
+
+        while self.epoch < self.config.epochs:
+            start = time.perf_counter()
+            steps = []
+            bar = tqdm(self.batches, desc=f"epoch {self.epoch + 1}/{self.config.epochs}", disable=not self.progress,
+                       leave=False)
+            for step, (images, labels) in enumerate(bar):
+                steps.append(self.train_step(images, labels, self.epoch + step / len(self.batches)))
+            record = {"epoch": self.epoch + 1, "train_loss": float(torch.stack([s["loss"] for s in steps]).mean()),
+                      "train_acc": float(torch.stack([s["accuracy"] for s in steps]).mean()),
+                      "lr": self.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - start}
+            if "rank_loss" in steps[0]:
+                record["rank_loss"] = float(torch.stack([s["rank_loss"] for s in steps]).mean())
+                record["rank_weight"] = float(steps[-1]["rank_weight"])
+            self.epoch += 1
+            if self.evaluate is not None:
+                record.update(self.evaluate(self))
+            self.history.append(record)
+            save_checkpoint(self.checkpoint_path, self.state_dict())
+            with open(self.out_dir / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            if self.progress:
+                print(f"epoch {record['epoch']}/{self.config.epochs}: loss {record['train_loss']:.4f}, "
+                      f"accuracy {record['train_acc']:.3f}, {record['seconds']:.1f} s", flush=True)
+        return self.history
+
+    def _rewrite_metrics(self) -> None:
+        """metrics.jsonl holds exactly the epochs of the checkpoint (a run killed after its last checkpoint but
+        before the log line, or after a later log line, is made consistent)."""
+        lines = "".join(json.dumps(record) + "\n" for record in self.history)
+        (self.out_dir / "metrics.jsonl").write_text(lines)
