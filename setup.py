@@ -86,6 +86,7 @@ def _extensions():
 
 setup(
     packages=find_packages(include=["rdnas", "rdnas.*"]),
+    package_data={"rdnas.minibench": ["data/*.csv", "data/*.json"]},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},

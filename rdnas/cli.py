@@ -3,6 +3,9 @@
 import argparse
 import sys
 
+from rdnas.minibench.build import Recipe
+from rdnas.train.trainer import MARGIN_MODES, METHODS, RANK_SAMPLERS, RANK_SCHEDULES
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -13,15 +16,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="demonstrate the fused ranking-loss ops (checks, speed, a miniature ranking distillation)",
-        description="Checks the fused ops against their references, times the all-pairs loss against the naive "
-        "N x N version, and distils a teacher ranking into free student scores, reporting Kendall tau.",
+        help="the RD-NAS pipeline end to end on the embedded default (digits, shipped mini-benchmark)",
+        description="Zero-cost proxies, the teacher over the whole space, an SPOS and an RD-NAS supernet at the "
+        "same budget, and their rank consistency against the shipped digits mini-benchmark: a table on stdout, "
+        "OUT/report.json, OUT/tau_per_epoch.png and OUT/estimate_vs_truth.png. About 5 minutes on 2 CPU cores. "
+        "With --data cifar10:<dir> --gt nb201_gt.csv it runs the paper's setting.",
     )
-    demo.add_argument("--n", type=int, default=2048, help="number of items in the all-pairs loss (default 2048)")
-    demo.add_argument("--steps", type=int, default=150, help="distillation steps (default 150)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    demo.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
+    from rdnas.demo import add_arguments
+
+    add_arguments(demo)
 
     train = commands.add_parser(
         "train",
@@ -30,8 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT/metrics.jsonl and OUT/config.json. Example: rdnas train --data digits --epochs 10 --out runs/spos",
     )
     train.add_argument("--space", choices=["nb201"], default="nb201", help="search space (default nb201)")
-    train.add_argument("--method", choices=["spos"], default="spos",
-                       help="training method: spos = uniform path sampling (default)")
+    train.add_argument("--method", choices=list(METHODS), default="spos",
+                       help="spos (uniform paths, default), rdnas (ranking distillation; needs --teacher-table), "
+                       "fairnas, sandwich")
+    train.add_argument("--teacher-table", default="", help="rdnas: a score table over the whole space "
+                       "(rdnas proxies --out, without --gt)")
+    train.add_argument("--teacher", default="synflow", help="rdnas: teacher column(s), rank-averaged")
+    train.add_argument("--groups", type=int, default=5, help="rdnas: G teacher groups (default 5)")
+    train.add_argument("--margin", type=float, default=0.1, help="rdnas: m0, margin per group distance")
+    train.add_argument("--margin-mode", choices=list(MARGIN_MODES), default="group")
+    train.add_argument("--sampler", choices=list(RANK_SAMPLERS), default="margin", help="rdnas: pair sampler")
+    train.add_argument("--rank-schedule", choices=list(RANK_SCHEDULES), default="constant",
+                       help="rdnas: lambda(epoch)")
+    train.add_argument("--rank-weight", type=float, default=1.0, help="rdnas: multiplies lambda(epoch)")
     train.add_argument("--data", default="digits",
                        help="digits (scikit-learn's, no download), cifar10:<dir>, cifar100:<dir> or imagenet16:<dir>")
     train.add_argument("--image-size", type=int, default=16, help="digits only: resize the 8x8 images (default 16)")
@@ -119,6 +133,56 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("tables", nargs="+", help="the tables to merge")
     merge.add_argument("--out", required=True, help="the merged table")
     merge.add_argument("--complete", action="store_true", help="require all 15,625 NB201 architectures")
+
+    search = commands.add_parser(
+        "search",
+        help="search for the best architectures with a trained supernet (random or regularised evolution)",
+        description="Finds the cells with the highest supernet accuracy on the run's validation split (BN "
+        "recalibrated per subnet, many cells per forward pass) within a budget of evaluated cells, and prints the "
+        "top k, with ground truth when --gt is given. Example: rdnas search --checkpoint runs/rdnas/checkpoint.pt "
+        "--strategy evolution --budget 500 --gt nb201_gt.csv --column cifar10_valid_acc",
+    )
+    search.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by rdnas train")
+    search.add_argument("--strategy", choices=["evolution", "random"], default="evolution")
+    search.add_argument("--budget", type=int, default=500, help="cells to evaluate (default 500)")
+    search.add_argument("--population", type=int, default=32, help="evolution: population size (default 32)")
+    search.add_argument("--top-k", type=int, default=10)
+    search.add_argument("--gt", help="ground-truth table to print the true accuracy of the top cells")
+    search.add_argument("--column", default="cifar10_valid_acc", help="ground-truth column")
+    search.add_argument("--subnets-per-pass", type=int, default=32)
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--device", default="cpu")
+    search.add_argument("--out", help="write the top cells as JSON here")
+
+    bench = commands.add_parser(
+        "bench", help="build a mini-benchmark: stand-alone training of sampled architectures (ground truth)")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="<bench command>")
+    bench_build = bench_commands.add_parser(
+        "build",
+        help="train sampled architectures stand-alone with several seeds and write their accuracies as a table",
+        description="Trains a seeded sample of distinct connected NB201 architectures from scratch with one fixed "
+        "recipe and S seeds each (many networks side by side per grouped-op stack), appending every finished run "
+        "to OUT/runs.csv (rerun the same command to resume), then writes the seed-averaged table (nb201_gt.csv "
+        "format) and the reliability between two independent builds (the first and second half of the seeds). "
+        "Example: rdnas bench build --space nb201 --dataset digits --archs 240 --seeds 10 --out runs/bench",
+    )
+    bench_build.add_argument("--space", choices=["nb201"], default="nb201", help="search space (default nb201)")
+    bench_build.add_argument("--dataset", choices=["digits"], default="digits", help="dataset (default digits)")
+    bench_build.add_argument("--archs", type=int, default=240, help="architectures to sample (default 240)")
+    bench_build.add_argument("--seeds", type=int, default=10, help="training seeds per architecture (default 10)")
+    bench_build.add_argument("--sample-seed", type=int, default=0, help="seed of the architecture sample (default 0)")
+    bench_build.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
+    bench_build.add_argument("--table", help="where to write the table (default OUT/nb201_digits.csv)")
+    recipe = Recipe()
+    for name, kind, text in (("epochs", int, "epochs"), ("train_images", int, "training images (0: all 898)"),
+                             ("image_size", int, "image side"), ("channels", int, "C"),
+                             ("cells_per_stage", int, "N"), ("lr", float, "learning rate"),
+                             ("batch_size", int, "batch size"), ("networks_per_stack", int, "networks per stack")):
+        bench_build.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(recipe, name),
+                                 help=f"{text} (default {getattr(recipe, name)})")
+    bench_build.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    bench_build.add_argument("--quiet", action="store_true", help="no progress bar")
+    bench_build.set_defaults(usage_error=bench_build.error)
     return parser
 
 
@@ -162,11 +226,77 @@ def run_train(args) -> int:
         momentum=args.momentum, weight_decay=args.weight_decay, paths_per_step=args.paths, channels=args.channels,
         cells_per_stage=args.cells, bn_affine=not args.no_bn_affine,
         bn_track_running_stats=not args.no_bn_running_stats, seed=args.seed, device=args.device,
-        amp=not args.no_amp, out_dir=args.out)
+        amp=not args.no_amp, out_dir=args.out, method=args.method, teacher_table=args.teacher_table,
+        teacher_proxies=args.teacher, groups=args.groups, margin=args.margin, margin_mode=args.margin_mode,
+        sampler=args.sampler, rank_schedule=args.rank_schedule, rank_weight=args.rank_weight)
     history = OneShotTrainer(config, progress=not args.quiet).fit(resume=args.resume)
     last = history[-1] if history else {}
     print(f"rdnas train: {len(history)} epochs in {args.out} (last: loss {last.get('train_loss', float('nan')):.4f}, "
           f"accuracy {last.get('train_acc', float('nan')):.3f})")
+    return 0
+
+
+def _load_supernet(checkpoint, device):
+    """(supernet on ``device``, its TrainConfig, its data splits) from a checkpoint written by rdnas train."""
+    from rdnas.supernet import NB201Supernet
+    from rdnas.train import TrainConfig, load_checkpoint, load_data
+
+    state = load_checkpoint(checkpoint)
+    config = TrainConfig.from_dict(state["config"])
+    config.device = device
+    data = load_data(config)
+    supernet = NB201Supernet(config.channels, config.cells_per_stage, data.train.num_classes, data.in_channels,
+                             config.bn_affine, config.bn_track_running_stats)
+    supernet.load_state_dict(state["model"])
+    return supernet.to(device), config, data
+
+
+def run_search(args) -> int:
+    import json
+
+    import torch
+
+    from rdnas.data import DeviceBatches
+    from rdnas.rank import GroundTruth, supernet_accuracy
+    from rdnas.search import evolution_search, random_search
+    from rdnas.spaces import nb201
+
+    supernet, config, data = _load_supernet(args.checkpoint, args.device)
+    valid = DeviceBatches(data.valid, 512, args.device, data.mean, data.std, shuffle=False)
+    calibration = DeviceBatches(data.train, config.batch_size, args.device, data.mean, data.std,
+                                generator=torch.Generator().manual_seed(args.seed))
+
+    def fitness(archs):
+        return supernet_accuracy(supernet, archs, valid, bn="recalibrate", calibration_batches=calibration,
+                                 subnets_per_pass=args.subnets_per_pass)
+
+    if args.strategy == "random":
+        history = random_search(fitness, args.budget, seed=args.seed, batch=args.subnets_per_pass)
+    else:
+        history = evolution_search(fitness, args.budget, seed=args.seed, population=args.population,
+                                   batch=args.subnets_per_pass)
+    table = GroundTruth.load(args.gt) if args.gt else None
+    top = history.top(args.top_k)
+    print(f"rdnas search: {args.strategy}, {len(history.archs)} cells evaluated by supernet accuracy on "
+          f"{len(data.valid)} {data.valid.name} images; top {len(top)}:")
+    rows = []
+    for rank, (arch, score) in enumerate(top, start=1):
+        row = {"rank": rank, "arch": nb201.to_string(arch), "supernet_accuracy": score}
+        truth = ""
+        if table is not None and table.rows_of(torch.tensor([arch]))[0] >= 0:
+            row["ground_truth"] = float(table.values(torch.tensor([arch]), args.column)[0])
+            truth = f"  {args.column} {row['ground_truth']:.2f}"
+        rows.append(row)
+        print(f"  {rank:2d}. {row['arch']}  supernet {100 * score:.2f} %{truth}")
+    if table is not None and args.column in table.columns:
+        best = float(table.column(args.column).max())
+        found = [r["ground_truth"] for r in rows if "ground_truth" in r]
+        if found:
+            print(f"  best ground truth among the top {len(top)}: {max(found):.2f} (best in the table: {best:.2f})")
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump({"strategy": args.strategy, "budget": args.budget, "evaluated": len(history.archs),
+                       "top": rows}, handle, indent=2)
     return 0
 
 
@@ -178,17 +308,7 @@ def run_eval(args) -> int:
     from rdnas.data import DeviceBatches
     from rdnas.rank import GroundTruth, rank_report, supernet_accuracy
     from rdnas.spaces import nb201
-    from rdnas.supernet import NB201Supernet
-    from rdnas.train import TrainConfig, load_checkpoint, load_data
-
-    state = load_checkpoint(args.checkpoint)
-    config = TrainConfig.from_dict(state["config"])
-    config.device = args.device
-    data = load_data(config)
-    supernet = NB201Supernet(config.channels, config.cells_per_stage, data.train.num_classes, data.in_channels,
-                             config.bn_affine, config.bn_track_running_stats)
-    supernet.load_state_dict(state["model"])
-    supernet.to(args.device)
+    supernet, config, data = _load_supernet(args.checkpoint, args.device)
     generator = torch.Generator().manual_seed(args.seed)
     table = GroundTruth.load(args.gt) if args.gt else None
     pool = table.archs if table is not None else nb201.all_archs()
@@ -280,6 +400,36 @@ def run_merge_tables(args) -> int:
     return 0
 
 
+def run_bench(args) -> int:
+    import json
+    from pathlib import Path
+
+    from rdnas.minibench import benchmark_table, build, reliability, sample_architectures, write_table
+    from rdnas.spaces import nb201
+
+    if args.archs < 3 or args.seeds < 1:
+        args.usage_error("--archs must be at least 3 and --seeds at least 1")
+    recipe = Recipe(dataset=args.dataset, image_size=args.image_size, channels=args.channels,
+                    cells_per_stage=args.cells_per_stage, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                    train_images=args.train_images, networks_per_stack=args.networks_per_stack)
+    archs = sample_architectures(args.archs, seed=args.sample_seed)
+    seeds = list(range(args.seeds))
+    runs = build(args.out, archs, seeds, recipe, device=args.device, progress=not args.quiet)
+    wanted = {nb201.enumeration_index(a) for a in archs}
+    runs = [r for r in runs if r["enumeration_index"] in wanted and r["seed"] in seeds]
+    table_path = Path(args.table or Path(args.out) / f"{args.space}_{args.dataset}.csv")
+    write_table(table_path, benchmark_table(runs, seeds), args.dataset)
+    print(f"rdnas bench build: {len(archs)} architectures x {len(seeds)} seeds -> {table_path}")
+    if len(seeds) >= 2:
+        half = len(seeds) // 2
+        result = reliability(runs, seeds[:half], seeds[half:2 * half])
+        (Path(args.out) / "reliability.json").write_text(json.dumps(result, indent=2))
+        print(f"  reliability, seeds {seeds[:half]} against {seeds[half:2 * half]} ({result['architectures']} "
+              f"architectures): Kendall tau {result['kendall_tau_valid_acc']:.3f} on validation accuracy, "
+              f"{result['kendall_tau_valid_loss']:.3f} on validation loss")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
@@ -294,6 +444,10 @@ def main(argv=None) -> int:
         return run_proxies(args)
     if args.command == "merge-tables":
         return run_merge_tables(args)
+    if args.command == "bench":
+        return run_bench(args)
+    if args.command == "search":
+        return run_search(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands
 
 

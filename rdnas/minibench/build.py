@@ -42,7 +42,7 @@ class Recipe:
     image_size: int = 8  # digits are 8x8; larger sizes upsample (no new information, 4x the compute at 16)
     channels: int = 8  # C of the macro network
     cells_per_stage: int = 1  # N
-    epochs: int = 10
+    epochs: int = 3
     batch_size: int = 64
     lr: float = 0.1
     momentum: float = 0.9

@@ -1,0 +1,158 @@
+"""The RD-NAS pipeline end to end: teacher proxies, supernet training (SPOS, RD-NAS, baselines), rank quality.
+
+On the embedded default (scikit-learn's digits, the macro network of the shipped mini-benchmark: C=8, N=1, 8x8
+images) the whole pipeline runs in minutes on two CPU cores; with ``data="cifar10:<dir>"`` and a NAS-Bench-201
+ground-truth table it runs the paper's setting. ``rdnas demo`` and ``benchmarks/rdnas_experiments.py`` are thin
+layers over these functions.
+"""
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rdnas.data import DeviceBatches
+from rdnas.proxies import Minibatch, score_space, scoring_supernet
+from rdnas.rank import GroundTruth, rank_report, supernet_accuracy
+from rdnas.spaces import nb201
+from rdnas.train import OneShotTrainer, Teacher, TrainConfig, load_data
+
+SHIPPED_TABLE = "nb201_digits.csv"
+
+
+def shipped_benchmark() -> Path:
+    """The mini-benchmark shipped with rdnas (``rdnas bench build`` output; see its README section)."""
+    return Path(str(resources.files("rdnas.minibench") / "data" / SHIPPED_TABLE))
+
+
+@dataclass
+class PipelineConfig:
+    """One pipeline run: data, macro network, training budget, RD-NAS settings, evaluation."""
+
+    data: str = "digits"
+    image_size: int = 8
+    channels: int = 8
+    cells_per_stage: int = 1
+    gt: str = ""  # ground-truth table; "" = the shipped digits mini-benchmark
+    gt_column: str = "digits_valid_acc"
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.025
+    paths_per_step: int = 4  # K for RD-NAS and for the equal-budget baselines
+    teacher_proxies: str = "synflow"
+    proxies: str = "synflow,logsynflow,naswot,snip,grad_norm,jacov,flops,params"  # reported against ground truth
+    proxy_init: str = "pytorch"
+    groups: int = 5
+    margin: float = 0.1
+    margin_mode: str = "group"
+    sampler: str = "margin"
+    rank_schedule: str = "constant"
+    rank_weight: float = 1.0
+    eval_every: int = 5  # epochs between rank evaluations (the last epoch is always evaluated)
+    eval_archs: int = 0  # evaluate on this many ground-truth architectures (0: all)
+    calibration_steps: int = 4
+    device: str = "cpu"
+    out_dir: str = "runs/demo"
+
+    def train_config(self, method: str, seed: int, out_dir, **overrides) -> TrainConfig:
+        """The TrainConfig of one supernet run of this pipeline."""
+        values = dict(data=self.data, image_size=self.image_size, epochs=self.epochs, batch_size=self.batch_size,
+                      lr=self.lr, channels=self.channels, cells_per_stage=self.cells_per_stage, seed=seed,
+                      device=self.device, out_dir=str(out_dir), method=method, groups=self.groups,
+                      margin=self.margin, margin_mode=self.margin_mode, sampler=self.sampler,
+                      rank_schedule=self.rank_schedule, rank_weight=self.rank_weight,
+                      paths_per_step=self.paths_per_step if method in ("rdnas", "sandwich") else 1)
+        values.update(overrides)
+        return TrainConfig(**values)
+
+
+def load_ground_truth(config: PipelineConfig) -> tuple[GroundTruth, torch.Tensor, np.ndarray]:
+    """(table, architectures LongTensor[A, 6], ground truth float64 [A]) of the evaluation set."""
+    table = GroundTruth.load(config.gt or shipped_benchmark())
+    if config.gt_column not in table.columns:
+        raise ValueError(f"rdnas.pipeline: the ground-truth table has no column {config.gt_column!r}; columns: "
+                         f"{sorted(table.columns)}")
+    archs = table.archs
+    if config.eval_archs:
+        order = torch.randperm(len(archs), generator=torch.Generator().manual_seed(0))[:config.eval_archs]
+        archs = archs[order.sort().values]
+    return table, archs, table.values(archs, config.gt_column)
+
+
+def proxy_minibatch(config: PipelineConfig) -> Minibatch:
+    """64 training images of the run's data (the first of its fixed order), normalised like training."""
+    data = load_data(config.train_config("spos", 0, config.out_dir))
+    batches = DeviceBatches(data.train, 64, "cpu", data.mean, data.std, shuffle=False)
+    images, labels = next(iter(batches))
+    return Minibatch(images, labels, data.train.num_classes, f"{data.train.name}[:64]")
+
+
+def proxy_supernet(config: PipelineConfig, num_classes: int, in_channels: int):
+    return scoring_supernet(num_classes, in_channels, config.channels, config.cells_per_stage, config.proxy_init,
+                            seed=0, device=config.device)
+
+
+def score_proxies(config: PipelineConfig, names, archs=None, out=None, progress: bool = False):
+    """Proxy scores (ScoreTable) of ``archs`` (default: the whole space) on the pipeline's macro network."""
+    minibatch = proxy_minibatch(config).to(config.device)
+    supernet = proxy_supernet(config, minibatch.num_classes, minibatch.inputs.shape[1])
+    return score_space(names, minibatch, archs=archs, supernet=supernet, out=out, device=config.device,
+                       progress=progress)
+
+
+def build_teacher(config: PipelineConfig, progress: bool = False) -> Teacher:
+    """The teacher over the whole space from ``config.teacher_proxies`` (cached as a resumable score table in
+    ``out_dir``)."""
+    names = [n.strip() for n in config.teacher_proxies.split(",")]
+    out = Path(config.out_dir) / f"teacher_{'_'.join(names)}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = score_proxies(config, names, out=out, progress=progress)
+    return Teacher.from_columns([table.column(n) for n in names], config.groups, "+".join(names))
+
+
+class RankEvaluator:
+    """After an epoch, the supernet's accuracy on the evaluation architectures (BN recalibrated per subnet) and
+    its rank consistency with the ground truth. Called by OneShotTrainer as ``evaluate``."""
+
+    def __init__(self, config: PipelineConfig, archs: torch.Tensor, truth: np.ndarray):
+        self.config, self.archs, self.truth = config, archs, truth
+        self.last_estimates = None
+
+    def estimates(self, trainer: OneShotTrainer) -> torch.Tensor:
+        data = trainer.data
+        valid = DeviceBatches(data.valid, 512, trainer.device, data.mean, data.std, shuffle=False)
+        calibration = DeviceBatches(data.train, trainer.config.batch_size, trainer.device, data.mean, data.std,
+                                    generator=torch.Generator().manual_seed(0))
+        return supernet_accuracy(trainer.model, self.archs, valid, bn="recalibrate", calibration_batches=calibration,
+                                 calibration_steps=self.config.calibration_steps)
+
+    def __call__(self, trainer: OneShotTrainer) -> dict:
+        if trainer.epoch % self.config.eval_every and trainer.epoch != trainer.config.epochs:
+            return {}
+        start = time.perf_counter()
+        estimates = self.estimates(trainer)
+        self.last_estimates = estimates
+        report = rank_report(estimates.numpy(), self.truth, column=self.config.gt_column)
+        return {"kendall_tau": report["kendall_tau"], "spearman_rho": report["spearman_rho"],
+                "precision_at_top_10pct": report["precision_at_top_10pct"],
+                "eval_seconds": time.perf_counter() - start}
+
+
+def train_and_rank(config: PipelineConfig, method: str, seed: int, archs, truth, teacher=None, progress=False,
+                   **overrides) -> dict:
+    """Trains one supernet and returns its history (with tau per evaluated epoch), final estimates and report."""
+    run_dir = Path(config.out_dir) / f"{method}_seed{seed}"
+    train_config = config.train_config(method, seed, run_dir, **overrides)
+    evaluator = RankEvaluator(config, archs, truth)
+    trainer = OneShotTrainer(train_config, progress=progress, teacher=teacher if method == "rdnas" else None,
+                             evaluate=evaluator)
+    start = time.perf_counter()
+    history = trainer.fit(resume=True)
+    estimates = evaluator.last_estimates if evaluator.last_estimates is not None else evaluator.estimates(trainer)
+    report = rank_report(estimates.numpy(), truth, column=config.gt_column, bootstrap_samples=1000)
+    return {"method": method, "seed": seed, "config": asdict(train_config), "history": history,
+            "estimates": estimates.tolist(), "report": report, "seconds": time.perf_counter() - start}

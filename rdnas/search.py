@@ -1,0 +1,104 @@
+"""Architecture search with a trained supernet as the fitness: random search and regularised evolution.
+
+Fitness is the supernet's validation accuracy of a cell (BN recalibrated per subnet), computed for many cells per
+forward pass (``forward_subnets``); every cell is evaluated at most once and counts once against the budget.
+"""
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from rdnas.spaces import nb201
+
+Fitness = Callable[[Tensor], Tensor]  # LongTensor[K, 6] -> Tensor[K] (higher = better)
+
+
+class SearchHistory:
+    """Every evaluated cell and its fitness, in evaluation order; ``evaluate`` skips cells already seen."""
+
+    def __init__(self, fitness: Fitness, budget: int):
+        if budget < 1:
+            raise ValueError(f"rdnas.search: budget must be at least 1, got {budget}")
+        self.fitness, self.budget = fitness, budget
+        self.archs: list[tuple] = []
+        self.scores: list[float] = []
+        self._seen: dict[tuple, float] = {}
+
+    @property
+    def remaining(self) -> int:
+        return self.budget - len(self.archs)
+
+    def evaluate(self, candidates: list[tuple]) -> list[float]:
+        """Fitness of each candidate (new ones evaluated together, within the remaining budget; a candidate past
+        the budget gets -inf and is not recorded)."""
+        new = []
+        for arch in candidates:
+            if arch not in self._seen and arch not in new and len(new) < self.remaining:
+                new.append(arch)
+        if new:
+            values = self.fitness(torch.tensor(new, dtype=torch.long)).double().cpu().tolist()
+            for arch, value in zip(new, values):
+                self._seen[arch] = value
+                self.archs.append(arch)
+                self.scores.append(value)
+        return [self._seen.get(arch, float("-inf")) for arch in candidates]
+
+    def top(self, k: int) -> list[tuple[tuple, float]]:
+        """The k best evaluated cells, best first (ties: the earlier evaluated first)."""
+        order = sorted(range(len(self.archs)), key=lambda i: (-self.scores[i], i))
+        return [(self.archs[i], self.scores[i]) for i in order[:k]]
+
+
+def random_search(fitness: Fitness, budget: int, seed: int = 0, batch: int = 64) -> SearchHistory:
+    """``budget`` distinct cells drawn uniformly (connected ones only), evaluated ``batch`` at a time."""
+    history = SearchHistory(fitness, budget)
+    generator = torch.Generator().manual_seed(seed)
+    connected = nb201.all_archs()[nb201.connected(nb201.all_archs())]
+    order = torch.randperm(len(connected), generator=generator)[:budget]
+    cells = [tuple(a) for a in connected[order].tolist()]
+    for start in range(0, len(cells), batch):
+        history.evaluate(cells[start:start + batch])
+    return history
+
+
+def mutate(arch: tuple, generator: torch.Generator) -> tuple:
+    """One edge of ``arch`` changed to another op, redrawn until the cell is connected."""
+    while True:
+        edge = int(torch.randint(nb201.NUM_EDGES, (1,), generator=generator))
+        op = (arch[edge] + int(torch.randint(1, nb201.NUM_OPS, (1,), generator=generator))) % nb201.NUM_OPS
+        child = arch[:edge] + (op,) + arch[edge + 1:]
+        if nb201.is_connected(child):
+            return child
+
+
+def evolution_search(fitness: Fitness, budget: int, seed: int = 0, population: int = 32, sample_size: int = 8,
+                     batch: int = 16) -> SearchHistory:
+    """Regularised evolution (Real et al. 2019): a population of ``population`` cells, initially random; each
+    round, ``batch`` children, each a one-edge mutation of the best of ``sample_size`` random population members,
+    are evaluated together and replace the oldest members. Stops when ``budget`` cells have been evaluated (or no
+    unseen child is found in 100 rounds)."""
+    if population < 2 or not 1 <= sample_size <= population:
+        raise ValueError(f"rdnas.search.evolution_search: needs population >= 2 and 1 <= sample_size <= population, "
+                         f"got {population} and {sample_size}")
+    generator = torch.Generator().manual_seed(seed)
+    initial = random_search(fitness, min(population, budget), seed=seed, batch=max(batch, population))
+    history = SearchHistory(fitness, budget)
+    history.archs, history.scores = list(initial.archs), list(initial.scores)
+    history._seen = dict(initial._seen)
+    members = list(zip(history.archs, history.scores))  # oldest first
+    stale = 0
+    while history.remaining > 0 and stale < 100:
+        children = []
+        for _ in range(batch):
+            picks = torch.randperm(len(members), generator=generator)[:sample_size].tolist()
+            parent = max((members[i] for i in picks), key=lambda m: m[1])[0]
+            children.append(mutate(parent, generator))
+        before = len(history.archs)
+        scores = history.evaluate(children)
+        stale = stale + 1 if len(history.archs) == before else 0
+        for child, score in zip(children, scores):
+            if score != float("-inf"):
+                members.append((child, score))
+        members = members[-population:]
+    return history

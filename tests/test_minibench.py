@@ -1,0 +1,105 @@
+"""The mini-benchmark: stacked stand-alone training equals separate training; builds resume; tables and reliability."""
+
+import csv
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rdnas.minibench import Recipe, StackedNB201, benchmark_table, build, read_runs, reliability, sample_architectures
+from rdnas.minibench.build import write_table
+from rdnas.rank import GroundTruth
+from rdnas.spaces import nb201
+
+ARCHS = [(0, 0, 0, 0, 0, 0), (1, 0, 2, 1, 0, 1), (3, 3, 3, 3, 3, 3), (4, 2, 0, 3, 1, 4), (2, 4, 4, 0, 3, 3),
+         (1, 1, 1, 1, 1, 1)]
+
+
+def test_stacked_networks_equal_their_exported_networks_through_a_training_step():
+    generator = torch.Generator().manual_seed(0)
+    stack = StackedNB201(ARCHS, list(range(len(ARCHS))), channels=4, cells_per_stage=2)
+    networks = [stack.export(m) for m in range(len(ARCHS))]  # for the forward comparison
+    trained = [stack.export(m) for m in range(len(ARCHS))]  # trained one step separately
+    x = torch.randn(8, len(ARCHS), 1, 12, 12, generator=generator)
+    y = torch.randint(0, 10, (8, len(ARCHS)), generator=generator)
+    stack.train()
+    logits = stack(x)
+    for m, network in enumerate(networks):
+        network.train()
+        torch.testing.assert_close(logits[:, m], network(x[:, m]), rtol=1e-5, atol=1e-5)
+
+    options = dict(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    optimizer = torch.optim.SGD(stack.parameters(), **options)
+    F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(8, -1).mean(0).sum().backward()
+    optimizer.step()
+    stack.eval()
+    after = stack(x[:, 0])  # eval mode, one minibatch shared by every network
+    for m, network in enumerate(trained):
+        separate = torch.optim.SGD(network.parameters(), **options)
+        separate.zero_grad()
+        network.train()
+        F.cross_entropy(network(x[:, m]), y[:, m]).backward()
+        separate.step()
+        network.eval()
+        torch.testing.assert_close(after[:, m], network(x[:, 0]), rtol=1e-4, atol=1e-5)
+
+
+def test_a_network_depends_on_its_own_seed_only():
+    alone = StackedNB201([ARCHS[2]], [7], channels=4)
+    together = StackedNB201([ARCHS[1], ARCHS[2]], [3, 7], channels=4)
+    for (name, a), (_, b) in zip(alone.export(0).state_dict().items(), together.export(1).state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_stacked_input_errors():
+    stack = StackedNB201(ARCHS[:2], [0, 1], channels=4)
+    with pytest.raises(ValueError, match=r"StackedNB201: x must be \[B, 2, 1, H, W\]"):
+        stack(torch.zeros(2, 3, 1, 8, 8))
+    with pytest.raises(ValueError, match="archs and seeds must be non-empty and of equal length"):
+        StackedNB201(ARCHS[:2], [0], channels=4)
+
+
+def test_sample_architectures_are_distinct_connected_networks():
+    archs = sample_architectures(300, seed=3)
+    assert len(archs) == 300 and len(set(archs)) == 300
+    assert all(nb201.is_connected(a) for a in archs)
+    assert len({nb201.canonical_string(a) for a in archs}) == 300
+    assert archs == sample_architectures(300, seed=3)
+
+
+TINY_RECIPE = Recipe(channels=4, epochs=1, train_images=128, batch_size=32, networks_per_stack=3)
+
+
+def test_build_resumes_without_losing_or_repeating_a_run(tmp_path):
+    archs = sample_architectures(4, seed=0)
+    straight = build(tmp_path / "straight", archs, [0, 1], TINY_RECIPE, progress=False)
+    build(tmp_path / "resumed", archs, [0], TINY_RECIPE, progress=False)  # an interrupted build: seed 1 missing
+    resumed = build(tmp_path / "resumed", archs, [0, 1], TINY_RECIPE, progress=False)
+    key = lambda r: (r["enumeration_index"], r["seed"])  # noqa: E731
+    assert sorted(map(key, resumed)) == sorted(map(key, straight)) and len(read_runs(tmp_path / "resumed" / "runs.csv")) == 8
+    by_key = {key(r): r for r in straight}
+    for r in read_runs(tmp_path / "resumed" / "runs.csv"):  # the same runs, whatever stack they shared
+        assert r["valid_acc"] == pytest.approx(by_key[key(r)]["valid_acc"], abs=0.2)
+        assert r["valid_loss"] == pytest.approx(by_key[key(r)]["valid_loss"], rel=1e-3)
+    with pytest.raises(ValueError, match="was built with"):
+        build(tmp_path / "resumed", archs, [0], Recipe(channels=4, epochs=2), progress=False)
+
+
+def test_table_and_reliability(tmp_path):
+    runs = []
+    for seed in range(4):
+        for k, arch in enumerate(sample_architectures(10, seed=0)):
+            runs.append({"enumeration_index": nb201.enumeration_index(arch), "arch_str": nb201.to_string(arch),
+                         "seed": seed, "valid_acc": 50.0 + k + 0.1 * seed, "valid_loss": 2.0 - 0.1 * k,
+                         "train_loss": 0.0, "seconds": 0.0})
+    table = benchmark_table(runs)
+    assert len(table) == 10 and all(row["seeds"] == 4 for row in table.values())
+    result = reliability(runs, [0, 1], [2, 3])
+    assert result["kendall_tau_valid_acc"] == pytest.approx(1.0) and result["kendall_tau_valid_loss"] == pytest.approx(1.0)
+    path = tmp_path / "digits.csv"
+    write_table(path, table)
+    truth = GroundTruth.load(path)
+    assert len(truth.archs) == 10 and "digits_valid_acc" in truth.columns
+    with open(path) as handle:
+        assert next(csv.reader(handle))[:3] == ["index", "arch_str", "digits_valid_acc"]
+    assert len(benchmark_table(runs[:-1])) == 9  # an architecture missing a seed is left out
