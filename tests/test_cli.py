@@ -24,19 +24,45 @@ def test_unknown_command_is_an_error(tmp_path):
     assert "invalid choice: 'bogus'" in result.stderr
 
 
-def test_demo_distils_the_ranking_and_writes_json(tmp_path):
-    report_path = tmp_path / "demo.json"
-    result = run_cli("demo", "--n", "256", "--steps", "60", "--json", str(report_path), cwd=tmp_path)
+def test_demo_runs_the_pipeline_and_writes_report_and_plots(tmp_path):
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--out", str(out), "--epochs", "2", "--eval-every", "1", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "Kendall tau" in result.stdout
-    report = json.loads(report_path.read_text())
-    assert report["correctness"]["margin_rank_loss_vs_F_max_abs_diff"] == 0.0
-    assert report["correctness"]["pairwise_vs_reference_abs_diff"] < 1e-12
-    assert report["distillation"]["kendall_tau_before"] < 0.2
-    assert report["distillation"]["kendall_tau_after"] > 0.6
-    assert report["pairwise_speed"]["fused_fwd_bwd_ms"] > 0
+    assert "SPOS supernet" in result.stdout and "RD-NAS supernet" in result.stdout and "synflow" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["supernets"]) == {"spos", "rdnas"} and report["num_archs"] >= 100
+    for run in report["supernets"].values():
+        assert [h["epoch"] for h in run["history"] if "kendall_tau" in h] == [1, 2]
+        assert -1 <= run["report"]["kendall_tau"] <= 1 and len(run["estimates"]) == report["num_archs"]
+    assert report["supernets"]["rdnas"]["config"]["paths_per_step"] == report["supernets"]["spos"]["config"]["paths_per_step"]
+    assert "rank_loss" in report["supernets"]["rdnas"]["history"][0]
+    assert (out / "tau_per_epoch.png").stat().st_size > 1000 and (out / "estimate_vs_truth.png").stat().st_size > 1000
+
+
+def test_search_cli_prints_the_top_cells(tmp_path):
+    from rdnas.train import OneShotTrainer, TrainConfig
+
+    run = tmp_path / "run"
+    OneShotTrainer(TrainConfig(data="digits", image_size=8, channels=4, cells_per_stage=1, epochs=1,
+                               out_dir=str(run)), progress=False).fit()
+    out = tmp_path / "top.json"
+    result = run_cli("search", "--checkpoint", str(run / "checkpoint.pt"), "--strategy", "evolution", "--budget", "40",
+                     "--population", "8", "--top-k", "3", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    top = json.loads(out.read_text())["top"]
+    assert len(top) == 3 and top[0]["supernet_accuracy"] >= top[-1]["supernet_accuracy"]
+
+
+def test_bench_build_cli(tmp_path):
+    result = run_cli("bench", "build", "--archs", "4", "--seeds", "2", "--epochs", "1", "--train-images", "64",
+                     "--channels", "4", "--out", str(tmp_path / "bench"), "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "reliability" in result.stdout
+    lines = (tmp_path / "bench" / "nb201_digits.csv").read_text().splitlines()
+    assert lines[0].startswith("index,arch_str,digits_valid_acc") and len(lines) == 5
+    assert json.loads((tmp_path / "bench" / "reliability.json").read_text())["architectures"] == 4
 
 
 def test_parser_defaults():
     args = build_parser().parse_args(["demo"])
-    assert (args.n, args.steps, args.device, args.json) == (2048, 150, "cpu", None)
+    assert (args.epochs, args.paths, args.teacher, args.device) == (30, 4, "synflow", "cpu")

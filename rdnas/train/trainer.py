@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from rdnas.data import DeviceBatches, ImageSet, load_digits, read_cifar, read_imagenet16, read_split
 from rdnas.supernet import NB201Supernet
@@ -270,7 +271,8 @@ class OneShotTrainer:
         epoch = float(self.epoch if progress is None else progress)
         if hasattr(self.sampler, "set_progress"):
             self.sampler.set_progress(epoch / max(self.config.epochs, 1))
-        archs = self.sampler.sample()
+        with record_function("rdnas.sample"):
+            archs = self.sampler.sample()
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             if len(archs) == 1:
@@ -282,13 +284,14 @@ class OneShotTrainer:
         objective = losses.sum()
         result = {}
         if self.config.method == "rdnas":
-            weight = self.config.rank_weight * rank_weight(self.config.rank_schedule, epoch, self.config.epochs)
-            index = nb201.enumeration_indices(archs).to(self.device)
-            teacher = self._teacher_ranks[index].to(losses.dtype)
-            groups = self._teacher_groups[index] if self.config.margin_mode == "group" else None
-            margin = 0.0 if self.config.margin_mode == "none" else self.config.margin
-            rank = pairwise_margin_rank_loss(-losses, teacher, margin, groups)
-            objective = objective + weight * rank
+            with record_function("rdnas.rank_term"):  # teacher lookup and the fused all-pairs margin loss
+                weight = self.config.rank_weight * rank_weight(self.config.rank_schedule, epoch, self.config.epochs)
+                index = nb201.enumeration_indices(archs).to(self.device)
+                teacher = self._teacher_ranks[index].to(losses.dtype)
+                groups = self._teacher_groups[index] if self.config.margin_mode == "group" else None
+                margin = 0.0 if self.config.margin_mode == "none" else self.config.margin
+                rank = pairwise_margin_rank_loss(-losses, teacher, margin, groups)
+                objective = objective + weight * rank
             result.update(rank_loss=rank.detach(), rank_weight=torch.tensor(weight))
         objective.backward()
         if self.config.grad_clip > 0:

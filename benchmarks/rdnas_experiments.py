@@ -1,0 +1,154 @@
+"""SPOS vs RD-NAS vs the baselines at equal budget on the shipped digits mini-benchmark, and the ablations.
+
+Every run is one supernet trained with :mod:`rdnas.pipeline` (30 epochs, batch 64, the benchmark's macro network)
+and evaluated by supernet accuracy (BN recalibrated per subnet) on all the benchmark's architectures. A run's
+result is one JSON file, so the script resumes: finished runs are skipped.
+
+    OMP_NUM_THREADS=1 python benchmarks/rdnas_experiments.py run --suite main --seeds 0,1,2
+    OMP_NUM_THREADS=1 python benchmarks/rdnas_experiments.py run --suite ablations --seeds 0,1,2
+    python benchmarks/rdnas_experiments.py report     # Markdown table + benchmarks/results/rdnas_experiments.json
+
+Budget: every method sees the same data, epochs and optimiser. K = 4 subnets per step for RD-NAS, SPOS-K and
+sandwich; FairNAS uses its 5; plain SPOS uses 1 (a quarter of the compute, listed for reference).
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rdnas.pipeline import PipelineConfig, build_teacher, load_ground_truth, train_and_rank
+from rdnas.rank import kendall_tau
+
+RESULTS = Path(__file__).parent / "results"
+RUNS = RESULTS / "rdnas_runs"  # one JSON per run (committed)
+WORK = Path(__file__).parent.parent / "runs" / "rdnas_experiments"  # checkpoints and teacher tables (not committed)
+
+# name -> (method, overrides of PipelineConfig / TrainConfig)
+MAIN = {
+    "SPOS (K=1)": ("spos", {"paths_per_step": 1}),
+    "SPOS (K=4)": ("spos", {"paths_per_step": 4}),
+    "FairNAS (K=5)": ("fairnas", {}),
+    "sandwich (K=4)": ("sandwich", {"paths_per_step": 4}),
+    "Hamming pairs, zero margin (K=4)": ("rdnas", {"sampler": "hamming", "margin_mode": "none"}),
+    "RD-NAS (K=4)": ("rdnas", {}),
+}
+ABLATIONS = {
+    "margin: none": ("rdnas", {"margin_mode": "none"}),
+    "margin: constant": ("rdnas", {"margin_mode": "constant"}),
+    "margin: group, m0=0.3": ("rdnas", {"margin": 0.3}),
+    "sampler: random pairs": ("rdnas", {"sampler": "random"}),
+    "sampler: adaptive Hamming": ("rdnas", {"sampler": "adaptive_hamming"}),
+    "lambda: warmup": ("rdnas", {"rank_schedule": "warmup", "rank_weight": 10.0}),
+    "lambda: sine": ("rdnas", {"rank_schedule": "sine"}),
+    "lambda: multistage": ("rdnas", {"rank_schedule": "multistage"}),
+    "lambda: 3x": ("rdnas", {"rank_weight": 3.0}),
+    "teacher: jacov": ("rdnas", {"teacher_proxies": "jacov"}),
+    "teacher: flops": ("rdnas", {"teacher_proxies": "flops"}),
+    "teacher: synflow+jacov": ("rdnas", {"teacher_proxies": "synflow,jacov"}),
+    "G = 3": ("rdnas", {"groups": 3}),
+    "G = 10": ("rdnas", {"groups": 10}),
+}
+SUITES = {"main": MAIN, "ablations": ABLATIONS}
+PIPELINE_FIELDS = {"teacher_proxies", "groups", "margin", "margin_mode", "sampler", "rank_schedule", "rank_weight",
+                   "paths_per_step"}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_").lower()
+
+
+def run(suite: str, seeds: list[int], epochs: int) -> None:
+    base = PipelineConfig(out_dir=str(WORK), epochs=epochs, eval_every=10)
+    _, archs, truth = load_ground_truth(base)
+    teachers = {}
+    for name, (method, overrides) in SUITES[suite].items():
+        config = PipelineConfig(**{**base.__dict__, **{k: v for k, v in overrides.items() if k in PIPELINE_FIELDS}})
+        for seed in seeds:
+            path = RUNS / f"{slug(name)}_seed{seed}.json"
+            if path.exists():
+                continue
+            teacher = None
+            if method == "rdnas":
+                key = (config.teacher_proxies, config.groups)
+                if key not in teachers:
+                    teachers[key] = build_teacher(config)
+                teacher = teachers[key]
+            config.out_dir = str(WORK / slug(name))
+            start = time.perf_counter()
+            result = train_and_rank(config, method, seed, archs, truth, teacher=teacher,
+                                    paths_per_step=overrides.get("paths_per_step", 4 if method != "fairnas" else 5))
+            result.update(name=name, suite=suite, truth=truth.tolist())
+            RUNS.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(result))
+            temporary.replace(path)
+            print(f"{name} seed {seed}: Kendall tau {result['report']['kendall_tau']:.3f} "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+def bootstrap_mean_tau(estimates: list[np.ndarray], truth: np.ndarray, samples: int = 1000, seed: int = 0):
+    """95 % interval of the seed-mean Kendall tau when the architectures are resampled with replacement."""
+    generator = np.random.default_rng(seed)
+    values = []
+    for _ in range(samples):
+        pick = generator.integers(0, len(truth), len(truth))
+        values.append(np.mean([kendall_tau(e[pick], truth[pick]) for e in estimates]))
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def report() -> int:
+    rows = {}
+    for path in sorted(RUNS.glob("*_seed*.json")):
+        result = json.loads(path.read_text())
+        rows.setdefault((result["suite"], result["name"]), []).append(result)
+    if not rows:
+        print("no runs yet: run `python benchmarks/rdnas_experiments.py run --suite main` first", file=sys.stderr)
+        return 1
+    summary = []
+    for suite in ("main", "ablations"):
+        names = [n for n in SUITES[suite] if (suite, n) in rows]
+        if not names:
+            continue
+        print(f"\n### {suite}\n")
+        print("| method | seeds | Kendall tau, mean ± std | 95 % bootstrap CI | Spearman rho | P@top-10% | "
+              "seconds per run |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name in names:
+            results = sorted(rows[(suite, name)], key=lambda r: r["seed"])
+            truth = np.asarray(results[0]["truth"])
+            taus = [r["report"]["kendall_tau"] for r in results]
+            low, high = bootstrap_mean_tau([np.asarray(r["estimates"]) for r in results], truth)
+            rho = np.mean([r["report"]["spearman_rho"] for r in results])
+            p10 = np.mean([r["report"]["precision_at_top_10pct"] for r in results])
+            seconds = np.mean([r["seconds"] for r in results])
+            entry = {"suite": suite, "name": name, "seeds": [r["seed"] for r in results], "kendall_tau": taus,
+                     "kendall_tau_mean": float(np.mean(taus)), "kendall_tau_std": float(np.std(taus)),
+                     "kendall_tau_mean_ci95": [low, high], "spearman_rho_mean": float(rho),
+                     "precision_at_top_10pct_mean": float(p10), "seconds_mean": float(seconds),
+                     "num_archs": len(truth)}
+            summary.append(entry)
+            print(f"| {name} | {len(taus)} | {np.mean(taus):.3f} ± {np.std(taus):.3f} | {low:.3f}..{high:.3f} | "
+                  f"{rho:.3f} | {p10:.3f} | {seconds:.0f} |")
+    (RESULTS / "rdnas_experiments.json").write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=["run", "report"])
+    parser.add_argument("--suite", choices=list(SUITES), default="main")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=int, default=30)
+    args = parser.parse_args()
+    if args.step == "run":
+        run(args.suite, [int(s) for s in args.seeds.split(",")], args.epochs)
+        return 0
+    return report()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Search strategies against a synthetic fitness with a known optimum."""
+
+import pytest
+import torch
+
+from rdnas.search import SearchHistory, evolution_search, mutate, random_search
+from rdnas.spaces import nb201
+
+TARGET = torch.tensor([3, 3, 2, 1, 3, 3])
+
+
+def closeness(archs):
+    """Fitness: edges equal to TARGET (6 = the optimum); counts calls."""
+    closeness.calls += 1
+    return (archs == TARGET).sum(1).double()
+
+
+closeness.calls = 0
+
+
+def test_history_keeps_the_budget_and_never_evaluates_a_cell_twice():
+    history = SearchHistory(closeness, budget=5)
+    cells = [tuple(a) for a in nb201.all_archs()[100:108].tolist()]
+    scores = history.evaluate(cells[:3] + cells[:2])
+    assert len(history.archs) == 3 and scores[3:] == scores[:2]
+    history.evaluate(cells)
+    assert len(history.archs) == 5 and history.remaining == 0 and len(set(history.archs)) == 5
+    assert history.evaluate(cells[7:8]) == [float("-inf")]
+    with pytest.raises(ValueError, match="budget must be at least 1"):
+        SearchHistory(closeness, 0)
+
+
+def test_random_search_draws_distinct_connected_cells():
+    history = random_search(closeness, 300, seed=1, batch=64)
+    assert len(set(history.archs)) == 300 and all(nb201.is_connected(a) for a in history.archs)
+
+
+def test_evolution_finds_the_optimum_that_random_search_misses():
+    evolved = evolution_search(closeness, 400, seed=0, population=20, sample_size=5, batch=10)
+    assert len(evolved.archs) == 400 and evolved.top(1)[0] == (tuple(TARGET.tolist()), 6.0)
+    assert random_search(closeness, 400, seed=0).top(1)[0][1] < 6.0
+
+
+def test_mutation_changes_one_edge_and_stays_connected():
+    generator = torch.Generator().manual_seed(0)
+    arch = (1, 0, 0, 0, 0, 1)
+    for _ in range(100):
+        child = mutate(arch, generator)
+        assert sum(a != b for a, b in zip(arch, child)) == 1 and nb201.is_connected(child)
