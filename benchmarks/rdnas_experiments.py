@@ -36,21 +36,21 @@ MAIN = {
     "Hamming pairs, zero margin (K=4)": ("rdnas", {"sampler": "hamming", "margin_mode": "none"}),
     "RD-NAS (K=4)": ("rdnas", {}),
 }
-ABLATIONS = {
+ABLATIONS = {  # in the order they run (most informative first)
+    "teacher: jacov": ("rdnas", {"teacher_proxies": "jacov"}),
+    "teacher: flops": ("rdnas", {"teacher_proxies": "flops"}),
     "margin: none": ("rdnas", {"margin_mode": "none"}),
     "margin: constant": ("rdnas", {"margin_mode": "constant"}),
-    "margin: group, m0=0.3": ("rdnas", {"margin": 0.3}),
     "sampler: random pairs": ("rdnas", {"sampler": "random"}),
+    "lambda: 3x": ("rdnas", {"rank_weight": 3.0}),
+    "margin: group, m0=0.3": ("rdnas", {"margin": 0.3}),
+    "G = 10": ("rdnas", {"groups": 10}),
+    "G = 3": ("rdnas", {"groups": 3}),
     "sampler: adaptive Hamming": ("rdnas", {"sampler": "adaptive_hamming"}),
     "lambda: warmup": ("rdnas", {"rank_schedule": "warmup", "rank_weight": 10.0}),
     "lambda: sine": ("rdnas", {"rank_schedule": "sine"}),
     "lambda: multistage": ("rdnas", {"rank_schedule": "multistage"}),
-    "lambda: 3x": ("rdnas", {"rank_weight": 3.0}),
-    "teacher: jacov": ("rdnas", {"teacher_proxies": "jacov"}),
-    "teacher: flops": ("rdnas", {"teacher_proxies": "flops"}),
     "teacher: synflow+jacov": ("rdnas", {"teacher_proxies": "synflow,jacov"}),
-    "G = 3": ("rdnas", {"groups": 3}),
-    "G = 10": ("rdnas", {"groups": 10}),
 }
 SUITES = {"main": MAIN, "ablations": ABLATIONS}
 PIPELINE_FIELDS = {"teacher_proxies", "groups", "margin", "margin_mode", "sampler", "rank_schedule", "rank_weight",

@@ -432,6 +432,14 @@ def run_bench(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError) as error:  # bad input: the message names what was expected
+        print(f"rdnas {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
     if args.command == "demo":
         from rdnas.demo import main as demo_main
 

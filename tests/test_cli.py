@@ -66,3 +66,18 @@ def test_bench_build_cli(tmp_path):
 def test_parser_defaults():
     args = build_parser().parse_args(["demo"])
     assert (args.epochs, args.paths, args.teacher, args.device) == (30, 4, "synflow", "cpu")
+
+
+def test_train_rdnas_from_a_proxy_table(tmp_path):
+    table = tmp_path / "flops.csv"
+    result = run_cli("proxies", "--proxy", "flops", "--out", str(table), "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "rdnas"
+    result = run_cli("train", "--method", "rdnas", "--teacher-table", str(table), "--teacher", "flops", "--paths", "3",
+                     "--data", "digits", "--image-size", "8", "--channels", "4", "--cells", "1", "--epochs", "1",
+                     "--out", str(run), "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert metrics["rank_loss"] >= 0 and metrics["rank_weight"] == 1.0
+    result = run_cli("train", "--method", "rdnas", "--paths", "3", "--out", str(tmp_path / "x"), cwd=tmp_path)
+    assert result.returncode != 0 and "needs a teacher" in result.stderr
