@@ -20,3 +20,12 @@ grep -A 6 -E '^### (pairwise-cuda-N4096-fwdbwd|margin-cuda-N1M-mean-fwdbwd)' "$O
 rm -f "$OUT/nb201_synflow_cuda.csv" "$OUT/nb201_synflow_cuda.csv.meta.json"
 python -m rdnas proxies --proxy synflow --device cuda --init kaiming_normal --archs-per-chunk 512 \
   --out "$OUT/nb201_synflow_cuda.csv" --quiet | tee "$OUT/nb201_synflow_cuda.txt"
+
+# The mini-benchmark build (stacks of stand-alone networks) and the demo pipeline on the GPU, timed end to end.
+start=$SECONDS
+python -m rdnas bench build --archs 240 --seeds 10 --device cuda --networks-per-stack 480 \
+  --out "$OUT/bench_digits_cuda" --quiet 2>&1 | tee "$OUT/bench_build_cuda.txt"
+echo "bench build: $((SECONDS - start)) s wall" | tee -a "$OUT/bench_build_cuda.txt"
+start=$SECONDS
+python -m rdnas demo --device cuda --out "$OUT/demo_cuda" 2>&1 | tee "$OUT/demo_cuda.txt"
+echo "demo: $((SECONDS - start)) s wall" | tee -a "$OUT/demo_cuda.txt"

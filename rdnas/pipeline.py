@@ -44,7 +44,8 @@ class PipelineConfig:
     lr: float = 0.025
     paths_per_step: int = 4  # K for RD-NAS and for the equal-budget baselines
     teacher_proxies: str = "synflow"
-    proxies: str = "synflow,logsynflow,naswot,snip,grad_norm,jacov,flops,params"  # reported against ground truth
+    proxies: str = ("synflow,logsynflow,naswot,zen,snip,grad_norm,fisher,grasp,jacov,plain,l2_norm,flops,"
+                    "params")  # reported against ground truth
     proxy_init: str = "pytorch"
     groups: int = 5
     margin: float = 0.1
