@@ -5,8 +5,13 @@ and evaluated by supernet accuracy (BN recalibrated per subnet) on all the bench
 result is one JSON file, so the script resumes: finished runs are skipped.
 
     OMP_NUM_THREADS=1 python benchmarks/rdnas_experiments.py run --suite main --seeds 0,1,2
+    OMP_NUM_THREADS=1 python benchmarks/rdnas_experiments.py run --suite main --seeds 3,4,5,6 \
+        --only "SPOS (K=4)" --only "RD-NAS (K=4)"
     OMP_NUM_THREADS=1 python benchmarks/rdnas_experiments.py run --suite ablations --seeds 0,1,2
     python benchmarks/rdnas_experiments.py report     # Markdown table + benchmarks/results/rdnas_experiments.json
+
+The bootstrap interval resamples the architectures (the seed-mean tau of each resample); the Welch t-test
+compares a method's per-seed taus with SPOS (K=4)'s.
 
 Budget: every method sees the same data, epochs and optimiser. K = 4 subnets per step for RD-NAS, SPOS-K and
 sandwich; FairNAS uses its 5; plain SPOS uses 1 (a quarter of the compute, listed for reference).
@@ -19,9 +24,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import ttest_ind
 
 from rdnas.pipeline import PipelineConfig, build_teacher, load_ground_truth, train_and_rank
 from rdnas.rank import kendall_tau
+from rdnas.spaces import nb201
+from rdnas.train import Teacher
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = RESULTS / "rdnas_runs"  # one JSON per run (committed)
@@ -51,6 +59,7 @@ ABLATIONS = {  # in the order they run (most informative first)
     "lambda: sine": ("rdnas", {"rank_schedule": "sine"}),
     "lambda: multistage": ("rdnas", {"rank_schedule": "multistage"}),
     "teacher: synflow+jacov": ("rdnas", {"teacher_proxies": "synflow,jacov"}),
+    "teacher: random scores (control)": ("rdnas", {"random_teacher": True}),
 }
 SUITES = {"main": MAIN, "ablations": ABLATIONS}
 PIPELINE_FIELDS = {"teacher_proxies", "groups", "margin", "margin_mode", "sampler", "rank_schedule", "rank_weight",
@@ -61,18 +70,23 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_").lower()
 
 
-def run(suite: str, seeds: list[int], epochs: int) -> None:
+def run(suite: str, seeds: list[int], epochs: int, only=None) -> None:
     base = PipelineConfig(out_dir=str(WORK), epochs=epochs, eval_every=10)
     _, archs, truth = load_ground_truth(base)
     teachers = {}
     for name, (method, overrides) in SUITES[suite].items():
+        if only and name not in only:
+            continue
         config = PipelineConfig(**{**base.__dict__, **{k: v for k, v in overrides.items() if k in PIPELINE_FIELDS}})
         for seed in seeds:
             path = RUNS / f"{slug(name)}_seed{seed}.json"
             if path.exists():
                 continue
             teacher = None
-            if method == "rdnas":
+            if method == "rdnas" and overrides.get("random_teacher"):
+                scores = np.random.default_rng(12345).random(nb201.NUM_ARCHS)  # no information about any cell
+                teacher = Teacher(scores, config.groups, "random")
+            elif method == "rdnas":
                 key = (config.teacher_proxies, config.groups)
                 if key not in teachers:
                     teachers[key] = build_teacher(config)
@@ -114,9 +128,10 @@ def report() -> int:
         if not names:
             continue
         print(f"\n### {suite}\n")
-        print("| method | seeds | Kendall tau, mean ± std | 95 % bootstrap CI | Spearman rho | P@top-10% | "
-              "seconds per run |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("| method | seeds | Kendall tau, mean ± std | 95 % bootstrap CI | vs SPOS (K=4): difference, Welch p | "
+              "Spearman rho | P@top-10% | seconds per run |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        baseline = [r["report"]["kendall_tau"] for r in rows.get(("main", "SPOS (K=4)"), [])]
         for name in names:
             results = sorted(rows[(suite, name)], key=lambda r: r["seed"])
             truth = np.asarray(results[0]["truth"])
@@ -130,9 +145,14 @@ def report() -> int:
                      "kendall_tau_mean_ci95": [low, high], "spearman_rho_mean": float(rho),
                      "precision_at_top_10pct_mean": float(p10), "seconds_mean": float(seconds),
                      "num_archs": len(truth)}
+            versus = "-"
+            if baseline and name != "SPOS (K=4)" and len(taus) >= 2 and len(baseline) >= 2:
+                p_value = float(ttest_ind(taus, baseline, equal_var=False).pvalue)
+                entry["vs_spos_k4"] = {"difference": float(np.mean(taus) - np.mean(baseline)), "welch_p": p_value}
+                versus = f"{np.mean(taus) - np.mean(baseline):+.3f}, p = {p_value:.2f}"
             summary.append(entry)
             print(f"| {name} | {len(taus)} | {np.mean(taus):.3f} ± {np.std(taus):.3f} | {low:.3f}..{high:.3f} | "
-                  f"{rho:.3f} | {p10:.3f} | {seconds:.0f} |")
+                  f"{versus} | {rho:.3f} | {p10:.3f} | {seconds:.0f} |")
     (RESULTS / "rdnas_experiments.json").write_text(json.dumps(summary, indent=2))
     return 0
 
@@ -143,9 +163,10 @@ def main() -> int:
     parser.add_argument("--suite", choices=list(SUITES), default="main")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--only", action="append", help="run only this method (repeatable), e.g. 'RD-NAS (K=4)'")
     args = parser.parse_args()
     if args.step == "run":
-        run(args.suite, [int(s) for s in args.seeds.split(",")], args.epochs)
+        run(args.suite, [int(s) for s in args.seeds.split(",")], args.epochs, args.only)
         return 0
     return report()
 
