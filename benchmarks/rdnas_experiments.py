@@ -55,7 +55,7 @@ ABLATIONS = {  # in the order they run (most informative first)
     "G = 10": ("rdnas", {"groups": 10}),
     "G = 3": ("rdnas", {"groups": 3}),
     "sampler: adaptive Hamming": ("rdnas", {"sampler": "adaptive_hamming"}),
-    "lambda: warmup": ("rdnas", {"rank_schedule": "warmup", "rank_weight": 10.0}),
+    "lambda: warmup, min(2, epoch / 10)": ("rdnas", {"rank_schedule": "warmup"}),
     "lambda: sine": ("rdnas", {"rank_schedule": "sine"}),
     "lambda: multistage": ("rdnas", {"rank_schedule": "multistage"}),
     "teacher: synflow+jacov": ("rdnas", {"teacher_proxies": "synflow,jacov"}),
