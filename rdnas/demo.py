@@ -15,8 +15,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from rdnas.pipeline import PipelineConfig, build_teacher, load_ground_truth, score_proxies, train_and_rank
-from rdnas.rank import rank_report
+from rdnas.pipeline import (PipelineConfig, build_teacher, load_ground_truth, rank_quality, score_proxies,
+                            train_and_rank)
 
 METHOD_LABELS = {"spos": "SPOS", "rdnas": "RD-NAS"}
 
@@ -35,7 +35,7 @@ def _proxy_reports(config, archs, truth) -> dict:
     for name in names:
         scores = np.asarray(table.column(name))[order]
         finite = np.where(np.isfinite(scores), scores, np.nanmin(np.where(np.isfinite(scores), scores, np.nan)) - 1)
-        reports[name] = rank_report(finite, truth, column=config.gt_column)
+        reports[name] = rank_quality(finite, truth, config.gt_column)
     return reports
 
 
@@ -78,7 +78,8 @@ def _plots(report: dict, out: Path) -> None:
 
     figure, axis = plt.subplots(figsize=(5, 3.5))
     for method, run in report["supernets"].items():
-        points = [(h["epoch"], h["kendall_tau"]) for h in run["history"] if "kendall_tau" in h]
+        points = [(h["epoch"], h["kendall_tau"]) for h in run["history"]
+                  if "kendall_tau" in h and h["kendall_tau"] == h["kendall_tau"]]  # NaN: ranking undefined
         if points:
             axis.plot(*zip(*points), marker="o", label=METHOD_LABELS.get(method, method))
     axis.set_xlabel("epoch")
@@ -115,6 +116,9 @@ def format_report(report: dict) -> str:
         lines.append(f"  {name:<{width}}  {r['kendall_tau']:11.3f}  {r['spearman_rho']:12.3f}  "
                      f"{r['precision_at_top_10pct']:9.3f}")
     for m, run in report["supernets"].items():
+        if "undefined" in run["report"]:
+            lines.append(f"  {METHOD_LABELS.get(m, m)}: no ranking ({run['report']['undefined']})")
+            continue
         low, high = run["report"]["kendall_tau_ci95"]
         lines.append(f"  {METHOD_LABELS.get(m, m)}: tau 95% bootstrap interval {low:.3f}..{high:.3f}; "
                      f"trained and evaluated in {run['seconds']:.0f} s")

@@ -137,10 +137,21 @@ class RankEvaluator:
         start = time.perf_counter()
         estimates = self.estimates(trainer)
         self.last_estimates = estimates
-        report = rank_report(estimates.numpy(), self.truth, column=self.config.gt_column)
+        report = rank_quality(estimates.numpy(), self.truth, self.config.gt_column)
         return {"kendall_tau": report["kendall_tau"], "spearman_rho": report["spearman_rho"],
                 "precision_at_top_10pct": report["precision_at_top_10pct"],
                 "eval_seconds": time.perf_counter() - start}
+
+
+def rank_quality(estimates, truth, column: str, bootstrap_samples: int = 0) -> dict:
+    """``rank_report``, or, where the ranking is undefined (e.g. a barely trained supernet gives every cell the
+    same accuracy), the same keys with NaN and the reason under ``"undefined"``."""
+    try:
+        return rank_report(estimates, truth, column=column, bootstrap_samples=bootstrap_samples)
+    except ValueError as error:
+        nan = float("nan")
+        return {"num_archs": len(truth), "ground_truth_column": column, "kendall_tau": nan, "spearman_rho": nan,
+                "precision_at_top_10pct": nan, "kendall_tau_ci95": [nan, nan], "undefined": str(error)}
 
 
 def train_and_rank(config: PipelineConfig, method: str, seed: int, archs, truth, teacher=None, progress=False,
@@ -154,6 +165,6 @@ def train_and_rank(config: PipelineConfig, method: str, seed: int, archs, truth,
     start = time.perf_counter()
     history = trainer.fit(resume=True)
     estimates = evaluator.last_estimates if evaluator.last_estimates is not None else evaluator.estimates(trainer)
-    report = rank_report(estimates.numpy(), truth, column=config.gt_column, bootstrap_samples=1000)
+    report = rank_quality(estimates.numpy(), truth, config.gt_column, bootstrap_samples=1000)
     return {"method": method, "seed": seed, "config": asdict(train_config), "history": history,
             "estimates": estimates.tolist(), "report": report, "seconds": time.perf_counter() - start}
