@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rdnas.spaces import nb201
-from rdnas.supernet import NB201Network, cell_plan
-from rdnas.supernet.nb201 import _PARAMETRIC
+from rdnas.supernet import NB201Network
+from rdnas.supernet.nb201 import _PARAMETRIC, subnet_groups
 from rdnas.supernet.nb201_ops import avg_pool_3x3
 
 
@@ -75,23 +75,10 @@ class StackedNB201(nn.Module):
                 self.register_buffer(_key(name), stacked)
             else:
                 self.register_parameter(_key(name), nn.Parameter(stacked))
-        self._cells = self._cell_groups()
+        self._cells = subnet_groups(self.archs, "cpu")  # networks grouped by the op of each edge
 
     def _tensor(self, name: str) -> Tensor:
         return getattr(self, _key(name))
-
-    def _cell_groups(self) -> list:
-        """groups[node] = [(edge, src, op, LongTensor of networks or None for all)] over the networks' live plans."""
-        grouped = {}
-        for m, arch in enumerate(self.archs):
-            for node, node_edges in enumerate(cell_plan(arch), start=1):
-                for edge, src, op in node_edges:
-                    grouped.setdefault((node, edge, src, op), []).append(m)
-        groups = [[], [], [], []]
-        for (node, edge, src, op), members in sorted(grouped.items()):
-            every = len(members) == self.num_networks
-            groups[node].append((edge, src, op, None if every else torch.tensor(members)))
-        return groups
 
     # ---- grouped layers over [B, M' * C, H, W] -------------------------------------------------------------------
 

@@ -59,6 +59,21 @@ def cell_plan(arch: tuple, edges: str = "live") -> tuple:
     return tuple(plan)
 
 
+def subnet_groups(arch_list: list, device, edges: str = "live") -> list:
+    """How K cells share a cell's edges: ``groups[node] = [(edge, src, op, LongTensor of the cells that use op on
+    that edge, or None when all K do)]`` for nodes 1..3 (``groups[0]`` is empty), in a fixed order."""
+    grouped = {}
+    for index, arch in enumerate(arch_list):
+        for node, node_edges in enumerate(cell_plan(arch, edges), start=1):
+            for edge, src, op in node_edges:
+                grouped.setdefault((node, edge, src, op), []).append(index)
+    groups = [[], [], [], []]
+    for (node, edge, src, op), members in sorted(grouped.items()):
+        subnets = None if len(members) == len(arch_list) else torch.tensor(members, device=device)
+        groups[node].append((edge, src, op, subnets))
+    return groups
+
+
 class SearchCell(nn.Module):
     """One cell with every op of every edge (``nor_conv_1x1`` and ``nor_conv_3x3`` hold weights; skip, pool and
     none do not)."""
@@ -187,7 +202,7 @@ class NB201Supernet(nn.Module):
         k = len(arch_list)
         stats = bn if isinstance(bn, BNStatistics) else BNStatistics(bn, k)
         every = torch.arange(k, device=x.device)
-        groups = self._subnet_groups(arch_list, x.device, edges)
+        groups = subnet_groups(arch_list, x.device, edges)
         # The stem convolution runs once; its BN sees every subnet's (identical) slice, so per-subnet statistics
         # stay uniform across modes.
         stem = self.stem_conv(x)
@@ -201,20 +216,6 @@ class NB201Supernet(nn.Module):
                 out = out.view(k, -1, *out.shape[1:])
         logits = self._head(out.flatten(0, 1), every, stats)
         return logits.view(k, x.shape[0], -1)
-
-    @staticmethod
-    def _subnet_groups(arch_list, device, edges: str = "live") -> list:
-        """groups[node] = [(edge, src, op, LongTensor of subnets)] over the K subnets' plans."""
-        grouped = {}
-        for index, arch in enumerate(arch_list):
-            for node, node_edges in enumerate(cell_plan(arch, edges), start=1):
-                for edge, src, op in node_edges:
-                    grouped.setdefault((node, edge, src, op), []).append(index)
-        groups = [[], [], [], []]
-        for (node, edge, src, op), members in sorted(grouped.items()):
-            subnets = None if len(members) == len(arch_list) else torch.tensor(members, device=device)
-            groups[node].append((edge, src, op, subnets))
-        return groups
 
     def export(self, arch) -> "NB201Network":
         """A stand-alone network for ``arch`` holding copies of the supernet's weights for its ops."""
