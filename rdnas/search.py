@@ -50,15 +50,22 @@ class SearchHistory:
         return [(self.archs[i], self.scores[i]) for i in order[:k]]
 
 
+def _uniform_cells(count: int, seed: int) -> list[tuple]:
+    """``count`` distinct connected cells in a seeded uniform order."""
+    connected = nb201.all_archs()[nb201.connected(nb201.all_archs())]
+    order = torch.randperm(len(connected), generator=torch.Generator().manual_seed(seed))[:count]
+    return [tuple(a) for a in connected[order].tolist()]
+
+
+def _evaluate_in_batches(history: SearchHistory, cells: list[tuple], batch: int) -> None:
+    for start in range(0, len(cells), batch):
+        history.evaluate(cells[start:start + batch])
+
+
 def random_search(fitness: Fitness, budget: int, seed: int = 0, batch: int = 64) -> SearchHistory:
     """``budget`` distinct cells drawn uniformly (connected ones only), evaluated ``batch`` at a time."""
     history = SearchHistory(fitness, budget)
-    generator = torch.Generator().manual_seed(seed)
-    connected = nb201.all_archs()[nb201.connected(nb201.all_archs())]
-    order = torch.randperm(len(connected), generator=generator)[:budget]
-    cells = [tuple(a) for a in connected[order].tolist()]
-    for start in range(0, len(cells), batch):
-        history.evaluate(cells[start:start + batch])
+    _evaluate_in_batches(history, _uniform_cells(budget, seed), batch)
     return history
 
 
@@ -82,10 +89,8 @@ def evolution_search(fitness: Fitness, budget: int, seed: int = 0, population: i
         raise ValueError(f"rdnas.search.evolution_search: needs population >= 2 and 1 <= sample_size <= population, "
                          f"got {population} and {sample_size}")
     generator = torch.Generator().manual_seed(seed)
-    initial = random_search(fitness, min(population, budget), seed=seed, batch=max(batch, population))
     history = SearchHistory(fitness, budget)
-    history.archs, history.scores = list(initial.archs), list(initial.scores)
-    history._seen = dict(initial._seen)
+    _evaluate_in_batches(history, _uniform_cells(min(population, budget), seed), max(batch, population))
     members = list(zip(history.archs, history.scores))  # oldest first
     stale = 0
     while history.remaining > 0 and stale < 100:
