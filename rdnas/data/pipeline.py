@@ -7,6 +7,20 @@ from torch import Tensor
 from rdnas.data.datasets import ImageSet
 
 
+def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> Tensor:
+    """Each image [B, C, H, W] shifted by up to ``padding`` pixels in each direction (a random crop of the image
+    zero-padded by ``padding``), on the images' device; the offsets come from ``generator`` (on the CPU)."""
+    b, _, h, w = images.shape
+    device = images.device
+    padded = torch.nn.functional.pad(images, (padding,) * 4)
+    offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator).to(device)
+    rows = (offsets[0].unsqueeze(1) + torch.arange(h, device=device)).view(b, 1, h, 1)
+    cols = (offsets[1].unsqueeze(1) + torch.arange(w, device=device)).view(b, 1, 1, w)
+    batch = torch.arange(b, device=device).view(b, 1, 1, 1)
+    channel = torch.arange(images.shape[1], device=device).view(1, -1, 1, 1)
+    return padded[batch, channel, rows, cols]
+
+
 class DeviceBatches:
     """Iterates over shuffled minibatches of an ImageSet held on ``device``.
 
@@ -46,16 +60,8 @@ class DeviceBatches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _augment(self, images: Tensor) -> Tensor:
-        b, _, h, w = images.shape
-        p = self.padding
-        padded = torch.nn.functional.pad(images, (p, p, p, p))
-        offsets = torch.randint(0, 2 * p + 1, (2, b), generator=self.generator).to(self.device)
-        rows = (offsets[0].unsqueeze(1) + torch.arange(h, device=self.device)).view(b, 1, h, 1)
-        cols = (offsets[1].unsqueeze(1) + torch.arange(w, device=self.device)).view(b, 1, 1, w)
-        batch = torch.arange(b, device=self.device).view(b, 1, 1, 1)
-        channel = torch.arange(images.shape[1], device=self.device).view(1, -1, 1, 1)
-        cropped = padded[batch, channel, rows, cols]
-        flip = (torch.rand(b, generator=self.generator) < 0.5).to(self.device).view(b, 1, 1, 1)
+        cropped = random_crop(images, self.padding, self.generator)
+        flip = (torch.rand(len(images), generator=self.generator) < 0.5).to(self.device).view(-1, 1, 1, 1)
         return torch.where(flip, cropped.flip(-1), cropped)
 
     def __iter__(self):

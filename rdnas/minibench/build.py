@@ -16,7 +16,7 @@ import csv
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from rdnas.data import load_digits
+from rdnas.data.pipeline import random_crop
 from rdnas.minibench.stacked import StackedNB201
+from rdnas.train.checkpoint import config_from_dict
 from rdnas.spaces import nb201
 
 RUN_COLUMNS = ("enumeration_index", "arch_str", "seed", "valid_acc", "valid_loss", "train_loss", "seconds")
@@ -53,11 +55,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Recipe":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"rdnas.minibench.Recipe: unknown fields {sorted(unknown)}")
-        return cls(**values)
+        return config_from_dict(cls, values, "rdnas.minibench.Recipe")
 
 
 def digits_split(image_size: int) -> tuple:
@@ -97,16 +95,6 @@ def sample_architectures(count: int, seed: int = 0) -> list[tuple]:
     raise ValueError(f"rdnas.minibench.sample_architectures: only {len(chosen)} distinct connected architectures exist")
 
 
-def _translate(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each image shifted by up to one pixel in each direction (zero padding). images: [B, C, H, W]."""
-    b, _, h, w = images.shape
-    padded = F.pad(images, (1, 1, 1, 1))
-    offsets = torch.randint(0, 3, (2, b), generator=generator)
-    rows = (offsets[0].view(b, 1) + torch.arange(h)).view(b, 1, h, 1)
-    cols = (offsets[1].view(b, 1) + torch.arange(w)).view(b, 1, 1, w)
-    return padded[torch.arange(b).view(b, 1, 1, 1), torch.arange(images.shape[1]).view(1, -1, 1, 1), rows, cols]
-
-
 def train_stack(archs: list[tuple], seeds: list[int], recipe: Recipe, data: tuple, device="cpu") -> list[dict]:
     """Trains one stack of networks (network m: ``archs[m]`` with ``seeds[m]``) with ``recipe`` and returns one
     result per network: validation accuracy (%), validation cross-entropy and last-epoch training loss."""
@@ -132,7 +120,7 @@ def train_stack(archs: list[tuple], seeds: list[int], recipe: Recipe, data: tupl
             index = orders[:, step * recipe.batch_size:(step + 1) * recipe.batch_size]  # [M, B]
             images = train_x[index]  # [M, B, 1, H, W]
             if recipe.augment:
-                images = torch.stack([_translate(images[k].cpu(), g).to(device) for k, g in enumerate(generators)])
+                images = torch.stack([random_crop(images[k], 1, g) for k, g in enumerate(generators)])
             logits = stack(images.transpose(0, 1))  # [B, M, classes]
             per_network = F.cross_entropy(logits.flatten(0, 1), train_y[index].t().flatten(),
                                           reduction="none").view(-1, m).mean(0)
