@@ -1,6 +1,7 @@
 """Checkpoints that a crash cannot corrupt: written to a temporary file, flushed to disk, then renamed."""
 
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -24,3 +25,12 @@ def load_checkpoint(path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"rdnas.train: no checkpoint at {path}")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def config_from_dict(cls, values: dict, owner: str):
+    """The dataclass ``cls`` from the dict a checkpoint or JSON file saved; a field ``cls`` does not have is a
+    ValueError naming ``owner`` (e.g. "rdnas.train.TrainConfig")."""
+    unknown = set(values) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"{owner}: unknown fields {sorted(unknown)}")
+    return cls(**values)

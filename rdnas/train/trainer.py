@@ -23,7 +23,7 @@ resumed ends with exactly the weights of an uninterrupted one.
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -32,7 +32,7 @@ from torch.profiler import record_function
 
 from rdnas.data import DeviceBatches, ImageSet, load_digits, read_cifar, read_imagenet16, read_split
 from rdnas.supernet import NB201Supernet
-from rdnas.train.checkpoint import load_checkpoint, save_checkpoint
+from rdnas.train.checkpoint import config_from_dict, load_checkpoint, save_checkpoint
 from rdnas.ops import pairwise_margin_rank_loss
 from rdnas.spaces import nb201
 from rdnas.train.samplers import FairSampler, HammingPairSampler, MarginSubnetSampler, SandwichSampler, UniformSampler
@@ -82,11 +82,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"rdnas.train.TrainConfig: unknown fields {sorted(unknown)}")
-        return cls(**values)
+        return config_from_dict(cls, values, "rdnas.train.TrainConfig")
 
     def check(self) -> None:
         """Raises ValueError naming the field and what was expected."""
