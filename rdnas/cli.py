@@ -256,19 +256,13 @@ def run_search(args) -> int:
 
     import torch
 
-    from rdnas.data import DeviceBatches
-    from rdnas.rank import GroundTruth, supernet_accuracy
+    from rdnas.rank import GroundTruth, recalibrated_accuracy_fn
     from rdnas.search import evolution_search, random_search
     from rdnas.spaces import nb201
 
     supernet, config, data = _load_supernet(args.checkpoint, args.device)
-    valid = DeviceBatches(data.valid, 512, args.device, data.mean, data.std, shuffle=False)
-    calibration = DeviceBatches(data.train, config.batch_size, args.device, data.mean, data.std,
-                                generator=torch.Generator().manual_seed(args.seed))
-
-    def fitness(archs):
-        return supernet_accuracy(supernet, archs, valid, bn="recalibrate", calibration_batches=calibration,
-                                 subnets_per_pass=args.subnets_per_pass)
+    fitness = recalibrated_accuracy_fn(supernet, data, args.device, calibration_batch_size=config.batch_size,
+                                       seed=args.seed, subnets_per_pass=args.subnets_per_pass)
 
     if args.strategy == "random":
         history = random_search(fitness, args.budget, seed=args.seed, batch=args.subnets_per_pass)

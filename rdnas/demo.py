@@ -15,21 +15,20 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from rdnas.pipeline import (PipelineConfig, build_teacher, load_ground_truth, rank_quality, score_proxies,
                             train_and_rank)
+from rdnas.spaces import nb201
 
 METHOD_LABELS = {"spos": "SPOS", "rdnas": "RD-NAS"}
 
 
 def _proxy_reports(config, archs, truth) -> dict:
-    import numpy as np
-
     names = [n.strip() for n in config.proxies.split(",") if n.strip()]
     table = score_proxies(config, names, archs=archs)
     reports = {}
     # score_space returns rows in enumeration order; align them with the ground-truth order
-    from rdnas.spaces import nb201
-
     position = {int(i): k for k, i in enumerate(table.indices.tolist())}
     order = [position[nb201.enumeration_index(tuple(a))] for a in archs.tolist()]
     for name in names:

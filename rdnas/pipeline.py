@@ -6,9 +6,8 @@ ground-truth table it runs the paper's setting. ``rdnas demo`` and ``benchmarks/
 layers over these functions.
 """
 
-import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -17,8 +16,7 @@ import torch
 
 from rdnas.data import DeviceBatches
 from rdnas.proxies import Minibatch, score_space, scoring_supernet
-from rdnas.rank import GroundTruth, rank_report, supernet_accuracy
-from rdnas.spaces import nb201
+from rdnas.rank import GroundTruth, rank_report, recalibrated_accuracy_fn
 from rdnas.train import OneShotTrainer, Teacher, TrainConfig, load_data
 
 SHIPPED_TABLE = "nb201_digits.csv"
@@ -124,12 +122,11 @@ class RankEvaluator:
         self.last_estimates = None
 
     def estimates(self, trainer: OneShotTrainer) -> torch.Tensor:
-        data = trainer.data
-        valid = DeviceBatches(data.valid, 512, trainer.device, data.mean, data.std, shuffle=False)
-        calibration = DeviceBatches(data.train, trainer.config.batch_size, trainer.device, data.mean, data.std,
-                                    generator=torch.Generator().manual_seed(0))
-        return supernet_accuracy(trainer.model, self.archs, valid, bn="recalibrate", calibration_batches=calibration,
-                                 calibration_steps=self.config.calibration_steps)
+        # Built afresh each time, so every evaluation recalibrates on the same training batches (seed 0).
+        accuracy = recalibrated_accuracy_fn(trainer.model, trainer.data, trainer.device,
+                                            calibration_batch_size=trainer.config.batch_size,
+                                            calibration_steps=self.config.calibration_steps)
+        return accuracy(self.archs)
 
     def __call__(self, trainer: OneShotTrainer) -> dict:
         if trainer.epoch % self.config.eval_every and trainer.epoch != trainer.config.epochs:

@@ -56,3 +56,21 @@ def supernet_accuracy(supernet: NB201Supernet, archs: Tensor, valid_batches, *, 
             logits = supernet.forward_subnets(images, chunk, bn=stats)  # [K, B, classes]
             correct[start:start + len(chunk)] += (logits.argmax(-1) == labels).sum(-1).double().cpu()
     return correct / max(total, 1)
+
+
+def recalibrated_accuracy_fn(supernet: NB201Supernet, data, device, *, calibration_batch_size: int,
+                             calibration_steps: int = 4, seed: int = 0, subnets_per_pass: int = 32):
+    """``archs (LongTensor[A, 6]) -> Tensor[A]``: :func:`supernet_accuracy` on ``data.valid`` with BN recalibrated
+    per subnet on ``calibration_steps`` unaugmented batches of ``data.train`` (shuffled with ``seed``); ``data``
+    is a run's splits (``rdnas.train.load_data``). The device batches are built once, here."""
+    from rdnas.data import DeviceBatches
+
+    valid = DeviceBatches(data.valid, 512, device, data.mean, data.std, shuffle=False)
+    calibration = DeviceBatches(data.train, calibration_batch_size, device, data.mean, data.std,
+                                generator=torch.Generator().manual_seed(seed))
+
+    def accuracy(archs: Tensor) -> Tensor:
+        return supernet_accuracy(supernet, archs, valid, bn="recalibrate", calibration_batches=calibration,
+                                 calibration_steps=calibration_steps, subnets_per_pass=subnets_per_pass)
+
+    return accuracy
