@@ -34,6 +34,13 @@ def test_teacher_groups_split_the_space_by_rank():
     assert float(teacher.ranks.max()) == 1.0 and float(teacher.ranks[disconnected].max()) < float(teacher.ranks.min()) + 0.03
 
 
+def test_teacher_state_round_trip():
+    teacher = random_teacher(groups=6)
+    again = Teacher.from_state(teacher.state())
+    assert again.name == teacher.name and again.num_groups == 6
+    assert torch.equal(again.scores, teacher.scores) and torch.equal(again.groups, teacher.groups)
+
+
 def test_rank_average_orders_ties_and_infinities():
     a = [3.0, 1.0, float("-inf"), 1.0]
     b = [0.0, 2.0, float("nan"), 1.0]

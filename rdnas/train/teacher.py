@@ -73,26 +73,31 @@ class Teacher:
 
     def rank(self, archs) -> Tensor:
         """Normalised teacher ranks Tensor[K] float64 (1 = best) of LongTensor[K, 6] architectures."""
-        return self.ranks[nb201.enumeration_indices(torch.as_tensor(archs, dtype=torch.long))]
+        return self.ranks[_enumeration_indices(archs)]
 
     def score(self, archs) -> Tensor:
         """Teacher scores Tensor[K] float64 of LongTensor[K, 6] architectures."""
-        return self.scores[nb201.enumeration_indices(torch.as_tensor(archs, dtype=torch.long))]
+        return self.scores[_enumeration_indices(archs)]
 
     def group(self, archs) -> Tensor:
         """Groups LongTensor[K] of LongTensor[K, 6] architectures (0 = best)."""
-        return self.groups[nb201.enumeration_indices(torch.as_tensor(archs, dtype=torch.long))]
+        return self.groups[_enumeration_indices(archs)]
 
     def members(self, group: int) -> Tensor:
         """Enumeration indices (LongTensor) of the architectures in ``group``."""
         return self._members[group]
 
     def state(self) -> dict:
+        """What a checkpoint stores; :meth:`from_state` rebuilds the same teacher."""
         return {"name": self.name, "num_groups": self.num_groups, "scores": self.scores.clone()}
 
     @classmethod
     def from_state(cls, state: dict) -> "Teacher":
         return cls(state["scores"].numpy(), state["num_groups"], state["name"])
+
+
+def _enumeration_indices(archs) -> Tensor:
+    return nb201.enumeration_indices(torch.as_tensor(archs, dtype=torch.long))
 
 
 def rank_average(columns) -> np.ndarray:
