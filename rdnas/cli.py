@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     proxies.add_argument("--init", choices=["pytorch", "kaiming_normal"], default="pytorch",
                          help="supernet initialisation (default pytorch)")
     proxies.add_argument("--seed", type=int, default=0, help="initialisation and data seed (default 0)")
+    proxies.add_argument("--channels", type=int, default=16,
+                         help="C of the scoring supernet's macro network (default 16, the benchmark's)")
+    proxies.add_argument("--cells", type=int, default=5,
+                         help="N, cells per stage of the scoring supernet (default 5, the benchmark's)")
     proxies.add_argument("--gt", help="ground-truth table (nb201_gt.csv format): index = official NB201 index "
                          "(without it: the enumeration index of rdnas.spaces.nb201)")
     proxies.add_argument("--limit", type=int, help="score only the first N architectures (quick runs)")
@@ -362,7 +366,8 @@ def run_proxies(args) -> int:
         minibatch = load_minibatch(args.data, args.batch_size, args.seed, args.batch_index, args.image_size)
         table = score_space(args.proxy, minibatch, space=args.space, gt=args.gt, limit=args.limit, out=args.out,
                             shard=args.shard, archs_per_chunk=args.archs_per_chunk, init=args.init, seed=args.seed,
-                            device=args.device, progress=not args.quiet)
+                            device=args.device, channels=args.channels, cells_per_stage=args.cells,
+                            progress=not args.quiet)
     except (ValueError, FileNotFoundError, DatasetError) as error:
         print(f"rdnas proxies: error: {error}", file=sys.stderr)
         return 1
@@ -370,7 +375,8 @@ def run_proxies(args) -> int:
     shard = "" if info["shard"] == (0, 1) else f" (shard {info['shard'][0]}/{info['shard'][1]})"
     print(f"rdnas proxies: {len(table)} rows in {info['path']}{shard}: {info['written']} scored now in "
           f"{info['seconds']:.1f} s, {info['already_present']} already there")
-    print(f"  data: {minibatch.source}, inputs {list(minibatch.inputs.shape)}; init {args.init}, seed {args.seed}; "
+    print(f"  data: {minibatch.source}, inputs {list(minibatch.inputs.shape)}; supernet C={args.channels}, "
+          f"N={args.cells}, init {args.init}, seed {args.seed}; "
           f"index: {'official NB201 (' + args.gt + ')' if args.gt else 'rdnas enumeration order'}")
     for name in table.names:
         values = table.column(name)

@@ -110,6 +110,22 @@ def test_a_given_supernet_is_left_unchanged(minibatch):
     assert all(torch.equal(before[k], v) for k, v in supernet.state_dict().items())
 
 
+def test_a_smaller_macro_network_is_scored_with_its_own_supernet(minibatch):
+    table = score_space(["params", "snip"], minibatch, archs=FEW, channels=8, cells_per_stage=1, seed=2,
+                        archs_per_chunk=4, progress=False)
+    supernet = scoring_supernet(channels=8, cells_per_stage=1, seed=2)
+    order = sorted(FEW, key=nb201.enumeration_index)
+    for name in ("params", "snip"):
+        np.testing.assert_array_equal(table.column(name), PROXIES[name].score(supernet, order, minibatch).numpy())
+    assert table.info["settings"]["supernet"]["config"]["channels"] == 8
+    default = score_space("params", minibatch, archs=FEW, progress=False)
+    assert (table.column("params") < default.column("params"))[np.isfinite(default.column("params"))].all()
+    with pytest.raises(ValueError, match="scoring_supernet: channels must be a positive integer, got 0"):
+        score_space("params", minibatch, archs=FEW, channels=0, progress=False)
+    with pytest.raises(ValueError, match="scoring_supernet: cells_per_stage must be a positive integer, got 1.5"):
+        score_space("params", minibatch, archs=FEW, cells_per_stage=1.5, progress=False)
+
+
 def test_official_order_comes_from_the_ground_truth_table(tmp_path, minibatch):
     cells = [(3, 3, 3, 1, 3, 2), (1, 1, 1, 1, 1, 1), (2, 2, 0, 3, 0, 4)]
     gt = tmp_path / "gt.csv"
@@ -410,6 +426,12 @@ def test_cli_scores_merges_and_resumes(tmp_path):
     assert table.indices.tolist() == list(range(20)) and table.names == ["params", "flops", "naswot", "snip"]
     archs = [nb201.from_enumeration_index(i) for i in range(20)]
     np.testing.assert_array_equal(table.column("params"), PROXIES["params"].score(scoring_supernet(), archs).numpy())
+
+    small = run_cli(*command, "--channels", "8", "--cells", "1", "--out", "small.csv", cwd=tmp_path)
+    assert small.returncode == 0, small.stderr
+    assert "supernet C=8, N=1" in small.stdout
+    np.testing.assert_array_equal(ScoreTable.read(tmp_path / "small.csv").column("params"),
+                                  PROXIES["params"].score(scoring_supernet(channels=8, cells_per_stage=1), archs).numpy())
 
     refused = run_cli(*command, "--seed", "1", "--out", "t.csv", cwd=tmp_path)
     assert refused.returncode == 1 and "t.csv was written with seed=0; this run has seed=1" in refused.stderr

@@ -109,6 +109,10 @@ def scoring_supernet(num_classes: int = 10, in_channels: int = 3, channels: int 
     """
     if init not in INITS:
         raise ValueError(f"rdnas.proxies.scoring_supernet: init must be one of {INITS}, got {init!r}")
+    for name, value in (("num_classes", num_classes), ("in_channels", in_channels), ("channels", channels),
+                        ("cells_per_stage", cells_per_stage)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"rdnas.proxies.scoring_supernet: {name} must be a positive integer, got {value!r}")
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:

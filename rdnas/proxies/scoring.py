@@ -308,7 +308,8 @@ def _scores_of_chunk(proxies: list[Proxy], supernet, archs: list[tuple], minibat
 def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb201", archs=None, gt=None,
                 limit: int | None = None, out=None, shard=(0, 1), archs_per_chunk: int = 64,
                 supernet: NB201Supernet | None = None, init: str = "pytorch", seed: int = 0, device="cpu",
-                metadata: bool = True, progress: bool = True) -> ScoreTable:
+                channels: int = 16, cells_per_stage: int = 5, metadata: bool = True,
+                progress: bool = True) -> ScoreTable:
     """Scores every architecture of a search space with zero-cost proxies, using one supernet's weights at
     initialisation (no network is built per architecture).
 
@@ -342,13 +343,17 @@ def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb
         supernet (NB201Supernet, optional): score with these weights (its device is used) instead of building
             :func:`scoring_supernet` with ``init`` and ``seed``. Its parameters and buffers are left unchanged.
         init (str), seed (int): the initialisation of the supernet that is built ("pytorch" or "kaiming_normal").
+        channels (int), cells_per_stage (int): that supernet's macro network, C and N (the benchmark's: 16 and 5;
+            a teacher for a smaller training network, such as the digits mini-benchmark's C=8, N=1, is scored on
+            that network).
         device: where the supernet and the minibatch live ("cpu", "cuda", ...).
         metadata (bool): write ``<out>.meta.json`` and, when resuming, require it to match this run's settings.
         progress (bool): a tqdm bar over this shard's architectures (with ETA; starts at the rows already done).
 
     Returns:
         ScoreTable: this shard's rows, all of them (read back from ``out`` when given, resumed rows included);
-        ``table.info`` says how many rows this call wrote.
+        ``table.info``: ``written`` (rows this call scored), ``already_present``, ``seconds``, ``shard``, ``path``
+        and ``settings`` (what ``out.meta.json`` records: proxies, architectures, init, seed, minibatch, supernet).
 
     Raises:
         ValueError: unknown proxy or space, a data-dependent proxy without a minibatch, a minibatch that does not
@@ -378,8 +383,9 @@ def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb
 
     if supernet is None:
         classes = minibatch.num_classes if minibatch is not None else 10
-        channels = minibatch.inputs.shape[1] if minibatch is not None else 3
-        supernet = scoring_supernet(num_classes=classes, in_channels=channels, init=init, seed=seed, device=device)
+        in_channels = minibatch.inputs.shape[1] if minibatch is not None else 3
+        supernet = scoring_supernet(num_classes=classes, in_channels=in_channels, channels=channels,
+                                    cells_per_stage=cells_per_stage, init=init, seed=seed, device=device)
         init_name, seed_used = init, seed
     else:
         if not isinstance(supernet, NB201Supernet):
@@ -461,7 +467,7 @@ def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb
         bar.close()
         clear_plan_caches()  # the per-plan scores hold this run's supernet and minibatch alive
     info = {"path": None if path is None else str(path), "written": written, "already_present": len(done),
-            "seconds": time.perf_counter() - started, "shard": (shard_i, shard_n)}
+            "seconds": time.perf_counter() - started, "shard": (shard_i, shard_n), "settings": settings}
     if path is not None:
         table = ScoreTable.read(path)
         table.info.update(info)
