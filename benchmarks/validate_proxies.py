@@ -1,13 +1,18 @@
 """Checks rdnas's zero-cost proxies against the published NB201 tables (../shared/data, see its README).
 
-Three steps, each resumable (the score tables are written incrementally by ``score_space``)::
+Four steps, the scoring ones resumable (the score tables are written incrementally by ``score_space``)::
 
     # 1. the whole space (15,625 cells) for the proxies published over it
     OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-full --proxies synflow,logsynflow,params,flops,l2_norm
     OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-full --proxies naswot --out benchmarks/results/nb201_naswot_cifar10.csv
+    # ... and for every other proxy's whole-space Kendall tau (one table per family; hours on one CPU core each)
+    OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-full --proxies snip,grad_norm,plain,fisher --out benchmarks/results/nb201_loss_gradient_cifar10.csv
+    OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-full --proxies jacov --out benchmarks/results/nb201_jacov_cifar10.csv
+    OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-full --proxies zen --out benchmarks/results/nb201_zen_cifar10.csv
+    OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-full --proxies grasp --out benchmarks/results/nb201_grasp_cifar10.csv
     # 2. the NAS-Bench-Suite-Zero subset (724 CIFAR-10 cells) for every proxy
     OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-suite-zero
-    # quick checks on a seeded sample, e.g. zen (not scored over the whole space here)
+    # quick checks on a seeded sample
     OMP_NUM_THREADS=2 python benchmarks/validate_proxies.py sample --proxies zen --cells 160
     # 3. our own run-to-run rank correlation (seed and minibatch changed) -> proxy_run_to_run.json
     OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py run-to-run --cells 48
@@ -35,13 +40,16 @@ from scipy.stats import kendalltau, spearmanr
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
-FULL_TABLES = [RESULTS / "nb201_proxies_cifar10.csv", RESULTS / "nb201_naswot_cifar10.csv"]
+# Whole-space tables (Kaiming-normal init): score-full's default output first, then one per slower proxy family.
+FULL_TABLES = [RESULTS / "nb201_proxies_cifar10.csv", RESULTS / "nb201_naswot_cifar10.csv",
+               RESULTS / "nb201_loss_gradient_cifar10.csv", RESULTS / "nb201_jacov_cifar10.csv",
+               RESULTS / "nb201_zen_cifar10.csv", RESULTS / "nb201_grasp_cifar10.csv"]
 SUITE_ZERO_TABLE = RESULTS / "suite_zero_proxies_cifar10.csv"
 ALL_PROXIES = "synflow,logsynflow,snip,grasp,fisher,grad_norm,jacov,naswot,zen,l2_norm,plain,flops,params"
 # our proxy -> (published column in nb201_zc_proxies.csv, in the suite-zero subset)
 PUBLISHED = {
     "synflow": ("synflow_cifar10", "synflow"), "logsynflow": ("logsynflow_cifar10", None),
-    "naswot": ("naswot_cifar10", "nwot"), "zen": ("zen_cifar10", None), "jacov": (None, "jacov"),
+    "naswot": ("naswot_cifar10", "nwot"), "zen": ("zen_cifar10", None), "jacov": ("jacov_nwotv1_cifar10", "jacov"),
     "snip": (None, "snip"), "grasp": (None, "grasp"), "fisher": (None, "fisher"), "grad_norm": (None, "grad_norm"),
     "l2_norm": (None, "l2_norm"), "plain": (None, "plain"), "flops": ("flops_M_cifar10", "flops_naslib"),
     "params": ("params_M_cifar10", "params"),
@@ -79,7 +87,7 @@ def ranked_last(values: np.ndarray) -> np.ndarray:
 
 
 def published_values(column: str, rows: list[dict]) -> np.ndarray:
-    values = np.array([float(r[column]) for r in rows])
+    values = np.array([float(r[column]) if r[column] != "" else np.nan for r in rows])  # jacov: empty = NaN
     if column.startswith("zen"):
         values[values <= -1e7] = -np.inf  # the failure sentinel
     if column.startswith("synflow") or column.startswith("logsynflow"):
@@ -117,12 +125,13 @@ def report() -> dict:
             theirs = published_values(full_column, [source[i] for i in indices])
             entry["full_space"] = {"archs": len(indices),
                                    "spearman_vs_published": float(spearmanr(ranked_last(ours), ranked_last(theirs))[0])}
-        if name in full and len(full[name]) == len(accuracy):
+        if name in full and len(full[name]) >= 1000:  # a partial table: its first rows in index order
             indices = sorted(full[name])
             ours = np.array([full[name][i] for i in indices])
             acc = np.array([accuracy[i] for i in indices])
             keep = np.isfinite(ours)
-            entry["kendall_tau_cifar10_valid"] = {"archs": int(keep.sum()), "tau": float(kendalltau(ours[keep], acc[keep])[0]),
+            entry["kendall_tau_cifar10_valid"] = {"archs": int(keep.sum()), "scored": len(indices),
+                                                  "tau": float(kendalltau(ours[keep], acc[keep])[0]),
                                                   "published_tau": PUBLISHED_TAU.get(name)}
         if name in subset and suite_column:
             indices = sorted(i for i in subset[name] if i in suite_rows)
@@ -147,8 +156,9 @@ def report() -> dict:
         full_text = (f"{entry['full_space']['spearman_vs_published']:.4f} ({entry['full_space']['archs']})"
                      if "full_space" in entry else "–")
         tau = entry.get("kendall_tau_cifar10_valid")
-        tau_text = (f"{tau['tau']:.3f} / {tau['published_tau'] if tau['published_tau'] is not None else '–'} ({tau['archs']})"
-                    if tau else "–")
+        partial = f", partial: the first {tau['scored']:,} cells by index" if tau and tau["scored"] < len(accuracy) else ""
+        tau_text = (f"{tau['tau']:.3f} / {tau['published_tau'] if tau['published_tau'] is not None else '–'} "
+                    f"({tau['archs']}{partial})" if tau else "–")
         sub = entry.get("suite_zero_subset")
         sub_text = f"{sub['spearman_vs_published']:.4f} ({sub['archs']})" if sub else "–"
         sub_tau = (f"{sub['kendall_tau_cifar10_valid']:.3f} / {sub['published_kendall_tau_cifar10_valid']:.3f}"
@@ -217,8 +227,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=["score-full", "score-suite-zero", "sample", "run-to-run", "report"])
     parser.add_argument("--table", choices=["full", "suite-zero"], default="full", help="sample: which table")
-    parser.add_argument("--init", choices=["pytorch", "kaiming_normal"], default="kaiming_normal",
-                        help="sample: the scoring supernet's initialisation")
+    parser.add_argument("--init", choices=["pytorch", "kaiming_normal"], default=None,
+                        help="the scoring supernet's initialisation (default: kaiming_normal for score-full and "
+                             "sample, as FreeREA's whole-space table; pytorch for score-suite-zero, as NASLib's)")
     parser.add_argument("--cells", type=int, default=48, help="sample, run-to-run: how many cells (default 48)")
     parser.add_argument("--proxies", default=None)
     parser.add_argument("--out", type=Path, default=None)
@@ -229,13 +240,14 @@ def main(argv=None) -> int:
         print(f"validate_proxies: the reference tables are not at {DATA}", file=sys.stderr)
         return 2
     if args.step == "score-full":
-        score(args.proxies or "synflow,logsynflow,params,flops,l2_norm", args.out or FULL_TABLES[0])
+        score(args.proxies or "synflow,logsynflow,params,flops,l2_norm", args.out or FULL_TABLES[0],
+              init=args.init or "kaiming_normal")
     elif args.step == "score-suite-zero":
         score(args.proxies or ALL_PROXIES, args.out or SUITE_ZERO_TABLE,
-              archs=[r["arch_str"] for r in suite_zero_cifar10()], init="pytorch", seed=args.seed,
+              archs=[r["arch_str"] for r in suite_zero_cifar10()], init=args.init or "pytorch", seed=args.seed,
               batch_index=args.batch_index)
     elif args.step == "sample":
-        sample(args.proxies or "zen", args.cells, args.table, args.init)
+        sample(args.proxies or "zen", args.cells, args.table, args.init or "kaiming_normal")
     elif args.step == "run-to-run":
         run_to_run(args.proxies or "snip,grad_norm,fisher,jacov,grasp,plain", args.cells)
     else:
