@@ -86,11 +86,17 @@ class SubnetBatchNorm(nn.BatchNorm2d):
         if stats.mode == "calibrated":
             mean, var = stats.calibrated(self, subnets)
             out = F.batch_norm(wide, mean.flatten(), var.flatten(), weight, bias, False, 0.0, self.eps)
+        elif stats.mode == "calibrate":
+            # With momentum 1 the fused batch norm hands back its own batch statistics through the "running"
+            # buffers (the variance unbiased); a separate var_mean over dims (0, 2, 3) costs 2.5x the batch norm.
+            mean = torch.zeros(groups * channels, device=x.device, dtype=torch.float32 if x.dtype in
+                               (torch.float16, torch.bfloat16) else x.dtype)
+            var = torch.ones_like(mean)
+            out = F.batch_norm(wide, mean, var, weight, bias, True, 1.0, self.eps)
+            count = wide.numel() // wide.shape[1]
+            mean, var = mean.view(groups, channels), var.view(groups, channels) * ((count - 1) / count)
+            stats.record(self, subnets, mean, var + mean.square())
         else:
-            if stats.mode == "calibrate":
-                var, mean = torch.var_mean(wide.detach(), dim=(0, 2, 3), unbiased=False)
-                mean, var = mean.view(groups, channels), var.view(groups, channels)
-                stats.record(self, subnets, mean, var + mean.square())
             out = F.batch_norm(wide, None, None, weight, bias, True, 0.0, self.eps)
         return out.view(-1, groups, *x.shape[1:]).transpose(0, 1).reshape(x.shape)
 
