@@ -42,6 +42,12 @@ def batch(size=16, side=16, classes=10, seed=0):
                      torch.randint(0, classes, (size,), generator=generator), classes, "random")
 
 
+def float64(supernet, minibatch):
+    """The same supernet and minibatch in float64: rounding can no longer flip a ReLU code or move a score, so
+    different layouts and batchings of the same computation must agree to ~1e-9."""
+    return supernet.double(), Minibatch(minibatch.inputs.double(), minibatch.targets, minibatch.num_classes)
+
+
 def export(supernet, arch):
     return NB201Network(arch, supernet).train()
 
@@ -142,12 +148,17 @@ def reference_gradient_proxies(network, minibatch):
 
 
 def test_loss_gradient_proxies_match_the_stand_alone_networks():
+    """float32 scores (channels_last on the CPU) against the float64 formulas on the exported network."""
     supernet, minibatch = small(), batch()
     ours = proxies.loss_gradient_proxies(supernet, ARCHS[:6], minibatch)
+    exact = Minibatch(minibatch.inputs.double(), minibatch.targets, minibatch.num_classes)
     for k, arch in enumerate(ARCHS[:6]):
-        reference = reference_gradient_proxies(export(supernet, arch), minibatch)
+        reference = reference_gradient_proxies(export(supernet, arch).double(), exact)
         for name, value in reference.items():
-            assert float(ours[name][k]) == pytest.approx(value, rel=1e-4, abs=1e-9), (arch, name)
+            # float32 through training-mode BN on 16 images: up to 5e-4 relative from float64 (the float32
+            # stand-alone network is as far). plain sums signed terms: its error scales with sum |w * g| (= snip).
+            scale = reference["snip"] if name == "plain" else 0.0
+            assert float(ours[name][k]) == pytest.approx(value, rel=1e-3, abs=1e-9 + 1e-4 * scale), (arch, name)
 
 
 def test_loss_gradient_proxies_share_one_pass(monkeypatch):
@@ -163,7 +174,7 @@ def test_loss_gradient_proxies_share_one_pass(monkeypatch):
 
 
 def test_grasp_matches_the_two_pass_reference():
-    supernet, minibatch = small(), batch()
+    supernet, minibatch = float64(small(), batch())
     ours = proxies.grasp(supernet, ARCHS[:3], minibatch)
     for arch, value in zip(ARCHS[:3], ours.tolist()):
         network = export(supernet, arch)
@@ -175,11 +186,11 @@ def test_grasp_matches_the_two_pass_reference():
         inner = sum((a.detach() * b).sum() for a, b in zip(first, second) if a is not None)
         inner.backward()
         reference = -sum(float((w * w.grad).sum()) for w in weights if w.grad is not None)
-        assert value == pytest.approx(reference, rel=1e-4)
+        assert value == pytest.approx(reference, rel=1e-9)
 
 
 def test_naswot_batched_equals_one_at_a_time_and_the_reference():
-    supernet, minibatch = small(), batch()
+    supernet, minibatch = float64(small(), batch())
     together = proxies.naswot(supernet, ARCHS, minibatch, archs_per_pass=5)
     alone = torch.cat([proxies.naswot(supernet, [a], minibatch) for a in ARCHS])
     assert torch.allclose(together, alone, rtol=1e-9)
@@ -204,14 +215,14 @@ def test_zen_batched_equals_one_at_a_time():
 
 
 def test_jacov_matches_the_reference_formula():
-    supernet, minibatch = small(), batch()
+    supernet, minibatch = float64(small(), batch())
     ours = proxies.jacov(supernet, ARCHS[:3], minibatch)
     for arch, value in zip(ARCHS[:3], ours.tolist()):
         x = minibatch.inputs.clone().requires_grad_(True)
         export(supernet, arch)(x).sum().backward()
         eigenvalues = np.linalg.eigvalsh(np.corrcoef(x.grad.reshape(len(x), -1).double().numpy()))
         reference = -np.sum(np.log(eigenvalues + 1e-5) + 1 / (eigenvalues + 1e-5))
-        assert value == pytest.approx(reference, rel=1e-5)
+        assert value == pytest.approx(reference, rel=1e-9)
 
 
 def test_cost_proxies_match_the_exported_networks():

@@ -227,7 +227,8 @@ class NB201Network(NB201Supernet):
 
     It holds the weights of every non-``none`` edge, as the benchmark's network does (so its parameter count is
     the benchmark's), and computes the edges :func:`cell_plan` keeps. Built from a supernet, it copies the
-    supernet's weights; built with ``NB201Network(arch, channels=..., ...)`` it is freshly initialised.
+    supernet's weights (on the supernet's device, in its float type); built with
+    ``NB201Network(arch, channels=..., ...)`` it is freshly initialised.
     """
 
     def __init__(self, arch, supernet: NB201Supernet | None = None, **config):
@@ -239,6 +240,8 @@ class NB201Network(NB201Supernet):
         self.arch = arch
         self.plan = cell_plan(arch)
         if supernet is not None:
+            weight = next(supernet.parameters())
+            self.to(device=weight.device, dtype=weight.dtype)  # the supernet's device and float type
             own = self.state_dict()
             source = supernet.state_dict()
             self.load_state_dict({name: copy.deepcopy(source[name]) for name in own})
