@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from rdnas import proxies
-from rdnas.proxies import PROXIES, Minibatch, scoring_supernet
+from rdnas.proxies import PROXIES, Minibatch, score_space, scoring_supernet
 from rdnas.proxies.probes import batchnorm_removed
 from rdnas.spaces import nb201
 from rdnas.supernet import NB201Network
@@ -166,11 +166,18 @@ def test_loss_gradient_proxies_share_one_pass(monkeypatch):
 
     calls = []
     original = gradient._one_architecture
-    monkeypatch.setattr(gradient, "_one_architecture", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(gradient, "_one_architecture", lambda *a: calls.append(a[-1]) or original(*a))
     supernet, minibatch = small(), batch()
-    for name in ("snip", "grad_norm", "plain", "fisher"):
-        PROXIES[name].score(supernet, ARCHS[:3], minibatch)
-    assert len(calls) == 3
+    names = ["snip", "params", "fisher", "grad_norm", "plain"]
+    table = score_space(names, minibatch, archs=ARCHS[:3], supernet=supernet, progress=False)
+    assert calls == [("snip", "fisher", "grad_norm", "plain")] * 3  # one pass per cell for the four together
+    calls.clear()
+    order = [nb201.from_string(a) for a in table.archs]
+    for name in ("snip", "fisher"):  # alone: a pass computes only its own proxy (no fisher hooks for snip)
+        np.testing.assert_array_equal(PROXIES[name].score(supernet, order, minibatch).numpy(), table.column(name))
+    assert calls == [("snip",)] * 3 + [("fisher",)] * 3
+    with pytest.raises(ValueError, match="loss_gradient_proxies: names must be a non-empty subset"):
+        proxies.loss_gradient_proxies(supernet, ARCHS[:1], minibatch, ("snip", "grasp"))
 
 
 def test_grasp_matches_the_two_pass_reference():

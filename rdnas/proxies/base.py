@@ -64,6 +64,10 @@ class Proxy:
         needs_data (bool): whether the minibatch's images are used (synflow, flops, params, l2_norm: no).
         batched (bool): whether several architectures share one pass (otherwise one pass per architecture).
         summary (str): one line for ``rdnas proxies --list``.
+        family (callable, optional): for proxies that come from one shared pass (snip, grad_norm, plain, fisher):
+            ``family(supernet, archs, minibatch, names) -> {name: Tensor[K]}`` computes just the named members in
+            one pass per architecture. :func:`~rdnas.proxies.score_space` calls it once for all requested members;
+            ``score`` computes its own member alone.
     """
 
     name: str
@@ -71,18 +75,19 @@ class Proxy:
     needs_data: bool
     batched: bool
     summary: str
+    family: Callable[..., dict] | None = None
 
 
 PROXIES: dict[str, Proxy] = {}
 
 
-def register(name: str, *, needs_data: bool, batched: bool, summary: str):
-    """Decorator: adds a scoring function to :data:`PROXIES` under ``name``."""
+def register(name: str, *, needs_data: bool, batched: bool, summary: str, family: Callable[..., dict] | None = None):
+    """Decorator: adds a scoring function to :data:`PROXIES` under ``name`` (``family``: see :class:`Proxy`)."""
 
     def add(score):
         if name in PROXIES:
             raise ValueError(f"rdnas.proxies: a proxy named {name!r} is already registered")
-        PROXIES[name] = Proxy(name, score, needs_data, batched, summary)
+        PROXIES[name] = Proxy(name, score, needs_data, batched, summary, family)
         return score
 
     return add

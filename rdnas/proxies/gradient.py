@@ -1,8 +1,10 @@
 """Proxies from the gradient of the cross-entropy on one minibatch: snip, grad_norm, plain, fisher, grasp.
 
 Definitions are NAS-Bench-Suite-Zero's (Abdelfattah et al. 2021 code), over the Conv2d and Linear layers, with
-training-mode BN. snip, grad_norm, plain and fisher come from the same forward/backward pass, so scoring several
-of them for the same architectures runs that pass once (per live cell plan, see ``plan_cache``). Per-layer reductions use the
+training-mode BN. snip, grad_norm, plain and fisher come from the same forward/backward pass: scoring several of
+them together (:func:`loss_gradient_proxies` with their names, as ``score_space`` does) runs that pass once per
+live cell plan (see ``plan_cache``), and a pass computes only what its members need (fisher's activation hooks
+cost about 12 % of a snip pass). Per-layer reductions use the
 fused multi-tensor ops (one call over every layer), not a Python loop. On the CPU the passes run on a channels_last
 copy of the supernet (:func:`~rdnas.proxies.base.channels_last_on_cpu`), so scoring leaves the supernet's BN
 running statistics untouched.
@@ -21,8 +23,9 @@ from rdnas.supernet import NB201Supernet
 LOSS_GRADIENT_PROXIES = ("snip", "grad_norm", "plain", "fisher")
 
 
-def _one_architecture(supernet: NB201Supernet, arch: tuple, minibatch: Minibatch, layers: list) -> dict:
-    """One forward/backward of the cross-entropy on the minibatch; returns the four proxies of this pass."""
+def _one_architecture(supernet: NB201Supernet, arch: tuple, minibatch: Minibatch, layers: list,
+                      names: tuple = LOSS_GRADIENT_PROXIES) -> dict:
+    """One forward/backward of the cross-entropy on the minibatch; returns the named proxies of this pass."""
     fisher = torch.zeros((), dtype=torch.float64, device=minibatch.inputs.device)
 
     def on_output(module, args, out):
@@ -38,24 +41,27 @@ def _one_architecture(supernet: NB201Supernet, arch: tuple, minibatch: Minibatch
             fisher = fisher + per_channel.double().square().mean(0).mul(0.5).sum() * fan_in
         out.register_hook(on_grad)
 
-    with hooks_removed([m.register_forward_hook(on_output) for m in layers]):
+    with hooks_removed([m.register_forward_hook(on_output) for m in layers] if "fisher" in names else []):
         supernet.zero_grad(set_to_none=True)
         loss = F.cross_entropy(supernet(minibatch.inputs, arch), minibatch.targets)
         loss.backward()
     weights = [m.weight.detach() for m in layers if m.weight.grad is not None]
     grads = [m.weight.grad for m in layers if m.weight.grad is not None]
-    scores = {
-        "snip": sum_abs_product(weights, grads).sum(),
-        "grad_norm": sum_squares(grads).sqrt().sum(),
-        "plain": sum_product(weights, grads).sum(),
-        "fisher": fisher,
+    reductions = {
+        "snip": lambda: sum_abs_product(weights, grads).sum(),
+        "grad_norm": lambda: sum_squares(grads).sqrt().sum(),
+        "plain": lambda: sum_product(weights, grads).sum(),
+        "fisher": lambda: fisher,
     }
+    scores = {name: float(reductions[name]()) for name in names}
     supernet.zero_grad(set_to_none=True)
-    return {name: float(value) for name, value in scores.items()}
+    return scores
 
 
-def loss_gradient_proxies(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch) -> dict[str, Tensor]:
-    """snip, grad_norm, plain and fisher of each architecture from one forward/backward pass each.
+def loss_gradient_proxies(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch,
+                          names=LOSS_GRADIENT_PROXIES) -> dict[str, Tensor]:
+    """snip, grad_norm, plain and fisher (or the ``names`` among them) of each architecture from one
+    forward/backward pass each.
 
     - snip: sum |w * dL/dw| (connection sensitivity; Lee et al. 2019)
     - grad_norm: sum over layers of ||dL/dw||_2
@@ -65,37 +71,43 @@ def loss_gradient_proxies(supernet: NB201Supernet, archs: list[tuple], minibatch
       is NAS-Bench-Suite-Zero's: its code broadcasts each channel's value over that channel's weights before
       summing.
 
-    Returns {name: Tensor[K] float64}; disconnected architectures get -inf.
+    Returns {name: Tensor[K] float64} for the requested names; disconnected architectures get -inf.
     """
+    names = tuple(names)
+    unknown = [name for name in names if name not in LOSS_GRADIENT_PROXIES]
+    if unknown or not names:
+        raise ValueError(f"rdnas.proxies.loss_gradient_proxies: names must be a non-empty subset of "
+                         f"{LOSS_GRADIENT_PROXIES}, got {names!r}")
     cache = plan_cache("loss_gradient", supernet, parameter_versions(supernet), minibatch)
     network, batch = channels_last_on_cpu(supernet, minibatch)
     layers = conv_and_linear_layers(network)
     was_training = network.training
     network.train()
     try:
-        passes = {}  # arch -> the four values of its pass (run once, read by all four columns)
+        passes = {}  # arch -> the requested values of its pass (run once, read by every requested column)
 
         def column(name, kept):
             for arch in kept:
                 if arch not in passes:
-                    passes[arch] = _one_architecture(network, arch, batch, layers)
+                    passes[arch] = _one_architecture(network, arch, batch, layers, names)
             return torch.tensor([passes[arch][name] for arch in kept], dtype=torch.float64)
 
         return {name: scores_with_disconnected_last(archs, lambda kept, n=name: column(n, kept),
                                                     cache.setdefault(name, {}))
-                for name in LOSS_GRADIENT_PROXIES}
+                for name in names}
     finally:
         network.train(was_training)
 
 
 def _member(name: str, summary: str):
     def score(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch) -> Tensor:
-        return loss_gradient_proxies(supernet, archs, minibatch)[name]
+        return loss_gradient_proxies(supernet, archs, minibatch, (name,))[name]
 
     score.__name__ = name
-    score.__doc__ = (f"{summary}. One forward/backward per architecture, shared with the other loss-gradient "
-                     "proxies (see :func:`loss_gradient_proxies`). Tensor[K] float64; disconnected: -inf.")
-    return register(name, needs_data=True, batched=False, summary=summary)(score)
+    score.__doc__ = (f"{summary}. One forward/backward per architecture (per live cell plan); score several "
+                     "loss-gradient proxies in one pass with :func:`loss_gradient_proxies` or ``score_space``. "
+                     "Tensor[K] float64; disconnected: -inf.")
+    return register(name, needs_data=True, batched=False, summary=summary, family=loss_gradient_proxies)(score)
 
 
 snip = _member("snip", "SNIP: sum |w * dL/dw| over Conv2d/Linear weights (Lee et al. 2019)")

@@ -280,15 +280,22 @@ def _proxy_list(proxies) -> list[Proxy]:
 
 
 def _scores_of_chunk(proxies: list[Proxy], supernet, archs: list[tuple], minibatch) -> dict[str, np.ndarray]:
-    """Every proxy's scores for one chunk, proxies called in order, each once with the whole chunk (so the
-    loss-gradient family shares its forward/backward pass). The supernet's buffers are put back afterwards, so a
-    chunk's scores never depend on which chunks ran before it (the basis of resuming and sharding)."""
+    """Every proxy's scores for one chunk, proxies called in order, each once with the whole chunk; the requested
+    members of a family (the loss-gradient proxies) come from one call of the family, so they share one pass. The
+    supernet's buffers are put back afterwards, so a chunk's scores never depend on which chunks ran before it
+    (the basis of resuming and sharding)."""
     buffers = [b.detach().clone() for b in supernet.buffers()]
     was_training = supernet.training
-    scores = {}
+    scores, family_scores = {}, {}
     try:
         for proxy in proxies:
-            values = proxy.score(supernet, archs, minibatch)
+            if proxy.family is None:
+                values = proxy.score(supernet, archs, minibatch)
+            else:
+                if proxy.family not in family_scores:
+                    members = tuple(p.name for p in proxies if p.family is proxy.family)
+                    family_scores[proxy.family] = proxy.family(supernet, archs, minibatch, members)
+                values = family_scores[proxy.family][proxy.name]
             values = torch.as_tensor(values).detach().to("cpu", torch.float64)
             if values.shape != (len(archs),):
                 raise RuntimeError(f"{_WHERE}: proxy {proxy.name!r} returned shape {list(values.shape)} for "
