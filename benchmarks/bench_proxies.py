@@ -1,15 +1,19 @@
 """Scoring NB201 architectures with synflow and snip: rdnas against the way public zero-cost-proxy code does it.
 
-Reference ("public-style"), per architecture, as zero-cost-nas / NASLib do: build a new network for the cell
-(fresh initialisation), deep-copy it (synflow: a float64 copy without BN, as ``get_prunable_copy(bn=False)``),
-linearise through a Python loop over ``state_dict()``, run the whole benchmark network (every non-``none`` edge,
-dead ones included; ``none`` itself is skipped, which public code computes as ``x * 0``), and sum a per-layer metric
-in a Python loop (snip: the ``weight_mask`` trick). rdnas: ``PROXIES[name].score(supernet, archs, minibatch)`` on
-one supernet at initialisation: no network per architecture, synflow batched over architectures, fused reductions,
-one pass per live cell plan.
+Reference ("public"), per architecture, as zero-cost-nas / NASLib do: build the benchmark's network for the cell
+(:class:`public_nb201.TinyNetwork`: plain ``nn`` modules, every edge of the cell computed, ``none`` as ``x * 0``,
+``nn.AvgPool2d`` pooling), and per proxy a second network from ``get_prunable_copy`` (synflow: without BN, then
+``.double()``); linearise through a Python loop over ``state_dict()``; sum a per-layer metric in a Python loop
+(snip: the ``weight_mask`` trick). A second reference ("public-loop") runs the same steps on rdnas's
+:class:`~rdnas.supernet.NB201Network` instead (its ops, deep copy instead of the second build, dead edges
+computed, ``none`` skipped): what rdnas gains over it is the scoring engine alone, not the faster ops.
+rdnas: ``PROXIES[name].score(supernet, archs, minibatch)`` on one supernet at initialisation: no network per
+architecture, synflow batched over architectures, fused reductions, one pass per live cell plan.
+
+``test_references_agree`` checks that all three compute the same scores from the same weights.
 
 Each round scores the same random sample of architectures from the 15,625 (plan caches are cleared every round,
-so nothing carries over). ``extra_info`` projects the whole space: the reference scales with 15,625 cells; rdnas
+so nothing carries over). ``extra_info`` projects the whole space: the references scale with 15,625 cells; rdnas
 with the 9,444 distinct live plans (measured on the sample as time per distinct plan).
 """
 
@@ -21,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from public_nb201 import TinyNetwork, load_rdnas_weights
 from rdnas.proxies import PROXIES, Minibatch, scoring_supernet
 from rdnas.proxies.base import clear_plan_caches
 from rdnas.proxies.probes import batchnorm_removed
@@ -29,37 +34,45 @@ from rdnas.supernet import NB201Network, cell_plan
 
 SPACE, LIVE_PLANS = 15_625, 9_444
 SAMPLE = {"synflow": 64, "snip": 8}
-LABELS = {"rdnas": "rdnas (supernet, batched)", "public": "public-style (model per arch)"}
-ROLES = {"rdnas": "candidate", "public": "baseline"}
+LABELS = {"rdnas": "rdnas (supernet, batched)", "public": "public-style (zero-cost-nas network per arch)",
+          "public-loop": "public-style loop on rdnas's network ops"}
+ROLES = {"rdnas": "candidate", "public": "baseline", "public-loop": "baseline"}
 
 
-def sample_archs(count: int) -> list[tuple]:
+def sample_archs(count: int, connected_only: bool = False) -> list[tuple]:
     generator = torch.Generator().manual_seed(0)
-    indices = torch.randperm(SPACE, generator=generator)[:count].tolist()
-    everything = nb201.all_archs()
-    return [tuple(everything[i].tolist()) for i in indices]
+    indices = torch.randperm(SPACE, generator=generator).tolist()
+    every = [tuple(arch.tolist()) for arch in nb201.all_archs()]
+    archs = [every[i] for i in indices if cell_plan(every[i]) or not connected_only]
+    return archs[:count]
+
+
+def random_minibatch(device) -> Minibatch:
+    generator = torch.Generator().manual_seed(0)
+    return Minibatch(torch.randn(64, 3, 32, 32, generator=generator),
+                     torch.randint(0, 10, (64,), generator=generator), 10, "random").to(device)
 
 
 def conv_linear(net):
     return [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def public_synflow(arch, image_shape, device) -> float:
-    net = NB201Network(arch).to(device)                     # a new network per architecture
-    net = copy.deepcopy(net).double()                        # get_prunable_copy(bn=False) + .double()
-    net.eval()
+def linearised_synflow(net, forward, image_shape) -> float:
+    """zero-cost-nas's compute_synflow_per_weight on a float64 network: linearize() through state_dict(), one
+    all-ones image, sum of |w * dL/dw| per layer in a Python loop, nonlinearize()."""
+    device = next(net.parameters()).device
     signs = {}
     with torch.no_grad():
-        for name, param in net.state_dict().items():         # linearize()
+        for name, param in net.state_dict().items():
             signs[name] = torch.sign(param)
             param.abs_()
     net.zero_grad()
-    with batchnorm_removed(net):
-        net(torch.ones(1, *image_shape, dtype=torch.float64, device=device), edges="all").sum().backward()
-    per_layer = [torch.abs(layer.weight * layer.weight.grad) for layer in conv_linear(net) if layer.weight.grad is not None]
-    score = sum(float(t.sum()) for t in per_layer)
+    forward(torch.ones(1, *image_shape, dtype=torch.float64, device=device)).sum().backward()
     with torch.no_grad():
-        for name, param in net.state_dict().items():         # nonlinearize()
+        per_layer = [torch.abs(layer.weight * layer.weight.grad) for layer in conv_linear(net)
+                     if layer.weight.grad is not None]
+        score = sum(float(t.sum()) for t in per_layer)
+        for name, param in net.state_dict().items():
             param.mul_(signs[name])
     return score
 
@@ -72,33 +85,78 @@ def _masked_linear(self, x):
     return F.linear(x, self.weight * self.weight_mask, self.bias)
 
 
-def public_snip(arch, minibatch, device) -> float:
-    net = copy.deepcopy(NB201Network(arch).to(device)).train()
+def masked_snip(net, forward, minibatch) -> float:
+    """zero-cost-nas's compute_snip_per_weight: a weight_mask parameter per Conv2d / Linear layer, forwards
+    replaced, one cross-entropy backward, sum of |dL/dmask| per layer in a Python loop."""
     for layer in conv_linear(net):
         layer.weight_mask = nn.Parameter(torch.ones_like(layer.weight))
         layer.weight.requires_grad = False
         layer.forward = types.MethodType(_masked_conv if isinstance(layer, nn.Conv2d) else _masked_linear, layer)
     net.zero_grad()
-    F.cross_entropy(net(minibatch.inputs, edges="all"), minibatch.targets).backward()
+    F.cross_entropy(forward(minibatch.inputs), minibatch.targets).backward()
     grads_abs = [torch.abs(layer.weight_mask.grad) for layer in conv_linear(net) if layer.weight_mask.grad is not None]
     return sum(float(g.sum()) for g in grads_abs)
 
 
-@pytest.mark.parametrize("impl", ["rdnas", "public"])
+def public_synflow(net: TinyNetwork, image_shape) -> float:
+    prunable = net.get_prunable_copy(bn=False).to(next(net.parameters()).device).double()
+    return linearised_synflow(prunable, prunable, image_shape)
+
+
+def public_snip(net: TinyNetwork, minibatch) -> float:
+    prunable = net.get_prunable_copy(bn=True).to(next(net.parameters()).device)
+    return masked_snip(prunable, prunable, minibatch)
+
+
+def public_loop_synflow(net: NB201Network, image_shape) -> float:
+    prunable = copy.deepcopy(net).double().eval()
+
+    def forward(x):
+        with batchnorm_removed(prunable):
+            return prunable(x, edges="all")
+    return linearised_synflow(prunable, forward, image_shape)
+
+
+def public_loop_snip(net: NB201Network, minibatch) -> float:
+    prunable = copy.deepcopy(net).train()
+    return masked_snip(prunable, lambda x: prunable(x, edges="all"), minibatch)
+
+
+REFERENCES = {("public", "synflow"): (TinyNetwork, public_synflow), ("public", "snip"): (TinyNetwork, public_snip),
+              ("public-loop", "synflow"): (NB201Network, public_loop_synflow),
+              ("public-loop", "snip"): (NB201Network, public_loop_snip)}
+
+
+@pytest.mark.parametrize("proxy", ["synflow", "snip"])
+def test_references_agree(device, proxy):
+    """Both references and rdnas give the same scores from the same weights (snip: float32, and rdnas scores in
+    channels_last on the CPU, so up to float32 rounding)."""
+    archs = sample_archs(3, connected_only=True)
+    minibatch = random_minibatch(device)
+    supernet = scoring_supernet(device=device)
+    clear_plan_caches()
+    ours = PROXIES[proxy].score(supernet, archs, minibatch).tolist()
+    data = (3, 32, 32) if proxy == "synflow" else minibatch
+    for arch, value in zip(archs, ours):
+        network = supernet.export(arch)
+        public = load_rdnas_weights(TinyNetwork(arch), network).to(device)
+        theirs = [REFERENCES["public", proxy][1](public, data), REFERENCES["public-loop", proxy][1](network, data)]
+        assert theirs == pytest.approx([value, value], rel=1e-9 if proxy == "synflow" else 2e-4)
+
+
+@pytest.mark.parametrize("impl", ["rdnas", "public", "public-loop"])
 @pytest.mark.parametrize("proxy", ["synflow", "snip"])
 def test_score_architectures(device_benchmark, device, proxy, impl):
     bench = device_benchmark
     count = SAMPLE[proxy]
     bench.group = f"score-{proxy}-{device}-{count}-archs"
     archs = sample_archs(count)
-    generator = torch.Generator().manual_seed(0)
-    minibatch = Minibatch(torch.randn(64, 3, 32, 32, generator=generator),
-                          torch.randint(0, 10, (64,), generator=generator), 10, "random").to(device)
+    minibatch = random_minibatch(device)
     plans = len({cell_plan(a) for a in archs if cell_plan(a)})
-    scaled = SPACE / count if impl == "public" else LIVE_PLANS / plans
+    scaled = LIVE_PLANS / plans if impl == "rdnas" else SPACE / count
     bench.extra_info.update(impl=impl, label=LABELS[impl], role=ROLES[impl], archs=count, live_plans=plans,
                             whole_space_scale=scaled,
-                            note="whole space = median x whole_space_scale (reference: 15,625 / sample; "
+                            note="whole space = median x whole_space_scale (references: 15,625 / sample; "
                                  "rdnas: 9,444 live plans / distinct plans in the sample)")
     if impl == "rdnas":
         supernet = scoring_supernet(device=device)
@@ -106,10 +164,10 @@ def test_score_architectures(device_benchmark, device, proxy, impl):
         def run():
             clear_plan_caches()
             return PROXIES[proxy].score(supernet, archs, minibatch)
-    elif proxy == "synflow":
-        def run():
-            return [public_synflow(a, (3, 32, 32), device) for a in archs]
     else:
+        build, score = REFERENCES[impl, proxy]
+        data = (3, 32, 32) if proxy == "synflow" else minibatch
+
         def run():
-            return [public_snip(a, minibatch, device) for a in archs]
+            return [score(build(arch).to(device), data) for arch in archs]
     bench(run, warmup=1)
