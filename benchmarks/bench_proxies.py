@@ -130,7 +130,7 @@ REFERENCES = {("public", "synflow"): (TinyNetwork, public_synflow), ("public", "
 @pytest.mark.parametrize("proxy", ["synflow", "snip"])
 def test_references_agree(device, proxy):
     """Both references and rdnas give the same scores from the same weights (snip: float32, and rdnas scores in
-    channels_last on the CPU, so up to float32 rounding)."""
+    channels_last on the CPU, so up to float32 rounding; on a GPU cuDNN's TF32 convolutions round more)."""
     archs = sample_archs(3, connected_only=True)
     minibatch = random_minibatch(device)
     supernet = scoring_supernet(device=device)
@@ -141,7 +141,8 @@ def test_references_agree(device, proxy):
         network = supernet.export(arch)
         public = load_rdnas_weights(TinyNetwork(arch), network).to(device)
         theirs = [REFERENCES["public", proxy][1](public, data), REFERENCES["public-loop", proxy][1](network, data)]
-        assert theirs == pytest.approx([value, value], rel=1e-9 if proxy == "synflow" else 2e-4)
+        tolerance = 1e-9 if proxy == "synflow" else 2e-4 if device == "cpu" else 1e-2
+        assert theirs == pytest.approx([value, value], rel=tolerance)
 
 
 @pytest.mark.parametrize("impl", ["rdnas", "public", "public-loop"])
