@@ -4,10 +4,10 @@ Definitions are NAS-Bench-Suite-Zero's (Abdelfattah et al. 2021 code), over the 
 training-mode BN. snip, grad_norm, plain and fisher come from the same forward/backward pass: scoring several of
 them together (:func:`loss_gradient_proxies` with their names, as ``score_space`` does) runs that pass once per
 live cell plan (see ``plan_cache``), and a pass computes only what its members need (fisher's activation hooks
-cost about 12 % of a snip pass). Per-layer reductions use the
-fused multi-tensor ops (one call over every layer), not a Python loop. On the CPU the passes run on a channels_last
-copy of the supernet (:func:`~rdnas.proxies.base.channels_last_on_cpu`), so scoring leaves the supernet's BN
-running statistics untouched.
+cost about 12 % of a snip pass). Per-layer reductions use the fused multi-tensor ops (one call over every
+layer), not a Python loop. On the CPU the passes run on a channels_last copy of the supernet
+(:func:`~rdnas.proxies.base.channels_last_on_cpu`), so scoring leaves the supernet's BN running statistics
+untouched.
 """
 
 import torch
