@@ -16,6 +16,8 @@ Four steps, the scoring ones resumable (the score tables are written incremental
     OMP_NUM_THREADS=2 python benchmarks/validate_proxies.py sample --proxies zen --cells 160
     # 3. our own run-to-run rank correlation (seed and minibatch changed) -> proxy_run_to_run.json
     OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py run-to-run --cells 48
+    #    plain under the public per-network protocol (see plain_protocol) -> plain_protocol.json
+    OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py plain-protocol --cells 200
     # 4. rank correlations -> benchmarks/results/proxy_validation.json and a Markdown table on stdout
     python benchmarks/validate_proxies.py report
 
@@ -231,14 +233,71 @@ def run_to_run(proxies: str, cells: int) -> dict:
     return results
 
 
+def plain_protocol(cells: int) -> dict:
+    """Why plain misses: with training-mode BN after a convolution, scaling its weights leaves the output unchanged
+    (up to BN's eps), so w . dL/dw of those layers is ~1e-5 of snip's scale and plain is the sum over the layers
+    without BN after them: the classifier and the two reduction blocks' 1x1 shortcut convolutions. Public code
+    builds (so draws) those layers afresh for every cell. This scores ``cells`` Suite-Zero subset cells (seed 1)
+    on networks exported from one supernet (PyTorch init, seed 0), (a) with the supernet's shared weights, and
+    (b), (c) with the classifier and shortcut convolutions re-drawn per cell under two seed sets, then compares
+    ranks: (b) vs (c) is plain's run-to-run rank correlation under the public per-network protocol."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from rdnas.proxies import scoring_supernet
+    from rdnas.spaces import nb201
+
+    rows = suite_zero_cifar10()
+    rows = [rows[i] for i in np.random.default_rng(1).choice(len(rows), cells, replace=False)]
+    batch, supernet = minibatch(), scoring_supernet(init="pytorch", seed=0)
+
+    def plain(arch, parts: dict, redraw_seed=None):
+        network = supernet.export(arch).train()
+        without_bn = [network.classifier] + [layer.downsample[1] for layer in network.layers
+                                             if hasattr(layer, "downsample")]
+        if redraw_seed is not None:
+            torch.manual_seed(redraw_seed)
+            for layer in without_bn:
+                layer.reset_parameters()
+        F.cross_entropy(network(batch.inputs), batch.targets).backward()
+        with torch.no_grad():
+            for layer in network.modules():
+                if isinstance(layer, (nn.Conv2d, nn.Linear)) and layer.weight.grad is not None:
+                    key = "layers_without_bn" if any(layer is other for other in without_bn) else "convs_before_bn"
+                    parts[key].append(abs(float((layer.weight * layer.weight.grad).sum())))
+            return sum(float((m.weight * m.weight.grad).sum()) for m in network.modules()
+                       if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.grad is not None)
+
+    archs = [nb201.from_string(r["arch_str"]) for r in rows]
+    published = np.array([float(r["plain"]) for r in rows])
+    parts = {"layers_without_bn": [], "convs_before_bn": []}
+    shared = np.array([plain(a, parts) for a in archs])
+    first = np.array([plain(a, parts, 1000 + k) for k, a in enumerate(archs)])
+    second = np.array([plain(a, parts, 9000 + k) for k, a in enumerate(archs)])
+    results = {
+        "cells": cells,
+        "median_abs_term": {key: float(np.median(values)) for key, values in parts.items()},
+        "shared_vs_published": float(spearmanr(shared, published)[0]),
+        "redrawn_vs_published": [float(spearmanr(run, published)[0]) for run in (first, second)],
+        "redrawn_run_to_run": float(spearmanr(first, second)[0]),
+        "shared_vs_redrawn": [float(spearmanr(shared, run)[0]) for run in (first, second)],
+    }
+    print(json.dumps(results, indent=2))
+    (RESULTS / "plain_protocol.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["score-full", "score-suite-zero", "sample", "run-to-run", "report"])
+    parser.add_argument("step", choices=["score-full", "score-suite-zero", "sample", "run-to-run", "plain-protocol",
+                                         "report"])
     parser.add_argument("--table", choices=["full", "suite-zero"], default="full", help="sample: which table")
     parser.add_argument("--init", choices=["pytorch", "kaiming_normal"], default=None,
                         help="the scoring supernet's initialisation (default: kaiming_normal for score-full and "
                              "sample, as FreeREA's whole-space table; pytorch for score-suite-zero, as NASLib's)")
-    parser.add_argument("--cells", type=int, default=48, help="sample, run-to-run: how many cells (default 48)")
+    parser.add_argument("--cells", type=int, default=48,
+                        help="sample, run-to-run, plain-protocol: how many cells (default 48)")
     parser.add_argument("--proxies", default=None)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0, help="score-suite-zero: supernet seed (default 0)")
@@ -258,6 +317,8 @@ def main(argv=None) -> int:
         sample(args.proxies or "zen", args.cells, args.table, args.init or "kaiming_normal")
     elif args.step == "run-to-run":
         run_to_run(args.proxies or "snip,grad_norm,fisher,jacov,grasp,plain", args.cells)
+    elif args.step == "plain-protocol":
+        plain_protocol(args.cells)
     else:
         report()
     return 0
