@@ -47,7 +47,7 @@ def minibatch():
     return load_minibatch(SPEC, batch_size=8)
 
 
-def run_cli(*args, cwd, timeout=120):
+def run_cli(*args, cwd, timeout=600):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "rdnas", *args], capture_output=True, text=True, timeout=timeout,
                           cwd=cwd, env=env)
