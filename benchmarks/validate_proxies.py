@@ -243,9 +243,9 @@ def plain_protocol(cells: int) -> dict:
     ranks: (b) vs (c) is plain's run-to-run rank correlation under the public per-network protocol."""
     import torch
     import torch.nn.functional as F
-    from torch import nn
 
     from rdnas.proxies import scoring_supernet
+    from rdnas.proxies.base import conv_and_linear_layers
     from rdnas.spaces import nb201
 
     rows = suite_zero_cifar10()
@@ -261,13 +261,14 @@ def plain_protocol(cells: int) -> dict:
             for layer in without_bn:
                 layer.reset_parameters()
         F.cross_entropy(network(batch.inputs), batch.targets).backward()
+        total = 0.0
         with torch.no_grad():
-            for layer in network.modules():
-                if isinstance(layer, (nn.Conv2d, nn.Linear)) and layer.weight.grad is not None:
-                    key = "layers_without_bn" if any(layer is other for other in without_bn) else "convs_before_bn"
-                    parts[key].append(abs(float((layer.weight * layer.weight.grad).sum())))
-            return sum(float((m.weight * m.weight.grad).sum()) for m in network.modules()
-                       if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.grad is not None)
+            for layer in conv_and_linear_layers(network):
+                if layer.weight.grad is not None:
+                    term = float((layer.weight * layer.weight.grad).sum())
+                    parts["layers_without_bn" if layer in without_bn else "convs_before_bn"].append(abs(term))
+                    total += term
+        return total
 
     archs = [nb201.from_string(r["arch_str"]) for r in rows]
     published = np.array([float(r["plain"]) for r in rows])
