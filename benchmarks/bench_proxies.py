@@ -27,7 +27,7 @@ from torch import nn
 
 from public_nb201 import TinyNetwork, load_rdnas_weights
 from rdnas.proxies import PROXIES, Minibatch, scoring_supernet
-from rdnas.proxies.base import clear_plan_caches
+from rdnas.proxies.base import clear_plan_caches, conv_and_linear_layers
 from rdnas.proxies.probes import batchnorm_removed
 from rdnas.spaces import nb201
 from rdnas.supernet import NB201Network, cell_plan
@@ -53,10 +53,6 @@ def random_minibatch(device) -> Minibatch:
                      torch.randint(0, 10, (64,), generator=generator), 10, "random").to(device)
 
 
-def conv_linear(net):
-    return [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-
-
 def linearised_synflow(net, forward, image_shape) -> float:
     """zero-cost-nas's compute_synflow_per_weight on a float64 network: linearize() through state_dict(), one
     all-ones image, sum of |w * dL/dw| per layer in a Python loop, nonlinearize()."""
@@ -69,7 +65,7 @@ def linearised_synflow(net, forward, image_shape) -> float:
     net.zero_grad()
     forward(torch.ones(1, *image_shape, dtype=torch.float64, device=device)).sum().backward()
     with torch.no_grad():
-        per_layer = [torch.abs(layer.weight * layer.weight.grad) for layer in conv_linear(net)
+        per_layer = [torch.abs(layer.weight * layer.weight.grad) for layer in conv_and_linear_layers(net)
                      if layer.weight.grad is not None]
         score = sum(float(t.sum()) for t in per_layer)
         for name, param in net.state_dict().items():
@@ -88,13 +84,14 @@ def _masked_linear(self, x):
 def masked_snip(net, forward, minibatch) -> float:
     """zero-cost-nas's compute_snip_per_weight: a weight_mask parameter per Conv2d / Linear layer, forwards
     replaced, one cross-entropy backward, sum of |dL/dmask| per layer in a Python loop."""
-    for layer in conv_linear(net):
+    for layer in conv_and_linear_layers(net):
         layer.weight_mask = nn.Parameter(torch.ones_like(layer.weight))
         layer.weight.requires_grad = False
         layer.forward = types.MethodType(_masked_conv if isinstance(layer, nn.Conv2d) else _masked_linear, layer)
     net.zero_grad()
     F.cross_entropy(forward(minibatch.inputs), minibatch.targets).backward()
-    grads_abs = [torch.abs(layer.weight_mask.grad) for layer in conv_linear(net) if layer.weight_mask.grad is not None]
+    grads_abs = [torch.abs(layer.weight_mask.grad) for layer in conv_and_linear_layers(net)
+                 if layer.weight_mask.grad is not None]
     return sum(float(g.sum()) for g in grads_abs)
 
 
