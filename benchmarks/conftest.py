@@ -13,6 +13,7 @@ run once per entry of :data:`DEVICES`.
 Environment knobs:
   RDNAS_BENCH_SECONDS     time budget of one benchmark's timed rounds (default 1.0; at least 5 rounds run)
   RDNAS_BENCH_MAX_CALL_S  skip a baseline whose single call takes longer than this (default 5.0)
+  RDNAS_BENCH_WHOLE_SPACE=1  bench_proxies: rdnas scores all 15,625 NB201 cells once instead of a sample
   RDNAS_BENCH_KEEP_DATA=1 keep every round's time in the --benchmark-json file (dropped by default: size)
 """
 
@@ -201,6 +202,12 @@ def other_processes_cpu_share(before, after, wall_seconds: float):
     return max(0.0, others / (wall_seconds * (os.cpu_count() or 1)))
 
 
+def time_one_call(call) -> float:
+    start = time.perf_counter()
+    call()
+    return max(time.perf_counter() - start, 1e-7)
+
+
 class DeviceBenchmark:
     """pytest-benchmark's fixture for one device: synchronised timing with rounds from a time budget."""
 
@@ -229,31 +236,31 @@ class DeviceBenchmark:
         self.extra_info["peak_mem_bytes"] = peak_extra_memory(synchronized(fn, self.device), self.device)
         self.extra_info["peak_mem_method"] = PEAK_MEM_METHOD[kind]
 
-    def __call__(self, fn, warmup: int = 2):
+    def __call__(self, fn, warmup: int = 2, rounds: int | None = None):
         """Times fn (synchronised) with pedantic rounds x iterations sized so that the timed part takes about
         RDNAS_BENCH_SECONDS (at least MIN_ROUNDS rounds), after untimed calls: one that measures a call, plus
         `warmup` more when a call is fast (under 0.1 s); a slow call is its own warm-up, so a slow baseline costs
-        MIN_ROUNDS + 1 calls. With --benchmark-disable, fn runs once. Returns the median in seconds, or None."""
+        MIN_ROUNDS + 1 calls. ``rounds`` given: exactly that many timed calls and no untimed one (for runs of
+        minutes, where a warm-up call would double the cost and first-call effects vanish). With
+        --benchmark-disable, fn runs once. Returns the median in seconds, or None."""
         call = synchronized(fn, self.device)
         if self.disabled:
             self.benchmark.pedantic(call, rounds=1, iterations=1)
             return None
-
-        def time_one_call():
-            start = time.perf_counter()
-            call()
-            return max(time.perf_counter() - start, 1e-7)
-
-        once = time_one_call()
-        if once < 0.1:
-            for _ in range(warmup):
-                call()
-            once = time_one_call()
-        iterations = max(1, math.ceil(MIN_ROUND_S / once))
-        rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, int(BUDGET_S / (once * iterations))))
+        if rounds is None:
+            once = time_one_call(call)
+            if once < 0.1:
+                for _ in range(warmup):
+                    call()
+                once = time_one_call(call)
+            iterations = max(1, math.ceil(MIN_ROUND_S / once))
+            rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, int(BUDGET_S / (once * iterations))))
+            warmup_rounds = 1 if once < 0.1 else 0
+        else:
+            iterations, warmup_rounds = 1, 0
         self.extra_info["rounds_x_iterations"] = f"{rounds} x {iterations}"
         before, start = _cpu_seconds(), time.perf_counter()
-        self.benchmark.pedantic(call, rounds=rounds, iterations=iterations, warmup_rounds=1 if once < 0.1 else 0)
+        self.benchmark.pedantic(call, rounds=rounds, iterations=iterations, warmup_rounds=warmup_rounds)
         share = other_processes_cpu_share(before, _cpu_seconds(), time.perf_counter() - start)
         if share is not None:
             self.extra_info["other_processes_cpu"] = round(share, 3)

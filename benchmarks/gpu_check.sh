@@ -21,6 +21,13 @@ rm -f "$OUT/nb201_synflow_cuda.csv" "$OUT/nb201_synflow_cuda.csv.meta.json"
 python -m rdnas proxies --proxy synflow --device cuda --init kaiming_normal --archs-per-chunk 512 \
   --out "$OUT/nb201_synflow_cuda.csv" --quiet | tee "$OUT/nb201_synflow_cuda.txt"
 
+# rdnas scoring all 15,625 cells on the GPU with synflow and snip, once each, beside the public-style references
+# on their samples (issue target: >= 20x).
+RDNAS_BENCH_WHOLE_SPACE=1 python -m pytest benchmarks/bench_proxies.py -q -k "test_score_architectures and cuda" \
+  --benchmark-json="$OUT/bench_proxies_whole_space_gpu.json"
+python benchmarks/render_results.py "$OUT/bench_proxies_whole_space_gpu.json" -o "$OUT/bench_proxies_whole_space_gpu.md"
+grep -A 7 '^### score-' "$OUT/bench_proxies_whole_space_gpu.md"
+
 # The mini-benchmark build (stacks of stand-alone networks) and the demo pipeline on the GPU, timed end to end.
 start=$SECONDS
 python -m rdnas bench build --archs 240 --seeds 10 --device cuda --networks-per-stack 480 \

@@ -5,7 +5,9 @@
 Each file gets a header (machine, torch / CUDA versions, date, the command that produced it) and, per group, a
 table: implementation, median and IQR (ms), rounds x iterations, the speed-up over each baseline of the group
 (baseline median / this median; rows marked role="baseline" in extra_info are the baselines), the peak extra
-memory, and the achieved bandwidth where the benchmark recorded one. Works on any pytest-benchmark JSON; the rdnas
+memory, and the achieved bandwidth where the benchmark recorded one. Where every row of a group records a
+``whole_space_scale`` (a sample timed, the whole run projected as median x scale), the table adds the sample and
+the projection, and the speed-ups compare projections. Works on any pytest-benchmark JSON; the rdnas
 fields (extra_info label / role / peak_mem_bytes, machine_info rdnas_environment, rdnas_command) are optional.
 """
 
@@ -32,6 +34,12 @@ def format_ms(seconds) -> str:
     if ms >= 1:
         return f"{ms:.2f}"
     return f"{ms:.3g}"
+
+
+def format_minutes(seconds) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
 
 
 def format_bytes(count) -> str:
@@ -92,10 +100,17 @@ def group_table(name: str, rows: list[dict]) -> list[str]:
     def median(b):
         return (b.get("stats") or {}).get("median")
 
-    rows = sorted(rows, key=lambda b: (info(b).get("role") == "baseline", median(b) or float("inf")))
+    projected = bool(rows) and all("whole_space_scale" in info(b) for b in rows)
+
+    def cost(b):  # what the speed-ups compare: the median, or the whole-space projection
+        return median(b) * info(b)["whole_space_scale"] if projected and median(b) else median(b)
+
+    rows = sorted(rows, key=lambda b: (info(b).get("role") == "baseline", cost(b) or float("inf")))
     baselines = sorted((b for b in rows if info(b).get("role") == "baseline" and median(b)), key=label)
     bandwidth = any("GBps" in info(b) for b in rows)
     header = ["implementation", "median (ms)", "IQR (ms)", "rounds"]
+    if projected:
+        header += ["sample", "whole space, projected"]
     header += [f"speed-up vs {label(b)}" for b in baselines]
     header += ["peak extra memory"]
     if bandwidth:
@@ -111,8 +126,10 @@ def group_table(name: str, rows: list[dict]) -> list[str]:
             format_ms(stats.get("iqr")),
             "-" if rounds is None else (f"{rounds}" if iterations == 1 else f"{rounds} x {iterations}"),
         ]
+        if projected:
+            cells += [str(info(b).get("sample", "-")), format_minutes(cost(b))]
         for base in baselines:
-            cells.append(f"{median(base) / median(b):.2f}x" if median(b) else "-")
+            cells.append(f"{cost(base) / cost(b):.2f}x" if median(b) else "-")
         cells.append(format_bytes(info(b).get("peak_mem_bytes")))
         if bandwidth:
             cells.append(f"{info(b)['GBps']:.1f}" if "GBps" in info(b) else "-")
@@ -143,7 +160,8 @@ def render(path: Path) -> str:
     if any(key == "bytes_counted" for key, _ in methods):
         lines.append("- \"of copy\": GB/s divided by that of a 256 MiB `tensor.copy_` on the same device (read + write); "
                      "on a CPU the benchmark's 12-40 MiB may sit partly in cache, so values above 1 are possible.")
-    lines.append("- Speed-up: the baseline's median divided by this row's median (above 1: this row is faster).")
+    lines.append("- Speed-up: the baseline's median divided by this row's median (above 1: this row is faster); in a "
+                 "group with a whole-space projection, the baseline's projection divided by this row's.")
     return "\n".join(lines) + "\n"
 
 
