@@ -110,7 +110,7 @@ def group_table(name: str, rows: list[dict]) -> list[str]:
     bandwidth = any("GBps" in info(b) for b in rows)
     header = ["implementation", "median (ms)", "IQR (ms)", "rounds"]
     if projected:
-        header += ["sample", "whole space, projected"]
+        header += ["sample", "whole space"]
     header += [f"speed-up vs {label(b)}" for b in baselines]
     header += ["peak extra memory"]
     if bandwidth:

@@ -153,3 +153,46 @@ class TestErrors:
         supernet = small_supernet(bn_track_running_stats=False)
         with pytest.raises(RuntimeError, match=r"BN statistics mode 'running' needs track_running_stats=True"):
             supernet.forward_subnets(torch.randn(2, 3, 8, 8), ARCHS[:1], bn="running")
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7, 6), (2, 4, 1, 1), (1, 3, 2, 9), (0, 4, 5, 5)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_avg_pool_3x3_is_the_benchmarks_pooling_with_first_and_second_derivatives(shape, layout):
+    """avg_pool_3x3 (a depthwise convolution with an adjoint backward) against AvgPool2d(3, 1, 1,
+    count_include_pad=False) in float64: values, gradients and the gradient's own derivative."""
+    from rdnas.supernet.nb201_ops import avg_pool_3x3
+
+    reference = torch.nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    generator = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(*shape[:3], shape[3] * (2 if layout == "strided" else 1), dtype=torch.float64,
+                    generator=generator)
+    x = x[..., ::2] if layout == "strided" else x.contiguous(memory_format=torch.channels_last) \
+        if layout == "channels_last" else x
+    x.requires_grad_(True)
+    torch.testing.assert_close(avg_pool_3x3(x), reference(x), rtol=1e-12, atol=1e-12)
+    grad_out = torch.randn(shape, dtype=torch.float64, generator=generator)
+    ours, = torch.autograd.grad(avg_pool_3x3(x), x, grad_out)
+    theirs, = torch.autograd.grad(reference(x), x, grad_out)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    if x.numel():
+        assert torch.autograd.gradcheck(avg_pool_3x3, (x,))
+        assert torch.autograd.gradgradcheck(avg_pool_3x3, (x,))
+        # Second derivative through a nonlinearity, as GraSP takes it: d/dx of <g, d/dx sum(pool(x)^2)>.
+        def hessian_direction(f):
+            first, = torch.autograd.grad(f(x).square().sum(), x, create_graph=True)
+            second, = torch.autograd.grad((first * grad_out.sum(0, keepdim=True)).sum(), x)
+            return second
+        torch.testing.assert_close(hessian_direction(avg_pool_3x3), hessian_direction(reference), rtol=1e-12,
+                                   atol=1e-12)
+
+
+def test_avg_pool_3x3_keeps_the_input_dtype_in_float32_and_under_autocast():
+    from rdnas.supernet.nb201_ops import avg_pool_3x3
+
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    reference = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    torch.testing.assert_close(avg_pool_3x3(x), reference, rtol=1e-6, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = avg_pool_3x3(x)
+    out.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and torch.isfinite(x.grad).all()

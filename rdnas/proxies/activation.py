@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rdnas.proxies.base import (Minibatch, channels_last_on_cpu, chunks, default_archs_per_pass, derived_copy,
+from rdnas.proxies.base import (Minibatch, scoring_copy_on_cpu, chunks, default_archs_per_pass, derived_copy,
                                 parameter_versions, plan_cache, register, scores_with_disconnected_last)
 from rdnas.proxies.probes import SubnetRows, hooks_removed
 from rdnas.supernet import BNStatistics, NB201Supernet
@@ -49,7 +49,7 @@ def naswot(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch,
     ``archs_per_pass``: cells per forward pass (default 1 on the CPU, where a channels_last copy of the supernet
     runs one cell per pass: 2.1 s per 8 cells against 3.5-4.0 s for 8 per pass, one thread; 64 on a GPU)."""
     archs_per_pass = default_archs_per_pass(archs_per_pass, minibatch.inputs.device, 1, 64)
-    network, batch = channels_last_on_cpu(supernet, minibatch)
+    network, batch = scoring_copy_on_cpu(supernet, minibatch)
 
     def connected(kept):
         parts = []
@@ -70,7 +70,7 @@ def _gaussian_copy(supernet: NB201Supernet, seed: int) -> NB201Supernet:
 def _gaussian_initialised(supernet: NB201Supernet, seed: int) -> NB201Supernet:
     net = copy.deepcopy(supernet)
     if next(net.parameters()).device.type == "cpu":
-        net = net.to(memory_format=torch.channels_last)  # see channels_last_on_cpu: oneDNN's faster layout
+        net = net.to(memory_format=torch.channels_last)  # see scoring_copy_on_cpu: oneDNN's faster layout
     generator = torch.Generator(device="cpu").manual_seed(seed)
     with torch.no_grad():
         for module in net.modules():
@@ -152,7 +152,7 @@ def jacov(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, eps
     correlation matrix of J's rows, score = -sum(log(v + epsilon) + 1 / (v + epsilon)). One forward/backward per
     architecture (training-mode BN). A correlation matrix that is not finite gives -inf; disconnected: -inf."""
 
-    network, batch = channels_last_on_cpu(supernet, minibatch)
+    network, batch = scoring_copy_on_cpu(supernet, minibatch)
 
     def one(arch):
         x = batch.inputs.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)

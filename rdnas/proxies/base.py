@@ -218,19 +218,23 @@ def derived_copy(supernet: NB201Supernet, kind, make) -> NB201Supernet:
     return copies[kind][1]
 
 
-def channels_last_on_cpu(supernet: NB201Supernet, minibatch: Minibatch) -> tuple[NB201Supernet, Minibatch]:
-    """On the CPU, a channels_last copy of the supernet (made once per supernet and parameter state, see
-    :func:`derived_copy`) and the minibatch's images in that layout; elsewhere, both unchanged.
+def scoring_copy_on_cpu(supernet: NB201Supernet, minibatch: Minibatch,
+                        memory_format: torch.memory_format = torch.channels_last) -> tuple[NB201Supernet, Minibatch]:
+    """On the CPU, a copy of the supernet in ``memory_format`` (made once per supernet, format and parameter state,
+    see :func:`derived_copy`) and the minibatch's images in that layout; elsewhere, both unchanged. Passes on the
+    copy leave the supernet's BN running statistics untouched.
 
     oneDNN's convolutions and their backward run about 1.7x faster on NB201's small-channel layers in channels_last
-    (snip over 8 cells at batch 64 on 2 cores: 1.53 s against 2.58 s). Scores differ from the contiguous layout by
-    float32 rounding only (relative 1e-4 on snip)."""
+    (snip over 8 cells at batch 64 on 2 cores: 1.53 s against 2.58 s), the default. Second derivatives (GraSP) are
+    faster contiguous: batch norm's double backward is element-wise work that runs slowly in channels_last. Scores
+    differ between layouts by float32 rounding only (relative 1e-4 on snip; GraSP, a sum with heavy cancellation,
+    up to 1e-2)."""
     if minibatch.inputs.device.type != "cpu":
         return supernet, minibatch
-    fast = derived_copy(supernet, "channels_last",
-                        lambda source: copy.deepcopy(source).to(memory_format=torch.channels_last))
-    images = minibatch.inputs.contiguous(memory_format=torch.channels_last)
-    return fast, Minibatch(images, minibatch.targets, minibatch.num_classes, minibatch.source)
+    layout = "channels_last" if memory_format == torch.channels_last else str(memory_format)
+    network = derived_copy(supernet, layout, lambda source: copy.deepcopy(source).to(memory_format=memory_format))
+    images = minibatch.inputs.contiguous(memory_format=memory_format)
+    return network, Minibatch(images, minibatch.targets, minibatch.num_classes, minibatch.source)
 
 
 def chunks(items: list, size: int):

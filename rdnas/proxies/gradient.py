@@ -5,9 +5,9 @@ training-mode BN. snip, grad_norm, plain and fisher come from the same forward/b
 them together (:func:`loss_gradient_proxies` with their names, as ``score_space`` does) runs that pass once per
 live cell plan (see ``plan_cache``), and a pass computes only what its members need (fisher's activation hooks
 cost about 12 % of a snip pass). Per-layer reductions use the fused multi-tensor ops (one call over every
-layer), not a Python loop. On the CPU the passes run on a channels_last copy of the supernet
-(:func:`~rdnas.proxies.base.channels_last_on_cpu`), so scoring leaves the supernet's BN running statistics
-untouched.
+layer), not a Python loop. On the CPU the passes run on a copy of the supernet
+(:func:`~rdnas.proxies.base.scoring_copy_on_cpu`; channels_last, but contiguous for GraSP's double backward), so
+scoring leaves the supernet's BN running statistics untouched.
 """
 
 import torch
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rdnas.ops import sum_abs_product, sum_product, sum_squares
-from rdnas.proxies.base import (Minibatch, channels_last_on_cpu, conv_and_linear_layers, parameter_versions,
+from rdnas.proxies.base import (Minibatch, scoring_copy_on_cpu, conv_and_linear_layers, parameter_versions,
                                 plan_cache, register, scores_with_disconnected_last)
 from rdnas.proxies.probes import hooks_removed
 from rdnas.supernet import NB201Supernet
@@ -79,7 +79,7 @@ def loss_gradient_proxies(supernet: NB201Supernet, archs: list[tuple], minibatch
         raise ValueError(f"rdnas.proxies.loss_gradient_proxies: names must be a non-empty subset of "
                          f"{LOSS_GRADIENT_PROXIES}, got {names!r}")
     cache = plan_cache("loss_gradient", supernet, parameter_versions(supernet), minibatch)
-    network, batch = channels_last_on_cpu(supernet, minibatch)
+    network, batch = scoring_copy_on_cpu(supernet, minibatch)
     layers = conv_and_linear_layers(network)
     was_training = network.training
     network.train()
@@ -122,7 +122,7 @@ def grasp(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, tem
     """GraSP as the reference code computes it: g = dL/dw, Hg = d(stop_gradient(g) . dL/dw)/dw (double backward),
     score = -sum w * Hg over Conv2d/Linear weights. Logits divided by ``temperature``.
     Tensor[K] float64; disconnected: -inf."""
-    network, batch = channels_last_on_cpu(supernet, minibatch)
+    network, batch = scoring_copy_on_cpu(supernet, minibatch, torch.contiguous_format)
     layers = conv_and_linear_layers(network)
     weights = [m.weight for m in layers]
 
