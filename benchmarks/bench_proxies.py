@@ -23,6 +23,7 @@ projection): synflow about 2.5 min, snip about half an hour on the 2-core CPU.
 """
 
 import copy
+import functools
 import os
 import types
 
@@ -46,11 +47,17 @@ LABELS = {"rdnas": "rdnas (supernet, batched)", "public": "public-style (zero-co
 ROLES = {"rdnas": "candidate", "public": "baseline", "public-loop": "baseline"}
 
 
+@functools.cache
+def all_cells() -> tuple[tuple, ...]:
+    """The 15,625 NB201 cells as op tuples, in enumeration order."""
+    return tuple(tuple(arch.tolist()) for arch in nb201.all_archs())
+
+
 def sample_archs(count: int, connected_only: bool = False) -> list[tuple]:
     """``count`` cells drawn uniformly from the 15,625 (seeded), optionally only connected ones."""
     generator = torch.Generator().manual_seed(0)
     indices = torch.randperm(SPACE, generator=generator).tolist()
-    every = [tuple(arch.tolist()) for arch in nb201.all_archs()]
+    every = all_cells()
     archs = [every[i] for i in indices if cell_plan(every[i]) or not connected_only]
     return archs[:count]
 
@@ -59,8 +66,7 @@ def sample_live_plans(count: int) -> list[tuple]:
     """One cell for each of ``count`` distinct live plans drawn uniformly from the 9,444 (seeded): the first cell
     in enumeration order with that plan."""
     first_cell = {}
-    for arch in nb201.all_archs():
-        arch = tuple(arch.tolist())
+    for arch in all_cells():
         plan = cell_plan(arch)
         if plan and plan not in first_cell:
             first_cell[plan] = arch
@@ -173,7 +179,7 @@ def test_score_architectures(device_benchmark, device, proxy, impl):
     whole_space = WHOLE_SPACE and impl == "rdnas"
     bench.group = f"score-{proxy}-{device}" + ("-whole-space" if WHOLE_SPACE else "")
     if whole_space:
-        archs, scaled, sample = [tuple(arch.tolist()) for arch in nb201.all_archs()], 1.0, "all 15,625 cells"
+        archs, scaled, sample = list(all_cells()), 1.0, "all 15,625 cells"
     elif impl == "rdnas":
         archs, scaled = sample_live_plans(count), LIVE_PLANS / count
         sample = f"{count} of the {LIVE_PLANS:,} distinct live plans"

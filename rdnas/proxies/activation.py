@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rdnas.proxies.base import (Minibatch, scoring_copy_on_cpu, chunks, default_archs_per_pass, derived_copy,
-                                parameter_versions, plan_cache, register, scores_with_disconnected_last)
+from rdnas.proxies.base import (Minibatch, chunks, default_archs_per_pass, derived_copy, parameter_versions,
+                                plan_cache, register, scores_with_disconnected_last, scoring_copy_on_cpu)
 from rdnas.proxies.probes import SubnetRows, hooks_removed
 from rdnas.supernet import BNStatistics, NB201Supernet
 

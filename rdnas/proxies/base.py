@@ -231,8 +231,8 @@ def scoring_copy_on_cpu(supernet: NB201Supernet, minibatch: Minibatch,
     up to 1e-2)."""
     if minibatch.inputs.device.type != "cpu":
         return supernet, minibatch
-    layout = "channels_last" if memory_format == torch.channels_last else str(memory_format)
-    network = derived_copy(supernet, layout, lambda source: copy.deepcopy(source).to(memory_format=memory_format))
+    network = derived_copy(supernet, memory_format,
+                           lambda source: copy.deepcopy(source).to(memory_format=memory_format))
     images = minibatch.inputs.contiguous(memory_format=memory_format)
     return network, Minibatch(images, minibatch.targets, minibatch.num_classes, minibatch.source)
 

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rdnas.ops import sum_abs_product, sum_product, sum_squares
-from rdnas.proxies.base import (Minibatch, scoring_copy_on_cpu, conv_and_linear_layers, parameter_versions,
-                                plan_cache, register, scores_with_disconnected_last)
+from rdnas.proxies.base import (Minibatch, conv_and_linear_layers, parameter_versions, plan_cache, register,
+                                scores_with_disconnected_last, scoring_copy_on_cpu)
 from rdnas.proxies.probes import hooks_removed
 from rdnas.supernet import NB201Supernet
 

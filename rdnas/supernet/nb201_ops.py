@@ -144,18 +144,21 @@ def _pool_sums_scaled(x: Tensor) -> Tensor:
     return out * inverse_count.to(out.dtype)
 
 
-def _pool_adjoint(grad: Tensor, x: Tensor, memory_format: torch.memory_format) -> Tensor:
+def _pool_adjoint(grad: Tensor, x: Tensor) -> Tensor:
     """The backward of :func:`_pool_sums_scaled` at input ``x``: scale by the inverse counts, then the depthwise
-    convolution's input gradient, in ``memory_format``. A first-order backward makes the same call as autograd
-    would (so results stay bit for bit those of autograd's own backward); when autograd records the backward
-    (create_graph), it is written as a forward convolution instead (the ones kernel is symmetric, so the
-    convolution is its own adjoint), which a double backward differentiates as a first derivative."""
+    convolution's input gradient. A first-order backward makes the same call as autograd would (so results stay
+    bit for bit those of autograd's own backward); when autograd records the backward (create_graph), it is
+    written as a forward convolution instead (the ones kernel is symmetric, so the convolution is its own
+    adjoint), which a double backward differentiates as a first derivative, in ``x``'s memory format (a
+    channels_last network fed a contiguous gradient would pay for mixed-layout element-wise ops downstream)."""
     channels, height, width = grad.shape[1:]
     kernel, inverse_count = _pool_tensors(channels, height, width, grad.device, grad.dtype)
     scaled = grad * inverse_count.to(grad.dtype)
     if torch.is_grad_enabled():
-        if not scaled.is_contiguous(memory_format=memory_format):
-            scaled = scaled.contiguous(memory_format=memory_format)
+        layout = (torch.channels_last if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+                  else torch.contiguous_format)
+        if not scaled.is_contiguous(memory_format=layout):
+            scaled = scaled.contiguous(memory_format=layout)
         return F.conv2d(scaled, kernel, None, 1, 1, 1, channels)
     return torch.ops.aten.convolution_backward(scaled, x.to(scaled.dtype), kernel, None, [1, 1], [1, 1], [1, 1],
                                                False, [0, 0], channels, [True, False, False])[0]
@@ -169,16 +172,12 @@ class _AvgPool3x3(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        # The gradient's layout follows the input's (as autograd's convolution backward does): a channels_last
-        # network fed a contiguous gradient would pay for mixed-layout element-wise ops downstream.
-        ctx.memory_format = (torch.channels_last if x.dim() == 4 and not x.is_contiguous()
-                             and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
         return _pool_sums_scaled(x)
 
     @staticmethod
     def backward(ctx, grad):
         x, = ctx.saved_tensors
-        return _pool_adjoint(grad, x, ctx.memory_format).to(x.dtype)
+        return _pool_adjoint(grad, x).to(x.dtype)
 
 
 def avg_pool_3x3(x: Tensor) -> Tensor:
