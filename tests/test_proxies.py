@@ -262,6 +262,60 @@ def test_proxies_restore_the_training_mode_and_leave_no_gradients():
     assert all(p.grad is None for p in supernet.parameters())
 
 
+def state_of(network):
+    return {name: value.clone() for name, value in network.state_dict().items()}
+
+
+def assert_same_state(network, before):
+    after = network.state_dict()
+    assert after.keys() == before.keys()
+    for name, value in before.items():
+        assert torch.equal(after[name], value), f"{name} changed"
+
+
+@pytest.mark.parametrize("name", sorted(PROXIES))
+def test_scoring_in_place_leaves_the_supernet_as_it_was(name, monkeypatch):
+    """On a GPU the passes run on the supernet itself (no copy): stand in for that on the CPU by making the copy
+    the identity, and check every parameter and buffer (BN running statistics, batch counts) and the mode."""
+    from rdnas.proxies import activation, gradient
+    in_place = lambda supernet, minibatch, memory_format=None: (supernet, minibatch)  # noqa: E731
+    monkeypatch.setattr(gradient, "scoring_copy_on_cpu", in_place)
+    monkeypatch.setattr(activation, "scoring_copy_on_cpu", in_place)
+    supernet = small()
+    with torch.no_grad():  # running statistics a training-mode pass would visibly move
+        for module in supernet.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1)
+                module.running_var.uniform_(0.5, 2)
+    supernet.eval()
+    before = state_of(supernet)
+    PROXIES[name].score(supernet, ARCHS[:3], batch())
+    assert_same_state(supernet, before)
+    assert not supernet.training
+
+
+def test_network_state_restored_puts_back_buffers_and_mode_when_the_block_raises():
+    network = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    before = state_of(network)
+    with pytest.raises(RuntimeError, match="inside"):
+        with proxies.base.network_state_restored(network, training=True):
+            assert network.training
+            network(torch.randn(2, 3, 8, 8))
+            assert not torch.equal(network[1].running_mean, before["1.running_mean"])
+            raise RuntimeError("inside")
+    assert_same_state(network, before)
+    assert not network.training
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", sorted(PROXIES))
+def test_scoring_on_cuda_leaves_the_supernet_as_it_was(name):
+    supernet = small().cuda().eval()
+    before = state_of(supernet)
+    PROXIES[name].score(supernet, ARCHS[:3], batch().to("cuda"))
+    assert_same_state(supernet, before)
+
+
 def test_bad_input_names_the_proxy_and_argument():
     with pytest.raises(ValueError, match="unknown proxy 'synflo'.*synflow"):
         proxies.get_proxy("synflo")

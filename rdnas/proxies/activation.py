@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rdnas.proxies.base import (Minibatch, chunks, default_archs_per_pass, derived_copy, parameter_versions,
-                                plan_cache, register, scores_with_disconnected_last, scoring_copy_on_cpu)
+from rdnas.proxies.base import (Minibatch, chunks, default_archs_per_pass, derived_copy, network_state_restored,
+                                parameter_versions, plan_cache, register, scores_with_disconnected_last,
+                                scoring_copy_on_cpu)
 from rdnas.proxies.probes import SubnetRows, hooks_removed
 from rdnas.supernet import BNStatistics, NB201Supernet
 
@@ -165,11 +166,7 @@ def jacov(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, eps
         eigenvalues = np.linalg.eigvalsh(correlations)
         return float(-np.sum(np.log(eigenvalues + epsilon) + 1.0 / (eigenvalues + epsilon)))
 
-    was_training = network.training
-    network.train()
-    try:
-        cache = plan_cache("jacov", supernet, parameter_versions(supernet), minibatch, epsilon)
+    cache = plan_cache("jacov", supernet, parameter_versions(supernet), minibatch, epsilon)
+    with network_state_restored(network, training=True):
         return scores_with_disconnected_last(
             archs, lambda kept: torch.tensor([one(a) for a in kept], dtype=torch.float64), cache)
-    finally:
-        network.train(was_training)

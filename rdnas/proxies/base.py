@@ -9,9 +9,10 @@ Disconnected architectures (no input-to-output path in the cell; the benchmark t
 builds it. ``-inf`` ranks them last, below every connected architecture.
 """
 
+import contextlib
 import copy
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -221,8 +222,8 @@ def derived_copy(supernet: NB201Supernet, kind, make) -> NB201Supernet:
 def scoring_copy_on_cpu(supernet: NB201Supernet, minibatch: Minibatch,
                         memory_format: torch.memory_format = torch.channels_last) -> tuple[NB201Supernet, Minibatch]:
     """On the CPU, a copy of the supernet in ``memory_format`` (made once per supernet, format and parameter state,
-    see :func:`derived_copy`) and the minibatch's images in that layout; elsewhere, both unchanged. Passes on the
-    copy leave the supernet's BN running statistics untouched.
+    see :func:`derived_copy`) and the minibatch's images in that layout; elsewhere, both unchanged (callers restore
+    the supernet's state with :func:`network_state_restored`).
 
     oneDNN's convolutions and their backward run about 1.7x faster on NB201's small-channel layers in channels_last
     (snip over 8 cells at batch 64 on 2 cores: 1.53 s against 2.58 s), the default. Second derivatives (GraSP) are
@@ -235,6 +236,25 @@ def scoring_copy_on_cpu(supernet: NB201Supernet, minibatch: Minibatch,
                            lambda source: copy.deepcopy(source).to(memory_format=memory_format))
     images = minibatch.inputs.contiguous(memory_format=memory_format)
     return network, Minibatch(images, minibatch.targets, minibatch.num_classes, minibatch.source)
+
+
+@contextlib.contextmanager
+def network_state_restored(network: nn.Module, training: bool | None = None) -> Iterator[nn.Module]:
+    """Runs the block with ``network`` in training mode ``training`` (left as it is when None), then puts back its
+    mode and every buffer (BN running statistics and batch counts), also when the block raises. Scoring a supernet
+    thus never changes it, on the CPU (where the passes run on a copy anyway) as on a GPU (where they run on the
+    supernet itself). Training-mode BN normalises with batch statistics, so the restore changes no score."""
+    saved = [buffer.detach().clone() for buffer in network.buffers()]
+    was_training = network.training
+    if training is not None:
+        network.train(training)
+    try:
+        yield network
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(network.buffers(), saved):
+                buffer.copy_(value)
+        network.train(was_training)
 
 
 def chunks(items: list, size: int):

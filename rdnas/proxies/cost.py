@@ -10,7 +10,7 @@ import weakref
 import torch
 from torch import Tensor, nn
 
-from rdnas.proxies.base import Minibatch, register, scores_with_disconnected_last
+from rdnas.proxies.base import Minibatch, network_state_restored, register, scores_with_disconnected_last
 from rdnas.proxies.probes import hooks_removed
 from rdnas.spaces import nb201
 from rdnas.supernet import NB201Supernet, SearchCell
@@ -73,16 +73,10 @@ def _measure_macs(supernet: NB201Supernet, image_size: tuple[int, int]) -> dict[
     macs = {}
     hooks = [m.register_forward_hook(lambda m, args, out: macs.__setitem__(m, _macs_of(m, out)))
              for m in supernet.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = supernet.training
-    try:
-        with hooks_removed(hooks):
-            supernet.eval()
-            probe = torch.zeros(1, supernet.config["in_channels"], *image_size,
-                                device=next(supernet.parameters()).device)
-            for op in _PARAMETRIC:  # every edge carries this op, so every op module of that kind runs
-                supernet(probe, (op,) * nb201.NUM_EDGES)
-    finally:
-        supernet.train(was_training)
+    with hooks_removed(hooks), network_state_restored(supernet, training=False):
+        probe = torch.zeros(1, supernet.config["in_channels"], *image_size, device=next(supernet.parameters()).device)
+        for op in _PARAMETRIC:  # every edge carries this op, so every op module of that kind runs
+            supernet(probe, (op,) * nb201.NUM_EDGES)
     return macs
 
 

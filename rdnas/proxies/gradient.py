@@ -6,8 +6,9 @@ them together (:func:`loss_gradient_proxies` with their names, as ``score_space`
 live cell plan (see ``plan_cache``), and a pass computes only what its members need (fisher's activation hooks
 cost about 12 % of a snip pass). Per-layer reductions use the fused multi-tensor ops (one call over every
 layer), not a Python loop. On the CPU the passes run on a copy of the supernet
-(:func:`~rdnas.proxies.base.scoring_copy_on_cpu`; channels_last, but contiguous for GraSP's double backward), so
-scoring leaves the supernet's BN running statistics untouched.
+(:func:`~rdnas.proxies.base.scoring_copy_on_cpu`; channels_last, but contiguous for GraSP's double backward), on a
+GPU on the supernet itself; either way :func:`~rdnas.proxies.base.network_state_restored` puts back its mode and BN
+running statistics, so scoring leaves the supernet untouched.
 """
 
 import torch
@@ -15,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rdnas.ops import sum_abs_product, sum_product, sum_squares
-from rdnas.proxies.base import (Minibatch, conv_and_linear_layers, parameter_versions, plan_cache, register,
-                                scores_with_disconnected_last, scoring_copy_on_cpu)
+from rdnas.proxies.base import (Minibatch, conv_and_linear_layers, network_state_restored, parameter_versions,
+                                plan_cache, register, scores_with_disconnected_last, scoring_copy_on_cpu)
 from rdnas.proxies.probes import hooks_removed
 from rdnas.supernet import NB201Supernet
 
@@ -81,22 +82,18 @@ def loss_gradient_proxies(supernet: NB201Supernet, archs: list[tuple], minibatch
     cache = plan_cache("loss_gradient", supernet, parameter_versions(supernet), minibatch)
     network, batch = scoring_copy_on_cpu(supernet, minibatch)
     layers = conv_and_linear_layers(network)
-    was_training = network.training
-    network.train()
-    try:
-        passes = {}  # arch -> the requested values of its pass (run once, read by every requested column)
+    passes = {}  # arch -> the requested values of its pass (run once, read by every requested column)
 
-        def column(name, kept):
-            for arch in kept:
-                if arch not in passes:
-                    passes[arch] = _one_architecture(network, arch, batch, layers, names)
-            return torch.tensor([passes[arch][name] for arch in kept], dtype=torch.float64)
+    def column(name, kept):
+        for arch in kept:
+            if arch not in passes:
+                passes[arch] = _one_architecture(network, arch, batch, layers, names)
+        return torch.tensor([passes[arch][name] for arch in kept], dtype=torch.float64)
 
+    with network_state_restored(network, training=True):
         return {name: scores_with_disconnected_last(archs, lambda kept, n=name: column(n, kept),
                                                     cache.setdefault(name, {}))
                 for name in names}
-    finally:
-        network.train(was_training)
 
 
 def _member(name: str, summary: str):
@@ -138,11 +135,7 @@ def grasp(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, tem
         with torch.no_grad():
             return -float(sum_product([w for w, _ in pairs], [hg for _, hg in pairs]).sum()) if pairs else 0.0
 
-    was_training = network.training
-    network.train()
-    try:
-        cache = plan_cache("grasp", supernet, parameter_versions(supernet), minibatch, temperature)
+    cache = plan_cache("grasp", supernet, parameter_versions(supernet), minibatch, temperature)
+    with network_state_restored(network, training=True):
         return scores_with_disconnected_last(
             archs, lambda kept: torch.tensor([one(a) for a in kept], dtype=torch.float64), cache)
-    finally:
-        network.train(was_training)

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rdnas.proxies.base import Minibatch, Proxy, check_archs, clear_plan_caches, get_proxy, scoring_supernet
+from rdnas.proxies.base import (Minibatch, Proxy, check_archs, clear_plan_caches, get_proxy, network_state_restored,
+                                scoring_supernet)
 from rdnas.spaces import nb201
 from rdnas.supernet import NB201Supernet
 
@@ -284,10 +285,8 @@ def _scores_of_chunk(proxies: list[Proxy], supernet, archs: list[tuple], minibat
     members of a family (the loss-gradient proxies) come from one call of the family, so they share one pass. The
     supernet's buffers are put back afterwards, so a chunk's scores never depend on which chunks ran before it
     (the basis of resuming and sharding)."""
-    buffers = [b.detach().clone() for b in supernet.buffers()]
-    was_training = supernet.training
     scores, family_scores = {}, {}
-    try:
+    with network_state_restored(supernet):
         for proxy in proxies:
             if proxy.family is None:
                 values = proxy.score(supernet, archs, minibatch)
@@ -301,11 +300,6 @@ def _scores_of_chunk(proxies: list[Proxy], supernet, archs: list[tuple], minibat
                 raise RuntimeError(f"{_WHERE}: proxy {proxy.name!r} returned shape {list(values.shape)} for "
                                    f"{len(archs)} architectures; expected [{len(archs)}]")
             scores[proxy.name] = values.numpy()
-    finally:
-        with torch.no_grad():
-            for buffer, saved in zip(supernet.buffers(), buffers):
-                buffer.copy_(saved)
-        supernet.train(was_training)
     return scores
 
 
