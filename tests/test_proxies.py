@@ -42,6 +42,17 @@ def batch(size=16, side=16, classes=10, seed=0):
                      torch.randint(0, classes, (size,), generator=generator), classes, "random")
 
 
+def state_of(network):
+    return {name: value.clone() for name, value in network.state_dict().items()}
+
+
+def assert_same_state(network, before):
+    after = network.state_dict()
+    assert after.keys() == before.keys()
+    for name, value in before.items():
+        assert torch.equal(after[name], value), f"{name} changed"
+
+
 def float64(supernet, minibatch):
     """The same supernet and minibatch in float64: rounding can no longer flip a ReLU code or move a score, so
     different layouts and batchings of the same computation must agree to ~1e-9."""
@@ -82,10 +93,9 @@ def test_synflow_batched_equals_the_per_network_reference():
 
 def test_synflow_of_network_restores_the_weights():
     network = export(small(), ARCHS[0]).double()
-    before = {k: v.clone() for k, v in network.state_dict().items()}
+    before = state_of(network)
     proxies.synflow_of_network(network, (3, 16, 16))
-    for name, value in network.state_dict().items():
-        assert torch.equal(value, before[name]), name
+    assert_same_state(network, before)
     assert all(p.grad is None for p in network.parameters())
 
 
@@ -98,10 +108,10 @@ def test_synflow_is_exact_and_finite_at_benchmark_size():
 
 def test_synflow_leaves_the_supernet_untouched():
     supernet = small()
-    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    before = state_of(supernet)
     proxies.synflow(supernet, ARCHS, None)
     proxies.logsynflow(supernet, ARCHS[:2], None)
-    assert all(torch.equal(v, before[k]) for k, v in supernet.state_dict().items())
+    assert_same_state(supernet, before)
 
 
 def test_logsynflow_matches_a_plain_reference():
@@ -262,17 +272,6 @@ def test_proxies_restore_the_training_mode_and_leave_no_gradients():
     assert all(p.grad is None for p in supernet.parameters())
 
 
-def state_of(network):
-    return {name: value.clone() for name, value in network.state_dict().items()}
-
-
-def assert_same_state(network, before):
-    after = network.state_dict()
-    assert after.keys() == before.keys()
-    for name, value in before.items():
-        assert torch.equal(after[name], value), f"{name} changed"
-
-
 @pytest.mark.parametrize("name", sorted(PROXIES))
 def test_scoring_in_place_leaves_the_supernet_as_it_was(name, monkeypatch):
     """On a GPU the passes run on the supernet itself (no copy): stand in for that on the CPU by making the copy
@@ -314,6 +313,7 @@ def test_scoring_on_cuda_leaves_the_supernet_as_it_was(name):
     before = state_of(supernet)
     PROXIES[name].score(supernet, ARCHS[:3], batch().to("cuda"))
     assert_same_state(supernet, before)
+    assert not supernet.training
 
 
 def test_bad_input_names_the_proxy_and_argument():
