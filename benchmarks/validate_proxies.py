@@ -10,6 +10,8 @@ Four steps, the scoring ones resumable (the score tables are written incremental
     OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-full --proxies jacov --out benchmarks/results/nb201_jacov_cifar10.csv
     OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-full --proxies zen --out benchmarks/results/nb201_zen_cifar10.csv
     OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-full --proxies grasp --out benchmarks/results/nb201_grasp_cifar10.csv
+    # ... and the loss-gradient proxies under PyTorch's init, NASLib's protocol (their tau depends on the init)
+    OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-full --init pytorch --proxies snip,grad_norm,plain,fisher --out benchmarks/results/nb201_loss_gradient_pytorch_init_cifar10.csv
     # 2. the NAS-Bench-Suite-Zero subset (724 CIFAR-10 cells) for every proxy
     OMP_NUM_THREADS=1 python benchmarks/validate_proxies.py score-suite-zero
     # quick checks on a seeded sample
@@ -46,6 +48,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 FULL_TABLES = [RESULTS / "nb201_proxies_cifar10.csv", RESULTS / "nb201_naswot_cifar10.csv",
                RESULTS / "nb201_loss_gradient_cifar10.csv", RESULTS / "nb201_jacov_cifar10.csv",
                RESULTS / "nb201_zen_cifar10.csv", RESULTS / "nb201_grasp_cifar10.csv"]
+# Whole-space tables under PyTorch's default init (NASLib's protocol) for the init-dependent loss-gradient proxies.
+PYTORCH_INIT_TABLES = [RESULTS / "nb201_loss_gradient_pytorch_init_cifar10.csv"]
 SUITE_ZERO_TABLE = RESULTS / "suite_zero_proxies_cifar10.csv"
 ALL_PROXIES = "synflow,logsynflow,snip,grasp,fisher,grad_norm,jacov,naswot,zen,l2_norm,plain,flops,params"
 # our proxy -> (published column in nb201_zc_proxies.csv, in the suite-zero subset)
@@ -115,6 +119,7 @@ def report() -> dict:
     gt_by_index = {int(r["index"]): r for r in gt_rows}
     zc_by_index = {int(r["index"]): r for r in read_rows(DATA / "nb201_zc_proxies.csv")}
     full = ours_by_index(FULL_TABLES)
+    pytorch_init = ours_by_index(PYTORCH_INIT_TABLES)
     subset = ours_by_index([SUITE_ZERO_TABLE])
     suite_rows = {int(r["index"]): r for r in suite_zero_cifar10()}
     results = {}
@@ -127,14 +132,16 @@ def report() -> dict:
             theirs = published_values(full_column, [source[i] for i in indices])
             entry["full_space"] = {"archs": len(indices),
                                    "spearman_vs_published": float(spearmanr(ranked_last(ours), ranked_last(theirs))[0])}
-        if name in full and len(full[name]) >= 1000:  # a partial table: its first rows in index order
-            indices = sorted(full[name])
-            ours = np.array([full[name][i] for i in indices])
-            acc = np.array([accuracy[i] for i in indices])
-            keep = np.isfinite(ours)
-            entry["kendall_tau_cifar10_valid"] = {"archs": int(keep.sum()), "scored": len(indices),
-                                                  "tau": float(kendalltau(ours[keep], acc[keep])[0]),
-                                                  "published_tau": PUBLISHED_TAU.get(name)}
+        for key, tables in (("kendall_tau_cifar10_valid", full),
+                            ("kendall_tau_cifar10_valid_pytorch_init", pytorch_init)):
+            if name in tables and len(tables[name]) >= 1000:  # a partial table: its first rows in index order
+                indices = sorted(tables[name])
+                ours = np.array([tables[name][i] for i in indices])
+                acc = np.array([accuracy[i] for i in indices])
+                keep = np.isfinite(ours)
+                entry[key] = {"archs": int(keep.sum()), "scored": len(indices),
+                              "tau": float(kendalltau(ours[keep], acc[keep])[0]),
+                              "published_tau": PUBLISHED_TAU.get(name)}
         if name in subset and suite_column:
             indices = sorted(i for i in subset[name] if i in suite_rows)
             ours = np.array([subset[name][i] for i in indices])
@@ -157,23 +164,26 @@ def report() -> dict:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "proxy_validation.json").write_text(json.dumps(results, indent=2) + "\n")
     print("| proxy | full space: rho vs published (archs) | tau vs cifar10_valid_acc, ours / published (archs) | "
-          "Suite-Zero subset: rho vs published (archs) | subset tau, ours / published | subset tau of the "
+          "the same under PyTorch's init | Suite-Zero subset: rho vs published (archs) | subset tau, ours / published | subset tau of the "
           "whole-space table (Kaiming init) |")
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for name, entry in results.items():
         full_text = (f"{entry['full_space']['spearman_vs_published']:.4f} ({entry['full_space']['archs']})"
                      if "full_space" in entry else "–")
-        tau = entry.get("kendall_tau_cifar10_valid")
-        partial = f", partial: the first {tau['scored']:,} cells by index" if tau and tau["scored"] < len(accuracy) else ""
-        tau_text = (f"{tau['tau']:.3f} / {tau['published_tau'] if tau['published_tau'] is not None else '–'} "
-                    f"({tau['archs']}{partial})" if tau else "–")
+        tau_texts = []
+        for key in ("kendall_tau_cifar10_valid", "kendall_tau_cifar10_valid_pytorch_init"):
+            tau = entry.get(key)
+            partial = (f", partial: the first {tau['scored']:,} cells by index"
+                       if tau and tau["scored"] < len(accuracy) else "")
+            published = tau["published_tau"] if tau and tau["published_tau"] is not None else "–"
+            tau_texts.append(f"{tau['tau']:.3f} / {published} ({tau['archs']}{partial})" if tau else "–")
         sub = entry.get("suite_zero_subset")
         sub_text = f"{sub['spearman_vs_published']:.4f} ({sub['archs']})" if sub else "–"
         sub_tau = (f"{sub['kendall_tau_cifar10_valid']:.3f} / {sub['published_kendall_tau_cifar10_valid']:.3f}"
                    if sub else "–")
         same_cells = sub.get("kendall_tau_cifar10_valid_whole_space_table") if sub else None
         same_text = f"{same_cells:.3f}" if same_cells is not None else "–"
-        print(f"| {name} | {full_text} | {tau_text} | {sub_text} | {sub_tau} | {same_text} |")
+        print(f"| {name} | {full_text} | {tau_texts[0]} | {tau_texts[1]} | {sub_text} | {sub_tau} | {same_text} |")
     return results
 
 

@@ -354,6 +354,27 @@ def test_sampled_architectures_rank_like_the_published_table(name, column, count
     assert spearmanr(rank_last(ours), rank_last(reference))[0] >= 0.95
 
 
+@pytest.mark.parametrize("name", ["synflow", "snip", "grasp", "naswot", "zen", "l2_norm"])
+def test_scores_follow_the_weights_after_a_conversion_or_new_data(name):
+    """The caches of scores and derived copies (channels_last, float64 linearised, ...) are keyed by the parameters'
+    state: after ``supernet.double()`` or ``p.data = ...`` (neither bumps a version counter) a proxy scores the new
+    weights, exactly as a supernet that never held the old ones."""
+    archs, minibatch = ARCHS[:3], batch()
+    supernet = small()
+    PROXIES[name].score(supernet, archs, minibatch)  # fills the caches with float32 results
+    converted, exact = float64(supernet, minibatch)
+    fresh, _ = float64(small(), minibatch)
+    torch.testing.assert_close(PROXIES[name].score(converted, archs, exact), PROXIES[name].score(fresh, archs, exact),
+                               rtol=0, atol=0)
+    if name == "zen":
+        return  # zen re-draws every weight from N(0, 1): new data cannot change its scores
+    before = PROXIES[name].score(converted, archs, exact)
+    for parameter in converted.parameters():
+        parameter.data = parameter.data * 1.5 if parameter.dim() > 1 else parameter.data
+    after = PROXIES[name].score(converted, archs, exact)
+    assert not torch.equal(before, after)
+
+
 def test_cells_that_differ_only_in_dead_edges_are_scored_once(monkeypatch):
     from rdnas.proxies import gradient
 

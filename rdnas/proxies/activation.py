@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from rdnas.proxies.base import (Minibatch, chunks, default_archs_per_pass, derived_copy, network_state_restored,
-                                parameter_versions, plan_cache, register, scores_with_disconnected_last,
+                                parameter_state, plan_cache, register, scores_with_disconnected_last,
                                 scoring_copy_on_cpu)
 from rdnas.proxies.probes import SubnetRows, hooks_removed
 from rdnas.supernet import BNStatistics, NB201Supernet
@@ -117,11 +117,11 @@ def zen(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch | None
     """
     net = _gaussian_copy(supernet, seed)
     shape = minibatch.inputs.shape if minibatch is not None else (64, supernet.config["in_channels"], 32, 32)
-    device = next(net.parameters()).device
+    device, dtype = next(net.parameters()).device, next(net.parameters()).dtype
     archs_per_pass = default_archs_per_pass(archs_per_pass, device, 1, 64)
-    generator = torch.Generator(device="cpu").manual_seed(seed + 1)
-    first = torch.randn(shape, generator=generator).to(device)
-    mixed = first + mixup_gamma * torch.randn(shape, generator=generator).to(device)
+    generator = torch.Generator(device="cpu").manual_seed(seed + 1)  # drawn in float32 whatever the network's dtype
+    first = torch.randn(shape, generator=generator).to(device, dtype)
+    mixed = first + mixup_gamma * torch.randn(shape, generator=generator).to(device, dtype)
     bn_layers = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
 
     def connected(kept):
@@ -166,7 +166,7 @@ def jacov(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, eps
         eigenvalues = np.linalg.eigvalsh(correlations)
         return float(-np.sum(np.log(eigenvalues + epsilon) + 1.0 / (eigenvalues + epsilon)))
 
-    cache = plan_cache("jacov", supernet, parameter_versions(supernet), minibatch, epsilon)
+    cache = plan_cache("jacov", supernet, parameter_state(supernet), minibatch, epsilon)
     with network_state_restored(network, training=True):
         return scores_with_disconnected_last(
             archs, lambda kept: torch.tensor([one(a) for a in kept], dtype=torch.float64), cache)

@@ -159,7 +159,7 @@ _plan_caches: dict = {}
 
 def plan_cache(*key) -> dict:
     """A dict {live cell plan: score} shared by every call with the same key (keep the supernet and minibatch
-    objects and the parameter versions in the key). Only the 4 most recent keys are kept (a key holds its
+    objects and the parameter state in the key). Only the 4 most recent keys are kept (a key holds its
     supernet and minibatch alive); :func:`clear_plan_caches` drops them all."""
     if key not in _plan_caches:
         while len(_plan_caches) >= 4:
@@ -201,21 +201,23 @@ def scores_with_disconnected_last(archs: list[tuple], score_connected, cache: di
     return scores
 
 
-def parameter_versions(model: nn.Module) -> tuple:
-    """Changes whenever a parameter is modified in place (keys for caches of scores and derived copies)."""
-    return tuple(p._version for p in model.parameters())
+def parameter_state(model: nn.Module) -> tuple:
+    """Changes whenever a parameter changes: modified in place (its version counter), converted or moved
+    (``model.double()``, ``model.to(device)``) or given new data (``p.data = ...``; its storage address). The key of
+    the caches of scores and derived copies, which would otherwise hand back results of the old weights."""
+    return tuple((p._version, p.dtype, p.device, p.data_ptr()) for p in model.parameters())
 
 
-_DERIVED_COPIES = weakref.WeakKeyDictionary()  # supernet -> {kind: (parameter versions, copy)}
+_DERIVED_COPIES = weakref.WeakKeyDictionary()  # supernet -> {kind: (parameter state, copy)}
 
 
 def derived_copy(supernet: NB201Supernet, kind, make) -> NB201Supernet:
     """``make(supernet)`` (a transformed copy: float64 and linearised, Gaussian re-initialised, ...), made once per
     supernet, ``kind`` and parameter state and reused by every later call, never once per architecture."""
     copies = _DERIVED_COPIES.setdefault(supernet, {})
-    versions = parameter_versions(supernet)
-    if kind not in copies or copies[kind][0] != versions:
-        copies[kind] = (versions, make(supernet))
+    state = parameter_state(supernet)
+    if kind not in copies or copies[kind][0] != state:
+        copies[kind] = (state, make(supernet))
     return copies[kind][1]
 
 

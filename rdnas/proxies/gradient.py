@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rdnas.ops import sum_abs_product, sum_product, sum_squares
-from rdnas.proxies.base import (Minibatch, conv_and_linear_layers, network_state_restored, parameter_versions,
+from rdnas.proxies.base import (Minibatch, conv_and_linear_layers, network_state_restored, parameter_state,
                                 plan_cache, register, scores_with_disconnected_last, scoring_copy_on_cpu)
 from rdnas.proxies.probes import hooks_removed
 from rdnas.supernet import NB201Supernet
@@ -79,7 +79,7 @@ def loss_gradient_proxies(supernet: NB201Supernet, archs: list[tuple], minibatch
     if unknown or not names:
         raise ValueError(f"rdnas.proxies.loss_gradient_proxies: names must be a non-empty subset of "
                          f"{LOSS_GRADIENT_PROXIES}, got {names!r}")
-    cache = plan_cache("loss_gradient", supernet, parameter_versions(supernet), minibatch)
+    cache = plan_cache("loss_gradient", supernet, parameter_state(supernet), minibatch)
     network, batch = scoring_copy_on_cpu(supernet, minibatch)
     layers = conv_and_linear_layers(network)
     passes = {}  # arch -> the requested values of its pass (run once, read by every requested column)
@@ -135,7 +135,7 @@ def grasp(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, tem
         with torch.no_grad():
             return -float(sum_product([w for w, _ in pairs], [hg for _, hg in pairs]).sum()) if pairs else 0.0
 
-    cache = plan_cache("grasp", supernet, parameter_versions(supernet), minibatch, temperature)
+    cache = plan_cache("grasp", supernet, parameter_state(supernet), minibatch, temperature)
     with network_state_restored(network, training=True):
         return scores_with_disconnected_last(
             archs, lambda kept: torch.tensor([one(a) for a in kept], dtype=torch.float64), cache)

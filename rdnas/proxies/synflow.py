@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from rdnas.ops import linearize_, restore_signs_, sum_abs_product
 from rdnas.proxies.base import (Minibatch, chunks, conv_and_linear_layers, default_archs_per_pass, derived_copy,
-                                parameter_versions, plan_cache, register, scores_with_disconnected_last)
+                                parameter_state, plan_cache, register, scores_with_disconnected_last)
 from rdnas.proxies.probes import SubnetRows, batchnorm_removed, hooks_removed
 from rdnas.supernet import NB201Supernet
 
@@ -94,7 +94,7 @@ def synflow(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch | 
     def connected(kept):
         return torch.cat([synflow_flows(net, chunk, shape).cpu() for chunk in chunks(kept, archs_per_pass)])
 
-    cache = plan_cache("synflow", supernet, parameter_versions(supernet), shape)
+    cache = plan_cache("synflow", supernet, parameter_state(supernet), shape)
     return scores_with_disconnected_last(archs, connected, cache)
 
 
@@ -156,5 +156,5 @@ def logsynflow(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch
         finally:
             net.requires_grad_(False)
 
-    cache = plan_cache("logsynflow", supernet, parameter_versions(supernet), shape)
+    cache = plan_cache("logsynflow", supernet, parameter_state(supernet), shape)
     return scores_with_disconnected_last(archs, connected, cache)
