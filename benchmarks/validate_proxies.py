@@ -164,8 +164,8 @@ def report() -> dict:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "proxy_validation.json").write_text(json.dumps(results, indent=2) + "\n")
     print("| proxy | full space: rho vs published (archs) | tau vs cifar10_valid_acc, ours / published (archs) | "
-          "the same under PyTorch's init | Suite-Zero subset: rho vs published (archs) | subset tau, ours / published | subset tau of the "
-          "whole-space table (Kaiming init) |")
+          "the same under PyTorch's init | Suite-Zero subset: rho vs published (archs) | "
+          "subset tau, ours / published | subset tau of the whole-space table (Kaiming init) |")
     print("|---|---|---|---|---|---|---|")
     for name, entry in results.items():
         full_text = (f"{entry['full_space']['spearman_vs_published']:.4f} ({entry['full_space']['archs']})"

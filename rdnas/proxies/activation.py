@@ -117,7 +117,8 @@ def zen(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch | None
     """
     net = _gaussian_copy(supernet, seed)
     shape = minibatch.inputs.shape if minibatch is not None else (64, supernet.config["in_channels"], 32, 32)
-    device, dtype = next(net.parameters()).device, next(net.parameters()).dtype
+    parameter = next(net.parameters())
+    device, dtype = parameter.device, parameter.dtype
     archs_per_pass = default_archs_per_pass(archs_per_pass, device, 1, 64)
     generator = torch.Generator(device="cpu").manual_seed(seed + 1)  # drawn in float32 whatever the network's dtype
     first = torch.randn(shape, generator=generator).to(device, dtype)
