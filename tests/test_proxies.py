@@ -373,6 +373,21 @@ def test_scores_follow_the_weights_after_a_conversion_or_new_data(name):
     assert not torch.equal(before, PROXIES[name].score(converted, archs, exact))
 
 
+@pytest.mark.parametrize("name", ["snip", "grasp", "jacov"])
+def test_scores_follow_an_in_place_write_to_the_minibatch(name):
+    """The per-plan score caches are keyed by the minibatch's tensors' state too: after new images and labels are
+    written into the same Minibatch in place, a proxy scores the new data, exactly as a fresh Minibatch holding it."""
+    archs, minibatch, supernet = ARCHS[:3], batch(), small()
+    before = PROXIES[name].score(supernet, archs, minibatch)  # fills the per-plan cache
+    with torch.no_grad():
+        minibatch.inputs.mul_(-2.0)
+        minibatch.targets.copy_(minibatch.targets.flip(0))
+    after = PROXIES[name].score(supernet, archs, minibatch)
+    fresh = Minibatch(minibatch.inputs.clone(), minibatch.targets.clone(), minibatch.num_classes)
+    torch.testing.assert_close(after, PROXIES[name].score(supernet, archs, fresh), rtol=0, atol=0)
+    assert not torch.equal(before, after)
+
+
 def test_cells_that_differ_only_in_dead_edges_are_scored_once(monkeypatch):
     from rdnas.proxies import gradient
 

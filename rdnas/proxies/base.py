@@ -159,8 +159,12 @@ _plan_caches: dict = {}
 
 def plan_cache(*key) -> dict:
     """A dict {live cell plan: score} shared by every call with the same key (keep the supernet and minibatch
-    objects and the parameter state in the key). Only the 4 most recent keys are kept (a key holds its
-    supernet and minibatch alive); :func:`clear_plan_caches` drops them all."""
+    objects and the parameter state in the key). A :class:`Minibatch` in the key stands for its object and the
+    current state of its tensors (:func:`tensor_state`), so writing into ``minibatch.inputs`` in place starts a new
+    cache. Only the 4 most recent keys are kept (a key holds its supernet and minibatch alive);
+    :func:`clear_plan_caches` drops them all."""
+    key = tuple((part, tensor_state(part.inputs), tensor_state(part.targets)) if isinstance(part, Minibatch) else part
+                for part in key)
     if key not in _plan_caches:
         while len(_plan_caches) >= 4:
             _plan_caches.pop(next(iter(_plan_caches)))
@@ -201,11 +205,17 @@ def scores_with_disconnected_last(archs: list[tuple], score_connected, cache: di
     return scores
 
 
+def tensor_state(tensor: Tensor) -> tuple:
+    """Changes whenever the tensor's values may have changed: written in place (its version counter), or given new
+    data (``t.data = ...``; its storage address, dtype and device)."""
+    return tensor._version, tensor.dtype, tensor.device, tensor.data_ptr()
+
+
 def parameter_state(model: nn.Module) -> tuple:
     """Changes whenever a parameter changes: modified in place (its version counter), converted or moved
     (``model.double()``, ``model.to(device)``) or given new data (``p.data = ...``; its storage address). The key of
     the caches of scores and derived copies, which would otherwise hand back results of the old weights."""
-    return tuple((p._version, p.dtype, p.device, p.data_ptr()) for p in model.parameters())
+    return tuple(tensor_state(p) for p in model.parameters())
 
 
 _DERIVED_COPIES = weakref.WeakKeyDictionary()  # supernet -> {kind: (parameter state, copy)}
