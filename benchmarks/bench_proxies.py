@@ -202,3 +202,15 @@ def test_score_architectures(device_benchmark, device, proxy, impl):
         def run():
             return [score(build(arch).to(device), data) for arch in archs]
     bench(run, warmup=1, rounds=1 if whole_space else None)
+
+
+def test_snip_breakdown_accounts_for_the_pass(capsys):
+    """benchmarks/snip_breakdown.py (the README's convolution floor for snip) runs, and its categories add up:
+    dense convolutions and batch norm are never empty in an NB201 pass, and nothing is negative."""
+    import snip_breakdown
+
+    seconds = snip_breakdown.main(["--plans", "2"])
+    assert seconds["dense convolutions"] > 0 and seconds["batch norm"] > 0
+    assert all(value >= 0 for name, value in seconds.items() if name != "not in an ATen call")
+    assert sum(seconds[kind] for kind in snip_breakdown.KINDS) <= seconds["wall"]
+    assert "dense convolutions alone over the 9,444 plans" in capsys.readouterr().out
