@@ -53,6 +53,21 @@ def assert_same_state(network, before):
         assert torch.equal(after[name], value), f"{name} changed"
 
 
+def accumulated_grads(network):
+    """Gives every other parameter a random ``.grad`` (as a training step would; the rest keep None) and returns
+    [(grad tensor or None, a copy of its values)] per parameter, for :func:`assert_same_grads`."""
+    for parameter in list(network.parameters())[::2]:
+        parameter.grad = torch.randn_like(parameter)
+    return [(p.grad, None if p.grad is None else p.grad.clone()) for p in network.parameters()]
+
+
+def assert_same_grads(network, grads):
+    for name_and_parameter, (grad, value) in zip(network.named_parameters(), grads):
+        name, parameter = name_and_parameter
+        assert parameter.grad is grad, f"{name}.grad was replaced"
+        assert grad is None or torch.equal(grad, value), f"{name}.grad changed"
+
+
 def float64(supernet, minibatch):
     """The same supernet and minibatch in float64: rounding can no longer flip a ReLU code or move a score, so
     different layouts and batchings of the same computation must agree to ~1e-9."""
@@ -275,7 +290,8 @@ def test_proxies_restore_the_training_mode_and_leave_no_gradients():
 @pytest.mark.parametrize("name", sorted(PROXIES))
 def test_scoring_in_place_leaves_the_supernet_as_it_was(name, monkeypatch):
     """On a GPU the passes run on the supernet itself (no copy): stand in for that on the CPU by making the copy
-    the identity, and check every parameter and buffer (BN running statistics, batch counts) and the mode."""
+    the identity, and check every parameter and buffer (BN running statistics, batch counts), the mode, and the
+    gradients a training step had accumulated (the same tensors, unchanged; snip's backward used to drop them)."""
     from rdnas.proxies import activation, gradient
     in_place = lambda supernet, minibatch, memory_format=None: (supernet, minibatch)  # noqa: E731
     monkeypatch.setattr(gradient, "scoring_copy_on_cpu", in_place)
@@ -287,10 +303,12 @@ def test_scoring_in_place_leaves_the_supernet_as_it_was(name, monkeypatch):
                 module.running_mean.uniform_(-1, 1)
                 module.running_var.uniform_(0.5, 2)
     supernet.eval()
+    grads = accumulated_grads(supernet)
     before = state_of(supernet)
     PROXIES[name].score(supernet, ARCHS[:3], batch())
     assert_same_state(supernet, before)
     assert not supernet.training
+    assert_same_grads(supernet, grads)
 
 
 def test_network_state_restored_puts_back_buffers_and_mode_when_the_block_raises():
@@ -310,10 +328,12 @@ def test_network_state_restored_puts_back_buffers_and_mode_when_the_block_raises
 @pytest.mark.parametrize("name", sorted(PROXIES))
 def test_scoring_on_cuda_leaves_the_supernet_as_it_was(name):
     supernet = small().cuda().eval()
+    grads = accumulated_grads(supernet)
     before = state_of(supernet)
     PROXIES[name].score(supernet, ARCHS[:3], batch().to("cuda"))
     assert_same_state(supernet, before)
     assert not supernet.training
+    assert_same_grads(supernet, grads)
 
 
 def test_bad_input_names_the_proxy_and_argument():

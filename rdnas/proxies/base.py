@@ -253,10 +253,13 @@ def scoring_copy_on_cpu(supernet: NB201Supernet, minibatch: Minibatch,
 @contextlib.contextmanager
 def network_state_restored(network: nn.Module, training: bool | None = None) -> Iterator[nn.Module]:
     """Runs the block with ``network`` in training mode ``training`` (left as it is when None), then puts back its
-    mode and every buffer (BN running statistics and batch counts), also when the block raises. Scoring a supernet
-    thus never changes it, on the CPU (where the passes run on a copy anyway) as on a GPU (where they run on the
-    supernet itself). Training-mode BN normalises with batch statistics, so the restore changes no score."""
+    mode, every buffer (BN running statistics and batch counts) and every parameter's ``.grad`` (the very tensor,
+    or None), also when the block raises. Scoring a supernet thus never changes it, on the CPU (where the passes
+    run on a copy anyway) as on a GPU (where they run on the supernet itself: gradients a training step has
+    accumulated survive a snip in between). Training-mode BN normalises with batch statistics, so the restore
+    changes no score."""
     saved = [buffer.detach().clone() for buffer in network.buffers()]
+    saved_grads = [parameter.grad for parameter in network.parameters()]
     was_training = network.training
     if training is not None:
         network.train(training)
@@ -266,6 +269,8 @@ def network_state_restored(network: nn.Module, training: bool | None = None) -> 
         with torch.no_grad():
             for buffer, value in zip(network.buffers(), saved):
                 buffer.copy_(value)
+        for parameter, grad in zip(network.parameters(), saved_grads):
+            parameter.grad = grad
         network.train(was_training)
 
 

@@ -7,8 +7,8 @@ live cell plan (see ``plan_cache``), and a pass computes only what its members n
 cost about 12 % of a snip pass). Per-layer reductions use the fused multi-tensor ops (one call over every
 layer), not a Python loop. On the CPU the passes run on a copy of the supernet
 (:func:`~rdnas.proxies.base.scoring_copy_on_cpu`; channels_last, but contiguous for GraSP's double backward), on a
-GPU on the supernet itself; either way :func:`~rdnas.proxies.base.network_state_restored` puts back its mode and BN
-running statistics, so scoring leaves the supernet untouched.
+GPU on the supernet itself; either way :func:`~rdnas.proxies.base.network_state_restored` puts back its mode, BN
+running statistics and parameter gradients, so scoring leaves the supernet untouched.
 """
 
 import torch
