@@ -336,6 +336,16 @@ def test_scoring_on_cuda_leaves_the_supernet_as_it_was(name):
     assert_same_grads(supernet, grads)
 
 
+def test_scoring_supernet_leaves_every_global_generator_as_it_was(monkeypatch):
+    """It seeds the CPU generator for its own init and puts its state back; torch.manual_seed would also reseed
+    every CUDA generator (and nothing restored those)."""
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", reseeded.append)
+    state = torch.random.get_rng_state()
+    scoring_supernet(seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state) and reseeded == []
+
+
 def test_bad_input_names_the_proxy_and_argument():
     with pytest.raises(ValueError, match="unknown proxy 'synflo'.*synflow"):
         proxies.get_proxy("synflo")

@@ -196,3 +196,18 @@ def test_avg_pool_3x3_keeps_the_input_dtype_in_float32_and_under_autocast():
         out = avg_pool_3x3(x)
     out.float().sum().backward()
     assert x.grad.dtype == torch.float32 and torch.isfinite(x.grad).all()
+
+
+def test_avg_pool_3x3_float32_counts_stay_exact_when_first_built_under_autocast():
+    """The pooling's cached [1, 1, H, W] counts are keyed by dtype: built first under autocast, the float32 entry
+    must still hold float32 values (it held bfloat16 ones, 1/9 as 0.111328, for every later float32 pass)."""
+    from rdnas.supernet.nb201_ops import _pool_tensors, avg_pool_3x3
+
+    _pool_tensors.cache_clear()
+    x = torch.randn(2, 3, 5, 7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _pool_tensors(3, 5, 7, x.device, torch.float32)
+    _, inverse_count = _pool_tensors(3, 5, 7, x.device, torch.float32)
+    assert inverse_count.dtype == torch.float32 and inverse_count[0, 0, 2, 3].item() == pytest.approx(1 / 9, rel=1e-7)
+    reference = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    torch.testing.assert_close(avg_pool_3x3(x), reference, rtol=1e-6, atol=1e-6)

@@ -59,6 +59,16 @@ def test_block_sampling_serves_the_same_draws_and_resumes_mid_block():
         UniformSampler(device="cpu", block_steps=0)
 
 
+def test_resuming_the_uniform_sampler_on_another_kind_of_device_is_a_clear_error():
+    """A spos run on a GPU draws on a CUDA generator, whose state does not fit a CPU one (torch's own error names
+    neither the sampler nor the fix)."""
+    state = UniformSampler(num_paths=2, seed=3).state_dict()
+    state.update(generator=torch.zeros(16, dtype=torch.uint8), device_type="cuda")  # a CUDA generator's state
+    with pytest.raises(ValueError, match=r"UniformSampler.load_state_dict: the checkpoint's sampler drew its "
+                                         r"architectures on cuda, this one on cpu; resume on the same kind"):
+        UniformSampler(num_paths=2, seed=3).load_state_dict(state)
+
+
 def test_training_writes_metrics_and_learns(tmp_path):
     history = OneShotTrainer(tiny_config(tmp_path, epochs=4, image_size=16, channels=8), progress=False).fit()
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -56,7 +56,7 @@ class StackedNB201(nn.Module):
         networks = []
         for arch, seed in zip(archs, seeds):
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+                torch.random.default_generator.manual_seed(seed)  # not torch.manual_seed: it reseeds CUDA
                 networks.append(NB201Network(arch, **self.config))
         # Every tensor any of the networks holds, stacked over the M networks (zeros where a network lacks it).
         states = [network.state_dict() for network in networks]

@@ -120,7 +120,7 @@ def scoring_supernet(num_classes: int = 10, in_channels: int = 3, channels: int 
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"rdnas.proxies.scoring_supernet: {name} must be a positive integer, got {value!r}")
     generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
+    torch.random.default_generator.manual_seed(seed)  # the CPU one only: torch.manual_seed would reseed CUDA's
     try:
         supernet = NB201Supernet(channels, cells_per_stage, num_classes, in_channels)
         if init == "kaiming_normal":

@@ -39,9 +39,15 @@ class UniformSampler:
         return archs
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "block": self._block[self._next:].clone()}
+        return {"generator": self.generator.get_state(), "block": self._block[self._next:].clone(),
+                "device_type": self.device.type}
 
     def load_state_dict(self, state: dict) -> None:
+        saved = state.get("device_type", self.device.type)  # older checkpoints do not say
+        if saved != self.device.type:  # a CUDA generator's state does not fit a CPU one, nor the reverse
+            raise ValueError(f"rdnas.train.UniformSampler.load_state_dict: the checkpoint's sampler drew its "
+                             f"architectures on {saved}, this one on {self.device.type}; resume on the same kind "
+                             f"of device (the checkpoint's --device) to continue its random stream")
         self.generator.set_state(state["generator"])
         self._block, self._next = state["block"], 0
 
