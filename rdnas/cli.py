@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", default="digits",
                        help="digits (scikit-learn's, no download), cifar10:<dir>, cifar100:<dir> or imagenet16:<dir>")
     train.add_argument("--image-size", type=int, default=16, help="digits only: resize the 8x8 images (default 16)")
-    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--epochs", type=_non_negative_int, default=10)
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--lr", type=float, default=0.025)
     train.add_argument("--momentum", type=float, default=0.9)
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-bn-affine", action="store_true", help="BN without learnable scale and shift in cells")
     train.add_argument("--no-bn-running-stats", action="store_true", help="BN without running statistics")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default="cpu")
+    train.add_argument("--device", type=_device, default="cpu")
     train.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     train.add_argument("--out", default="runs/spos", help="output folder (default runs/spos)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         "eval --checkpoint runs/spos/checkpoint.pt --archs 1000 --gt nb201_gt.csv --column cifar10_valid_acc",
     )
     evaluate.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by rdnas train")
-    evaluate.add_argument("--archs", type=int, default=1000, help="how many architectures to sample (default 1000)")
+    evaluate.add_argument("--archs", type=_positive_int, default=1000, help="how many architectures to sample (default 1000)")
     evaluate.add_argument("--gt", help="ground-truth table (nb201_gt.csv format); architectures are drawn from it")
     evaluate.add_argument("--column", default="cifar10_valid_acc", help="ground-truth column (default cifar10_valid_acc)")
     evaluate.add_argument("--bn", choices=["recalibrate", "batch", "running"], default="recalibrate",
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=256)
     evaluate.add_argument("--valid-limit", type=int, default=0, help="use only this many validation images (0: all)")
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--device", type=_device, default="cpu")
     evaluate.add_argument("--out", help="write the results as JSON here")
     evaluate.add_argument("--quiet", action="store_true")
 
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="architectures per proxy call and per write (default 64)")
     proxies.add_argument("--shard", type=_shard, default=(0, 1), metavar="i/n|env",
                          help="score only chunk c with c %% n == i; env: RANK/WORLD_SIZE of torchrun")
-    proxies.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    proxies.add_argument("--device", type=_device, default="cpu", help="torch device (default cpu)")
     proxies.add_argument("--quiet", action="store_true", help="no progress bar")
     proxies.add_argument("--list", action="store_true", help="list the proxies and exit")
     proxies.set_defaults(usage_error=proxies.error)
@@ -150,12 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--strategy", choices=["evolution", "random"], default="evolution")
     search.add_argument("--budget", type=int, default=500, help="cells to evaluate (default 500)")
     search.add_argument("--population", type=int, default=32, help="evolution: population size (default 32)")
-    search.add_argument("--top-k", type=int, default=10)
+    search.add_argument("--top-k", type=_positive_int, default=10)
     search.add_argument("--gt", help="ground-truth table to print the true accuracy of the top cells")
     search.add_argument("--column", default="cifar10_valid_acc", help="ground-truth column")
     search.add_argument("--subnets-per-pass", type=int, default=32)
     search.add_argument("--seed", type=int, default=0)
-    search.add_argument("--device", default="cpu")
+    search.add_argument("--device", type=_device, default="cpu")
     search.add_argument("--out", help="write the top cells as JSON here")
 
     bench = commands.add_parser(
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_build.add_argument("--space", choices=["nb201"], default="nb201", help="search space (default nb201)")
     bench_build.add_argument("--dataset", choices=["digits"], default="digits", help="dataset (default digits)")
-    bench_build.add_argument("--archs", type=int, default=240, help="architectures to sample (default 240)")
+    bench_build.add_argument("--archs", type=_positive_int, default=240, help="architectures to sample (default 240)")
     bench_build.add_argument("--seeds", type=int, default=10, help="training seeds per architecture (default 10)")
     bench_build.add_argument("--sample-seed", type=int, default=0, help="seed of the architecture sample (default 0)")
     bench_build.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                              ("batch_size", int, "batch size"), ("networks_per_stack", int, "networks per stack")):
         bench_build.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(recipe, name),
                                  help=f"{text} (default {getattr(recipe, name)})")
-    bench_build.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    bench_build.add_argument("--device", type=_device, default="cpu", help="torch device (default cpu)")
     bench_build.add_argument("--quiet", action="store_true", help="no progress bar")
     bench_build.set_defaults(usage_error=bench_build.error)
     return parser
@@ -206,6 +206,62 @@ def _proxy_names(text: str) -> list[str]:
             raise argparse.ArgumentTypeError(f"unknown proxy {name!r}; known proxies: "
                                              f"{', '.join(sorted(PROXIES))}") from None
     return names
+
+
+def _device(text: str) -> str:
+    """--device: any torch device string (cpu, cuda, cuda:1, ...)."""
+    import torch
+
+    try:
+        torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected a torch device such as cpu, cuda or cuda:1, got {text!r}") from None
+    return text
+
+
+def _positive_int(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _json_output(path):
+    """Checks an --out JSON path before the work starts (its folder is created; a folder is refused), so that a
+    finished evaluation or search is never lost at the final write."""
+    from pathlib import Path
+
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--out must be a file path, got the folder {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_json(path, value) -> None:
+    """Writes ``value`` as JSON to ``path`` atomically (a temporary file renamed over it)."""
+    import json
+    import os
+
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    temporary.write_text(json.dumps(value, indent=2))
+    os.replace(temporary, path)
 
 
 def _shard(text: str):
@@ -256,14 +312,13 @@ def _load_supernet(checkpoint, device):
 
 
 def run_search(args) -> int:
-    import json
-
     import torch
 
     from rdnas.rank import GroundTruth, recalibrated_accuracy_fn
     from rdnas.search import evolution_search, random_search
     from rdnas.spaces import nb201
 
+    out = _json_output(args.out)
     supernet, config, data = _load_supernet(args.checkpoint, args.device)
     fitness = recalibrated_accuracy_fn(supernet, data, args.device, calibration_batch_size=config.batch_size,
                                        seed=args.seed, subnets_per_pass=args.subnets_per_pass)
@@ -291,21 +346,20 @@ def run_search(args) -> int:
         found = [r["ground_truth"] for r in rows if "ground_truth" in r]
         if found:
             print(f"  best ground truth among the top {len(top)}: {max(found):.2f} (best in the table: {best:.2f})")
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump({"strategy": args.strategy, "budget": args.budget, "evaluated": len(history.archs),
-                       "top": rows}, handle, indent=2)
+    if out:
+        _write_json(out, {"strategy": args.strategy, "budget": args.budget, "evaluated": len(history.archs),
+                          "top": rows})
     return 0
 
 
 def run_eval(args) -> int:
-    import json
-
     import torch
 
     from rdnas.data import DeviceBatches
     from rdnas.rank import GroundTruth, rank_report, supernet_accuracy
     from rdnas.spaces import nb201
+
+    out = _json_output(args.out)
     supernet, config, data = _load_supernet(args.checkpoint, args.device)
     generator = torch.Generator().manual_seed(args.seed)
     table = GroundTruth.load(args.gt) if args.gt else None
@@ -339,10 +393,9 @@ def run_eval(args) -> int:
         print(f"  against {args.column} of {args.gt} ({report['num_archs']} architectures): Kendall tau "
               f"{report['kendall_tau']:.4f} (95% CI {low:.3f}..{high:.3f}), Spearman {report['spearman_rho']:.4f}, "
               f"Pearson {report['pearson_r']:.4f}, P@top-10% {report['precision_at_top_10pct']:.3f}")
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(result, handle, indent=2)
-        print(f"  results written to {args.out}")
+    if out:
+        _write_json(out, result)
+        print(f"  results written to {out}")
     return status
 
 

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from rdnas.cli import build_parser
 
 
@@ -46,7 +48,7 @@ def test_search_cli_prints_the_top_cells(tmp_path):
     run = tmp_path / "run"
     OneShotTrainer(TrainConfig(data="digits", image_size=8, channels=4, cells_per_stage=1, epochs=1,
                                out_dir=str(run)), progress=False).fit()
-    out = tmp_path / "top.json"
+    out = tmp_path / "not yet" / "top.json"  # its folder is created before the search starts
     result = run_cli("search", "--checkpoint", str(run / "checkpoint.pt"), "--strategy", "evolution", "--budget", "40",
                      "--population", "8", "--top-k", "3", "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -82,3 +84,25 @@ def test_train_rdnas_from_a_proxy_table(tmp_path):
     assert metrics["rank_loss"] >= 0 and metrics["rank_weight"] == 1.0
     result = run_cli("train", "--method", "rdnas", "--paths", "3", "--out", str(tmp_path / "x"), cwd=tmp_path)
     assert result.returncode != 0 and "needs a teacher" in result.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["proxies", "--proxy", "synflow", "--out", "t.csv", "--device", "nonsense"],
+     "argument --device: expected a torch device such as cpu, cuda or cuda:1, got 'nonsense'"),
+    (["train", "--epochs", "-1"], "argument --epochs: expected a non-negative integer, got '-1'"),
+    (["eval", "--checkpoint", "c.pt", "--archs", "0"], "argument --archs: expected a positive integer, got '0'"),
+    (["eval", "--checkpoint", "c.pt", "--archs", "-1"], "argument --archs: expected a positive integer, got '-1'"),
+    (["search", "--checkpoint", "c.pt", "--top-k", "x"], "argument --top-k: expected an integer, got 'x'"),
+])
+def test_bad_arguments_are_one_line_usage_errors(argv, message, capsys):
+    """Rejected while parsing (exit status 2), before any work: --archs -1 used to evaluate 15,624 cells."""
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_eval_out_that_is_a_folder_fails_before_the_evaluation(tmp_path, capsys):
+    from rdnas.cli import main
+
+    assert main(["eval", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path)]) == 2
+    assert f"--out must be a file path, got the folder {tmp_path}" in capsys.readouterr().err

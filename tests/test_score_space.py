@@ -306,6 +306,29 @@ def test_merge_reports_conflicts_and_missing_indices(tmp_path):
     assert len(merge_tables([first, same], expect_complete=True, expected_indices=range(4))) == 4
 
 
+def test_an_output_folder_is_made_and_a_folder_as_output_is_refused_before_writing(tmp_path, minibatch):
+    table = score(tmp_path / "new" / "deeper" / "t.csv", minibatch, proxies=["params"], limit=8)
+    assert len(table) == 8 and data_rows(tmp_path / "new" / "deeper" / "t.csv") == 8
+    for call in (lambda: score(tmp_path / "new", minibatch, proxies=["params"], limit=8),
+                 lambda: merge_tables([tmp_path / "new" / "deeper" / "t.csv"], out=tmp_path / "new")):
+        with pytest.raises(ValueError, match=r"out must be a file path, got the folder .*new"):
+            call()
+    assert not meta_path(tmp_path / "new").exists()  # no stray sidecar beside the folder
+
+
+@pytest.mark.parametrize("sidecar", ["{}", "{bad", '{"settings": [1]}', b"\xff\xfe"])
+def test_a_broken_sidecar_is_a_clear_error_when_resuming_and_merging(tmp_path, minibatch, sidecar):
+    out = tmp_path / "t.csv"
+    score(out, minibatch, proxies=["params"], limit=8)
+    write = meta_path(out).write_bytes if isinstance(sidecar, bytes) else meta_path(out).write_text
+    write(sidecar)
+    message = r"t.csv.meta.json is not a score-table sidecar \((expected JSON|its 'settings' is a list)"
+    with pytest.raises(ValueError, match=r"rdnas.proxies.score_space: .*" + message):
+        score(out, minibatch, proxies=["params"], limit=8)
+    with pytest.raises(ValueError, match=r"rdnas.proxies.merge_tables: .*" + message):
+        merge_tables([out])
+
+
 def test_merge_refuses_shards_of_different_runs(tmp_path, minibatch):
     score(tmp_path / "a.csv", minibatch, limit=16, shard=(0, 2))
     score(tmp_path / "b.csv", minibatch, limit=16, shard=(1, 2), init="kaiming_normal")
@@ -367,6 +390,12 @@ def test_npz_minibatches(tmp_path):
     np.savez(tmp_path / "other.npz", images=images)
     with pytest.raises(ValueError, match="has neither x_b<batch size>/y_b<batch size> nor x/y keys"):
         load_minibatch(f"npz:{tmp_path / 'other.npz'}", batch_size=8)
+    np.savez(tmp_path / "mislabelled.npz", x_b4=images, y_b4=labels)  # its batches hold 8 images, not 4
+    with pytest.raises(ValueError, match=r"expected x_b4 of shape \[M, 4, C, H, W\] .* got \[3, 8, 3, 4, 4\]"):
+        load_minibatch(f"npz:{tmp_path / 'mislabelled.npz'}", batch_size=4)
+    np.save(tmp_path / "plain.npy", images)
+    with pytest.raises(ValueError, match=r"plain.npy is a single .npy array, not a .npz archive"):
+        load_minibatch(f"npz:{tmp_path / 'plain.npy'}", batch_size=8)
 
 
 def test_cifar_folder_minibatch(tmp_path):

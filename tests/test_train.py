@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -89,6 +90,40 @@ def test_resume_refuses_a_different_run(tmp_path):
     OneShotTrainer(tiny_config(tmp_path, epochs=1), progress=False).fit()
     with pytest.raises(ValueError, match=r"cannot resume: the checkpoint has seed=0, this run 1"):
         OneShotTrainer(tiny_config(tmp_path, epochs=1, seed=1), progress=False).fit(resume=True)
+
+
+@pytest.mark.parametrize("change", [dict(lr=1.0), dict(image_size=16), dict(bn_affine=False), dict(grad_clip=1.0)])
+def test_resume_refuses_any_setting_but_device_output_and_amp(tmp_path, change):
+    """Only device, out_dir, amp and the teacher table's path may differ on resume: a changed learning rate or
+    image size used to resume silently (and record the new values), a BN option failed deep in load_state_dict."""
+    OneShotTrainer(tiny_config(tmp_path, epochs=1), progress=False).fit()
+    (name, value), = change.items()
+    with pytest.raises(ValueError, match=rf"cannot resume: the checkpoint has {name}="):
+        OneShotTrainer(tiny_config(tmp_path, epochs=1, **change), progress=False).fit(resume=True)
+    OneShotTrainer(tiny_config(tmp_path, epochs=1, amp=False), progress=False).fit(resume=True)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(epochs=-1), "epochs must be a non-negative integer, got -1"),
+    (dict(batch_size=0), "batch_size must be a positive integer, got 0"),
+    (dict(image_size=0), "image_size must be a positive integer, got 0"),
+    (dict(device="nonsense"), "device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got 'nonsense'"),
+    (dict(batch_size=100_000), "batch_size 100000 exceeds the 898 training images of 'digits'"),
+])
+def test_bad_settings_are_named_before_any_training(tmp_path, change, message):
+    with pytest.raises(ValueError, match=r"rdnas.train.TrainConfig: " + re.escape(message)):
+        OneShotTrainer(tiny_config(tmp_path, **change), progress=False)
+
+
+@pytest.mark.parametrize("content", [b"garbage", "truncated"])
+def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, content):
+    if content == "truncated":
+        save_checkpoint(tmp_path / "whole.pt", {"weights": torch.ones(1000)})
+        content = (tmp_path / "whole.pt").read_bytes()[:300]
+    (tmp_path / "checkpoint.pt").write_bytes(content)
+    with pytest.raises(ValueError, match=r"rdnas.train.load_checkpoint: .*checkpoint.pt is not a readable rdnas "
+                                         r"checkpoint"):
+        load_checkpoint(tmp_path / "checkpoint.pt")
 
 
 def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(tmp_path):

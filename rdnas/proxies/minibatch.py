@@ -97,6 +97,9 @@ def _npz(path_text: str, batch_size: int, batch_index: int, image_size: int | No
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise _fail(f"{path} is not a readable .npz archive ({error})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise _fail(f"{path} is a single .npy array, not a .npz archive; expected keys x_b<B>/y_b<B> or x/y "
+                    "(numpy.savez)")
     with archive:
         keys = set(archive.files)
         x_key, y_key = f"x_b{batch_size}", f"y_b{batch_size}"
@@ -104,7 +107,7 @@ def _npz(path_text: str, batch_size: int, batch_index: int, image_size: int | No
             if y_key not in keys:
                 raise _fail(f"{path} has {x_key!r} but no labels {y_key!r} (keys: {sorted(keys)})")
             images, labels = archive[x_key], archive[y_key]
-            if images.ndim != 5 or labels.shape != images.shape[:2]:
+            if images.ndim != 5 or images.shape[1] != batch_size or labels.shape != images.shape[:2]:
                 raise _fail(f"{path}: expected {x_key} of shape [M, {batch_size}, C, H, W] and {y_key} of shape "
                             f"[M, {batch_size}], got {list(images.shape)} and {list(labels.shape)}")
             if not 0 <= batch_index < images.shape[0]:

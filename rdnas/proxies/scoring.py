@@ -483,17 +483,37 @@ def _rdnas_version() -> str:
     return rdnas.__version__
 
 
+def _prepare_output(path: Path, where: str) -> None:
+    """Creates the folder of an output table; a path that is a folder is an error (before anything is written)."""
+    if path.is_dir():
+        raise ValueError(f"{where}: out must be a file path, got the folder {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _recorded_settings(sidecar: Path, where: str) -> dict:
+    """The ``settings`` of a ``.meta.json`` sidecar; anything else there is an error naming the file."""
+    try:
+        recorded = json.loads(sidecar.read_text())["settings"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{where}: {sidecar} is not a score-table sidecar (expected JSON with a 'settings' "
+                         f"object; {type(error).__name__}: {error})") from None
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{where}: {sidecar} is not a score-table sidecar (its 'settings' is a "
+                         f"{type(recorded).__name__}, expected an object)")
+    return recorded
+
+
 def _open_table(path: Path, names: list[str], settings: dict, metadata: bool, wanted_indices: set) -> set[int]:
     """Prepares ``path`` for appending and returns the indices it already holds: a new table gets its sidecar and
     header; an existing one is checked against the settings and header, and an incomplete last line (a run
     killed mid-write) is cut off."""
     sidecar = meta_path(path)
+    _prepare_output(path, _WHERE)
     header, rows, end, partial = _scan(path) if path.is_file() else (None, [], 0, False)
     if header is None:  # no file, or killed before its header line was complete: start afresh
         if metadata:
             _write_atomic(sidecar, json.dumps({"settings": settings, "info": {
                 "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}, indent=2) + "\n")
-        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as handle:
             handle.write(_header_line(names))
             handle.flush()
@@ -503,10 +523,7 @@ def _open_table(path: Path, names: list[str], settings: dict, metadata: bool, wa
         if not sidecar.is_file():
             raise ValueError(f"{_WHERE}: {path} exists but its metadata {sidecar} does not, so the settings it was "
                              "written with cannot be checked; pass a new --out (or metadata=False to skip the check)")
-        try:
-            recorded = json.loads(sidecar.read_text())["settings"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ValueError(f"{_WHERE}: {sidecar} is not a score-table sidecar ({error})") from None
+        recorded = _recorded_settings(sidecar, _WHERE)
         difference = _first_difference(recorded, settings)
         if difference is not None:
             key, old, new = difference
@@ -555,6 +572,8 @@ def merge_tables(paths, out=None, *, expect_complete: bool = False, expected_ind
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     if not paths:
         raise ValueError(f"{where}: no tables to merge")
+    if out is not None:
+        _prepare_output(Path(out), where)
     tables = [ScoreTable.read(p) for p in paths]
     names = tables[0].names
     for path, table in zip(paths[1:], tables[1:]):
@@ -588,7 +607,7 @@ def merge_tables(paths, out=None, *, expect_complete: bool = False, expected_ind
     sidecars = [meta_path(p) for p in paths]
     settings = None
     if all(s.is_file() for s in sidecars):
-        recorded = [json.loads(s.read_text())["settings"] for s in sidecars]
+        recorded = [_recorded_settings(sidecar, where) for sidecar in sidecars]
         for path, other in zip(paths[1:], recorded[1:]):
             difference = _first_difference(recorded[0], other, ignore=("shard",))
             if difference is not None:

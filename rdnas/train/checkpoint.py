@@ -1,6 +1,7 @@
 """Checkpoints that a crash cannot corrupt: written to a temporary file, flushed to disk, then renamed."""
 
 import os
+import pickle
 from dataclasses import fields
 from pathlib import Path
 
@@ -24,7 +25,11 @@ def load_checkpoint(path) -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"rdnas.train: no checkpoint at {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
+        raise ValueError(f"rdnas.train.load_checkpoint: {path} is not a readable rdnas checkpoint (truncated, "
+                         f"corrupt or not a torch.save file; torch.load raised {type(error).__name__})") from error
 
 
 def config_from_dict(cls, values: dict, owner: str):

@@ -23,7 +23,7 @@ resumed ends with exactly the weights of an uninterrupted one.
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -91,8 +91,16 @@ class TrainConfig:
                                      ("rank_schedule", self.rank_schedule, RANK_SCHEDULES)):
             if value not in allowed:
                 raise ValueError(f"rdnas.train.TrainConfig: {name} must be one of {allowed}, got {value!r}")
-        if self.paths_per_step < 1:
-            raise ValueError(f"rdnas.train.TrainConfig: paths_per_step must be positive, got {self.paths_per_step}")
+        for name in ("epochs", "batch_size", "image_size", "paths_per_step", "channels", "cells_per_stage"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "epochs" else 1):
+                expected = "a non-negative integer" if name == "epochs" else "a positive integer"
+                raise ValueError(f"rdnas.train.TrainConfig: {name} must be {expected}, got {value!r}")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"rdnas.train.TrainConfig: device must be a torch device such as 'cpu', 'cuda' or "
+                             f"'cuda:1', got {self.device!r}") from error
         if self.method in ("rdnas", "sandwich") and self.paths_per_step < 2:
             raise ValueError(f"rdnas.train.TrainConfig: method {self.method!r} needs paths_per_step >= 2, "
                              f"got {self.paths_per_step}")
@@ -100,6 +108,12 @@ class TrainConfig:
             raise ValueError(f"rdnas.train.TrainConfig: groups must be at least 2, got {self.groups}")
         if self.margin < 0:
             raise ValueError(f"rdnas.train.TrainConfig: margin must be non-negative, got {self.margin}")
+
+
+# The only settings a resumed run may change: where it runs and writes, (CUDA only) bfloat16 autocast, and where
+# the teacher table lies (its scores are compared instead). Any other difference (learning rate, image size, BN
+# options, ...) would continue a different run than the one saved.
+RESUMABLE_CHANGES = ("device", "out_dir", "amp", "teacher_table")
 
 
 def rank_weight(schedule: str, epoch: float, epochs: int) -> float:
@@ -178,6 +192,9 @@ class OneShotTrainer:
         self.out_dir = Path(config.out_dir)
         self.device = torch.device(config.device)
         self.data = load_data(config)
+        if config.batch_size > len(self.data.train):
+            raise ValueError(f"rdnas.train.TrainConfig: batch_size {config.batch_size} exceeds the "
+                             f"{len(self.data.train)} training images of {config.data!r} (batches drop the remainder)")
         torch.manual_seed(config.seed)
         self.model = NB201Supernet(config.channels, config.cells_per_stage, self.data.train.num_classes,
                                    self.data.in_channels, config.bn_affine, config.bn_track_running_stats).to(self.device)
@@ -231,8 +248,7 @@ class OneShotTrainer:
 
     def load_state_dict(self, state: dict) -> None:
         saved = TrainConfig.from_dict(state["config"])
-        for name in ("data", "channels", "cells_per_stage", "paths_per_step", "batch_size", "epochs", "seed", "method",
-                     "groups", "margin", "margin_mode", "sampler", "rank_schedule", "rank_weight"):
+        for name in (f.name for f in fields(TrainConfig) if f.name not in RESUMABLE_CHANGES):
             if getattr(saved, name) != getattr(self.config, name):
                 raise ValueError(f"rdnas.train: cannot resume: the checkpoint has {name}={getattr(saved, name)!r}, "
                                  f"this run {getattr(self.config, name)!r}")
