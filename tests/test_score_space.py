@@ -160,8 +160,13 @@ def test_argument_errors(minibatch):
         score_space("params", minibatch, space="darts", limit=1, progress=False)
     with pytest.raises(ValueError, match="shard \\(i, n\\) needs 0 <= i < n, got \\(2, 2\\)"):
         score_space("params", minibatch, shard=(2, 2), limit=1, progress=False)
-    with pytest.raises(ValueError, match="archs lists an architecture more than once"):
-        score_space("params", minibatch, archs=[FEW[0], FEW[0]], progress=False)
+    with pytest.raises(ValueError, match=r"archs lists an architecture more than once \(\|nor_conv_3x3~0\|"):
+        score_space("params", minibatch, archs=[FEW[1], FEW[0], FEW[0]], progress=False)
+    with pytest.raises(ValueError, match=r"rdnas.proxies.score_space: archs: .*bogus"):
+        score_space("params", minibatch, archs=["|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|"], progress=False)
+    for limit in (2.5, "3", -1, True):
+        with pytest.raises(ValueError, match=r"limit must be a non-negative integer or None, got "):
+            score_space("params", minibatch, limit=limit, progress=False)
     with pytest.raises(ValueError, match="the minibatch has 100 classes and 3 channels but the supernet has 10"):
         score_space("params", Minibatch(torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.long), 100),
                     supernet=scoring_supernet(), limit=1, progress=False)

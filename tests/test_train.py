@@ -86,6 +86,19 @@ def test_k_paths_per_step(tmp_path):
     assert torch.isfinite(result["loss"]) and 0 <= float(result["accuracy"]) <= 1
 
 
+def test_a_new_run_refuses_a_folder_that_holds_one(tmp_path):
+    """Without resume, a finished run's folder is left alone (it used to lose its metrics at once, then its
+    checkpoint after an epoch)."""
+    OneShotTrainer(tiny_config(tmp_path, epochs=1), progress=False).fit()
+    before = {name: (tmp_path / name).read_bytes() for name in ("checkpoint.pt", "metrics.jsonl", "config.json")}
+    with pytest.raises(ValueError, match=r"rdnas.train: .* already holds a run \(checkpoint.pt\); resume it"):
+        OneShotTrainer(tiny_config(tmp_path, epochs=2), progress=False).fit()
+    assert before == {name: (tmp_path / name).read_bytes() for name in before}
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"rdnas.train: out_dir .*file is a file, expected a folder"):
+        OneShotTrainer(tiny_config(tmp_path / "file", epochs=1), progress=False).fit()
+
+
 def test_resume_refuses_a_different_run(tmp_path):
     OneShotTrainer(tiny_config(tmp_path, epochs=1), progress=False).fit()
     with pytest.raises(ValueError, match=r"cannot resume: the checkpoint has seed=0, this run 1"):

@@ -214,14 +214,15 @@ def _ordered_archs(archs, gt, limit) -> tuple[list[tuple[int, tuple]], str]:
         else:
             entries = list(enumerate(map(tuple, nb201.all_archs().tolist())))
     else:
-        if isinstance(archs, Sequence) and not isinstance(archs, str) and archs and isinstance(archs[0], str):
-            archs = [nb201.from_string(a) for a in archs]
         try:
+            if isinstance(archs, Sequence) and not isinstance(archs, str) and archs and isinstance(archs[0], str):
+                archs = [nb201.from_string(a) for a in archs]
             archs = check_archs("score_space", archs)
         except (ValueError, TypeError) as error:
             raise type(error)(f"{_WHERE}: archs: {error}") from None
         if len(set(archs)) != len(archs):
-            raise ValueError(f"{_WHERE}: archs lists an architecture more than once")
+            repeated = next(a for k, a in enumerate(archs) if a in archs[:k])
+            raise ValueError(f"{_WHERE}: archs lists an architecture more than once ({nb201.to_string(repeated)})")
         if gt is not None:
             try:
                 entries = [(gt.index_of_arch(a), a) for a in archs]
@@ -231,8 +232,8 @@ def _ordered_archs(archs, gt, limit) -> tuple[list[tuple[int, tuple]], str]:
             entries = [(nb201.enumeration_index(a), a) for a in archs]
     entries.sort()
     if limit is not None:
-        if limit < 0:
-            raise ValueError(f"{_WHERE}: limit must be non-negative, got {limit}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"{_WHERE}: limit must be a non-negative integer or None, got {limit!r}")
         entries = entries[:limit]
     return entries, ("official" if gt is not None else "enumeration")
 

@@ -316,9 +316,17 @@ class OneShotTrainer:
 
     def fit(self, resume: bool = False) -> list:
         """Trains until ``config.epochs``; with ``resume``, first restores ``checkpoint.pt`` if it exists.
-        Returns the per-epoch metrics."""
+        Without ``resume``, a folder that already holds a checkpoint is an error (starting afresh would overwrite
+        its metrics and then its checkpoint): resume it, or pass another ``out_dir``. Returns the per-epoch
+        metrics."""
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ValueError(f"rdnas.train: out_dir {self.out_dir} is a file, expected a folder")
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if resume and self.checkpoint_path.exists():
+        if self.checkpoint_path.exists():
+            if not resume:
+                raise ValueError(f"rdnas.train: {self.out_dir} already holds a run ({self.checkpoint_path.name}); "
+                                 "resume it (--resume) or choose another --out, so that its finished epochs are not "
+                                 "overwritten")
             self.load_state_dict(load_checkpoint(self.checkpoint_path))
         (self.out_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
         self._rewrite_metrics()
