@@ -17,6 +17,7 @@ import torch
 from rdnas.data import DeviceBatches
 from rdnas.proxies import Minibatch, score_space, scoring_supernet
 from rdnas.rank import GroundTruth, rank_report, recalibrated_accuracy_fn
+from rdnas.rank.metrics import UndefinedRankCorrelation
 from rdnas.train import OneShotTrainer, Teacher, TrainConfig, load_data
 
 SHIPPED_TABLE = "nb201_digits.csv"
@@ -141,11 +142,12 @@ class RankEvaluator:
 
 
 def rank_quality(estimates, truth, column: str, bootstrap_samples: int = 0) -> dict:
-    """``rank_report``, or, where the ranking is undefined (e.g. a barely trained supernet gives every cell the
-    same accuracy), the same keys with NaN and the reason under ``"undefined"``."""
+    """``rank_report``, or, where the ranking is undefined (a barely trained supernet gives every cell the same
+    accuracy), the headline keys with NaN and the reason under ``"undefined"``. Any other bad input (lengths
+    that differ, NaN) raises."""
     try:
         return rank_report(estimates, truth, column=column, bootstrap_samples=bootstrap_samples)
-    except ValueError as error:
+    except UndefinedRankCorrelation as error:
         nan = float("nan")
         return {"num_archs": len(truth), "ground_truth_column": column, "kendall_tau": nan, "spearman_rho": nan,
                 "precision_at_top_10pct": nan, "kendall_tau_ci95": [nan, nan], "undefined": str(error)}

@@ -137,3 +137,41 @@ def test_official_table():
         "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
     every = nb201.all_archs()
     assert torch.all(table.rows_of(every) >= 0)
+
+
+def test_top_k_metrics_do_not_depend_on_the_order_of_tied_items():
+    """P@top-K% is the expectation over uniformly random tie-breaking (here checked against every order of six
+    items with ties, under the position-broken definition it replaced); BR/WR count every item tied with the K-th
+    predicted value. Both gave different answers for the same data in another row order."""
+    import itertools
+
+    predicted, truth = np.array([0.9, 0.9, 0.5, 0.1]), np.array([3.0, 1.0, 0.0, 2.0])
+    for order in ([0, 1, 2, 3], [1, 0, 2, 3]):
+        assert rank.precision_at_top(predicted[order], truth[order], 25) == pytest.approx(0.5)
+        assert rank.best_and_worst_rank_in_top(predicted[order], truth[order], 25) == (1, 3)
+
+    def top_set(values, order, k):  # the k largest, ties broken by position in ``order``
+        order = np.asarray(order)
+        return set(order[np.argsort(-values[order], kind="stable")[:k]].tolist())
+
+    predicted, truth = np.array([3.0, 2.0, 2.0, 2.0, 1.0]), np.array([5.0, 4.0, 4.0, 1.0, 4.0])
+    orders = list(itertools.permutations(range(5)))
+    for percent in (20, 40, 60):
+        k = max(1, int(np.ceil(5 * percent / 100)))
+        tops_predicted = [top_set(predicted, o, k) for o in orders]
+        tops_true = [top_set(truth, o, k) for o in orders]
+        expected = np.mean([len(a & b) / k for a in tops_predicted for b in tops_true])  # independent tie-breaks
+        assert rank.precision_at_top(predicted, truth, percent) == pytest.approx(expected, abs=1e-12)
+
+
+def test_rank_quality_reports_only_an_undefined_ranking_as_nan():
+    """A constant estimate (a barely trained supernet) gives a NaN report with the reason; other bad input
+    (lengths that differ, NaN) raises instead of turning into a silent NaN report."""
+    from rdnas.pipeline import rank_quality
+
+    report = rank_quality(np.full(5, 0.1), np.arange(5.0), "acc")
+    assert np.isnan(report["kendall_tau"]) and "every predicted value is 0.1" in report["undefined"]
+    with pytest.raises(ValueError, match="must have the same length, got 3 and 2"):
+        rank_quality(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0]), "acc")
+    with pytest.raises(ValueError, match="must not contain NaN"):
+        rank_quality(np.array([1.0, 2.0, 3.0]), np.array([1.0, np.nan, 2.0]), "acc")

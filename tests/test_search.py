@@ -47,3 +47,20 @@ def test_mutation_changes_one_edge_and_stays_connected():
     for _ in range(100):
         child = mutate(arch, generator)
         assert sum(a != b for a, b in zip(arch, child)) == 1 and nb201.is_connected(child)
+
+
+def test_the_supernet_fitness_recalibrates_on_the_same_batches_every_call():
+    """rdnas search calls the fitness once per generation: each call must recalibrate BN on the same training
+    images, or cells scored in different generations are compared under different statistics."""
+    from rdnas.rank import recalibrated_accuracy_fn
+    from rdnas.supernet import NB201Supernet
+    from rdnas.train import TrainConfig, load_data
+
+    data = load_data(TrainConfig(data="digits", image_size=8))
+    torch.manual_seed(0)
+    supernet = NB201Supernet(4, 1, data.train.num_classes, data.in_channels)
+    fitness = recalibrated_accuracy_fn(supernet, data, "cpu", calibration_batch_size=16, calibration_steps=2)
+    archs = nb201.all_archs()[[5, 4321, 15000]]
+    first = fitness(archs)
+    for _ in range(3):
+        assert torch.equal(fitness(archs), first)

@@ -11,6 +11,11 @@ import numpy as np
 from scipy import stats
 
 
+class UndefinedRankCorrelation(ValueError):
+    """Every predicted (or every true) value is the same: no rank statistic is defined (e.g. a barely trained
+    supernet that gives every cell the same accuracy)."""
+
+
 def _pair(predicted, truth, name):
     predicted = np.asarray(predicted, dtype=np.float64).reshape(-1)
     truth = np.asarray(truth, dtype=np.float64).reshape(-1)
@@ -23,8 +28,8 @@ def _pair(predicted, truth, name):
         raise ValueError(f"rdnas.rank.{name}: at least 2 items are needed, got {predicted.size}")
     for label, values in (("predicted", predicted), ("truth", truth)):
         if np.ptp(values) == 0:
-            raise ValueError(f"rdnas.rank.{name}: every {label} value is {values[0]:g}; a rank correlation with a "
-                             "constant is undefined")
+            raise UndefinedRankCorrelation(f"rdnas.rank.{name}: every {label} value is {values[0]:g}; a rank "
+                                           "correlation with a constant is undefined")
     return predicted, truth
 
 
@@ -52,21 +57,33 @@ def _top_count(n, percent):
     return max(1, int(math.ceil(n * percent / 100)))
 
 
+def _top_membership(values: np.ndarray, k: int) -> np.ndarray:
+    """Each item's probability of being among the k largest ``values`` when ties are broken uniformly at random:
+    1 above the k-th largest value, 0 below it, and (places left) / (items tied) for the items tied with it."""
+    kth = np.sort(values)[::-1][k - 1]
+    above, tied = values > kth, values == kth
+    membership = above.astype(np.float64)
+    membership[tied] = (k - int(above.sum())) / int(tied.sum())
+    return membership
+
+
 def precision_at_top(predicted, truth, percent: float) -> float:
-    """P@top-K%: the fraction of the predicted top K% that is in the true top K% (ties broken by position)."""
+    """P@top-K%: the fraction of the predicted top K% that is in the true top K%. Ties at either cut are broken
+    uniformly at random and the expectation is returned, so the value never depends on the items' order (with no
+    ties it is the plain overlap fraction)."""
     predicted, truth = _pair(predicted, truth, "precision_at_top")
     k = _top_count(predicted.size, percent)
-    top_predicted = np.argsort(-predicted, kind="stable")[:k]
-    top_true = np.argsort(-truth, kind="stable")[:k]
-    return len(np.intersect1d(top_predicted, top_true)) / k
+    return float(np.dot(_top_membership(predicted, k), _top_membership(truth, k)) / k)
 
 
 def best_and_worst_rank_in_top(predicted, truth, percent: float) -> tuple[int, int]:
-    """BR@K / WR@K: the best and worst true rank (1 = best) among the predicted top K%."""
+    """BR@K / WR@K: the best and worst true rank (1 = best; tied true values share the best rank) among the
+    predicted top K%. Every item tied with the K-th predicted value counts as in the top K%, so the result never
+    depends on the items' order."""
     predicted, truth = _pair(predicted, truth, "best_and_worst_rank_in_top")
     k = _top_count(predicted.size, percent)
     true_rank = stats.rankdata(-truth, method="min").astype(int)
-    chosen = true_rank[np.argsort(-predicted, kind="stable")[:k]]
+    chosen = true_rank[_top_membership(predicted, k) > 0]
     return int(chosen.min()), int(chosen.max())
 
 

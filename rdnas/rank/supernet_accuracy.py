@@ -62,12 +62,14 @@ def recalibrated_accuracy_fn(supernet: NB201Supernet, data, device, *, calibrati
                              calibration_steps: int = 4, seed: int = 0, subnets_per_pass: int = 32):
     """``archs (LongTensor[A, 6]) -> Tensor[A]``: :func:`supernet_accuracy` on ``data.valid`` with BN recalibrated
     per subnet on ``calibration_steps`` unaugmented batches of ``data.train`` (shuffled with ``seed``); ``data``
-    is a run's splits (``rdnas.train.load_data``). The device batches are built once, here."""
+    is a run's splits (``rdnas.train.load_data``). The calibration batches are drawn once, here, so every call
+    (a search calls it once per generation) recalibrates on the same images and its accuracies are comparable."""
     from rdnas.data import DeviceBatches
 
     valid = DeviceBatches(data.valid, 512, device, data.mean, data.std, shuffle=False)
-    calibration = DeviceBatches(data.train, calibration_batch_size, device, data.mean, data.std,
-                                generator=torch.Generator().manual_seed(seed))
+    shuffled = DeviceBatches(data.train, calibration_batch_size, device, data.mean, data.std,
+                             generator=torch.Generator().manual_seed(seed))
+    calibration = [batch for _, batch in zip(range(calibration_steps), shuffled)]
 
     def accuracy(archs: Tensor) -> Tensor:
         return supernet_accuracy(supernet, archs, valid, bn="recalibrate", calibration_batches=calibration,
