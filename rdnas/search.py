@@ -4,6 +4,7 @@ Fitness is the supernet's validation accuracy of a cell (BN recalibrated per sub
 forward pass (``forward_subnets``); every cell is evaluated at most once and counts once against the budget.
 """
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -45,8 +46,12 @@ class SearchHistory:
         return [self._seen.get(arch, float("-inf")) for arch in candidates]
 
     def top(self, k: int) -> list[tuple[tuple, float]]:
-        """The k best evaluated cells, best first (ties: the earlier evaluated first)."""
-        order = sorted(range(len(self.archs)), key=lambda i: (-self.scores[i], i))
+        """The k best evaluated cells, best first (ties: the earlier evaluated first; a NaN score ranks last)."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"rdnas.search.SearchHistory.top: k must be a positive integer, got {k!r}")
+        order = sorted(range(len(self.archs)),
+                       key=lambda i: (math.isnan(self.scores[i]), -self.scores[i] if not math.isnan(self.scores[i])
+                                      else 0.0, i))
         return [(self.archs[i], self.scores[i]) for i in order[:k]]
 
 

@@ -74,6 +74,10 @@ def test_build_resumes_without_losing_or_repeating_a_run(tmp_path):
     archs = sample_architectures(4, seed=0)
     straight = build(tmp_path / "straight", archs, [0, 1], TINY_RECIPE, progress=False)
     build(tmp_path / "resumed", archs, [0], TINY_RECIPE, progress=False)  # an interrupted build: seed 1 missing
+    runs_csv = tmp_path / "resumed" / "runs.csv"
+    complete = runs_csv.read_bytes()
+    runs_csv.write_bytes(complete + complete.splitlines(keepends=True)[-1][:17])  # killed mid-line
+    assert len(read_runs(runs_csv)) == 4  # the partial line is not a run
     resumed = build(tmp_path / "resumed", archs, [0, 1], TINY_RECIPE, progress=False)
     key = lambda r: (r["enumeration_index"], r["seed"])  # noqa: E731
     assert sorted(map(key, resumed)) == sorted(map(key, straight)) and len(read_runs(tmp_path / "resumed" / "runs.csv")) == 8
@@ -81,8 +85,12 @@ def test_build_resumes_without_losing_or_repeating_a_run(tmp_path):
     for r in read_runs(tmp_path / "resumed" / "runs.csv"):  # the same runs, whatever stack they shared
         assert r["valid_acc"] == pytest.approx(by_key[key(r)]["valid_acc"], abs=0.2)
         assert r["valid_loss"] == pytest.approx(by_key[key(r)]["valid_loss"], rel=1e-3)
+    assert runs_csv.read_bytes().startswith(complete) and runs_csv.read_bytes().count(b"\n") == 9  # cut, then appended
     with pytest.raises(ValueError, match="was built with"):
         build(tmp_path / "resumed", archs, [0], Recipe(channels=4, epochs=2), progress=False)
+    runs_csv.write_text(runs_csv.read_text() + "12,not a row\n")
+    with pytest.raises(ValueError, match=r"read_runs: .*runs.csv:10: not a run row"):
+        read_runs(runs_csv)
 
 
 def test_table_and_reliability(tmp_path):
@@ -96,6 +104,8 @@ def test_table_and_reliability(tmp_path):
     assert len(table) == 10 and all(row["seeds"] == 4 for row in table.values())
     result = reliability(runs, [0, 1], [2, 3])
     assert result["kendall_tau_valid_acc"] == pytest.approx(1.0) and result["kendall_tau_valid_loss"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"reliability: seeds_a and seeds_b must be disjoint .*both have \[1\]"):
+        reliability(runs, [0, 1], [1, 2])  # a seed in both builds inflates the agreement
     path = tmp_path / "digits.csv"
     write_table(path, table)
     truth = GroundTruth.load(path)

@@ -121,6 +121,15 @@ class TestTableErrors:
         with pytest.raises(rank.MalformedTable, match=rf"{path}:1: the header has no 'index' column"):
             rank.GroundTruth.load(path)
 
+    def test_repeated_column_and_no_rows(self, tmp_path):
+        path = write_table(tmp_path / "t.csv", [f"0,{nb201.to_string((0,) * 6)},1,2"], header="index,arch_str,acc,acc")
+        with pytest.raises(rank.MalformedTable, match=rf"{path}:1: the header names \['acc'\] more than once"):
+            rank.GroundTruth.load(path)
+        path = tmp_path / "empty.csv"
+        path.write_text("index,arch_str,acc\n")
+        with pytest.raises(rank.MalformedTable, match=rf"{path}: the table has a header but no rows"):
+            rank.GroundTruth.load(path)
+
     def test_unknown_column(self, tmp_path):
         table = rank.GroundTruth.load(write_table(tmp_path / "t.csv", [f"0,{nb201.to_string((0,) * 6)},1,2"]))
         with pytest.raises(KeyError, match=r"has no column 'accuracy'; it has \['acc', 'params'\]"):

@@ -64,3 +64,14 @@ def test_the_supernet_fitness_recalibrates_on_the_same_batches_every_call():
     first = fitness(archs)
     for _ in range(3):
         assert torch.equal(fitness(archs), first)
+
+
+def test_top_ranks_nan_last_and_refuses_a_count_below_one():
+    cells = [tuple(a) for a in nb201.all_archs()[[10, 20, 30]].tolist()]
+    scores = {cells[0]: float("nan"), cells[1]: 0.5, cells[2]: 0.7}
+    history = SearchHistory(lambda archs: torch.tensor([scores[tuple(a)] for a in archs.tolist()]), budget=3)
+    history.evaluate(cells)
+    assert [arch for arch, _ in history.top(3)] == [cells[2], cells[1], cells[0]]
+    for k in (0, -1, 1.5):
+        with pytest.raises(ValueError, match=r"SearchHistory.top: k must be a positive integer, got"):
+            history.top(k)

@@ -153,17 +153,29 @@ def evaluate_stack(stack: StackedNB201, images: torch.Tensor, labels: torch.Tens
     return (loss_sum / len(images)).cpu(), correct.cpu()
 
 
+def _complete_length(path: Path) -> int:
+    """The byte length of ``path`` up to the end of its last complete line (a build killed mid-write, or a full
+    disk, can leave a partial last line)."""
+    data = path.read_bytes()
+    return data.rfind(b"\n") + 1
+
+
 def read_runs(path) -> list[dict]:
-    """The finished runs of a build (``runs.csv``), numeric fields converted."""
+    """The finished runs of a build (``runs.csv``), numeric fields converted; an incomplete last line (a build
+    killed while writing it) is not a run and is ignored (``build`` cuts it off before appending)."""
     path = Path(path)
     if not path.exists():
         return []
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        row["enumeration_index"], row["seed"] = int(row["enumeration_index"]), int(row["seed"])
-        for name in ("valid_acc", "valid_loss", "train_loss", "seconds"):
-            row[name] = float(row[name])
+    text = path.read_bytes()[:_complete_length(path)].decode()
+    rows = list(csv.DictReader(text.splitlines()))
+    for number, row in enumerate(rows, start=2):
+        try:
+            row["enumeration_index"], row["seed"] = int(row["enumeration_index"]), int(row["seed"])
+            for name in ("valid_acc", "valid_loss", "train_loss", "seconds"):
+                row[name] = float(row[name])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"rdnas.minibench.read_runs: {path}:{number}: not a run row "
+                             f"({type(error).__name__}: {error})") from None
     return rows
 
 
@@ -195,6 +207,9 @@ def build(out_dir, archs: list[tuple], seeds: list[int], recipe: Recipe = Recipe
 
     bar = tqdm(total=len(todo), desc="training networks", unit="net", disable=not progress)
     new_file = not runs_path.exists()
+    if not new_file and _complete_length(runs_path) < runs_path.stat().st_size:
+        with open(runs_path, "r+b") as handle:  # the partial last line read_runs ignored: cut it off
+            handle.truncate(_complete_length(runs_path))
     with open(runs_path, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=RUN_COLUMNS)
         if new_file:
@@ -236,6 +251,10 @@ def reliability(runs: list[dict], seeds_a, seeds_b) -> dict:
     validation accuracy and on mean validation loss (negated, so both are higher = better)."""
     from rdnas.rank import kendall_tau
 
+    overlap = sorted(set(seeds_a) & set(seeds_b))
+    if overlap:
+        raise ValueError(f"rdnas.minibench.reliability: seeds_a and seeds_b must be disjoint (two independent "
+                         f"builds), both have {overlap}")
     a, b = benchmark_table(runs, seeds_a), benchmark_table(runs, seeds_b)
     common = sorted(set(a) & set(b))
     if len(common) < 3:

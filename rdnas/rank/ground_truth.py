@@ -55,6 +55,9 @@ class GroundTruth:
             for required in ("index", "arch_str"):
                 if required not in header:
                     raise MalformedTable(f"{path}:1: the header has no {required!r} column (header: {header})")
+            repeated = sorted({name for name in header if header.count(name) > 1})
+            if repeated:
+                raise MalformedTable(f"{path}:1: the header names {repeated} more than once")
             index_at, arch_at = header.index("index"), header.index("arch_str")
             numeric = [(k, name) for k, name in enumerate(header) if k not in (index_at, arch_at)]
             indices, archs, values = [], [], []
@@ -73,6 +76,8 @@ class GroundTruth:
                     values.append([float(row[k]) if row[k] != "" else math.nan for k, _ in numeric])
                 except ValueError as error:
                     raise MalformedTable(f"{path}:{line_number}: a numeric column holds a non-number ({error})") from None
+        if not indices:
+            raise MalformedTable(f"{path}: the table has a header but no rows")
         if len(set(indices)) != len(indices):
             raise MalformedTable(f"{path}: the index column repeats values")
         if len(set(archs)) != len(archs):
