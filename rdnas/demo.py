@@ -24,6 +24,14 @@ from rdnas.spaces import nb201
 METHOD_LABELS = {"spos": "SPOS", "rdnas": "RD-NAS"}
 
 
+def finite_for_ranking(scores: np.ndarray) -> np.ndarray:
+    """Proxy scores [N] with -inf and NaN (a disconnected or failed cell) placed below every finite score and
+    +inf above every one, so that rank statistics see the order the proxy means."""
+    finite = scores[np.isfinite(scores)]
+    low, high = (finite.min() - 1, finite.max() + 1) if finite.size else (-1.0, 1.0)
+    return np.where(np.isposinf(scores), high, np.where(np.isfinite(scores), scores, low))
+
+
 def _proxy_reports(config, archs, truth) -> dict:
     names = [n.strip() for n in config.proxies.split(",") if n.strip()]
     table = score_proxies(config, names, archs=archs)
@@ -33,8 +41,7 @@ def _proxy_reports(config, archs, truth) -> dict:
     order = [position[nb201.enumeration_index(tuple(a))] for a in archs.tolist()]
     for name in names:
         scores = np.asarray(table.column(name))[order]
-        finite = np.where(np.isfinite(scores), scores, np.nanmin(np.where(np.isfinite(scores), scores, np.nan)) - 1)
-        reports[name] = rank_quality(finite, truth, config.gt_column)
+        reports[name] = rank_quality(finite_for_ranking(scores), truth, config.gt_column)
     return reports
 
 

@@ -113,3 +113,12 @@ def test_table_and_reliability(tmp_path):
     with open(path) as handle:
         assert next(csv.reader(handle))[:3] == ["index", "arch_str", "digits_valid_acc"]
     assert len(benchmark_table(runs[:-1])) == 9  # an architecture missing a seed is left out
+
+
+def test_too_few_training_images_for_one_batch_is_an_error():
+    """It trained zero steps and reported an untrained network with train_loss NaN."""
+    from rdnas.minibench.build import digits_split, train_stack
+
+    recipe = Recipe(channels=4, epochs=1, train_images=16, batch_size=32)
+    with pytest.raises(ValueError, match=r"train_stack: 16 training images make no batch of batch_size 32"):
+        train_stack(sample_architectures(1, seed=0), [0], recipe, digits_split(recipe.image_size))

@@ -54,3 +54,11 @@ def test_shipped_benchmark_is_the_documented_build():
     assert reliability["architectures"] == 240 and reliability["kendall_tau_valid_acc"] >= 0.6
     assert [nb201.enumeration_index(tuple(a)) for a in table.archs.tolist()] == sorted(
         nb201.enumeration_index(a) for a in sample_architectures(240, seed=0))
+
+
+def test_proxy_scores_that_are_not_finite_rank_as_the_proxy_means():
+    from rdnas.demo import finite_for_ranking
+
+    ranked = finite_for_ranking(np.array([1.0, 2.0, np.inf, -np.inf, np.nan]))
+    assert np.isfinite(ranked).all() and list(np.argsort(ranked, kind="stable")) == [3, 4, 0, 1, 2]
+    assert list(finite_for_ranking(np.array([-np.inf, np.inf]))) == [-1.0, 1.0]

@@ -108,6 +108,9 @@ def train_stack(archs: list[tuple], seeds: list[int], recipe: Recipe, data: tupl
     optimizer = torch.optim.SGD(stack.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay, nesterov=True)
     steps_per_epoch = len(train_x) // recipe.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"rdnas.minibench.train_stack: {len(train_x)} training images make no batch of "
+                         f"batch_size {recipe.batch_size}; raise train_images or lower batch_size")
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.epochs * steps_per_epoch)
     generators = [torch.Generator().manual_seed(s) for s in network_seeds]
     train_x, train_y = train_x.to(device), train_y.to(device)
