@@ -155,10 +155,17 @@ def test_gradcheck_float64(device, seed):
     # Keep z away from the hinge's kink, where finite differences are meaningless.
     input1 = input1 + torch.where((-target * (input1 - input2) + margin).abs() < 0.05, 0.2, 0.0)
     for reduction in REDUCTIONS:
-        assert torch.autograd.gradcheck(
-            lambda a, b: margin_rank_loss(a, b, target, margin, reduction),
-            (input1.clone().requires_grad_(), input2.clone().requires_grad_()),
-        )
+        inputs = (input1.clone().requires_grad_(), input2.clone().requires_grad_())
+        loss = lambda a, b: margin_rank_loss(a, b, target, margin, reduction)  # noqa: E731
+        assert torch.autograd.gradcheck(loss, inputs)
+        # Second order (a gradient penalty, a JVP by double backward) flows through the backward op's own autograd;
+        # without it the path through grad_output was dropped and the JVP came out 0.
+        assert torch.autograd.gradgradcheck(loss, inputs)
+        direction = torch.randn_like(input1)
+        ours = torch.autograd.functional.jvp(lambda a: loss(a, input2), input1, direction)[1]
+        theirs = torch.autograd.functional.jvp(  # the float64 reference, plain torch ops (F's margin is a float)
+            lambda a: _reference.margin_rank_loss(a, input2, target, margin, reduction), input1, direction)[1]
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("reduction", [0, 1, 2])
@@ -177,7 +184,7 @@ def test_opcheck(device, reduction, with_margin_tensor):
                            device=device)
         torch.library.opcheck(
             torch.ops.rdnas.margin_rank_loss_backward.default,
-            (grad, input1.detach(), input2, target, margin_tensor, 0.1, reduction),
+            (grad.requires_grad_(), input1.detach(), input2, target, margin_tensor, 0.1, reduction),
         )
 
 

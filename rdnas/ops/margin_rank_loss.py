@@ -98,3 +98,44 @@ def _backward(ctx, grad):
 
 
 torch.library.register_autograd("rdnas::margin_rank_loss", _backward, setup_context=_setup_context)
+
+
+# Second order. The backward's outputs are linear in ``grad``: grad_input1 = L(grad), grad_input2 = -L(grad), with
+# L elementwise multiplication by -target * [the hinge is active] (0 where the loss is NaN) after broadcasting a
+# reduced ``grad`` (times 1/N for "mean"). So d/d(grad) of <gg1, grad_input1> + <gg2, grad_input2> is
+# L^T(gg1 - gg2): the same kernel with reduction "none" applied to gg1 - gg2, summed for "sum" and "mean" (the 1/N
+# is inside the kernel's "mean" scaling, so it is applied here). The hinge's indicator has zero derivative almost
+# everywhere, so input1, input2 and target get none (torch's own double backward agrees).
+
+
+def _backward_setup_context(ctx, inputs, output):
+    grad, input1, input2, target, margin_tensor, margin, reduction = inputs
+    ctx.save_for_backward(input1, input2, target, margin_tensor)
+    ctx.margin = margin
+    ctx.reduction = reduction
+
+
+def _backward_backward(ctx, grad_grad_input1, grad_grad_input2):
+    input1, input2, target, margin_tensor = ctx.saved_tensors
+    grad_grad = None
+    if ctx.needs_input_grad[0]:
+        shape = torch.broadcast_shapes(*[t.shape for t in (input1, input2, target, margin_tensor) if t is not None])
+        direction = torch.zeros(shape, dtype=input1.dtype, device=input1.device)
+        if grad_grad_input1 is not None:
+            direction = direction + grad_grad_input1
+        if grad_grad_input2 is not None:
+            direction = direction - grad_grad_input2
+        per_element, _ = torch.ops.rdnas.margin_rank_loss_backward(
+            direction, input1, input2, target, margin_tensor, ctx.margin, 0
+        )
+        if ctx.reduction == 0:
+            grad_grad = per_element
+        else:
+            grad_grad = per_element.sum()
+            if ctx.reduction == 1:
+                grad_grad = grad_grad / per_element.numel()  # an empty input: 0 / 0 = NaN, as its mean loss
+    return grad_grad, None, None, None, None, None, None
+
+
+torch.library.register_autograd("rdnas::margin_rank_loss_backward", _backward_backward,
+                                setup_context=_backward_setup_context)
