@@ -140,3 +140,22 @@ class TestErrors:
     def test_not_a_tensor(self):
         with pytest.raises(TypeError, match=r"rdnas.ops.sum_squares: element 1 is a list, not a Tensor"):
             sum_squares([torch.ones(2), [1.0]])
+
+
+def test_linearize_and_restore_bump_the_version_like_torch_in_place_ops():
+    """A backward through a graph that saved the old values must fail loudly, as after torch's own abs_ (the
+    native ops wrote behind autograd's back and the gradient silently used |w|)."""
+    weight = torch.nn.Parameter(torch.tensor([-1.0, 2.0, -3.0]))
+    loss = (weight * weight).sum()
+    with torch.no_grad():
+        signs = linearize_([weight])
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    version = weight._version
+    with torch.no_grad():
+        restore_signs_([weight], signs)
+    assert weight._version > version and torch.equal(weight.detach(), torch.tensor([-1.0, 2.0, -3.0]))
+    with torch.inference_mode():
+        frozen = torch.tensor([-0.0, float("nan"), -2.0])
+        restore_signs_([frozen], linearize_([frozen]))  # no version counter to bump: still works
+    assert torch.signbit(frozen[0]) and frozen[1].isnan() and frozen[2] == -2.0

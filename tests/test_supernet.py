@@ -211,3 +211,37 @@ def test_avg_pool_3x3_float32_counts_stay_exact_when_first_built_under_autocast(
     assert inverse_count.dtype == torch.float32 and inverse_count[0, 0, 2, 3].item() == pytest.approx(1 / 9, rel=1e-7)
     reference = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
     torch.testing.assert_close(avg_pool_3x3(x), reference, rtol=1e-6, atol=1e-6)
+
+
+def test_avg_pool_3x3_cache_built_under_inference_mode_serves_a_recorded_backward():
+    from rdnas.supernet.nb201_ops import _pool_tensors, avg_pool_3x3
+
+    _pool_tensors.cache_clear()
+    with torch.inference_mode():
+        avg_pool_3x3(torch.randn(2, 3, 5, 5))
+    x = torch.randn(2, 3, 5, 5, requires_grad=True)
+    first, = torch.autograd.grad(avg_pool_3x3(x).square().sum(), x, create_graph=True)
+    second, = torch.autograd.grad(first.sum(), x)  # failed: "Inference tensors cannot be saved for backward"
+    assert torch.isfinite(second).all()
+
+
+def test_export_keeps_the_supernet_mode_and_cell_plan_caches_any_encoding():
+    from rdnas.supernet.nb201 import _cell_plan
+
+    supernet = small_supernet()
+    with torch.no_grad():
+        for module in supernet.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1)
+    arch, x = (3, 3, 3, 1, 3, 2), torch.randn(2, 3, 8, 8)
+    for training in (False, True):
+        supernet.train(training)
+        exported = supernet.export(arch)
+        assert exported.training == training
+        if not training:
+            torch.testing.assert_close(exported(x), supernet(x, arch), rtol=1e-5, atol=1e-5)
+    _cell_plan.cache_clear()
+    as_tensor = torch.tensor(arch)
+    for _ in range(3):
+        assert cell_plan(tuple(as_tensor)) == cell_plan(arch)  # 0-dim tensors hash by identity: one entry only
+    assert _cell_plan.cache_info().currsize == 1

@@ -48,21 +48,32 @@ def sum_squares(tensors) -> Tensor:
 
 
 def linearize_(tensors) -> list:
-    """Synflow's linearisation: replaces every tensor by its absolute value, in place, and returns the signs
-    (int8 tensors of -1 / 0 / +1) that :func:`restore_signs_` puts back. Tensors must be contiguous."""
+    """Synflow's linearisation: replaces every tensor by its absolute value, in place (a zero, -0.0 included, and
+    NaN stay as they are), and returns the signs (int8 tensors of -1 / 0 / +1) that :func:`restore_signs_` puts
+    back. Tensors must be contiguous. Bumps each tensor's version counter, as torch's in-place ops do, so that
+    autograd refuses a backward through a graph that saved the old values."""
     tensors = _as_list("linearize_", tensors)
     signs = [torch.empty_like(t, dtype=torch.int8, memory_format=torch.contiguous_format) for t in tensors]
     if tensors:
         torch.ops.rdnas.multi_tensor_abs_(tensors, signs)
+        _written_in_place(tensors)
     return signs
 
 
 def restore_signs_(tensors, signs) -> None:
-    """Multiplies every tensor by its saved sign, in place: undoes :func:`linearize_` (exactly, except that -0.0
-    comes back as +0.0 and NaN as 0)."""
+    """Multiplies every tensor by its saved sign, in place: undoes :func:`linearize_` bit for bit (-0.0 and NaN
+    included). Bumps each tensor's version counter, as torch's in-place ops do."""
     tensors, signs = _as_list("restore_signs_", tensors), _as_list("restore_signs_", signs)
     if tensors or signs:
         torch.ops.rdnas.multi_tensor_mul_signs_(tensors, signs)
+        _written_in_place(tensors)
+
+
+def _written_in_place(tensors) -> None:
+    # The native ops write through the data pointer; autograd learns of the write only from the version counter.
+    for tensor in tensors:
+        if not tensor.is_inference():  # inference tensors have no version counter
+            torch.autograd.graph.increment_version(tensor)
 
 
 @torch.library.register_fake("rdnas::multi_tensor_reduce")

@@ -4,9 +4,10 @@ Macro network (NAS-Bench-201): stem Conv3x3(in -> C) + BN; N cells at C; a ResNe
 N cells at 2C; a basic block to 4C; N cells at 4C; head BN + ReLU + global average pool + Linear. Every cell uses
 the same architecture (six op indices, see rdnas.spaces.nb201).
 
-Semantics shared by every forward here and by the exported networks: an edge whose op is ``none``, whose input
-node receives nothing, or whose output cannot reach the cell output contributes nothing and is not computed; a
-cell with no input-to-output path outputs zeros.
+Semantics shared by every forward here and by the exported networks (``edges="live"``, the default): an edge
+whose op is ``none``, whose input node receives nothing, or whose output cannot reach the cell output contributes
+nothing and is not computed; a cell with no input-to-output path outputs zeros. ``edges="all"`` computes every
+non-``none`` edge as the benchmark's own network does (see :func:`cell_plan`).
 """
 
 import copy
@@ -24,16 +25,24 @@ _PARAMETRIC = {nb201.CONV1X1: ("nor_conv_1x1", 1), nb201.CONV3X3: ("nor_conv_3x3
 EDGE_MODES = ("live", "all")
 
 
-@functools.lru_cache(maxsize=None)
-def cell_plan(arch: tuple, edges: str = "live") -> tuple:
+def cell_plan(arch, edges: str = "live") -> tuple:
     """The edges a cell computes, per node: ((edge, source node, op), ...) for nodes 1, 2, 3; () where the cell
-    is disconnected. Cached: a step pays a dictionary lookup, not this analysis.
+    is disconnected. Cached (keyed by the op indices as ints, whatever the encoding): a step pays a dictionary
+    lookup, not this analysis.
 
     ``edges="live"`` keeps only edges on an input-to-output path (the others cannot change the output);
-    ``edges="all"`` keeps every non-``none`` edge, as the benchmark's own network computes them (a node that
-    receives nothing is zeros). The logits are the same; activation-reading proxies (naswot, zen) see the
-    difference.
+    ``edges="all"`` keeps every non-``none`` edge, as the benchmark's own network computes them: a node that
+    receives nothing is zeros, and a conv edge reading it still adds its BN's output for a zero input (the BN
+    bias in training mode; bias - weight * running_mean / sqrt(running_var + eps) in eval mode), so the logits can
+    differ from ``"live"``'s as the benchmark network's do. Activation-reading proxies (naswot, zen) use "all".
     """
+    if type(arch) is not tuple or not all(type(op) is int for op in arch):
+        arch = nb201.validate(arch)  # e.g. 0-dim tensors, which hash by identity: every call would miss the cache
+    return _cell_plan(arch, edges)
+
+
+@functools.lru_cache(maxsize=None)
+def _cell_plan(arch: tuple, edges: str) -> tuple:
     ops = nb201.validate(arch)
     if edges not in EDGE_MODES:
         raise ValueError(f"rdnas.supernet.cell_plan: edges must be one of {EDGE_MODES}, got {edges!r}")
@@ -218,8 +227,9 @@ class NB201Supernet(nn.Module):
         return logits.view(k, x.shape[0], -1)
 
     def export(self, arch) -> "NB201Network":
-        """A stand-alone network for ``arch`` holding copies of the supernet's weights for its ops."""
-        return NB201Network(arch, self)
+        """A stand-alone network for ``arch`` holding copies of the supernet's weights for its ops, in the
+        supernet's train/eval mode (so that ``export(arch)(x)`` equals ``supernet(x, arch)``)."""
+        return NB201Network(arch, self).train(self.training)
 
 
 class NB201Network(NB201Supernet):

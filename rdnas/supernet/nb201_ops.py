@@ -131,9 +131,10 @@ class ResNetBasicBlock(nn.Module):
 @functools.lru_cache(maxsize=64)
 def _pool_tensors(channels: int, height: int, width: int, device: torch.device, dtype: torch.dtype):
     """The depthwise ones kernel [C, 1, 3, 3] and each pixel's 1 / (pixels its window covers) [1, 1, H, W], in
-    ``dtype``. Built with autocast off: the cache is keyed by dtype, and a first call under autocast would
-    otherwise store bfloat16 counts under a float32 key for every later pass."""
-    with torch.autocast(torch.device(device).type, enabled=False):
+    ``dtype``. Built with autocast and inference mode off: the cache is keyed by dtype, and a first call under
+    autocast would otherwise store bfloat16 counts under a float32 key for every later pass, and one under
+    inference mode inference tensors that a later recorded backward (GraSP's) cannot save."""
+    with torch.inference_mode(False), torch.autocast(torch.device(device).type, enabled=False):
         kernel = torch.ones(channels, 1, 3, 3, device=device, dtype=dtype)
         ones = torch.ones(1, 1, height, width, device=device, dtype=dtype)
         inverse_count = 1.0 / F.conv2d(ones, torch.ones(1, 1, 3, 3, device=device, dtype=dtype), padding=1)
