@@ -49,7 +49,8 @@ FULL_TABLES = [RESULTS / "nb201_proxies_cifar10.csv", RESULTS / "nb201_naswot_ci
                RESULTS / "nb201_loss_gradient_cifar10.csv", RESULTS / "nb201_jacov_cifar10.csv",
                RESULTS / "nb201_zen_cifar10.csv", RESULTS / "nb201_grasp_cifar10.csv"]
 # Whole-space tables under PyTorch's default init (NASLib's protocol) for the init-dependent loss-gradient proxies.
-PYTORCH_INIT_TABLES = [RESULTS / "nb201_loss_gradient_pytorch_init_cifar10.csv"]
+PYTORCH_INIT_TABLES = [RESULTS / "nb201_loss_gradient_pytorch_init_cifar10.csv",
+                       RESULTS / "nb201_grasp_pytorch_init_cifar10.csv"]
 SUITE_ZERO_TABLE = RESULTS / "suite_zero_proxies_cifar10.csv"
 ALL_PROXIES = "synflow,logsynflow,snip,grasp,fisher,grad_norm,jacov,naswot,zen,l2_norm,plain,flops,params"
 # our proxy -> (published column in nb201_zc_proxies.csv, in the suite-zero subset)
