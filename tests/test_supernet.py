@@ -105,6 +105,29 @@ def test_calibrated_statistics_are_per_subnet():
     torch.testing.assert_close(calibrated, batch, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("bn", ["batch", "running", "calibrated"])
+def test_k_subnet_forward_of_a_half_precision_network_matches_float64(dtype, bn):
+    """A supernet converted to bfloat16 / float16 (no autocast) runs every BN mode of the K-subnet forward, its
+    statistics kept in float32 (calibration failed on the CPU: float32 statistics met bf16 affine parameters)."""
+    reference = small_supernet().double().eval()
+    network = small_supernet().to(dtype).eval()
+    x = torch.randn(6, 3, 16, 16, dtype=torch.float64)
+
+    def run(net, images):
+        with torch.no_grad():
+            if bn != "calibrated":
+                return net.forward_subnets(images, ARCHS, bn=bn)
+            stats = BNStatistics("calibrate", len(ARCHS))
+            net.forward_subnets(images, ARCHS, bn=stats)
+            return net.forward_subnets(images, ARCHS, bn=stats.freeze())
+
+    expected, out = run(reference, x), run(network, x.to(dtype))
+    assert out.dtype == dtype
+    tolerance = (0.1 if dtype == torch.bfloat16 else 0.01) * expected.abs().max().item()  # rounding grows with scale
+    torch.testing.assert_close(out.double(), expected, rtol=0, atol=tolerance)
+
+
 def test_calibrated_mode_needs_a_calibration_pass():
     supernet = small_supernet()
     with pytest.raises(RuntimeError, match=r"no calibrated statistics for this layer"):

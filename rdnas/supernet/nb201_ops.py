@@ -81,16 +81,18 @@ class SubnetBatchNorm(nn.BatchNorm2d):
         # batch norm computes each subnet's statistics in one fused pass.
         groups, channels = len(subnets), x.shape[1]
         wide = x.view(groups, -1, *x.shape[1:]).transpose(0, 1).reshape(-1, groups * channels, *x.shape[2:])
-        weight = None if self.weight is None else self.weight.repeat(groups)
-        bias = None if self.bias is None else self.bias.repeat(groups)
+        # Statistics of half / bfloat16 activations are kept in float32; the affine parameters then go float32 too
+        # (the mixed-precision batch norm wants them in one dtype on the CPU: a bf16 network failed there).
+        stat_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        weight = None if self.weight is None else self.weight.to(stat_dtype).repeat(groups)
+        bias = None if self.bias is None else self.bias.to(stat_dtype).repeat(groups)
         if stats.mode == "calibrated":
             mean, var = stats.calibrated(self, subnets)
             out = F.batch_norm(wide, mean.flatten(), var.flatten(), weight, bias, False, 0.0, self.eps)
         elif stats.mode == "calibrate":
             # With momentum 1 the fused batch norm hands back its own batch statistics through the "running"
             # buffers (the variance unbiased); a separate var_mean over dims (0, 2, 3) costs 2.5x the batch norm.
-            mean = torch.zeros(groups * channels, device=x.device, dtype=torch.float32 if x.dtype in
-                               (torch.float16, torch.bfloat16) else x.dtype)
+            mean = torch.zeros(groups * channels, device=x.device, dtype=stat_dtype)
             var = torch.ones_like(mean)
             out = F.batch_norm(wide, mean, var, weight, bias, True, 1.0, self.eps)
             count = wide.numel() // wide.shape[1]
