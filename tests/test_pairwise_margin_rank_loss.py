@@ -158,6 +158,57 @@ def test_gradcheck_float64(device, seed, reduction, loss):
     )
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("loss", LOSSES)
+def test_second_order_matches_reference(device, reduction, loss):
+    """Hessian, gradgradcheck and a gradient penalty through the op equal the N x N reference's (second order
+    was missing: the logistic loss's gradient had no graph, so a gradient penalty raised or lost its curvature)."""
+    scores, teacher, groups = make_problem(7, 2, device, 3, ties=True, num_groups=3)
+    if loss == "hinge":  # away from the kink
+        scores = torch.arange(14, dtype=torch.float64, device=device).reshape(2, 7)[:, torch.randperm(7)] * 0.37
+
+    def ours(s):
+        return pairwise_margin_rank_loss(s, teacher, 0.1, groups, reduction, loss)
+
+    def reference(s):
+        return _reference.pairwise_margin_rank_loss(s, teacher, 0.1, groups, reduction, loss)
+
+    scores = scores.clone().requires_grad_()
+    assert torch.autograd.gradgradcheck(ours, (scores,))
+
+    def gradient_penalty(objective):
+        s = scores.detach().clone().requires_grad_()
+        (gradient,) = torch.autograd.grad(objective(s).sum(), s, create_graph=True)
+        gradient.square().sum().backward()
+        return s.grad
+
+    hessian = torch.autograd.functional.hessian(lambda s: ours(s).sum(), scores)
+    if loss == "hinge":  # zero almost everywhere; torch's clamp gives the reference's gradient no graph at all
+        assert torch.count_nonzero(hessian) == 0 and torch.count_nonzero(gradient_penalty(ours)) == 0
+        return
+    expected = torch.autograd.functional.hessian(lambda s: reference(s).sum(), scores)
+    torch.testing.assert_close(hessian, expected, rtol=1e-10, atol=1e-12)
+    assert hessian.abs().max() > 0.01  # the curvature the fused first order alone would drop
+    torch.testing.assert_close(gradient_penalty(ours), gradient_penalty(reference), rtol=1e-10, atol=1e-12)
+
+
+def test_second_order_in_float32_and_third_order_raises(device):
+    scores, teacher, _ = make_problem(9, None, device, 4, ties=False)
+    scores = scores.float().requires_grad_()
+    (gradient,) = torch.autograd.grad(pairwise_margin_rank_loss(scores, teacher.float(), 0.1, loss="logistic"),
+                                      scores, create_graph=True)
+    (second,) = torch.autograd.grad(gradient.square().sum(), scores, create_graph=True)
+    reference_scores = scores.detach().double().requires_grad_()
+    (reference_gradient,) = torch.autograd.grad(
+        _reference.pairwise_margin_rank_loss(reference_scores, teacher, 0.1, loss="logistic"), reference_scores,
+        create_graph=True)
+    (expected,) = torch.autograd.grad(reference_gradient.square().sum(), reference_scores)
+    assert second.dtype == torch.float32
+    torch.testing.assert_close(second.double(), expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        second.sum().backward()
+
+
 @pytest.mark.parametrize("reduction", [0, 1, 2])
 @pytest.mark.parametrize("loss_kind", [0, 1])
 @pytest.mark.parametrize("with_groups", [False, True])
@@ -172,6 +223,11 @@ def test_opcheck(device, reduction, loss_kind, with_groups):
         torch.library.opcheck(
             torch.ops.rdnas.pairwise_margin_rank_loss_backward.default,
             (torch.randn_like(scores), scores, teacher, groups, 0.2, loss_kind),
+        )
+        torch.library.opcheck(  # with its second order
+            torch.ops.rdnas.pairwise_margin_rank_loss_backward.default,
+            (torch.randn_like(scores).requires_grad_(), scores.clone().requires_grad_(), teacher, groups, 0.2,
+             loss_kind),
         )
 
 

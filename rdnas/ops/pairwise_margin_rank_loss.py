@@ -99,6 +99,15 @@ def _backward(ctx, grad_loss, _grad_num_pairs, _grad_dsum):
             grad_loss, scores, teacher, groups, ctx.margin, ctx.loss_kind
         )
         return grad_scores, None, None, None, None, None, None
+    if torch.is_grad_enabled():
+        # create_graph=True: the gradient must itself be differentiable (in scores and in grad_loss), so it goes
+        # through the backward op, which has a second order (below); "sum" is "none" with every item's grad equal
+        # to grad_loss, "mean" the same divided by the number of counted pairs.
+        scale = grad_loss if ctx.reduction == 2 else grad_loss / num_pairs.clamp_min(1).to(grad_loss.dtype)
+        grad_scores = torch.ops.rdnas.pairwise_margin_rank_loss_backward(
+            scale.expand(scores.shape), scores, teacher, groups, ctx.margin, ctx.loss_kind
+        )
+        return grad_scores, None, None, None, None, None, None
     if dsum.numel() != scores.numel():
         # The forward was called with compute_grad=False (directly, not through the wrapper): recompute.
         _, _, dsum = torch.ops.rdnas.pairwise_margin_rank_loss(
@@ -112,3 +121,43 @@ def _backward(ctx, grad_loss, _grad_num_pairs, _grad_dsum):
 
 
 torch.library.register_autograd("rdnas::pairwise_margin_rank_loss", _backward, setup_context=_setup_context)
+
+
+# Second order. The backward op computes G(grad, s) = J(s)^T grad, with J the Jacobian of the per-item shares
+# (reduction "none") in the scores. Its vector-Jacobian products are d<gg, G>/d(grad) = J(s) gg and
+# d<gg, G>/ds = sum_i grad_i * H_i(s) gg (H_i: the Hessian of share i; zero almost everywhere for the hinge, the
+# logistic loss's sigmoid'(z) terms otherwise). Second derivatives are rare (gradient penalties, Hessian-vector
+# products), so they are taken by autograd through the plain N x N formulation (rdnas.ops._reference) in float64
+# and cast back to the inputs' dtypes: O(N^2) memory, like the naive loss, while the first order stays fused. The
+# hinge's second derivative is zero (torch's clamp agrees). Third order is not supported (it raises).
+
+
+def _backward_setup_context(ctx, inputs, output):
+    grad, scores, teacher, groups, margin, loss_kind = inputs
+    ctx.save_for_backward(grad, scores, teacher, groups)
+    ctx.margin, ctx.loss_kind = margin, loss_kind
+
+
+@torch.autograd.function.once_differentiable
+def _backward_backward(ctx, grad_grad_scores):
+    from rdnas.ops._reference import pairwise_margin_rank_loss as reference
+
+    grad, scores, teacher, groups = ctx.saved_tensors
+    needs_grad, needs_scores = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if grad_grad_scores is None or not (needs_grad or needs_scores):
+        return (None,) * 6
+    loss_name = next(name for name, code in LOSS_KINDS.items() if code == ctx.loss_kind)
+    with torch.enable_grad():
+        scores64 = scores.detach().to(torch.float64).requires_grad_()
+        grad64 = grad.detach().to(torch.float64).requires_grad_()
+        shares = reference(scores64, teacher.to(torch.float64), ctx.margin, groups, "none", loss_name)
+        (first,) = torch.autograd.grad(shares, scores64, grad64, create_graph=True)
+        wrt_grad, wrt_scores = torch.autograd.grad(first, (grad64, scores64), grad_grad_scores.to(torch.float64),
+                                                   allow_unused=True)
+    wrt_grad = torch.zeros_like(grad) if wrt_grad is None else wrt_grad.to(grad.dtype)
+    wrt_scores = torch.zeros_like(scores) if wrt_scores is None else wrt_scores.to(scores.dtype)
+    return (wrt_grad if needs_grad else None), (wrt_scores if needs_scores else None), None, None, None, None
+
+
+torch.library.register_autograd("rdnas::pairwise_margin_rank_loss_backward", _backward_backward,
+                                setup_context=_backward_setup_context)
