@@ -257,11 +257,10 @@ def _json_output(path):
 def _write_json(path, value) -> None:
     """Writes ``value`` as JSON to ``path`` atomically (a temporary file renamed over it)."""
     import json
-    import os
 
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(json.dumps(value, indent=2))
-    os.replace(temporary, path)
+    from rdnas.atomic_file import write_text_atomic
+
+    write_text_atomic(path, json.dumps(value, indent=2))
 
 
 def _shard(text: str):

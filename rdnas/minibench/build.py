@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rdnas.atomic_file import atomic_open
 from rdnas.data import load_digits
 from rdnas.data.pipeline import random_crop
 from rdnas.minibench.stacked import StackedNB201
@@ -156,11 +157,11 @@ def evaluate_stack(stack: StackedNB201, images: torch.Tensor, labels: torch.Tens
     return (loss_sum / len(images)).cpu(), correct.cpu()
 
 
-def _complete_length(path: Path) -> int:
-    """The byte length of ``path`` up to the end of its last complete line (a build killed mid-write, or a full
-    disk, can leave a partial last line)."""
+def _complete_lines(path: Path) -> bytes:
+    """The bytes of ``path`` up to the end of its last complete line (a build killed mid-write, or a full disk,
+    can leave a partial last line)."""
     data = path.read_bytes()
-    return data.rfind(b"\n") + 1
+    return data[:data.rfind(b"\n") + 1]
 
 
 def read_runs(path) -> list[dict]:
@@ -169,7 +170,7 @@ def read_runs(path) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
-    text = path.read_bytes()[:_complete_length(path)].decode()
+    text = _complete_lines(path).decode()
     rows = list(csv.DictReader(text.splitlines()))
     for number, row in enumerate(rows, start=2):
         try:
@@ -210,9 +211,11 @@ def build(out_dir, archs: list[tuple], seeds: list[int], recipe: Recipe = Recipe
 
     bar = tqdm(total=len(todo), desc="training networks", unit="net", disable=not progress)
     new_file = not runs_path.exists()
-    if not new_file and _complete_length(runs_path) < runs_path.stat().st_size:
-        with open(runs_path, "r+b") as handle:  # the partial last line read_runs ignored: cut it off
-            handle.truncate(_complete_length(runs_path))
+    if not new_file:
+        complete = len(_complete_lines(runs_path))
+        if complete < runs_path.stat().st_size:
+            with open(runs_path, "r+b") as handle:  # the partial last line read_runs ignored: cut it off
+                handle.truncate(complete)
     with open(runs_path, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=RUN_COLUMNS)
         if new_file:
@@ -272,15 +275,10 @@ def write_table(path, table: dict, dataset: str = "digits") -> None:
     """Writes a table in NB201's ground-truth format: ``index`` (rdnas's enumeration index; the benchmark's
     official index is not derivable from an architecture), ``arch_str``, ``{dataset}_valid_acc`` (mean over seeds,
     %), ``{dataset}_valid_loss``, ``{dataset}_valid_acc_std`` and ``seeds``. Written atomically."""
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", newline="") as handle:
+    with atomic_open(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["index", "arch_str", f"{dataset}_valid_acc", f"{dataset}_valid_loss",
                          f"{dataset}_valid_acc_std", "seeds"])
         for index, row in sorted(table.items()):
             writer.writerow([index, row["arch_str"], f"{row['valid_acc']:.4f}", f"{row['valid_loss']:.6f}",
                              f"{row['valid_acc_std']:.4f}", row["seeds"]])
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)

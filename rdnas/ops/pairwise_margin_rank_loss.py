@@ -99,13 +99,15 @@ def _backward(ctx, grad_loss, _grad_num_pairs, _grad_dsum):
             grad_loss, scores, teacher, groups, ctx.margin, ctx.loss_kind
         )
         return grad_scores, None, None, None, None, None, None
+    scale = grad_loss.to(_coef_dtype(scores.dtype))  # d(loss)/d(pair sum): grad_loss, over the pairs for "mean"
+    if ctx.reduction == 1:
+        scale = scale / num_pairs.clamp_min(1).to(scale.dtype)
     if torch.is_grad_enabled():
         # create_graph=True: the gradient must itself be differentiable (in scores and in grad_loss), so it goes
-        # through the backward op, which has a second order (below); "sum" is "none" with every item's grad equal
-        # to grad_loss, "mean" the same divided by the number of counted pairs.
-        scale = grad_loss if ctx.reduction == 2 else grad_loss / num_pairs.clamp_min(1).to(grad_loss.dtype)
+        # through the backward op, which has a second order (below): "sum" and "mean" are "none" with every item's
+        # grad equal to the scale.
         grad_scores = torch.ops.rdnas.pairwise_margin_rank_loss_backward(
-            scale.expand(scores.shape), scores, teacher, groups, ctx.margin, ctx.loss_kind
+            scale.to(scores.dtype).expand(scores.shape), scores, teacher, groups, ctx.margin, ctx.loss_kind
         )
         return grad_scores, None, None, None, None, None, None
     if dsum.numel() != scores.numel():
@@ -113,9 +115,6 @@ def _backward(ctx, grad_loss, _grad_num_pairs, _grad_dsum):
         _, _, dsum = torch.ops.rdnas.pairwise_margin_rank_loss(
             scores, teacher, groups, ctx.margin, ctx.reduction, ctx.loss_kind, True
         )
-    scale = grad_loss.to(dsum.dtype)
-    if ctx.reduction == 1:
-        scale = scale / num_pairs.clamp_min(1).to(dsum.dtype)
     grad_scores = (dsum * scale).to(scores.dtype)
     return grad_scores, None, None, None, None, None, None
 

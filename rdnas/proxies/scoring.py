@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rdnas.atomic_file import write_text_atomic
 from rdnas.proxies.base import (Minibatch, Proxy, check_archs, clear_plan_caches, get_proxy, network_state_restored,
                                 scoring_supernet)
 from rdnas.spaces import nb201
@@ -104,7 +105,7 @@ class ScoreTable:
         text = _header_line(self.names) + "".join(
             _row_line(int(i), a, [self.columns[n][r] for n in self.columns])
             for r, (i, a) in enumerate(zip(self.indices.tolist(), self.archs)))
-        _write_atomic(Path(path), text)
+        write_text_atomic(Path(path), text)
 
 
 def _same_floats(a: np.ndarray, b: np.ndarray) -> bool:
@@ -156,15 +157,6 @@ def _table(header: list[str], rows: list, info: dict) -> ScoreTable:
     values = np.array([v for _, _, v in parsed], dtype=np.float64).reshape(len(parsed), len(header) - 2)
     return ScoreTable([i for i, _, _ in parsed], [a for _, a, _ in parsed],
                       {name: values[:, k].copy() for k, name in enumerate(header[2:])}, info)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(temporary, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def meta_path(out) -> Path:
@@ -513,7 +505,7 @@ def _open_table(path: Path, names: list[str], settings: dict, metadata: bool, wa
     header, rows, end, partial = _scan(path) if path.is_file() else (None, [], 0, False)
     if header is None:  # no file, or killed before its header line was complete: start afresh
         if metadata:
-            _write_atomic(sidecar, json.dumps({"settings": settings, "info": {
+            write_text_atomic(sidecar, json.dumps({"settings": settings, "info": {
                 "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}, indent=2) + "\n")
         with open(path, "w") as handle:
             handle.write(_header_line(names))
@@ -621,7 +613,7 @@ def merge_tables(paths, out=None, *, expect_complete: bool = False, expected_ind
         if settings is None:
             meta_path(out).unlink(missing_ok=True)  # never leave a stale sidecar beside the new table
         else:
-            _write_atomic(meta_path(out), json.dumps({"settings": settings, "info": {
+            write_text_atomic(meta_path(out), json.dumps({"settings": settings, "info": {
                 "merged_from": [str(p) for p in paths], "torch_version": torch.__version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}, indent=2) + "\n")
         merged.write(out)

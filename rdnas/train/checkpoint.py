@@ -1,23 +1,20 @@
 """Checkpoints that a crash cannot corrupt: written to a temporary file, flushed to disk, then renamed."""
 
-import os
 import pickle
 from dataclasses import fields
 from pathlib import Path
 
 import torch
 
+from rdnas.atomic_file import atomic_open
+
 
 def save_checkpoint(path, state: dict) -> None:
     """Writes ``state`` to ``path`` atomically: a reader sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
+    with atomic_open(path, "wb") as handle:
         torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def load_checkpoint(path) -> dict:
