@@ -29,6 +29,16 @@ def atomic_open(path, mode: str = "w", **open_kwargs) -> Iterator[IO]:
         raise
 
 
+def prepare_output_file(path, what: str) -> Path:
+    """Checks before any work that ``path`` can take an output file, so a finished run is never lost at its final
+    write: a folder is refused (``"<what> must be a file path, ..."``) and the parent folder is created."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} must be a file path, got the folder {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def write_text_atomic(path, text: str) -> None:
     """Writes ``text`` to ``path`` atomically (see :func:`atomic_open`)."""
     with atomic_open(path) as handle:

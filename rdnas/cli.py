@@ -241,17 +241,10 @@ def _integer(text: str) -> int:
 
 
 def _json_output(path):
-    """Checks an --out JSON path before the work starts (its folder is created; a folder is refused), so that a
-    finished evaluation or search is never lost at the final write."""
-    from pathlib import Path
+    """Checks an --out JSON path before the work starts (see prepare_output_file); None when there is none."""
+    from rdnas.atomic_file import prepare_output_file
 
-    if path is None:
-        return None
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"--out must be a file path, got the folder {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+    return None if path is None else prepare_output_file(path, "--out")
 
 
 def _write_json(path, value) -> None:

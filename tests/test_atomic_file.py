@@ -2,7 +2,7 @@
 
 import pytest
 
-from rdnas.atomic_file import atomic_open, write_text_atomic
+from rdnas.atomic_file import atomic_open, prepare_output_file, write_text_atomic
 
 
 def test_replaces_the_file_and_leaves_no_temporary(tmp_path):
@@ -30,3 +30,10 @@ def test_refuses_a_mode_that_is_not_a_fresh_write(tmp_path):
     with pytest.raises(ValueError, match=r"atomic_open: mode must be 'w' or 'wb', got 'a'"):
         with atomic_open(tmp_path / "x", "a"):
             pass
+
+
+def test_prepare_output_file_creates_the_folder_and_refuses_a_folder(tmp_path):
+    assert prepare_output_file(tmp_path / "new" / "top.json", "--out") == tmp_path / "new" / "top.json"
+    assert (tmp_path / "new").is_dir() and not (tmp_path / "new" / "top.json").exists()
+    with pytest.raises(ValueError, match=r"^--out must be a file path, got the folder .*new$"):
+        prepare_output_file(tmp_path / "new", "--out")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rdnas.atomic_file import write_text_atomic
+from rdnas.atomic_file import prepare_output_file, write_text_atomic
 from rdnas.proxies.base import (Minibatch, Proxy, check_archs, clear_plan_caches, get_proxy, network_state_restored,
                                 scoring_supernet)
 from rdnas.spaces import nb201
@@ -476,13 +476,6 @@ def _rdnas_version() -> str:
     return rdnas.__version__
 
 
-def _prepare_output(path: Path, where: str) -> None:
-    """Creates the folder of an output table; a path that is a folder is an error (before anything is written)."""
-    if path.is_dir():
-        raise ValueError(f"{where}: out must be a file path, got the folder {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-
 def _recorded_settings(sidecar: Path, where: str) -> dict:
     """The ``settings`` of a ``.meta.json`` sidecar; anything else there is an error naming the file."""
     try:
@@ -501,7 +494,7 @@ def _open_table(path: Path, names: list[str], settings: dict, metadata: bool, wa
     header; an existing one is checked against the settings and header, and an incomplete last line (a run
     killed mid-write) is cut off."""
     sidecar = meta_path(path)
-    _prepare_output(path, _WHERE)
+    prepare_output_file(path, f"{_WHERE}: out")
     header, rows, end, partial = _scan(path) if path.is_file() else (None, [], 0, False)
     if header is None:  # no file, or killed before its header line was complete: start afresh
         if metadata:
@@ -566,7 +559,7 @@ def merge_tables(paths, out=None, *, expect_complete: bool = False, expected_ind
     if not paths:
         raise ValueError(f"{where}: no tables to merge")
     if out is not None:
-        _prepare_output(Path(out), where)
+        prepare_output_file(out, f"{where}: out")
     tables = [ScoreTable.read(p) for p in paths]
     names = tables[0].names
     for path, table in zip(paths[1:], tables[1:]):
