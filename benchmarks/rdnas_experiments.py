@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import ttest_ind
 
+from rdnas.atomic_file import write_text_atomic
 from rdnas.pipeline import PipelineConfig, build_teacher, load_ground_truth, train_and_rank
 from rdnas.rank import kendall_tau, precision_at_top
 from rdnas.spaces import nb201
@@ -97,9 +98,7 @@ def run(suite: str, seeds: list[int], epochs: int, only=None) -> None:
                                     paths_per_step=overrides.get("paths_per_step", 4 if method != "fairnas" else 5))
             result.update(name=name, suite=suite, truth=truth.tolist())
             RUNS.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(".tmp")
-            temporary.write_text(json.dumps(result))
-            temporary.replace(path)
+            write_text_atomic(path, json.dumps(result))
             print(f"{name} seed {seed}: Kendall tau {result['report']['kendall_tau']:.3f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
 
