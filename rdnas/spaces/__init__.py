@@ -1,5 +1,8 @@
-"""Search spaces: encodings, enumeration and conversions."""
+"""Search spaces: the :class:`SearchSpace` interface, its registry, and the spaces (``nb201``, ``resnet48``)."""
 
+from rdnas.spaces.base import InvalidArchitecture, SearchSpace, get_space, register_space, space_names
 from rdnas.spaces import nb201
 
-__all__ = ["nb201"]
+register_space(nb201.SPACE)
+
+__all__ = ["InvalidArchitecture", "SearchSpace", "get_space", "nb201", "register_space", "space_names"]

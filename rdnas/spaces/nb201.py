@@ -13,6 +13,8 @@ import re
 import torch
 from torch import Tensor
 
+from rdnas.spaces import base
+
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NONE, SKIP, CONV1X1, CONV3X3, AVG_POOL = range(5)
 EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # (from node, to node), official order
@@ -34,7 +36,7 @@ _STRING_PATTERN = re.compile(r"^\|(.+)\|\+\|(.+)\|\+\|(.+)\|$")
 Arch = tuple[int, ...]
 
 
-class InvalidArchitecture(ValueError):
+class InvalidArchitecture(base.InvalidArchitecture):
     """An architecture in some encoding that is not one of the 15,625 NB201 cells."""
 
 
@@ -205,3 +207,81 @@ def canonical_string(arch) -> str:
                 terms.append(f"({expressions[src]})@{OPS[op]}")
         expressions[node] = "+".join(sorted(terms))
     return expressions[NUM_NODES - 1]
+
+
+class NB201Space(base.SearchSpace):
+    """NAS-Bench-201 as a :class:`rdnas.spaces.SearchSpace`: an architecture is its six op indices (width 6),
+    the space is the full product 5^6 (enumerable; :meth:`index` is :func:`enumeration_index`), the canonical
+    key is the benchmark's isomorphism class (:func:`canonical_string`), and :meth:`is_trivial` marks the 341
+    disconnected cells."""
+
+    name = "nb201"
+    width = NUM_EDGES
+    size = NUM_ARCHS
+    enumerable = True
+
+    def validate(self, archs) -> Tensor:
+        if isinstance(archs, Tensor):
+            rows = archs.detach().cpu().long()
+        else:
+            try:
+                rows = torch.as_tensor(archs, dtype=torch.long)
+            except (TypeError, ValueError, RuntimeError):
+                raise _error("architectures", archs, "expected a LongTensor[K, 6] or a sequence of op-index tuples") from None
+        if rows.dim() == 1:
+            rows = rows.unsqueeze(0)
+        if rows.dim() != 2 or rows.shape[1] != NUM_EDGES:
+            raise _error("architectures", tuple(rows.shape), f"expected shape [K, {NUM_EDGES}]")
+        bad = (rows < 0) | (rows >= NUM_OPS)
+        if bool(bad.any()):
+            k, edge = (int(i) for i in bad.nonzero()[0])
+            raise _error("architecture", tuple(rows[k].tolist()),
+                         f"op index {int(rows[k, edge])} on edge {edge} is outside 0..{NUM_OPS - 1}")
+        return rows
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        return torch.randint(0, NUM_OPS, (n, NUM_EDGES), generator=generator)
+
+    def mutate(self, archs: Tensor, changes: int, generator: torch.Generator) -> Tensor:
+        rows = self.validate(archs).clone()
+        if not 1 <= changes <= NUM_EDGES:
+            raise ValueError(f"rdnas.spaces.nb201.mutate: changes must be in 1..{NUM_EDGES}, got {changes}")
+        for row in rows:
+            edges = torch.randperm(NUM_EDGES, generator=generator)[:changes]
+            row[edges] = (row[edges] + torch.randint(1, NUM_OPS, (changes,), generator=generator)) % NUM_OPS
+        return rows
+
+    def to_string(self, arch) -> str:
+        return to_string(tuple(self.validate(arch)[0].tolist()) if isinstance(arch, Tensor) else arch)
+
+    def from_string(self, text: str) -> Tensor:
+        return torch.tensor(from_string(text))
+
+    def key(self, arch) -> str:
+        return canonical_string(tuple(self.validate(arch)[0].tolist()))
+
+    def encode(self, archs) -> Tensor:
+        """One-hot op per edge: float32 Tensor[K, 6 * 5]."""
+        rows = self.validate(archs)
+        return torch.nn.functional.one_hot(rows, NUM_OPS).flatten(1).float()
+
+    def enumerate(self) -> Tensor:
+        return all_archs()
+
+    def index(self, archs) -> Tensor:
+        return enumeration_indices(self.validate(archs))
+
+    def largest(self) -> Tensor:
+        return torch.full((NUM_EDGES,), CONV3X3, dtype=torch.long)
+
+    def smallest(self) -> Tensor:
+        return torch.full((NUM_EDGES,), SKIP, dtype=torch.long)  # the cheapest connected cell: no weights, no FLOPs
+
+    def fair_paths(self, generator: torch.Generator) -> Tensor:
+        return torch.stack([torch.randperm(NUM_OPS, generator=generator) for _ in range(NUM_EDGES)], dim=1)
+
+    def is_trivial(self, archs) -> Tensor:
+        return ~connected(self.validate(archs))
+
+
+SPACE = NB201Space()

@@ -1,6 +1,13 @@
-"""Weight-sharing supernets with path-sampled and K-subnet forwards."""
+"""Weight-sharing supernets with path-sampled and K-subnet forwards, built per space through a registry."""
 
+from rdnas.supernet.base import SupernetSpec, build_supernet, register_supernet, supernet_spec
 from rdnas.supernet.nb201 import NB201Network, NB201Supernet, SearchCell, cell_plan
-from rdnas.supernet.nb201_ops import BNStatistics
+from rdnas.supernet.nb201 import check_image_size as _nb201_image_size
+from rdnas.supernet.batchnorm import BNStatistics, SubnetBatchNorm
 
-__all__ = ["BNStatistics", "NB201Network", "NB201Supernet", "SearchCell", "cell_plan"]
+register_supernet(SupernetSpec(
+    "nb201", NB201Supernet, ("channels", "cells_per_stage", "bn_affine", "bn_track_running_stats"),
+    "NAS-Bench-201 macro network (stem, 3 stages of N cells, basic-block reductions)", _nb201_image_size))
+
+__all__ = ["BNStatistics", "NB201Network", "NB201Supernet", "SearchCell", "SubnetBatchNorm", "SupernetSpec", "build_supernet", "cell_plan",
+           "register_supernet", "supernet_spec"]

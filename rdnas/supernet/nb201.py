@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from rdnas.spaces import nb201
-from rdnas.supernet.nb201_ops import BNStatistics, ReLUConvBN, ResNetBasicBlock, SubnetBatchNorm, avg_pool_3x3
+from rdnas.supernet.batchnorm import BNStatistics, SubnetBatchNorm
+from rdnas.supernet.nb201_ops import ReLUConvBN, ResNetBasicBlock, avg_pool_3x3
 
 _PARAMETRIC = {nb201.CONV1X1: ("nor_conv_1x1", 1), nb201.CONV3X3: ("nor_conv_3x3", 3)}
 
@@ -154,6 +155,8 @@ class NB201Supernet(nn.Module):
     and returns logits [K, B, num_classes]. ``export(arch)`` returns a stand-alone network with the weights.
     """
 
+    space = nb201.SPACE
+
     def __init__(self, channels=16, cells_per_stage=5, num_classes=10, in_channels=3, bn_affine=True,
                  bn_track_running_stats=True, _edge_ops=None):
         super().__init__()
@@ -261,3 +264,11 @@ class NB201Network(NB201Supernet):
         if arch is not None and self._arch_tuple(arch) != self.arch:
             raise ValueError(f"rdnas.supernet.NB201Network: this network is {nb201.to_string(self.arch)}")
         return super().forward(x, self.arch, edges)
+
+
+def check_image_size(side: int, options: dict | None = None) -> None:
+    """The NB201 macro network halves the resolution twice with blocks whose AvgPool2x2 shortcut floors and whose
+    strided 3x3 convolution rounds up: the two agree only when the side is a multiple of 4."""
+    if side < 4 or side % 4:
+        raise ValueError(f"rdnas: image_size {side} does not fit the NB201 macro network: its two stride-2 stages "
+                         "need a multiple of 4 (e.g. 16 or 32)")

@@ -1,0 +1,78 @@
+"""The supernet interface every space's weight-sharing network implements, and the registry that builds one.
+
+A supernet of a space (:mod:`rdnas.spaces`) runs any architecture of that space with shared weights:
+
+- ``forward(x, arch)``: logits [B, classes] of one subnet (``arch``: LongTensor[width] on the CPU, or a tuple);
+- ``forward_subnets(x, archs, bn="batch")``: logits [K, B, classes] of K subnets on one minibatch, each subnet's
+  batch norm with its own statistics (``bn``: a :class:`rdnas.supernet.BNStatistics` or one of its mode names),
+  equal to K separate ``forward`` calls in training mode;
+- ``export(arch)``: a stand-alone ``nn.Module`` holding copies of the subnet's weights, with
+  ``export(arch)(x) == supernet(x, arch)``;
+- ``space``: the :class:`rdnas.spaces.SearchSpace` it runs; ``config``: the keyword arguments that rebuild it
+  through :func:`build_supernet`.
+
+Supernets are registered per space name with the options they take (:func:`register_supernet`), so the trainer,
+the proxies and the CLI build one without naming its class.
+"""
+
+from dataclasses import dataclass
+from collections.abc import Callable
+
+from torch import nn
+
+from rdnas.spaces import get_space
+
+
+@dataclass(frozen=True)
+class SupernetSpec:
+    """How to build the supernet of one space.
+
+    Attributes:
+        space (str): the space's registry name.
+        build (callable): ``build(num_classes=..., in_channels=..., **options) -> nn.Module``.
+        options (tuple of str): the size options ``build`` accepts (the trainer passes the TrainConfig fields of
+            these names, so every option is also a TrainConfig field).
+        summary (str): one line for ``--help`` and reports.
+        check_image_size (callable, optional): ``check_image_size(side, options)`` raises ValueError when the
+            network cannot take square inputs of ``side`` pixels with these options.
+    """
+
+    space: str
+    build: Callable[..., nn.Module]
+    options: tuple[str, ...]
+    summary: str = ""
+    check_image_size: Callable[[int, dict], None] | None = None
+
+
+_SUPERNETS: dict[str, SupernetSpec] = {}
+
+
+def register_supernet(spec: SupernetSpec) -> SupernetSpec:
+    """Registers the supernet of ``spec.space`` (one per space)."""
+    get_space(spec.space)  # the space must exist
+    if spec.space in _SUPERNETS:
+        raise ValueError(f"rdnas.supernet.register_supernet: space {spec.space!r} already has a supernet")
+    _SUPERNETS[spec.space] = spec
+    return spec
+
+
+def supernet_spec(space) -> SupernetSpec:
+    """The registered :class:`SupernetSpec` of ``space`` (a name or a SearchSpace)."""
+    name = get_space(space).name
+    if name not in _SUPERNETS:
+        raise ValueError(f"rdnas.supernet.supernet_spec: no supernet is registered for space {name!r}; "
+                         f"registered: {', '.join(_SUPERNETS)}")
+    return _SUPERNETS[name]
+
+
+def build_supernet(space, num_classes: int, in_channels: int, **options) -> nn.Module:
+    """A freshly initialised supernet of ``space`` (a name or SearchSpace) with ``options`` (see its spec).
+
+    An option the space's supernet does not take is an error naming it and the options it does take.
+    """
+    spec = supernet_spec(space)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise ValueError(f"rdnas.supernet.build_supernet: the {spec.space} supernet takes the options "
+                         f"{', '.join(spec.options)}; got {', '.join(unknown)}")
+    return spec.build(num_classes=num_classes, in_channels=in_channels, **options)
