@@ -23,7 +23,7 @@ from rdnas.proxies import (PROXIES, Minibatch, ScoreTable, load_minibatch, merge
                            scoring_supernet)
 from rdnas.proxies.scoring import meta_path
 from rdnas.spaces import nb201
-from rdnas.train.trainer import CIFAR_MEAN, CIFAR_STD
+from rdnas.data import CIFAR_MEAN, CIFAR_STD
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MINIBATCHES = DATA / "cifar_minibatches"

@@ -197,7 +197,7 @@ def test_supernet_accuracy_errors(tmp_path):
 
 
 def test_unknown_data_source(tmp_path):
-    with pytest.raises(ValueError, match=r"rdnas.train: unknown data 'mnist'"):
+    with pytest.raises(ValueError, match=r"rdnas.data.load_data: unknown data 'mnist'"):
         load_data(tiny_config(tmp_path, data="mnist"))
 
 

@@ -9,5 +9,7 @@ from rdnas.data.datasets import (
     read_split,
 )
 from rdnas.data.pipeline import DeviceBatches
+from rdnas.data.splits import CIFAR_MEAN, CIFAR_STD, IMAGENET16_MEAN, IMAGENET16_STD, DataSplits, load_data
 
-__all__ = ["DatasetError", "DeviceBatches", "ImageSet", "load_digits", "read_cifar", "read_imagenet16", "read_split"]
+__all__ = ["CIFAR_MEAN", "CIFAR_STD", "DataSplits", "DatasetError", "DeviceBatches", "IMAGENET16_MEAN", "IMAGENET16_STD",
+           "load_data", "ImageSet", "load_digits", "read_cifar", "read_imagenet16", "read_split"]

@@ -8,13 +8,13 @@ float64 (higher = predicted better; disconnected architectures -inf, except flop
 """
 
 from rdnas.proxies.base import INITS, PROXIES, Minibatch, Proxy, get_proxy, scoring_supernet
-from rdnas.proxies.cost import flops, l2_norm, params
+from rdnas.proxies.cost import cost_scorer, flops, l2_norm, params
 from rdnas.proxies.synflow import logsynflow, synflow, synflow_of_network
 from rdnas.proxies.activation import jacov, naswot, zen
 from rdnas.proxies.gradient import fisher, grad_norm, grasp, loss_gradient_proxies, plain, snip
 from rdnas.proxies.minibatch import load_minibatch
 from rdnas.proxies.scoring import ScoreTable, merge_tables, score_space
 
-__all__ = ["INITS", "PROXIES", "Minibatch", "Proxy", "get_proxy", "scoring_supernet", "flops", "l2_norm", "params",
+__all__ = ["INITS", "PROXIES", "Minibatch", "Proxy", "get_proxy", "scoring_supernet", "cost_scorer", "flops", "l2_norm", "params",
            "logsynflow", "synflow", "synflow_of_network", "jacov", "naswot", "zen", "fisher", "grad_norm", "grasp",
            "loss_gradient_proxies", "plain", "snip", "load_minibatch", "ScoreTable", "merge_tables", "score_space"]

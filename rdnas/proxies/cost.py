@@ -107,3 +107,40 @@ def l2_norm(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch | 
               for c, e, op, module in _cell_op_modules(supernet)}
     fixed = sum(norms.values()) - sum(per_op.values())
     return scores_with_disconnected_last(archs, lambda kept: _per_arch_sum(supernet, kept, fixed, per_op))
+
+
+def cost_scorer(space, proxies):
+    """A teacher scorer from a space's network-free cost model (:meth:`rdnas.spaces.SearchSpace.cost`).
+
+    Args:
+        space (str or SearchSpace): e.g. ``"resnet48"`` (its cost model follows the CVPR 2022 Track 1
+            conventions).
+        proxies (str or list of str): cost names (``"flops"``, ``"params"``, ...), comma-separated; several are
+            rank-averaged within each call.
+
+    Returns:
+        ``scorer(archs: LongTensor[K, width]) -> Tensor[K] float64``, higher = costlier. Several costs are
+        rank-averaged within the call, so they suit a teacher that scores its reference set in one call; a
+        teacher that scores new architectures on demand needs a single cost (checked here).
+    """
+    from rdnas.spaces import get_space
+
+    space = get_space(space)
+    names = [p.strip() for p in proxies.split(",")] if isinstance(proxies, str) else list(proxies)
+    if len(names) != 1:
+        raise ValueError(f"rdnas.proxies.cost_scorer: give one cost to score with, got {names} (a rank-average "
+                         "depends on the batch it is computed over, so new architectures could not be scored alike)")
+    name = names[0]
+    try:
+        known = space.cost(space.smallest().unsqueeze(0))
+    except NotImplementedError as error:
+        raise ValueError(f"rdnas.proxies.cost_scorer: {error}") from None
+    if name not in known:
+        raise ValueError(f"rdnas.proxies.cost_scorer: the {space.name} cost model has {', '.join(known)}, "
+                         f"not {name!r}")
+
+    def scorer(archs) -> Tensor:
+        return space.cost(space.validate(archs))[name].double()
+
+    scorer.__name__ = f"{space.name}_{name}"
+    return scorer

@@ -86,7 +86,7 @@ def _random(arguments: str, batch_size: int, seed: int, batch_index: int, image_
 
 def _npz(path_text: str, batch_size: int, batch_index: int, image_size: int | None,
          num_classes: int | None) -> Minibatch:
-    from rdnas.train.trainer import CIFAR_MEAN, CIFAR_STD
+    from rdnas.data import CIFAR_MEAN, CIFAR_STD
 
     path = Path(path_text)
     if not path_text:
@@ -156,7 +156,7 @@ def _npz(path_text: str, batch_size: int, batch_index: int, image_size: int | No
 def _image_set(kind: str, folder: str, image_size: int | None):
     """(ImageSet, mean, std) of the training images of a dataset spec."""
     from rdnas.data import load_digits, read_cifar, read_imagenet16
-    from rdnas.train.trainer import CIFAR_MEAN, CIFAR_STD, IMAGENET16_MEAN, IMAGENET16_STD
+    from rdnas.data import CIFAR_MEAN, CIFAR_STD, IMAGENET16_MEAN, IMAGENET16_STD
 
     if kind == "digits":
         digits = load_digits(side=image_size or 32, channels=3)

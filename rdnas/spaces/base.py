@@ -96,6 +96,12 @@ class SearchSpace(ABC):
         proxies give them -inf. Default: none."""
         return torch.zeros(len(self.validate(archs)), dtype=torch.bool)
 
+    def cost(self, archs) -> dict[str, Tensor]:
+        """A network-free cost model: ``{"params": Tensor[K], "flops": Tensor[K], ...}`` float64 for
+        LongTensor[K, width] (the conventions are the space's: see its docstring). Optional."""
+        raise NotImplementedError(f"rdnas.spaces.{self.name}: the space has no network-free cost model (its "
+                                  "flops / params proxies are measured on a supernet: rdnas.proxies)")
+
     def hamming(self, first, second) -> Tensor:
         """Positions at which two sets of architectures differ: LongTensor[K, width] x2 -> LongTensor[K]."""
         return (self.validate(first) != self.validate(second)).sum(-1)

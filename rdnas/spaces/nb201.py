@@ -240,7 +240,7 @@ class NB201Space(base.SearchSpace):
         return rows
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
-        return torch.randint(0, NUM_OPS, (n, NUM_EDGES), generator=generator)
+        return torch.randint(0, NUM_OPS, (n, NUM_EDGES), generator=generator, device=generator.device)
 
     def mutate(self, archs: Tensor, changes: int, generator: torch.Generator) -> Tensor:
         rows = self.validate(archs).clone()

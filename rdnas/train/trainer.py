@@ -1,4 +1,7 @@
-"""One-shot training of the NAS-Bench-201 supernet: SPOS, RD-NAS and the baselines, in one trainer.
+"""One-shot training of a supernet of any registered space: SPOS, RD-NAS and the baselines, in one trainer.
+
+``TrainConfig.space`` names the search space (``nb201`` by default, ``resnet48``); the supernet is built through
+the registry (:func:`rdnas.supernet.build_supernet`) with the TrainConfig fields its spec names.
 
 Methods (``TrainConfig.method``), all with the same optimiser, schedule and data:
 
@@ -9,8 +12,21 @@ Methods (``TrainConfig.method``), all with the same optimiser, schedule and data
   ``lambda(epoch) * rdnas.ops.pairwise_margin_rank_loss(-losses, teacher, m0, groups)``: the subnet the teacher
   ranks better must have the lower loss, by ``m0 * |group distance|`` (``margin_mode``). The authors' comparison:
   ``sampler="hamming"`` or ``"adaptive_hamming"`` with ``margin_mode="none"``.
-- ``fairnas``: FairNAS's strict fairness (five subnets per step, every op of every edge once).
-- ``sandwich``: the largest cell, the smallest connected cell and K - 2 uniform cells per step.
+  ``sampler="sandwich"``: the sandwich rule's subnets, the ranking term over its K - 2 random ones (the RD-NAS
+  authors' form in the ResNet48 space, with ``distill=True``, ``margin_mode="none"``, ``rank_schedule="warmup"``
+  and a FLOPs teacher); ``sampler="min_hamming"``: the authors' ZenScore variant, pairs at least
+  ``min_hamming`` choices apart.
+- ``fairnas``: FairNAS's strict fairness (NB201: five subnets per step, every op of every edge once).
+- ``sandwich``: the space's largest and smallest architecture and K - 2 uniform ones per step.
+
+``distill=True`` (in-place distillation, with the sandwich rule: method ``sandwich`` or sampler ``sandwich``): the
+largest subnet learns from the labels and every other subnet from the largest's detached soft predictions
+(soft cross-entropy), as in BigNAS / OFA.
+
+A non-enumerable space (ResNet48) has no whole-space teacher table: the RD-NAS teacher is a
+:class:`rdnas.train.SampledTeacher` over ``teacher_samples`` architectures drawn with ``seed``, scored by the
+named proxies that score without a network (``rdnas.proxies.cost_scorer``: flops, params), or read from
+``teacher_table`` (a score table of such a reference set, keyed by architecture string).
 
 Defaults follow the NB201 one-shot recipe used by the RD-NAS authors: SGD (lr 0.025, momentum 0.9, weight decay
 5e-4, Nesterov), cosine annealing to 0 over the run, gradient-norm clipping at 5. A step with K >= 2 subnets runs
@@ -30,20 +46,17 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 
-from rdnas.data import DeviceBatches, ImageSet, load_digits, read_cifar, read_imagenet16, read_split
-from rdnas.supernet import NB201Supernet
-from rdnas.train.checkpoint import config_from_dict, load_checkpoint, save_checkpoint
+from rdnas.data import DeviceBatches, load_data
 from rdnas.ops import pairwise_margin_rank_loss
-from rdnas.spaces import nb201
-from rdnas.train.samplers import FairSampler, HammingPairSampler, MarginSubnetSampler, SandwichSampler, UniformSampler
-from rdnas.train.teacher import Teacher
-
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-IMAGENET16_MEAN, IMAGENET16_STD = (0.4811, 0.4575, 0.4078), (0.2605, 0.2533, 0.2683)
-
+from rdnas.spaces import get_space, space_names
+from rdnas.supernet import build_supernet, supernet_spec
+from rdnas.train.checkpoint import config_from_dict, load_checkpoint, save_checkpoint
+from rdnas.train.samplers import (FairSampler, HammingPairSampler, MarginSubnetSampler, MinHammingPairSampler,
+                                  SandwichSampler, UniformSampler)
+from rdnas.train.teacher import SampledTeacher, Teacher
 
 METHODS = ("spos", "rdnas", "fairnas", "sandwich")
-RANK_SAMPLERS = ("margin", "random", "hamming", "adaptive_hamming")
+RANK_SAMPLERS = ("margin", "random", "hamming", "adaptive_hamming", "sandwich", "min_hamming")
 MARGIN_MODES = ("group", "constant", "none")
 RANK_SCHEDULES = ("constant", "warmup", "sine", "multistage")
 
@@ -52,6 +65,7 @@ RANK_SCHEDULES = ("constant", "warmup", "sine", "multistage")
 class TrainConfig:
     """Everything that defines a training run (saved in every checkpoint)."""
 
+    space: str = "nb201"  # a registered search space (rdnas.spaces.space_names())
     data: str = "digits"  # "digits", "cifar10:<dir>", "cifar100:<dir>" or "imagenet16:<dir>"
     image_size: int = 16  # digits only: the 8x8 images are resized to this
     epochs: int = 10
@@ -61,10 +75,13 @@ class TrainConfig:
     weight_decay: float = 5e-4
     grad_clip: float = 5.0
     paths_per_step: int = 1  # K: subnets per step, their losses summed (fairnas: always 5)
-    channels: int = 16
-    cells_per_stage: int = 5
-    bn_affine: bool = True
-    bn_track_running_stats: bool = True
+    channels: int = 16  # nb201: C
+    cells_per_stage: int = 5  # nb201: N
+    bn_affine: bool = True  # nb201
+    bn_track_running_stats: bool = True  # nb201, resnet48
+    resnet_stem: str = "imagenet"  # resnet48: "imagenet" (7x7 stride 2 + max-pool) or "small" (3x3, no pooling)
+    width_divisor: int = 1  # resnet48: every channel count of the width table divided by this (1, 2, 4 or 8)
+    distill: bool = False  # in-place distillation from the largest subnet (sandwich rule only)
     seed: int = 0
     device: str = "cpu"
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on the CPU
@@ -79,6 +96,8 @@ class TrainConfig:
     sampler: str = "margin"  # see RANK_SAMPLERS
     rank_schedule: str = "constant"  # lambda(epoch), see RANK_SCHEDULES
     rank_weight: float = 1.0  # multiplies lambda(epoch)
+    teacher_samples: int = 10000  # non-enumerable spaces: size of the teacher's seeded reference set
+    min_hamming: int = 33  # sampler "min_hamming": least number of differing choices between paired subnets
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -86,7 +105,8 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raises ValueError naming the field and what was expected."""
-        for name, value, allowed in (("method", self.method, METHODS), ("margin_mode", self.margin_mode, MARGIN_MODES),
+        for name, value, allowed in (("space", self.space, space_names()), ("method", self.method, METHODS),
+                                     ("margin_mode", self.margin_mode, MARGIN_MODES),
                                      ("sampler", self.sampler, RANK_SAMPLERS),
                                      ("rank_schedule", self.rank_schedule, RANK_SCHEDULES)):
             if value not in allowed:
@@ -104,10 +124,26 @@ class TrainConfig:
         if self.method in ("rdnas", "sandwich") and self.paths_per_step < 2:
             raise ValueError(f"rdnas.train.TrainConfig: method {self.method!r} needs paths_per_step >= 2, "
                              f"got {self.paths_per_step}")
+        if self.method == "rdnas" and self.sampler == "sandwich" and self.paths_per_step < 4:
+            raise ValueError("rdnas.train.TrainConfig: sampler 'sandwich' ranks the K - 2 random subnets, so it "
+                             f"needs paths_per_step >= 4, got {self.paths_per_step}")
+        if self.distill and not (self.method == "sandwich" or (self.method == "rdnas" and self.sampler == "sandwich")):
+            raise ValueError("rdnas.train.TrainConfig: distill (in-place distillation from the largest subnet) needs "
+                             "the sandwich rule: method 'sandwich', or method 'rdnas' with sampler 'sandwich'")
+        if self.teacher_samples < self.groups:
+            raise ValueError(f"rdnas.train.TrainConfig: teacher_samples must be at least groups ({self.groups}), "
+                             f"got {self.teacher_samples}")
+        spec = supernet_spec(self.space)
+        if spec.check_image_size is not None and self.data.partition(":")[0] == "digits":
+            spec.check_image_size(self.image_size, self.supernet_options())
         if self.groups < 2:
             raise ValueError(f"rdnas.train.TrainConfig: groups must be at least 2, got {self.groups}")
         if self.margin < 0:
             raise ValueError(f"rdnas.train.TrainConfig: margin must be non-negative, got {self.margin}")
+
+    def supernet_options(self) -> dict:
+        """The fields this run's supernet is built with (the options its space's SupernetSpec names)."""
+        return {name: getattr(self, name) for name in supernet_spec(self.space).options}
 
 
 # The only settings a resumed run may change: where it runs and writes, (CUDA only) bfloat16 autocast, and where
@@ -134,52 +170,39 @@ def rank_weight(schedule: str, epoch: float, epochs: int) -> float:
     raise ValueError(f"rdnas.train.rank_weight: schedule must be one of {RANK_SCHEDULES}, got {schedule!r}")
 
 
-@dataclass
-class DataSplits:
-    train: ImageSet
-    valid: ImageSet
-    mean: tuple
-    std: tuple
-    in_channels: int
+def make_teacher(config: TrainConfig):
+    """The RD-NAS teacher a config names.
 
+    Enumerable spaces: a table :class:`Teacher` from ``teacher_table`` (a whole-space score table from `rdnas
+    proxies`), ``teacher_proxies`` rank-averaged. Other spaces: a :class:`SampledTeacher` over ``teacher_samples``
+    architectures drawn from the space with a generator seeded by ``seed``, scored by the proxies that need no
+    network (:func:`rdnas.proxies.cost_scorer`), which also score architectures outside the set on demand.
+    """
+    space = get_space(config.space)
+    if space.enumerable:
+        if not config.teacher_table:
+            raise ValueError("rdnas.train: method 'rdnas' needs a teacher: set teacher_table (a score table over "
+                             "the whole space from `rdnas proxies`) or pass teacher=Teacher(...)")
+        return Teacher.from_table(config.teacher_table, config.teacher_proxies, config.groups, space)
+    if config.teacher_table:
+        raise ValueError(f"rdnas.train: teacher_table is for enumerable spaces; the {space.name} teacher is scored "
+                         "on a reference sample (teacher_proxies, teacher_samples)")
+    from rdnas.proxies import cost_scorer
 
-def load_data(config: TrainConfig) -> DataSplits:
-    """The training and validation sets named by ``config.data``. CIFAR-10 uses NB201's cifar-valid protocol
-    when the folder holds ``cifar-split.txt`` (train on its 25k "train" half, validate on the 25k "valid" half),
-    otherwise the test batch; digits are split in two halves by a fixed permutation."""
-    kind, _, folder = config.data.partition(":")
-    if kind == "digits":
-        digits = load_digits(side=config.image_size, channels=1)
-        order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))
-        half = len(digits) // 2
-        mean = (digits.images.float().mean().item() / 255,)
-        std = (digits.images.float().std().item() / 255,)
-        return DataSplits(digits.subset(order[:half], "digits-train"), digits.subset(order[half:], "digits-valid"),
-                          mean, std, 1)
-    if kind in ("cifar10", "cifar100"):
-        classes = 10 if kind == "cifar10" else 100
-        train = read_cifar(folder, train=True, num_classes=classes)
-        split_file = Path(folder) / "cifar-split.txt"
-        if classes == 10 and split_file.exists():
-            split = read_split(split_file)
-            return DataSplits(train.subset(split["train"], "cifar10-train"), train.subset(split["valid"], "cifar10-valid"),
-                              CIFAR_MEAN, CIFAR_STD, 3)
-        return DataSplits(train, read_cifar(folder, train=False, num_classes=classes), CIFAR_MEAN, CIFAR_STD, 3)
-    if kind == "imagenet16":
-        return DataSplits(read_imagenet16(folder, True), read_imagenet16(folder, False), IMAGENET16_MEAN,
-                          IMAGENET16_STD, 3)
-    raise ValueError(f"rdnas.train: unknown data {config.data!r}; expected digits, cifar10:<dir>, cifar100:<dir> "
-                     "or imagenet16:<dir>")
+    scorer = cost_scorer(space, config.teacher_proxies)
+    reference = space.sample(config.teacher_samples, torch.Generator().manual_seed(config.seed))
+    return SampledTeacher(reference, scorer(reference), config.groups, config.teacher_proxies, space, scorer)
 
 
 class OneShotTrainer:
-    """Trains an NB201Supernet with ``config.method``. Files in ``config.out_dir``: ``checkpoint.pt`` (after every
+    """Trains the supernet of ``config.space`` with ``config.method``. Files in ``config.out_dir``: ``checkpoint.pt`` (after every
     epoch, atomically), ``metrics.jsonl`` (one line per epoch) and ``config.json``.
 
     Args:
         config (TrainConfig): the run.
         progress (bool): a progress bar and a line per epoch.
-        teacher (Teacher, optional): the RD-NAS teacher; default: built from ``config.teacher_table``.
+        teacher (Teacher or SampledTeacher, optional): the RD-NAS teacher; default: built from the config
+            (:func:`make_teacher`).
         evaluate (callable, optional): ``evaluate(trainer) -> dict`` run after every epoch; its result is added to
             that epoch's metrics (e.g. Kendall tau against a ground-truth table).
     """
@@ -195,15 +218,13 @@ class OneShotTrainer:
         if config.batch_size > len(self.data.train):
             raise ValueError(f"rdnas.train.TrainConfig: batch_size {config.batch_size} exceeds the "
                              f"{len(self.data.train)} training images of {config.data!r} (batches drop the remainder)")
+        self.space = get_space(config.space)
         torch.manual_seed(config.seed)
-        self.model = NB201Supernet(config.channels, config.cells_per_stage, self.data.train.num_classes,
-                                   self.data.in_channels, config.bn_affine, config.bn_track_running_stats).to(self.device)
+        self.model = build_supernet(self.space, self.data.train.num_classes, self.data.in_channels,
+                                    **config.supernet_options()).to(self.device)
         self.teacher = teacher
         if config.method == "rdnas" and teacher is None:
-            if not config.teacher_table:
-                raise ValueError("rdnas.train: method 'rdnas' needs a teacher: set teacher_table (a score table over "
-                                 "the whole space from `rdnas proxies`) or pass teacher=Teacher(...)")
-            self.teacher = Teacher.from_table(config.teacher_table, config.teacher_proxies, config.groups)
+            self.teacher = make_teacher(config)
         self.sampler = self._make_sampler()
         self.data_generator = torch.Generator().manual_seed(config.seed + 2)
         self.batches = DeviceBatches(self.data.train, config.batch_size, self.device, self.data.mean, self.data.std,
@@ -215,25 +236,25 @@ class OneShotTrainer:
             self.optimizer, T_max=max(1, config.epochs * len(self.batches)), eta_min=0.0)
         self.epoch = 0
         self.history = []
-        if self.teacher is not None:
-            self._teacher_ranks = self.teacher.ranks.to(self.device)
-            self._teacher_groups = self.teacher.groups.to(self.device)
 
     def _make_sampler(self):
         config, seed = self.config, self.config.seed + 1
         k = config.paths_per_step
         uniform_device = self.device if self.device.type == "cuda" else None
+        space = self.space
         if config.method == "spos":
-            return UniformSampler(k, seed=seed, device=uniform_device)
+            return UniformSampler(k, seed=seed, device=uniform_device, space=space)
         if config.method == "fairnas":
-            return FairSampler(seed=seed)
-        if config.method == "sandwich":
-            return SandwichSampler(k, seed=seed)
+            return FairSampler(seed=seed, space=space)
+        if config.method == "sandwich" or config.sampler == "sandwich":
+            return SandwichSampler(k, seed=seed, space=space)
         if config.sampler == "margin":
             return MarginSubnetSampler(self.teacher, k, seed=seed)
         if config.sampler == "random":
-            return UniformSampler(k, seed=seed)
-        return HammingPairSampler(k, seed=seed, adaptive=config.sampler == "adaptive_hamming")
+            return UniformSampler(k, seed=seed, space=space)
+        if config.sampler == "min_hamming":
+            return MinHammingPairSampler(k, seed=seed, min_distance=config.min_hamming, space=space)
+        return HammingPairSampler(k, seed=seed, adaptive=config.sampler == "adaptive_hamming", space=space)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -254,7 +275,7 @@ class OneShotTrainer:
                                  f"this run {getattr(self.config, name)!r}")
         saved_teacher = state.get("teacher")
         if (saved_teacher is None) != (self.teacher is None) or (
-                saved_teacher is not None and not torch.equal(saved_teacher["scores"], self.teacher.scores)):
+                saved_teacher is not None and not self.teacher.same_as(saved_teacher)):
             raise ValueError("rdnas.train: cannot resume: the checkpoint's teacher differs from this run's")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -293,16 +314,22 @@ class OneShotTrainer:
                 logits = self.model.forward_subnets(images, archs)  # [K, B, classes]
             k, b = logits.shape[:2]
             losses = F.cross_entropy(logits.float().flatten(0, 1), labels.repeat(k), reduction="none").view(k, b).mean(1)
-        objective = losses.sum()
+        if self.config.distill:  # row 0 is the sandwich's largest subnet: the others learn its soft predictions
+            soft = logits[0].detach().float().softmax(-1)
+            distilled = -(soft * logits[1:].float().log_softmax(-1)).sum(-1).mean(1)
+            objective = losses[0] + distilled.sum()
+        else:
+            objective = losses.sum()
         result = {}
         if self.config.method == "rdnas":
             with record_function("rdnas.rank_term"):  # teacher lookup and the fused all-pairs margin loss
                 weight = self.config.rank_weight * rank_weight(self.config.rank_schedule, epoch, self.config.epochs)
-                index = nb201.enumeration_indices(archs).to(self.device)
-                teacher = self._teacher_ranks[index].to(losses.dtype)
-                groups = self._teacher_groups[index] if self.config.margin_mode == "group" else None
+                ranked = slice(2, None) if self.config.sampler == "sandwich" else slice(None)  # sandwich: random ones
+                ranks, groups = self.teacher.lookup(archs[ranked])
+                teacher = ranks.to(self.device, losses.dtype)
+                groups = groups.to(self.device) if self.config.margin_mode == "group" else None
                 margin = 0.0 if self.config.margin_mode == "none" else self.config.margin
-                rank = pairwise_margin_rank_loss(-losses, teacher, margin, groups)
+                rank = pairwise_margin_rank_loss(-losses[ranked], teacher, margin, groups)
                 objective = objective + weight * rank
             result.update(rank_loss=rank.detach(), rank_weight=torch.tensor(weight))
         objective.backward()
