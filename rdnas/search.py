@@ -1,7 +1,10 @@
 """Architecture search with a trained supernet as the fitness: random search and regularised evolution.
 
-Fitness is the supernet's validation accuracy of a cell (BN recalibrated per subnet), computed for many cells per
-forward pass (``forward_subnets``); every cell is evaluated at most once and counts once against the budget.
+Fitness is the supernet's validation accuracy of an architecture (BN recalibrated per subnet), computed for many
+architectures per forward pass (``forward_subnets``); every architecture is evaluated at most once and counts once
+against the budget. Any registered space works (``space``, default ``"nb201"``): candidates are drawn with the
+space's sampler (enumerable spaces: a seeded permutation of the whole space) and mutated with ``space.mutate``;
+architectures the space calls trivial (NB201's disconnected cells) are never proposed.
 """
 
 import math
@@ -10,9 +13,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from rdnas.spaces import nb201
+from rdnas.spaces import get_space
 
-Fitness = Callable[[Tensor], Tensor]  # LongTensor[K, 6] -> Tensor[K] (higher = better)
+Fitness = Callable[[Tensor], Tensor]  # LongTensor[K, space.width] -> Tensor[K] (higher = better)
 
 
 class SearchHistory:
@@ -55,11 +58,23 @@ class SearchHistory:
         return [(self.archs[i], self.scores[i]) for i in order[:k]]
 
 
-def _uniform_cells(count: int, seed: int) -> list[tuple]:
-    """``count`` distinct connected cells in a seeded uniform order."""
-    connected = nb201.all_archs()[nb201.connected(nb201.all_archs())]
-    order = torch.randperm(len(connected), generator=torch.Generator().manual_seed(seed))[:count]
-    return [tuple(a) for a in connected[order].tolist()]
+def _uniform_cells(count: int, seed: int, space) -> list[tuple]:
+    """``count`` distinct non-trivial architectures in a seeded uniform order (fewer if the space has fewer)."""
+    generator = torch.Generator().manual_seed(seed)
+    if space.enumerable:
+        everything = space.enumerate()
+        candidates = everything[~space.is_trivial(everything)]
+        order = torch.randperm(len(candidates), generator=generator)[:count]
+        return [tuple(a) for a in candidates[order].tolist()]
+    chosen: dict[tuple, None] = {}
+    for _ in range(100):
+        draws = space.sample(2 * (count - len(chosen)), generator)
+        for arch in draws[~space.is_trivial(draws)].tolist():
+            if len(chosen) < count:
+                chosen.setdefault(tuple(arch))
+        if len(chosen) == count:
+            break
+    return list(chosen)
 
 
 def _evaluate_in_batches(history: SearchHistory, cells: list[tuple], batch: int) -> None:
@@ -67,25 +82,25 @@ def _evaluate_in_batches(history: SearchHistory, cells: list[tuple], batch: int)
         history.evaluate(cells[start:start + batch])
 
 
-def random_search(fitness: Fitness, budget: int, seed: int = 0, batch: int = 64) -> SearchHistory:
-    """``budget`` distinct cells drawn uniformly (connected ones only), evaluated ``batch`` at a time."""
+def random_search(fitness: Fitness, budget: int, seed: int = 0, batch: int = 64, space="nb201") -> SearchHistory:
+    """``budget`` distinct architectures drawn uniformly (non-trivial ones only), evaluated ``batch`` at a time."""
     history = SearchHistory(fitness, budget)
-    _evaluate_in_batches(history, _uniform_cells(budget, seed), batch)
+    _evaluate_in_batches(history, _uniform_cells(budget, seed, get_space(space)), batch)
     return history
 
 
-def mutate(arch: tuple, generator: torch.Generator) -> tuple:
-    """One edge of ``arch`` changed to another op, redrawn until the cell is connected."""
+def mutate(arch: tuple, generator: torch.Generator, space="nb201") -> tuple:
+    """``arch`` with one choice changed (``space.mutate``; NB201: one edge's op), redrawn until non-trivial."""
+    space = get_space(space)
+    parent = torch.tensor(arch, dtype=torch.long).unsqueeze(0)
     while True:
-        edge = int(torch.randint(nb201.NUM_EDGES, (1,), generator=generator))
-        op = (arch[edge] + int(torch.randint(1, nb201.NUM_OPS, (1,), generator=generator))) % nb201.NUM_OPS
-        child = arch[:edge] + (op,) + arch[edge + 1:]
-        if nb201.is_connected(child):
-            return child
+        child = space.mutate(parent, 1, generator)
+        if not bool(space.is_trivial(child)[0]):
+            return tuple(child[0].tolist())
 
 
 def evolution_search(fitness: Fitness, budget: int, seed: int = 0, population: int = 32, sample_size: int = 8,
-                     batch: int = 16) -> SearchHistory:
+                     batch: int = 16, space="nb201") -> SearchHistory:
     """Regularised evolution (Real et al. 2019): a population of ``population`` cells, initially random; each
     round, ``batch`` children, each a one-edge mutation of the best of ``sample_size`` random population members,
     are evaluated together and replace the oldest members. Stops when ``budget`` cells have been evaluated (or no
@@ -93,9 +108,10 @@ def evolution_search(fitness: Fitness, budget: int, seed: int = 0, population: i
     if population < 2 or not 1 <= sample_size <= population:
         raise ValueError(f"rdnas.search.evolution_search: needs population >= 2 and 1 <= sample_size <= population, "
                          f"got {population} and {sample_size}")
+    space = get_space(space)
     generator = torch.Generator().manual_seed(seed)
     history = SearchHistory(fitness, budget)
-    _evaluate_in_batches(history, _uniform_cells(min(population, budget), seed), max(batch, population))
+    _evaluate_in_batches(history, _uniform_cells(min(population, budget), seed, space), max(batch, population))
     members = list(zip(history.archs, history.scores))  # oldest first
     stale = 0
     while history.remaining > 0 and stale < 100:
@@ -103,7 +119,7 @@ def evolution_search(fitness: Fitness, budget: int, seed: int = 0, population: i
         for _ in range(batch):
             picks = torch.randperm(len(members), generator=generator)[:sample_size].tolist()
             parent = max((members[i] for i in picks), key=lambda m: m[1])[0]
-            children.append(mutate(parent, generator))
+            children.append(mutate(parent, generator, space))
         before = len(history.archs)
         scores = history.evaluate(children)
         stale = stale + 1 if len(history.archs) == before else 0
