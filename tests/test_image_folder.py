@@ -94,9 +94,10 @@ def test_dataset_items_are_float_3_s_s_for_grey_palette_rgb_and_jpeg(folder, tra
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16"])
 def test_every_pillow_mode_becomes_rgb(tmp_path, mode):
     (tmp_path / "c").mkdir()
-    image = Image.fromarray(pattern(6, 4, 0)).convert("RGBA" if mode == "I;16" else mode)
-    if mode == "I;16":
+    if mode == "I;16":  # 16-bit grey
         image = Image.fromarray(np.full((4, 6), 1000, dtype=np.uint16))
+    else:
+        image = Image.fromarray(pattern(6, 4, 0)).convert(mode)
     image.save(tmp_path / "c" / ("a.tiff" if mode == "CMYK" else "a.png"))
     dataset = ImageFolderDataset(tmp_path, train=False, image_size=4, normalize=False)
     assert dataset[0][0].shape == (3, 4, 4) and dataset[0][0].dtype == torch.uint8
