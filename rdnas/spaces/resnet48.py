@@ -392,13 +392,6 @@ def cost(archs, image_size: int = 224, num_classes: int = 1000, in_channels: int
     return {"params": trainable + 2 * bn_channels, "trainable_params": trainable, "flops": flops}
 
 
-def check_image_size(side: int, options: dict | None = None) -> None:
-    """Any positive side fits (every stride-2 layer maps h to ceil(h / 2)); the ImageNet stem brings inputs below
-    32 pixels to 1 x 1 before the last stage, so use ``resnet_stem="small"`` for small images."""
-    if int(side) < 1:
-        raise ValueError(f"rdnas: image_size must be positive for the ResNet48 network, got {side}")
-
-
 # -- the space ------------------------------------------------------------------------------------------------------
 class ResNet48Space(base.SearchSpace):
     """The ResNet48 space as a :class:`rdnas.spaces.SearchSpace`: an architecture is its 52 digits (width 52);
@@ -475,6 +468,11 @@ class ResNet48Space(base.SearchSpace):
         depths = rows[:, POS_DEPTH:POS_DEPTH + NUM_STAGES].float()
         depths = (depths - _DEPTH_LOW) / (_DEPTH_HIGH - _DEPTH_LOW)
         return torch.cat([depths, _RATIO[rows[:, _CONV1]], _RATIO[rows[:, _CONV2[torch.tensor(SLOT_START)]]]], 1)
+
+    def cost(self, archs, **options) -> dict:
+        """Params and FLOPs in the competition's conventions (see :func:`cost`, which takes the ``options``):
+        dict of float64 Tensor[K] ``params``, ``trainable_params``, ``flops``."""
+        return cost(archs, **options)
 
     def largest(self) -> Tensor:
         """Depths 5, 5, 8, 5, every width code 1: ``1558511...1``."""

@@ -1,0 +1,108 @@
+"""Elastic (width-sliced) layers for supernets whose subnets differ in channel counts (the ResNet48 space).
+
+Each layer holds its weights at the largest width; a subnet uses the first-k slices: the first ``out_channels``
+filters of a convolution over the input's channels, the first C entries of a batch norm's affine parameters and
+running statistics, the first ``in_features`` columns of a linear layer. Slices are views (no copy per step
+beyond what ``F.conv2d`` makes of a non-contiguous weight), and gradients and running-statistic updates land in
+the full-width tensors.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rdnas.supernet.batchnorm import BNStatistics
+
+
+class ElasticConv2d(nn.Conv2d):
+    """A bias-free ``nn.Conv2d`` of the largest width whose forward runs its first ``out_channels`` filters over the
+    input's first channels.
+
+    ``forward(x, out_channels)``: x is [B, C_in, H, W] with C_in <= ``in_channels``; returns [B, out_channels, H',
+    W'] computed with ``weight[:out_channels, :C_in]``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=False)
+
+    def forward(self, x: Tensor, out_channels: int | None = None) -> Tensor:
+        out_channels = self.out_channels if out_channels is None else out_channels
+        if x.shape[1] > self.in_channels or not 0 < out_channels <= self.out_channels:
+            raise ValueError(f"rdnas.supernet.ElasticConv2d: this layer takes at most {self.in_channels} input and "
+                             f"{self.out_channels} output channels, got {x.shape[1]} and {out_channels}")
+        return F.conv2d(x, self.weight[:out_channels, :x.shape[1]], None, self.stride, self.padding)
+
+
+class ElasticLinear(nn.Linear):
+    """An ``nn.Linear`` of the largest input width whose forward uses the input's first ``in_features`` columns:
+    x [B, F] with F <= ``in_features`` -> [B, out_features]."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] > self.in_features:
+            raise ValueError(f"rdnas.supernet.ElasticLinear: this layer takes at most {self.in_features} input "
+                             f"features, got {x.shape[-1]}")
+        return F.linear(x, self.weight[:, :x.shape[-1]], self.bias)
+
+
+class ElasticBatchNorm2d(nn.BatchNorm2d):
+    """An ``nn.BatchNorm2d`` of the largest width that normalises an input of C <= ``num_features`` channels with
+    the first C entries of its affine parameters and running statistics.
+
+    ``forward(x)`` is BatchNorm2d's behaviour on the slice: in training mode batch statistics, and the slice of the
+    running statistics updated in place (the other channels untouched; ``num_batches_tracked`` counts every call);
+    in eval mode the sliced running statistics.
+
+    ``forward(x, stats, subnet)`` takes the statistics from ``stats`` (a :class:`BNStatistics` of a K-subnet
+    forward whose subnets run one at a time; ``subnet`` is this input's subnet index in 0..K-1) and never changes
+    the layer's buffers: "batch" batch statistics; "running" the sliced running statistics; "calibrate" batch
+    statistics, recorded per subnet; "calibrated" what "calibrate" recorded. Records are kept at full width,
+    [K, num_features] per layer (channels a subnet does not use are zero), so subnets of different widths share
+    one BNStatistics.
+    """
+
+    def forward(self, x: Tensor, stats: BNStatistics | None = None, subnet: int | None = None) -> Tensor:
+        channels = x.shape[1]
+        if channels > self.num_features:
+            raise ValueError(f"rdnas.supernet.ElasticBatchNorm2d: this layer takes at most {self.num_features} "
+                             f"channels, got {channels}")
+        weight = None if self.weight is None else self.weight[:channels]
+        bias = None if self.bias is None else self.bias[:channels]
+        if stats is None:
+            return self._plain(x, weight, bias)
+        mode = stats.mode
+        if mode == "batch":
+            return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+        if mode == "running":
+            if self.running_mean is None:
+                raise RuntimeError("rdnas.supernet: BN statistics mode 'running' needs bn_track_running_stats=True")
+            return F.batch_norm(x, self.running_mean[:channels], self.running_var[:channels], weight, bias, False,
+                                0.0, self.eps)
+        if subnet is None:
+            raise ValueError(f"rdnas.supernet.ElasticBatchNorm2d: BN statistics mode {mode!r} needs the subnet index")
+        index = torch.tensor([subnet], device=x.device)
+        stat_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        if mode == "calibrated":
+            mean, var = stats.calibrated(self, index)
+            mean, var = mean[0, :channels].to(stat_dtype), var[0, :channels].to(stat_dtype)
+            return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
+        # "calibrate": the batch statistics, recorded at full width.
+        var, mean = torch.var_mean(x.detach().to(stat_dtype), dim=(0, 2, 3), unbiased=False)
+        full_mean = torch.zeros(1, self.num_features, device=x.device, dtype=stat_dtype)
+        full_square = torch.zeros_like(full_mean)
+        full_mean[0, :channels] = mean
+        full_square[0, :channels] = var + mean.square()
+        stats.record(self, index, full_mean, full_square)
+        return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+
+    def _plain(self, x: Tensor, weight, bias) -> Tensor:
+        """BatchNorm2d's own forward on the first channels."""
+        channels = x.shape[1]
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        use_batch = self.training or self.running_mean is None
+        track = not self.training or self.track_running_stats
+        mean = self.running_mean[:channels] if track and self.running_mean is not None else None
+        var = self.running_var[:channels] if track and self.running_var is not None else None
+        return F.batch_norm(x, mean, var, weight, bias, use_batch, factor, self.eps)
