@@ -406,3 +406,15 @@ def test_supernet_rejects_invalid_architectures(supernet):
         supernet(x, SPACE.largest().unsqueeze(0))
     assert supernet.plan_key(SPACE.from_string(MIXED)) == MIXED
     assert subnet_plan(MIXED, 8).stem == 8
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_every_bn_mode_runs_in_the_supernet_dtype(dtype):
+    net = ResNet48Supernet(num_classes=3, **SMALL).to(dtype)
+    x = torch.randn(4, 3, 8, 8, dtype=dtype)
+    stats = BNStatistics("calibrate", 2)
+    for bn in ("batch", "running", stats, "calibrated"):
+        if bn == "calibrated":
+            bn = stats.freeze()
+        assert net.forward_subnets(x, [MIXED, SMALLEST], bn=bn).dtype == dtype
+    assert net.export(MIXED)(x).dtype == dtype

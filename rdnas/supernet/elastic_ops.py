@@ -84,6 +84,10 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
         if mode == "calibrated":
             mean, var = stats.calibrated(self, index)
             mean, var = mean[0, :channels].to(stat_dtype), var[0, :channels].to(stat_dtype)
+            # Half / bfloat16 activations with float32 statistics: the CPU batch norm wants the affine parameters in
+            # the statistics' dtype.
+            weight = None if weight is None else weight.to(stat_dtype)
+            bias = None if bias is None else bias.to(stat_dtype)
             return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
         # "calibrate": the batch statistics, recorded at full width.
         var, mean = torch.var_mean(x.detach().to(stat_dtype), dim=(0, 2, 3), unbiased=False)
