@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from rdnas.minibench.build import Recipe
+from rdnas.spaces import space_names
 from rdnas.train.trainer import MARGIN_MODES, METHODS, RANK_SAMPLERS, RANK_SCHEDULES
 
 
@@ -32,13 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a weight-sharing supernet. Writes OUT/checkpoint.pt (atomically, every epoch), "
         "OUT/metrics.jsonl and OUT/config.json. Example: rdnas train --data digits --epochs 10 --out runs/spos",
     )
-    train.add_argument("--space", choices=["nb201"], default="nb201", help="search space (default nb201)")
+    train.add_argument("--space", choices=list(space_names()), default="nb201", help="search space (default nb201)")
     train.add_argument("--method", choices=list(METHODS), default="spos",
-                       help="spos (uniform paths, default), rdnas (ranking distillation; needs --teacher-table), "
-                       "fairnas, sandwich")
-    train.add_argument("--teacher-table", default="", help="rdnas: a score table over the whole space "
+                       help="spos (uniform paths, default), rdnas (ranking distillation; nb201 needs --teacher-table), "
+                       "fairnas (nb201), sandwich")
+    train.add_argument("--teacher-table", default="", help="rdnas on nb201: a score table over the whole space "
                        "(rdnas proxies --out, without --gt)")
-    train.add_argument("--teacher", default="synflow", help="rdnas: teacher column(s), rank-averaged")
+    train.add_argument("--teacher", default=None, help="rdnas: teacher column(s) of the table, rank-averaged "
+                       "(nb201, default synflow); resnet48: a cost of its cost model (default flops)")
+    train.add_argument("--teacher-samples", type=_positive_int, default=10000,
+                       help="rdnas on non-enumerable spaces (resnet48): size of the teacher's seeded reference set "
+                       "(default 10000)")
+    train.add_argument("--min-hamming", type=_positive_int, default=33,
+                       help="rdnas with --sampler min_hamming: least differing choices per pair (default 33)")
+    train.add_argument("--distill", action="store_true", help="in-place distillation from the largest subnet "
+                       "(sandwich rule: --method sandwich, or --method rdnas --sampler sandwich)")
     train.add_argument("--groups", type=int, default=5, help="rdnas: G teacher groups (default 5)")
     train.add_argument("--margin", type=float, default=0.1, help="rdnas: m0, margin per group distance")
     train.add_argument("--margin-mode", choices=list(MARGIN_MODES), default="group")
@@ -47,8 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="rdnas: lambda(epoch)")
     train.add_argument("--rank-weight", type=float, default=1.0, help="rdnas: multiplies lambda(epoch)")
     train.add_argument("--data", default="digits",
-                       help="digits (scikit-learn's, no download), cifar10:<dir>, cifar100:<dir> or imagenet16:<dir>")
-    train.add_argument("--image-size", type=int, default=16, help="digits only: resize the 8x8 images (default 16)")
+                       help="digits (scikit-learn's, no download), fashion_mnist[:<dir>] (Debian's "
+                       "dataset-fashion-mnist by default), cifar10:<dir>, cifar100:<dir>, imagenet16:<dir> or "
+                       "imagenet:<dir> (<dir>/train and <dir>/val, one folder per class)")
+    train.add_argument("--image-size", type=int, default=16,
+                       help="digits: resize the 8x8 images (default 16); imagenet: the crop side (use 224)")
     train.add_argument("--epochs", type=_non_negative_int, default=10)
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--lr", type=float, default=0.025)
@@ -57,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--paths", type=int, default=1, help="K paths per step, losses summed (default 1)")
     train.add_argument("--channels", type=int, default=16, help="C, the first stage's width (default 16)")
     train.add_argument("--cells", type=int, default=5, help="N, cells per stage (default 5)")
+    train.add_argument("--resnet-stem", choices=["imagenet", "small"], default=None,
+                       help="resnet48: imagenet (7x7 stride 2 + max-pool, for 224 px) or small (3x3, no pooling; "
+                       "default for the embedded small-image data)")
+    train.add_argument("--width-divisor", type=int, choices=[1, 2, 4, 8], default=None,
+                       help="resnet48: divide every channel count of the width table (default 1; 8 on small data)")
     train.add_argument("--no-bn-affine", action="store_true", help="BN without learnable scale and shift in cells")
     train.add_argument("--no-bn-running-stats", action="store_true", help="BN without running statistics")
     train.add_argument("--seed", type=int, default=0)
@@ -74,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         "eval --checkpoint runs/spos/checkpoint.pt --archs 1000 --gt nb201_gt.csv --column cifar10_valid_acc",
     )
     evaluate.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by rdnas train")
+    evaluate.add_argument("--archs-json", help="evaluate exactly the architectures of a competition JSON file "
+                          "(CVPR 2022 NAS Track 1: {\"arch1\": {\"acc\": 0, \"arch\": CODE}, ...}); with --out the "
+                          "result is the same object with the estimate in \"acc\" (a submission)")
     evaluate.add_argument("--archs", type=_positive_int, default=1000, help="how many architectures to sample (default 1000)")
     evaluate.add_argument("--gt", help="ground-truth table (nb201_gt.csv format); architectures are drawn from it")
     evaluate.add_argument("--column", default="cifar10_valid_acc", help="ground-truth column (default cifar10_valid_acc)")
@@ -157,6 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--seed", type=int, default=0)
     search.add_argument("--device", type=_device, default="cpu")
     search.add_argument("--out", help="write the top cells as JSON here")
+
+    arch = commands.add_parser(
+        "arch", help="describe architectures: canonical string, parameters and FLOPs (one JSON line each)",
+        description="Prints one JSON line per architecture with 'arch' (the canonical string), 'params', 'flops' "
+        "and 'trainable_params'. resnet48: the CVPR 2022 Track 1 conventions (224 px, 1000 classes; paddle.flops: "
+        "conv multiply-accumulates, BN 2 per output element, FC in x out; params count BN running statistics), "
+        "trainable_params PyTorch's count. nb201: the benchmark network (C=16, N=5, 32x32, 10 classes), counted "
+        "as the benchmark counts them (its table's flops_M and params_M times 1e6). Example: rdnas arch --space resnet48 "
+        "1558511111111111111111111111111111111111111111111111",
+    )
+    arch.add_argument("--space", choices=list(space_names()), default="nb201", help="search space (default nb201)")
+    arch.add_argument("codes", nargs="+", metavar="CODE", help="architectures as the space writes them")
 
     bench = commands.add_parser(
         "bench", help="build a mini-benchmark: stand-alone training of sampled architectures (ground truth)")
@@ -273,13 +305,17 @@ def _shard(text: str):
 def run_train(args) -> int:
     from rdnas.train import OneShotTrainer, TrainConfig
 
+    space_defaults = _space_train_defaults(args.space, args.data)
+    options = {name: space_defaults[name] if getattr(args, name) is None else getattr(args, name)
+               for name in ("teacher", "resnet_stem", "width_divisor")}
     config = TrainConfig(
-        data=args.data, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        space=args.space, resnet_stem=options["resnet_stem"], width_divisor=options["width_divisor"],
+        distill=args.distill, teacher_samples=args.teacher_samples, min_hamming=args.min_hamming, data=args.data, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, paths_per_step=args.paths, channels=args.channels,
         cells_per_stage=args.cells, bn_affine=not args.no_bn_affine,
         bn_track_running_stats=not args.no_bn_running_stats, seed=args.seed, device=args.device,
         amp=not args.no_amp, out_dir=args.out, method=args.method, teacher_table=args.teacher_table,
-        teacher_proxies=args.teacher, groups=args.groups, margin=args.margin, margin_mode=args.margin_mode,
+        teacher_proxies=options["teacher"], groups=args.groups, margin=args.margin, margin_mode=args.margin_mode,
         sampler=args.sampler, rank_schedule=args.rank_schedule, rank_weight=args.rank_weight)
     history = OneShotTrainer(config, progress=not args.quiet).fit(resume=args.resume)
     last = history[-1] if history else {}
@@ -288,17 +324,62 @@ def run_train(args) -> int:
     return 0
 
 
+def _space_train_defaults(space: str, data: str) -> dict:
+    """Defaults of the space-specific train options: the teacher (nb201: synflow from a table; resnet48: FLOPs, as
+    the RD-NAS authors ran it) and ResNet48's configuration (ImageNet-sized data: the competition's network;
+    small images: the small stem, widths / 8)."""
+    small_images = data.partition(":")[0] not in ("imagenet",)
+    return {"teacher": "synflow" if space == "nb201" else "flops",
+            "resnet_stem": "small" if small_images else "imagenet", "width_divisor": 8 if small_images else 1}
+
+
+def run_arch(args) -> int:
+    import json
+
+    import torch
+
+    from rdnas.spaces import get_space
+
+    space = get_space(args.space)
+    archs = torch.cat([space.from_string(code).unsqueeze(0) for code in args.codes])
+    if space.name == "nb201":
+        costs = _nb201_costs(archs)
+    else:
+        costs = {name: values.tolist() for name, values in space.cost(archs).items()}
+    for k, arch in enumerate(archs):
+        line = {"arch": space.to_string(arch)}
+        line.update({name: _plain_number(values[k]) for name, values in costs.items()})
+        print(json.dumps(line))
+    return 0
+
+
+def _plain_number(value: float):
+    return int(value) if float(value).is_integer() else value
+
+
+def _nb201_costs(archs) -> dict:
+    """NB201's costs as the benchmark counts them: FLOPs and parameters of the CIFAR-10 network
+    (C=16, N=5, 32x32), and PyTorch's trainable parameter count of that network."""
+    from rdnas.proxies import flops, params, scoring_supernet
+    from rdnas.supernet import NB201Network
+
+    supernet = scoring_supernet(channels=16, cells_per_stage=5, num_classes=10, in_channels=3)
+    cells = [tuple(a) for a in archs.tolist()]
+    trainable = [sum(p.numel() for p in NB201Network(cell, channels=16, cells_per_stage=5).parameters())
+                 for cell in cells]
+    return {"params": params(supernet, cells).tolist(), "flops": flops(supernet, cells).tolist(),
+            "trainable_params": trainable}
+
+
 def _load_supernet(checkpoint, device):
     """(supernet on ``device``, its TrainConfig, its data splits) from a checkpoint written by rdnas train."""
-    from rdnas.supernet import NB201Supernet
     from rdnas.train import TrainConfig, load_checkpoint, load_data
 
     state = load_checkpoint(checkpoint)
     config = TrainConfig.from_dict(state["config"])
     config.device = device
     data = load_data(config)
-    supernet = NB201Supernet(config.channels, config.cells_per_stage, data.train.num_classes, data.in_channels,
-                             config.bn_affine, config.bn_track_running_stats)
+    supernet = config.build_supernet(data)
     supernet.load_state_dict(state["model"])
     return supernet.to(device), config, data
 
@@ -308,25 +389,25 @@ def run_search(args) -> int:
 
     from rdnas.rank import GroundTruth, recalibrated_accuracy_fn
     from rdnas.search import evolution_search, random_search
-    from rdnas.spaces import nb201
 
     out = _json_output(args.out)
     supernet, config, data = _load_supernet(args.checkpoint, args.device)
+    space = supernet.space
     fitness = recalibrated_accuracy_fn(supernet, data, args.device, calibration_batch_size=config.batch_size,
                                        seed=args.seed, subnets_per_pass=args.subnets_per_pass)
 
     if args.strategy == "random":
-        history = random_search(fitness, args.budget, seed=args.seed, batch=args.subnets_per_pass)
+        history = random_search(fitness, args.budget, seed=args.seed, batch=args.subnets_per_pass, space=space)
     else:
         history = evolution_search(fitness, args.budget, seed=args.seed, population=args.population,
-                                   batch=args.subnets_per_pass)
-    table = GroundTruth.load(args.gt) if args.gt else None
+                                   batch=args.subnets_per_pass, space=space)
+    table = GroundTruth.load(args.gt, space) if args.gt else None
     top = history.top(args.top_k)
     print(f"rdnas search: {args.strategy}, {len(history.archs)} cells evaluated by supernet accuracy on "
           f"{len(data.valid)} {data.valid.name} images; top {len(top)}:")
     rows = []
     for rank, (arch, score) in enumerate(top, start=1):
-        row = {"rank": rank, "arch": nb201.to_string(arch), "supernet_accuracy": score}
+        row = {"rank": rank, "arch": space.to_string(arch), "supernet_accuracy": score}
         truth = ""
         if table is not None and table.rows_of(torch.tensor([arch]))[0] >= 0:
             row["ground_truth"] = float(table.values(torch.tensor([arch]), args.column)[0])
@@ -349,14 +430,19 @@ def run_eval(args) -> int:
 
     from rdnas.data import DeviceBatches
     from rdnas.rank import GroundTruth, rank_report, supernet_accuracy
-    from rdnas.spaces import nb201
 
     out = _json_output(args.out)
     supernet, config, data = _load_supernet(args.checkpoint, args.device)
+    space = supernet.space
     generator = torch.Generator().manual_seed(args.seed)
-    table = GroundTruth.load(args.gt) if args.gt else None
-    pool = table.archs if table is not None else nb201.all_archs()
-    archs = pool[torch.randperm(len(pool), generator=generator)[:args.archs]]
+    table = GroundTruth.load(args.gt, space) if args.gt else None
+    submission = _read_submission_archs(args.archs_json, space) if args.archs_json else None
+    if submission is not None:
+        archs = space.validate([arch for _, arch in submission])
+    else:
+        pool = table.archs if table is not None else space.enumerate() if space.enumerable else None
+        archs = (pool[torch.randperm(len(pool), generator=generator)[:args.archs]] if pool is not None
+                 else space.sample(args.archs, generator))
     valid = data.valid if not args.valid_limit else data.valid.subset(range(min(args.valid_limit, len(data.valid))))
     valid_batches = DeviceBatches(valid, args.batch_size, args.device, data.mean, data.std, shuffle=False)
     calibration = DeviceBatches(data.train, args.batch_size, args.device, data.mean, data.std, augment=False,
@@ -365,7 +451,7 @@ def run_eval(args) -> int:
                                  calibration_steps=args.calibration_steps, subnets_per_pass=args.subnets_per_pass,
                                  progress=not args.quiet)
     result = {"checkpoint": str(args.checkpoint), "bn": args.bn, "num_archs": len(archs),
-              "valid_images": len(valid), "archs": [nb201.to_string(tuple(a)) for a in archs.tolist()],
+              "valid_images": len(valid), "archs": [space.to_string(a) for a in archs],
               "supernet_accuracy": accuracy.tolist()}
     print(f"rdnas eval: {len(archs)} architectures, supernet accuracy on {len(valid)} {valid.name} images "
           f"(BN: {args.bn}): mean {accuracy.mean():.4f}, best {accuracy.max():.4f}")
@@ -386,9 +472,29 @@ def run_eval(args) -> int:
               f"{report['kendall_tau']:.4f} (95% CI {low:.3f}..{high:.3f}), Spearman {report['spearman_rho']:.4f}, "
               f"Pearson {report['pearson_r']:.4f}, P@top-10% {report['precision_at_top_10pct']:.3f}")
     if out:
+        if submission is not None:  # the competition's format: its keys, the estimate in "acc"
+            result = {key: {"acc": float(value), "arch": space.to_string(arch)}
+                      for (key, _), arch, value in zip(submission, archs, accuracy.tolist())}
         _write_json(out, result)
         print(f"  results written to {out}")
     return status
+
+
+def _read_submission_archs(path, space) -> list[tuple[str, str]]:
+    """(key, architecture string) pairs of a competition JSON file (``{"arch1": {"acc": ..., "arch": "..."}}``,
+    the CVPR 2022 NAS Track 1 format), in the file's order."""
+    import json
+    from pathlib import Path
+
+    try:
+        entries = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"--archs-json: cannot read {path} as JSON ({error})") from None
+    if not isinstance(entries, dict) or not entries or not all(
+            isinstance(v, dict) and isinstance(v.get("arch"), str) for v in entries.values()):
+        raise ValueError(f"--archs-json: {path} must be an object of entries {{\"arch\": <code>, \"acc\": ...}} "
+                         "(the CVPR 2022 NAS Track 1 format)")
+    return [(key, value["arch"]) for key, value in entries.items()]
 
 
 def run_proxies(args) -> int:
@@ -499,6 +605,8 @@ def _run(args) -> int:
         return run_merge_tables(args)
     if args.command == "bench":
         return run_bench(args)
+    if args.command == "arch":
+        return run_arch(args)
     if args.command == "search":
         return run_search(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands

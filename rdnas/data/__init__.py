@@ -20,9 +20,10 @@ from rdnas.data.image_folder import (
     image_folder_batches,
 )
 from rdnas.data.pipeline import DeviceBatches
-from rdnas.data.splits import CIFAR_MEAN, CIFAR_STD, IMAGENET16_MEAN, IMAGENET16_STD, DataSplits, load_data
+from rdnas.data.splits import (CIFAR_MEAN, CIFAR_STD, DATA_KINDS, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET16_MEAN,
+                               IMAGENET16_STD, DataSplits, load_data)
 
-__all__ = ["CIFAR_MEAN", "CIFAR_STD", "DataSplits", "DatasetError", "DeviceBatches", "FASHION_MNIST_DIR",
+__all__ = ["CIFAR_MEAN", "CIFAR_STD", "DATA_KINDS", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "DataSplits", "DatasetError", "DeviceBatches", "FASHION_MNIST_DIR",
            "IMAGENET16_MEAN", "IMAGENET16_STD", "IMAGENET_MEAN", "IMAGENET_STD", "ImageFolderBatches",
            "ImageFolderDataset", "ImageSet", "image_folder_batches", "load_data", "load_digits", "read_cifar",
            "read_fashion_mnist", "read_idx", "read_imagenet16", "read_split"]

@@ -12,7 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from rdnas.supernet import NB201Supernet
-from rdnas.supernet.nb201_ops import ReLUConvBN, ResNetBasicBlock, SubnetBatchNorm
+from rdnas.supernet.batchnorm import SubnetBatchNorm
+from rdnas.supernet.nb201_ops import ReLUConvBN, ResNetBasicBlock
 
 
 class SubnetRows:

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 
-from rdnas.data import DeviceBatches, load_data
+from rdnas.data import load_data
 from rdnas.ops import pairwise_margin_rank_loss
 from rdnas.spaces import get_space, space_names
 from rdnas.supernet import build_supernet, supernet_spec
@@ -66,8 +66,8 @@ class TrainConfig:
     """Everything that defines a training run (saved in every checkpoint)."""
 
     space: str = "nb201"  # a registered search space (rdnas.spaces.space_names())
-    data: str = "digits"  # "digits", "cifar10:<dir>", "cifar100:<dir>" or "imagenet16:<dir>"
-    image_size: int = 16  # digits only: the 8x8 images are resized to this
+    data: str = "digits"  # see rdnas.data.DATA_KINDS: digits, fashion_mnist[:<dir>], cifar10:<dir>, ..., imagenet:<dir>
+    image_size: int = 16  # digits: the 8x8 images are resized to this; imagenet: the crop size
     epochs: int = 10
     batch_size: int = 64
     lr: float = 0.025
@@ -145,6 +145,11 @@ class TrainConfig:
         """The fields this run's supernet is built with (the options its space's SupernetSpec names)."""
         return {name: getattr(self, name) for name in supernet_spec(self.space).options}
 
+    def build_supernet(self, data):
+        """A freshly initialised supernet of this run's space and options for ``data`` (a DataSplits: its classes
+        and input channels), on the CPU. The trainer and every command that loads a checkpoint build it here."""
+        return build_supernet(self.space, data.train.num_classes, data.in_channels, **self.supernet_options())
+
 
 # The only settings a resumed run may change: where it runs and writes, (CUDA only) bfloat16 autocast, and where
 # the teacher table lies (its scores are compared instead). Any other difference (learning rate, image size, BN
@@ -220,16 +225,13 @@ class OneShotTrainer:
                              f"{len(self.data.train)} training images of {config.data!r} (batches drop the remainder)")
         self.space = get_space(config.space)
         torch.manual_seed(config.seed)
-        self.model = build_supernet(self.space, self.data.train.num_classes, self.data.in_channels,
-                                    **config.supernet_options()).to(self.device)
+        self.model = config.build_supernet(self.data).to(self.device)
         self.teacher = teacher
         if config.method == "rdnas" and teacher is None:
             self.teacher = make_teacher(config)
         self.sampler = self._make_sampler()
         self.data_generator = torch.Generator().manual_seed(config.seed + 2)
-        self.batches = DeviceBatches(self.data.train, config.batch_size, self.device, self.data.mean, self.data.std,
-                                     augment=True, padding=max(1, self.data.train.images.shape[-1] // 8),
-                                     drop_last=True, generator=self.data_generator)
+        self.batches = self.data.training_batches(config.batch_size, self.device, self.data_generator)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay, nesterov=True)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
