@@ -122,3 +122,53 @@ def test_too_few_training_images_for_one_batch_is_an_error():
     recipe = Recipe(channels=4, epochs=1, train_images=16, batch_size=32)
     with pytest.raises(ValueError, match=r"train_stack: 16 training images make no batch of batch_size 32"):
         train_stack(sample_architectures(1, seed=0), [0], recipe, digits_split(recipe.image_size))
+
+
+# -- other spaces: the same builder with stand-alone networks of the space ---------------------------------------
+RESNET_RECIPE = Recipe(space="resnet48", width_divisor=8, resnet_stem="small", epochs=1, train_images=64,
+                       batch_size=32, networks_per_stack=2, valid_images=100)
+
+
+def test_resnet48_samples_are_distinct_seeded_codes():
+    from rdnas.spaces import get_space
+
+    archs = sample_architectures(20, seed=3, space="resnet48")
+    assert archs == sample_architectures(20, seed=3, space="resnet48")
+    space = get_space("resnet48")
+    assert len({space.key(torch.tensor(a)) for a in archs}) == 20
+    space.validate(archs)
+
+
+def test_sharded_resnet48_build_equals_one_process_and_reads_as_ground_truth(tmp_path):
+    from rdnas.minibench import read_all_runs
+    from rdnas.rank import GroundTruth
+
+    archs = sample_architectures(3, seed=0, space="resnet48")
+    whole = build(tmp_path / "whole", archs, [0, 1], RESNET_RECIPE, progress=False)
+    for shard in range(2):
+        build(tmp_path / "sharded", archs, [0, 1], RESNET_RECIPE, progress=False, shard=(shard, 2))
+    assert sorted(p.name for p in (tmp_path / "sharded").glob("runs*.csv")) == ["runs.0of2.csv", "runs.1of2.csv"]
+    sharded = read_all_runs(tmp_path / "sharded")
+
+    def key(run):
+        return run["arch_str"], run["seed"]
+
+    assert sorted(map(key, sharded)) == sorted(map(key, whole)) and len(sharded) == 6
+    by_key = {key(r): r for r in sharded}
+    for run in whole:  # a run depends on its architecture and seed alone, not on the process that trained it
+        assert by_key[key(run)]["valid_acc"] == run["valid_acc"]
+        assert by_key[key(run)]["valid_loss"] == pytest.approx(run["valid_loss"], rel=1e-6)
+    # resuming with either sharding trains nothing new
+    assert len(build(tmp_path / "sharded", archs, [0, 1], RESNET_RECIPE, progress=False)) == 6
+    table_path = tmp_path / "resnet48_digits.csv"
+    write_table(table_path, benchmark_table(sharded, [0, 1]), "digits")
+    table = GroundTruth.load(table_path, "resnet48")
+    assert "index" not in table_path.read_text().splitlines()[0]
+    assert len(table) == 3 and {"digits_valid_acc", "seeds"} <= set(table.columns)
+    assert sorted(table.rows_of(torch.tensor(archs)).tolist()) == [0, 1, 2]
+
+
+def test_bad_shards_are_refused(tmp_path):
+    archs = sample_architectures(3, seed=0, space="resnet48")
+    with pytest.raises(ValueError, match=r"shard must be \(i, n\) with 0 <= i < n"):
+        build(tmp_path, archs, [0], RESNET_RECIPE, progress=False, shard=(2, 2))

@@ -1,8 +1,8 @@
 """Mini-benchmarks: ground truth rdnas builds itself (stand-alone training of sampled architectures)."""
 
-from rdnas.minibench.build import (Recipe, benchmark_table, build, read_runs, reliability, sample_architectures,
-                                   train_stack, write_table)
-from rdnas.minibench.stacked import StackedNB201
+from rdnas.minibench.build import (Recipe, benchmark_table, build, read_all_runs, read_runs, reliability,
+                                   sample_architectures, train_stack, write_table)
+from rdnas.minibench.stacked import NetworkStack, StackedNB201
 
-__all__ = ["Recipe", "StackedNB201", "benchmark_table", "build", "read_runs", "reliability", "sample_architectures",
+__all__ = ["NetworkStack", "Recipe", "StackedNB201", "benchmark_table", "build", "read_all_runs", "read_runs", "reliability", "sample_architectures",
            "train_stack", "write_table"]

@@ -1,18 +1,23 @@
-"""Building a mini-benchmark: stand-alone training of sampled NB201 architectures on a small real dataset.
+"""Building a mini-benchmark: stand-alone training of sampled architectures of a space on a small real dataset.
 
 No CIFAR images exist on the machines rdnas is developed on, so the rank quality of a supernet is measured on a
 task whose ground truth rdnas makes itself: a sample of architectures, each trained from scratch with one fixed
-recipe (:class:`Recipe`) and several seeds, evaluated on a held-out split. Networks train side by side in
-:class:`~rdnas.minibench.stacked.StackedNB201` stacks (one grouped op per layer for the whole stack); each network
-has its own initialisation and data order, derived from its seed and architecture alone, so a result does not
-depend on which other networks shared its stack.
+recipe (:class:`Recipe`) and several seeds, evaluated on a held-out split. NB201 networks train side by side in
+:class:`~rdnas.minibench.stacked.StackedNB201` stacks (one grouped op per layer for the whole stack); networks of
+other spaces (ResNet48) in a :class:`~rdnas.minibench.stacked.NetworkStack` (one after the other, same
+interface). Each network has its own initialisation and data order, derived from its seed and architecture
+alone, so a result does not depend on which other networks shared its stack.
 
 Every finished (architecture, seed) run is appended to ``runs.csv`` (flushed and fsynced per stack), so a killed
 build resumes without losing or repeating a run; ``benchmark_table`` averages the runs into a table in the format
-of NAS-Bench-201's ``nb201_gt.csv`` (``index``, ``arch_str``, numeric columns).
+of NAS-Bench-201's ``nb201_gt.csv`` (``index`` for NB201, ``arch_str``, numeric columns).
+
+Datasets: scikit-learn's digits (rdnas's fixed halves) and Fashion-MNIST (Debian's ``dataset-fashion-mnist``:
+the first ``train_images`` training images, the first ``valid_images`` test images, optionally resized).
 """
 
 import csv
+import hashlib
 import json
 import os
 import time
@@ -24,13 +29,20 @@ import torch
 import torch.nn.functional as F
 
 from rdnas.atomic_file import atomic_open
-from rdnas.data import load_digits
+from rdnas.data import load_digits, read_fashion_mnist
 from rdnas.data.pipeline import random_crop
-from rdnas.minibench.stacked import StackedNB201
+from rdnas.minibench.stacked import NetworkStack, StackedNB201
+from rdnas.spaces import get_space, nb201
+from rdnas.supernet import supernet_spec
 from rdnas.train.checkpoint import config_from_dict
-from rdnas.spaces import nb201
 
 RUN_COLUMNS = ("enumeration_index", "arch_str", "seed", "valid_acc", "valid_loss", "train_loss", "seconds")
+DATASETS = ("digits", "fashion_mnist")
+
+
+def run_columns(space) -> tuple:
+    """The columns of ``runs.csv``: NB201 keeps its enumeration index, other spaces key runs by ``arch_str``."""
+    return RUN_COLUMNS if get_space(space).enumerable else RUN_COLUMNS[1:]
 
 
 @dataclass(frozen=True)
@@ -41,10 +53,10 @@ class Recipe:
     half for validation, so a supernet trained on the same training half is evaluated on the benchmark's split.
     """
 
-    dataset: str = "digits"
-    image_size: int = 8  # digits are 8x8; larger sizes upsample (no new information, 4x the compute at 16)
-    channels: int = 8  # C of the macro network
-    cells_per_stage: int = 1  # N
+    dataset: str = "digits"  # or "fashion_mnist"
+    image_size: int = 8  # digits are 8x8 (larger sizes upsample); Fashion-MNIST 28x28 (other sizes resample)
+    channels: int = 8  # nb201: C of the macro network
+    cells_per_stage: int = 1  # nb201: N
     epochs: int = 3
     batch_size: int = 64
     lr: float = 0.1
@@ -53,10 +65,18 @@ class Recipe:
     augment: bool = False  # random translation by up to one pixel
     train_images: int = 0  # train on the first this many images of the training half (0: all 898)
     networks_per_stack: int = 64
+    space: str = "nb201"
+    resnet_stem: str = "small"  # resnet48
+    width_divisor: int = 8  # resnet48
+    valid_images: int = 0  # validate on the first this many images of the validation split (0: all)
 
     @classmethod
     def from_dict(cls, values: dict) -> "Recipe":
         return config_from_dict(cls, values, "rdnas.minibench.Recipe")
+
+    def network_options(self) -> dict:
+        """The space's network options this recipe sets (the rest keep their defaults)."""
+        return {name: getattr(self, name) for name in supernet_spec(self.space).options if hasattr(self, name)}
 
 
 def digits_split(image_size: int) -> tuple:
@@ -71,14 +91,59 @@ def digits_split(image_size: int) -> tuple:
     return images[train], digits.labels[train], images[valid], digits.labels[valid]
 
 
-def network_seed(seed: int, arch) -> int:
-    """The seed of one (architecture, seed) run: initial weights and data order come from it alone."""
-    return int(seed) * 1_000_003 + nb201.enumeration_index(arch)
+def fashion_mnist_split(image_size: int = 28, train_images: int = 0, valid_images: int = 0) -> tuple:
+    """(train images, train labels, valid images, valid labels) of Fashion-MNIST: the first ``train_images``
+    training images (0: all 60,000) and the first ``valid_images`` test images (0: all 10,000), resized to
+    ``image_size`` (area interpolation) and scaled to zero mean and unit variance over the training images."""
+    train, valid = read_fashion_mnist(train=True), read_fashion_mnist(train=False)
+    train_x, train_y = train.images[:train_images or None].float() / 255.0, train.labels[:train_images or None]
+    valid_x, valid_y = valid.images[:valid_images or None].float() / 255.0, valid.labels[:valid_images or None]
+    if image_size != 28:
+        train_x = F.interpolate(train_x, size=(image_size, image_size), mode="area")
+        valid_x = F.interpolate(valid_x, size=(image_size, image_size), mode="area")
+    mean, std = train_x.mean(), train_x.std()
+    return (train_x - mean) / std, train_y, (valid_x - mean) / std, valid_y
 
 
-def sample_architectures(count: int, seed: int = 0) -> list[tuple]:
-    """``count`` connected architectures, no two of which NAS-Bench-201 counts as the same network
-    (:func:`rdnas.spaces.nb201.canonical_string`), drawn uniformly at random with ``seed``."""
+def benchmark_split(recipe: "Recipe") -> tuple:
+    """The recipe's dataset as (train images, train labels, valid images, valid labels), float32 [N, 1, S, S]."""
+    if recipe.dataset == "digits":
+        data = digits_split(recipe.image_size)
+    elif recipe.dataset == "fashion_mnist":
+        data = fashion_mnist_split(recipe.image_size, recipe.train_images, recipe.valid_images)
+    else:
+        raise ValueError(f"rdnas.minibench: dataset must be one of {DATASETS}, got {recipe.dataset!r}")
+    if recipe.valid_images:
+        data = data[:2] + (data[2][:recipe.valid_images], data[3][:recipe.valid_images])
+    return data
+
+
+def network_seed(seed: int, arch, space="nb201") -> int:
+    """The seed of one (architecture, seed) run: initial weights and data order come from it alone (NB201: the
+    enumeration index; other spaces: a hash of the architecture's string)."""
+    space = get_space(space)
+    if space.name == "nb201":
+        return int(seed) * 1_000_003 + nb201.enumeration_index(arch)
+    digest = hashlib.sha256(space.to_string(torch.as_tensor(arch)).encode()).digest()
+    return int(seed) * 1_000_003 + int.from_bytes(digest[:6], "little")
+
+
+def sample_architectures(count: int, seed: int = 0, space="nb201") -> list[tuple]:
+    """``count`` non-trivial architectures, no two of which compute the same network (``space.key``; NB201:
+    :func:`rdnas.spaces.nb201.canonical_string`), drawn uniformly at random with ``seed`` (enumerable spaces: a
+    seeded permutation of the space; others: the space's sampler)."""
+    space = get_space(space)
+    if space.name != "nb201":
+        generator, chosen, seen = torch.Generator().manual_seed(seed), [], set()
+        for _ in range(1000):
+            for arch in space.sample(count, generator):
+                key = space.key(arch)
+                if key not in seen and not bool(space.is_trivial(arch)[0]):
+                    seen.add(key)
+                    chosen.append(tuple(arch.tolist()))
+                    if len(chosen) == count:
+                        return chosen
+        raise ValueError(f"rdnas.minibench.sample_architectures: found only {len(chosen)} distinct architectures")
     everything = nb201.all_archs()
     order = torch.randperm(nb201.NUM_ARCHS, generator=torch.Generator().manual_seed(seed))
     chosen, seen = [], set()
@@ -104,8 +169,12 @@ def train_stack(archs: list[tuple], seeds: list[int], recipe: Recipe, data: tupl
     if recipe.train_images:
         train_x, train_y = train_x[:recipe.train_images], train_y[:recipe.train_images]
     m = len(archs)
-    network_seeds = [network_seed(s, a) for a, s in zip(archs, seeds)]
-    stack = StackedNB201(archs, network_seeds, recipe.channels, recipe.cells_per_stage, 10, 1).to(device)
+    space = get_space(recipe.space)
+    network_seeds = [network_seed(s, a, space) for a, s in zip(archs, seeds)]
+    if space.name == "nb201":
+        stack = StackedNB201(archs, network_seeds, recipe.channels, recipe.cells_per_stage, 10, 1).to(device)
+    else:
+        stack = NetworkStack(space, archs, network_seeds, 10, 1, **recipe.network_options()).to(device)
     optimizer = torch.optim.SGD(stack.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay, nesterov=True)
     steps_per_epoch = len(train_x) // recipe.batch_size
@@ -136,14 +205,15 @@ def train_stack(archs: list[tuple], seeds: list[int], recipe: Recipe, data: tupl
     valid_loss, valid_correct = evaluate_stack(stack, valid_x.to(device), valid_y.to(device))
     seconds = (time.perf_counter() - start) / m
     train_loss = (epoch_loss / steps_per_epoch).cpu()
-    return [{"enumeration_index": nb201.enumeration_index(a), "arch_str": nb201.to_string(a), "seed": int(s),
+    return [{**({"enumeration_index": nb201.enumeration_index(a)} if space.name == "nb201" else {}),
+             "arch_str": space.to_string(torch.as_tensor(a)), "seed": int(s),
              "valid_acc": 100.0 * float(valid_correct[k]) / len(valid_y), "valid_loss": float(valid_loss[k]),
              "train_loss": float(train_loss[k]), "seconds": seconds}
             for k, (a, s) in enumerate(zip(archs, seeds))]
 
 
 @torch.no_grad()
-def evaluate_stack(stack: StackedNB201, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512):
+def evaluate_stack(stack: StackedNB201 | NetworkStack, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512):
     """Mean cross-entropy Tensor[M] and correct counts Tensor[M] of every network on one split (eval-mode BN)."""
     stack.eval()
     loss_sum = torch.zeros(stack.num_networks, dtype=torch.float64, device=images.device)
@@ -174,7 +244,9 @@ def read_runs(path) -> list[dict]:
     rows = list(csv.DictReader(text.splitlines()))
     for number, row in enumerate(rows, start=2):
         try:
-            row["enumeration_index"], row["seed"] = int(row["enumeration_index"]), int(row["seed"])
+            if "enumeration_index" in row:
+                row["enumeration_index"] = int(row["enumeration_index"])
+            row["seed"] = int(row["seed"])
             for name in ("valid_acc", "valid_loss", "train_loss", "seconds"):
                 row[name] = float(row[name])
         except (KeyError, TypeError, ValueError) as error:
@@ -183,13 +255,36 @@ def read_runs(path) -> list[dict]:
     return rows
 
 
+def runs_files(out_dir) -> list[Path]:
+    """Every run file of a build: ``runs.csv`` and the shards' ``runs.<i>of<n>.csv``."""
+    out = Path(out_dir)
+    return sorted(p for p in out.glob("runs*.csv") if p.name == "runs.csv" or p.name.startswith("runs."))
+
+
+def read_all_runs(out_dir) -> list[dict]:
+    """The runs of every run file of a build (see :func:`runs_files`), each (architecture, seed) once."""
+    runs, seen = [], set()
+    for path in runs_files(out_dir):
+        for run in read_runs(path):
+            if (run["arch_str"], run["seed"]) not in seen:
+                seen.add((run["arch_str"], run["seed"]))
+                runs.append(run)
+    return runs
+
+
 def build(out_dir, archs: list[tuple], seeds: list[int], recipe: Recipe = Recipe(), device="cpu",
-          progress: bool = True) -> list[dict]:
-    """Trains every (architecture, seed) pair not yet in ``out_dir/runs.csv`` and returns all runs.
+          progress: bool = True, shard: tuple[int, int] = (0, 1)) -> list[dict]:
+    """Trains every (architecture, seed) pair not yet in the build's run files and returns all runs.
 
     ``out_dir/recipe.json`` records the recipe; resuming with another recipe is refused. Runs are appended one
-    stack at a time (flushed and fsynced), so an interrupted build loses at most the stack in progress.
+    stack at a time (flushed and fsynced), so an interrupted build loses at most the stack in progress. With
+    ``shard=(i, n)``, n > 1, this process trains only the pairs at positions p with p % n == i of the (seed,
+    architecture) order and appends them to ``runs.<i>of<n>.csv``; n processes fill one build side by side, and
+    every run file of the folder counts as done (no pair is trained twice, whatever the sharding of each resume).
     """
+    i, n = shard
+    if not (isinstance(i, int) and isinstance(n, int) and 0 <= i < n):
+        raise ValueError(f"rdnas.minibench.build: shard must be (i, n) with 0 <= i < n, got {shard!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     recipe_path = out / "recipe.json"
@@ -199,14 +294,18 @@ def build(out_dir, archs: list[tuple], seeds: list[int], recipe: Recipe = Recipe
             raise ValueError(f"rdnas.minibench.build: {out} was built with {saved}, not {recipe}; use another "
                              "out_dir or the same recipe")
     else:
-        recipe_path.write_text(json.dumps(asdict(recipe), indent=2))
-    runs_path = out / "runs.csv"
-    runs = read_runs(runs_path)
-    done = {(r["enumeration_index"], r["seed"]) for r in runs}
-    todo = [(a, s) for s in seeds for a in archs if (nb201.enumeration_index(a), s) not in done]
-    if recipe.dataset != "digits":
-        raise ValueError(f"rdnas.minibench.build: dataset must be 'digits', got {recipe.dataset!r}")
-    data = digits_split(recipe.image_size)
+        with atomic_open(recipe_path) as handle:  # shards starting together write the same file
+            handle.write(json.dumps(asdict(recipe), indent=2))
+    runs_path = out / ("runs.csv" if n == 1 else f"runs.{i}of{n}.csv")
+    runs = read_all_runs(out)
+    space = get_space(recipe.space)
+    done = {(r["arch_str"], r["seed"]) for r in runs}
+    pairs = [(a, s) for s in seeds for a in archs]
+    todo = [(a, s) for p, (a, s) in enumerate(pairs)
+            if p % n == i and (space.to_string(torch.as_tensor(a)), s) not in done]
+    if recipe.dataset not in DATASETS:
+        raise ValueError(f"rdnas.minibench.build: dataset must be one of {DATASETS}, got {recipe.dataset!r}")
+    data = benchmark_split(recipe)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), desc="training networks", unit="net", disable=not progress)
@@ -217,7 +316,7 @@ def build(out_dir, archs: list[tuple], seeds: list[int], recipe: Recipe = Recipe
             with open(runs_path, "r+b") as handle:  # the partial last line read_runs ignored: cut it off
                 handle.truncate(complete)
     with open(runs_path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=RUN_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=run_columns(space))
         if new_file:
             writer.writeheader()
         for start in range(0, len(todo), recipe.networks_per_stack):
@@ -233,13 +332,14 @@ def build(out_dir, archs: list[tuple], seeds: list[int], recipe: Recipe = Recipe
 
 
 def benchmark_table(runs: list[dict], seeds=None) -> dict:
-    """Averages runs over seeds: {enumeration index: {"arch_str", "valid_acc", "valid_loss", "seeds"}}, keeping
-    only architectures that have every seed in ``seeds`` (default: every seed present in the runs)."""
+    """Averages runs over seeds: {key: {"arch_str", "valid_acc", "valid_loss", "seeds"}} with key the enumeration
+    index (NB201 runs) or the architecture string (other spaces), keeping only architectures that have every seed in
+    ``seeds`` (default: every seed present in the runs)."""
     seeds = sorted({r["seed"] for r in runs}) if seeds is None else sorted(seeds)
     by_arch = {}
     for r in runs:
         if r["seed"] in seeds:
-            by_arch.setdefault(r["enumeration_index"], {})[r["seed"]] = r
+            by_arch.setdefault(r.get("enumeration_index", r["arch_str"]), {})[r["seed"]] = r
     table = {}
     for index, per_seed in sorted(by_arch.items()):
         if len(per_seed) != len(seeds):
@@ -272,13 +372,15 @@ def reliability(runs: list[dict], seeds_a, seeds_b) -> dict:
 
 
 def write_table(path, table: dict, dataset: str = "digits") -> None:
-    """Writes a table in NB201's ground-truth format: ``index`` (rdnas's enumeration index; the benchmark's
-    official index is not derivable from an architecture), ``arch_str``, ``{dataset}_valid_acc`` (mean over seeds,
-    %), ``{dataset}_valid_loss``, ``{dataset}_valid_acc_std`` and ``seeds``. Written atomically."""
+    """Writes a table in NB201's ground-truth format: ``index`` (NB201 only: rdnas's enumeration index; the
+    benchmark's official index is not derivable from an architecture), ``arch_str``, ``{dataset}_valid_acc`` (mean
+    over seeds, %), ``{dataset}_valid_loss``, ``{dataset}_valid_acc_std`` and ``seeds``. Written atomically."""
+    indexed = all(isinstance(key, int) for key in table)
     with atomic_open(path, newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["index", "arch_str", f"{dataset}_valid_acc", f"{dataset}_valid_loss",
-                         f"{dataset}_valid_acc_std", "seeds"])
-        for index, row in sorted(table.items()):
-            writer.writerow([index, row["arch_str"], f"{row['valid_acc']:.4f}", f"{row['valid_loss']:.6f}",
-                             f"{row['valid_acc_std']:.4f}", row["seeds"]])
+        writer.writerow((["index"] if indexed else []) + ["arch_str", f"{dataset}_valid_acc", f"{dataset}_valid_loss",
+                                                          f"{dataset}_valid_acc_std", "seeds"])
+        for key, row in sorted(table.items()):
+            writer.writerow(([key] if indexed else []) + [
+                row["arch_str"], f"{row['valid_acc']:.4f}", f"{row['valid_loss']:.6f}", f"{row['valid_acc_std']:.4f}",
+                row["seeds"]])

@@ -180,3 +180,46 @@ class StackedNB201(nn.Module):
                 state[name] = self._tensor(name)[m].detach().clone().to(tensor.device)
         network.load_state_dict(state)
         return network.to(next(self.parameters()).device)
+
+
+class NetworkStack(nn.Module):
+    """M stand-alone networks of any registered space with the interface of :class:`StackedNB201`, run one after
+    the other (spaces whose networks differ in width cannot share grouped ops).
+
+    Args:
+        space (str or SearchSpace): a space whose supernet spec has a ``network`` constructor.
+        archs (LongTensor[M, space.width]), seeds (list of M ints): network m is built right after seeding the CPU
+            generator with ``seeds[m]``.
+        num_classes, in_channels, **options: the network's options (those of the space's supernet spec).
+
+    ``forward(x)``: x [B, M, in_channels, H, W] (network m's minibatch at ``x[:, m]``) or [B, in_channels, H, W]
+    (one minibatch for every network) -> logits [B, M, num_classes].
+    """
+
+    def __init__(self, space, archs, seeds, num_classes: int = 10, in_channels: int = 1, **options):
+        super().__init__()
+        from rdnas.spaces import get_space
+        from rdnas.supernet import supernet_spec
+
+        self.space = get_space(space)
+        spec = supernet_spec(self.space)
+        if spec.network is None:
+            raise ValueError(f"rdnas.minibench.NetworkStack: the {self.space.name} supernet spec has no network "
+                             "constructor")
+        archs = self.space.validate(archs)
+        seeds = [int(s) for s in seeds]
+        if len(archs) != len(seeds) or not len(archs):
+            raise ValueError(f"rdnas.minibench.NetworkStack: archs and seeds must be non-empty and of equal length, "
+                             f"got {len(archs)} architectures and {len(seeds)} seeds")
+        networks = []
+        for arch, seed in zip(archs, seeds):
+            with torch.random.fork_rng(devices=[]):
+                torch.random.default_generator.manual_seed(seed)
+                networks.append(spec.network(arch, num_classes=num_classes, in_channels=in_channels, **options))
+        self.networks = nn.ModuleList(networks)
+        self.num_networks = len(networks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 5:
+            return torch.stack([net(x[:, m]) for m, net in enumerate(self.networks)], dim=1)
+        return torch.stack([net(x) for net in self.networks], dim=1)

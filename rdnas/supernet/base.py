@@ -35,6 +35,8 @@ class SupernetSpec:
         summary (str): one line for ``--help`` and reports.
         check_image_size (callable, optional): ``check_image_size(side, options)`` raises ValueError when the
             network cannot take square inputs of ``side`` pixels with these options.
+        network (callable, optional): ``network(arch, num_classes=..., in_channels=..., **options) -> nn.Module``,
+            one architecture as a freshly initialised stand-alone network (mini-benchmark builds).
     """
 
     space: str
@@ -42,6 +44,7 @@ class SupernetSpec:
     options: tuple[str, ...]
     summary: str = ""
     check_image_size: Callable[[int, dict], None] | None = None
+    network: Callable[..., nn.Module] | None = None
 
 
 _SUPERNETS: dict[str, SupernetSpec] = {}
