@@ -349,10 +349,7 @@ def run_arch(args) -> int:
 
     space = get_space(args.space)
     archs = torch.cat([space.from_string(code).unsqueeze(0) for code in args.codes])
-    if space.name == "nb201":
-        costs = _nb201_costs(archs)
-    else:
-        costs = {name: values.tolist() for name, values in space.cost(archs).items()}
+    costs = {name: values.tolist() for name, values in space.cost(archs).items()}
     for k, arch in enumerate(archs):
         line = {"arch": space.to_string(arch)}
         line.update({name: _plain_number(values[k]) for name, values in costs.items()})
@@ -362,20 +359,6 @@ def run_arch(args) -> int:
 
 def _plain_number(value: float):
     return int(value) if float(value).is_integer() else value
-
-
-def _nb201_costs(archs) -> dict:
-    """NB201's costs as the benchmark counts them: FLOPs and parameters of the CIFAR-10 network
-    (C=16, N=5, 32x32), and PyTorch's trainable parameter count of that network."""
-    from rdnas.proxies import flops, params, scoring_supernet
-    from rdnas.supernet import NB201Network
-
-    supernet = scoring_supernet(channels=16, cells_per_stage=5, num_classes=10, in_channels=3)
-    cells = [tuple(a) for a in archs.tolist()]
-    trainable = [sum(p.numel() for p in NB201Network(cell, channels=16, cells_per_stage=5).parameters())
-                 for cell in cells]
-    return {"params": params(supernet, cells).tolist(), "flops": flops(supernet, cells).tolist(),
-            "trainable_params": trainable}
 
 
 def _load_supernet(checkpoint, device):

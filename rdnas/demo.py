@@ -2,7 +2,8 @@
 
 1. Ground truth: the shipped digits mini-benchmark (or ``--gt``).
 2. Zero-cost proxies score the benchmark's architectures at initialisation; their rank consistency is reported.
-3. The teacher (``--teacher``, default synflow) scores the whole space (15,625 cells) and is split into groups.
+3. The teacher (``--teacher``, default synflow) scores the whole space (15,625 cells) and is split into groups
+   (``--space resnet48``: FLOPs over a seeded reference sample of 10,000 codes, groups at its quantiles).
 4. Two supernets train with the same budget (K subnets per step, same epochs, optimiser and data): SPOS with K
    paths and no ranking loss, and RD-NAS (margin subnet sampler, group-distance margins, fused pairwise loss).
 5. Each supernet ranks the benchmark's architectures by supernet accuracy (BN recalibrated per subnet) every few
@@ -19,9 +20,10 @@ import numpy as np
 
 from rdnas.pipeline import (PipelineConfig, build_teacher, load_ground_truth, rank_quality, score_proxies,
                             train_and_rank)
-from rdnas.spaces import nb201
+from rdnas.spaces import get_space
 
 METHOD_LABELS = {"spos": "SPOS", "rdnas": "RD-NAS"}
+RESNET48_PROXIES = "flops,params,synflow,logsynflow,snip,grad_norm,naswot,zen,jacov,l2_norm"
 
 
 def finite_for_ranking(scores: np.ndarray) -> np.ndarray:
@@ -36,9 +38,10 @@ def _proxy_reports(config, archs, truth) -> dict:
     names = [n.strip() for n in config.proxies.split(",") if n.strip()]
     table = score_proxies(config, names, archs=archs)
     reports = {}
-    # score_space returns rows in enumeration order; align them with the ground-truth order
-    position = {int(i): k for k, i in enumerate(table.indices.tolist())}
-    order = [position[nb201.enumeration_index(tuple(a))] for a in archs.tolist()]
+    # score_space may return rows in another order (NB201: enumeration order); align them with the ground truth's
+    space = get_space(config.space)
+    position = {arch: k for k, arch in enumerate(table.archs)}
+    order = [position[space.to_string(a)] for a in archs]
     for name in names:
         scores = np.asarray(table.column(name))[order]
         reports[name] = rank_quality(finite_for_ranking(scores), truth, config.gt_column)
@@ -58,8 +61,9 @@ def run_demo(config: PipelineConfig, seed: int = 0, progress: bool = True) -> di
     proxies = _proxy_reports(config, archs, truth)
     say(f"[{time.perf_counter() - started:5.0f} s] zero-cost proxies scored on those architectures")
     teacher = build_teacher(config, progress=False)
-    say(f"[{time.perf_counter() - started:5.0f} s] teacher {teacher.name}: all {len(teacher.scores)} architectures, "
-        f"{teacher.num_groups} groups")
+    scope = "all" if get_space(config.space).enumerable else "a reference sample of"
+    say(f"[{time.perf_counter() - started:5.0f} s] teacher {teacher.name}: {scope} {len(teacher.scores)} "
+        f"architectures, {teacher.num_groups} groups")
     runs = {}
     for method in ("spos", "rdnas"):
         runs[method] = train_and_rank(config, method, seed, archs, truth, teacher=teacher, progress=False,
@@ -134,7 +138,11 @@ def format_report(report: dict) -> str:
 
 
 def add_arguments(parser) -> None:
+    from rdnas.spaces import space_names
+
     defaults = PipelineConfig()
+    parser.add_argument("--space", choices=list(space_names()), default="nb201",
+                        help="search space (default nb201); resnet48 runs against its shipped digits mini-benchmark")
     parser.add_argument("--out", default=defaults.out_dir, help=f"output folder (default {defaults.out_dir})")
     parser.add_argument("--data", default=defaults.data,
                         help="digits (default; the shipped mini-benchmark) or cifar10:<dir> with --gt")
@@ -143,8 +151,9 @@ def add_arguments(parser) -> None:
                         "cifar10_valid_acc with --data cifar10:...)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--paths", type=int, default=defaults.paths_per_step, help="K subnets per step (both methods)")
-    parser.add_argument("--teacher", default=defaults.teacher_proxies,
-                        help=f"teacher proxies, rank-averaged (default {defaults.teacher_proxies})")
+    parser.add_argument("--teacher", default=None,
+                        help=f"teacher proxies, rank-averaged (default {defaults.teacher_proxies}; resnet48: flops, "
+                        "from its cost model, as the RD-NAS authors ran it)")
     parser.add_argument("--groups", type=int, default=defaults.groups)
     parser.add_argument("--margin", type=float, default=defaults.margin)
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
@@ -154,9 +163,13 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    config = PipelineConfig(out_dir=args.out, data=args.data, gt=args.gt, epochs=args.epochs,
-                            paths_per_step=args.paths, teacher_proxies=args.teacher, groups=args.groups,
-                            margin=args.margin, eval_every=args.eval_every, device=args.device)
+    config = PipelineConfig(space=args.space, out_dir=args.out, data=args.data, gt=args.gt, epochs=args.epochs,
+                            paths_per_step=args.paths, groups=args.groups, margin=args.margin,
+                            eval_every=args.eval_every, device=args.device)
+    if args.space != "nb201":
+        config.teacher_proxies, config.proxies = "flops", RESNET48_PROXIES
+    if args.teacher:
+        config.teacher_proxies = args.teacher
     if args.data != "digits":
         if not args.gt:
             raise SystemExit("rdnas demo: --data other than digits needs --gt (a ground-truth table for that data)")

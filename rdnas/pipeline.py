@@ -2,7 +2,8 @@
 
 On the embedded default (scikit-learn's digits, the macro network of the shipped mini-benchmark: C=8, N=1, 8x8
 images) the whole pipeline runs in minutes on two CPU cores; with ``data="cifar10:<dir>"`` and a NAS-Bench-201
-ground-truth table it runs the paper's setting. ``rdnas demo`` and ``benchmarks/rdnas_experiments.py`` are thin
+ground-truth table it runs the paper's setting. ``space="resnet48"`` runs it in the ResNet48 space against its
+shipped digits mini-benchmark (small stem, widths / 8), with a teacher over a seeded reference sample. ``rdnas demo`` and ``benchmarks/rdnas_experiments.py`` are thin
 layers over these functions.
 """
 
@@ -18,24 +19,27 @@ from rdnas.data import DeviceBatches
 from rdnas.proxies import Minibatch, score_space, scoring_supernet
 from rdnas.rank import GroundTruth, rank_report, recalibrated_accuracy_fn
 from rdnas.rank.metrics import UndefinedRankCorrelation
-from rdnas.train import OneShotTrainer, Teacher, TrainConfig, load_data
+from rdnas.spaces import get_space
+from rdnas.train import OneShotTrainer, Teacher, TrainConfig, load_data, make_teacher
 
-SHIPPED_TABLE = "nb201_digits.csv"
 
-
-def shipped_benchmark() -> Path:
-    """The mini-benchmark shipped with rdnas (``rdnas bench build`` output; see its README section)."""
-    return Path(str(resources.files("rdnas.minibench") / "data" / SHIPPED_TABLE))
+def shipped_benchmark(space: str = "nb201") -> Path:
+    """The digits mini-benchmark of ``space`` shipped with rdnas (``rdnas bench build`` output; see its README
+    section): ``<space>_digits.csv`` in ``rdnas/minibench/data``."""
+    return Path(str(resources.files("rdnas.minibench") / "data" / f"{get_space(space).name}_digits.csv"))
 
 
 @dataclass
 class PipelineConfig:
     """One pipeline run: data, macro network, training budget, RD-NAS settings, evaluation."""
 
+    space: str = "nb201"
     data: str = "digits"
     image_size: int = 8
-    channels: int = 8
-    cells_per_stage: int = 1
+    channels: int = 8  # nb201
+    cells_per_stage: int = 1  # nb201
+    resnet_stem: str = "small"  # resnet48
+    width_divisor: int = 8  # resnet48
     gt: str = ""  # ground-truth table; "" = the shipped digits mini-benchmark
     gt_column: str = "digits_valid_acc"
     epochs: int = 30
@@ -60,8 +64,10 @@ class PipelineConfig:
 
     def train_config(self, method: str, seed: int, out_dir, **overrides) -> TrainConfig:
         """The TrainConfig of one supernet run of this pipeline."""
-        values = dict(data=self.data, image_size=self.image_size, epochs=self.epochs, batch_size=self.batch_size,
-                      lr=self.lr, channels=self.channels, cells_per_stage=self.cells_per_stage, seed=seed,
+        values = dict(space=self.space, data=self.data, image_size=self.image_size, epochs=self.epochs,
+                      batch_size=self.batch_size, lr=self.lr, channels=self.channels,
+                      cells_per_stage=self.cells_per_stage, resnet_stem=self.resnet_stem,
+                      width_divisor=self.width_divisor, teacher_proxies=self.teacher_proxies, seed=seed,
                       device=self.device, out_dir=str(out_dir), method=method, groups=self.groups,
                       margin=self.margin, margin_mode=self.margin_mode, sampler=self.sampler,
                       rank_schedule=self.rank_schedule, rank_weight=self.rank_weight,
@@ -71,8 +77,8 @@ class PipelineConfig:
 
 
 def load_ground_truth(config: PipelineConfig) -> tuple[GroundTruth, torch.Tensor, np.ndarray]:
-    """(table, architectures LongTensor[A, 6], ground truth float64 [A]) of the evaluation set."""
-    table = GroundTruth.load(config.gt or shipped_benchmark())
+    """(table, architectures LongTensor[A, space.width], ground truth float64 [A]) of the evaluation set."""
+    table = GroundTruth.load(config.gt or shipped_benchmark(config.space), config.space)
     if config.gt_column not in table.columns:
         raise ValueError(f"rdnas.pipeline: the ground-truth table has no column {config.gt_column!r}; columns: "
                          f"{sorted(table.columns)}")
@@ -104,9 +110,11 @@ def score_proxies(config: PipelineConfig, names, archs=None, out=None, progress:
                        progress=progress)
 
 
-def build_teacher(config: PipelineConfig, progress: bool = False) -> Teacher:
-    """The teacher over the whole space from ``config.teacher_proxies`` (cached as a resumable score table in
-    ``out_dir``)."""
+def build_teacher(config: PipelineConfig, progress: bool = False):
+    """The teacher from ``config.teacher_proxies``: over the whole space where it is enumerable (cached as a
+    resumable score table in ``out_dir``), otherwise a SampledTeacher (:func:`rdnas.train.make_teacher`)."""
+    if not get_space(config.space).enumerable:
+        return make_teacher(config.train_config("rdnas", 0, config.out_dir))
     names = [n.strip() for n in config.teacher_proxies.split(",")]
     out = Path(config.out_dir) / f"teacher_{'_'.join(names)}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)

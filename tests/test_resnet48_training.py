@@ -101,8 +101,16 @@ def test_teacher_tables_are_for_enumerable_spaces():
 def test_cost_scorer_refuses_unknown_costs_and_spaces_without_a_cost_model():
     with pytest.raises(ValueError, match="has params, trainable_params, flops, not 'zen'"):
         cost_scorer("resnet48", "zen")
-    with pytest.raises(ValueError, match="no network-free cost model"):
-        cost_scorer("nb201", "flops")
+    with pytest.raises(ValueError, match="one cost to score with"):
+        cost_scorer("resnet48", "flops,params")
+
+
+def test_arch_command_prints_the_nb201_benchmark_counts(capsys):
+    cell = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    assert main(["arch", cell]) == 0
+    # nb201_gt.csv: params_M_cifar10 1.288506, flops_M_cifar10 184.730250 for this cell (official index 9930)
+    assert json.loads(capsys.readouterr().out) == {"arch": cell, "params": 1288506, "trainable_params": 1288506,
+                                                    "flops": 184730250}
 
 
 def test_arch_command_prints_the_competition_costs(capsys):

@@ -110,7 +110,7 @@ def l2_norm(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch | 
 
 
 def cost_scorer(space, proxies):
-    """A teacher scorer from a space's network-free cost model (:meth:`rdnas.spaces.SearchSpace.cost`).
+    """A teacher scorer from a space's cost model (:meth:`rdnas.spaces.SearchSpace.cost`).
 
     Args:
         space (str or SearchSpace): e.g. ``"resnet48"`` (its cost model follows the CVPR 2022 Track 1

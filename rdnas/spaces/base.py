@@ -97,10 +97,10 @@ class SearchSpace(ABC):
         return torch.zeros(len(self.validate(archs)), dtype=torch.bool)
 
     def cost(self, archs) -> dict[str, Tensor]:
-        """A network-free cost model: ``{"params": Tensor[K], "flops": Tensor[K], ...}`` float64 for
-        LongTensor[K, width] (the conventions are the space's: see its docstring). Optional."""
-        raise NotImplementedError(f"rdnas.spaces.{self.name}: the space has no network-free cost model (its "
-                                  "flops / params proxies are measured on a supernet: rdnas.proxies)")
+        """The space's cost model, computed from the architecture alone (no training, no data):
+        ``{"params": Tensor[K], "trainable_params": Tensor[K], "flops": Tensor[K]}`` float64 for
+        LongTensor[K, width], in the conventions of the space's reference network (see its docstring). Optional."""
+        raise NotImplementedError(f"rdnas.spaces.{self.name}: the space has no cost model")
 
     def hamming(self, first, second) -> Tensor:
         """Positions at which two sets of architectures differ: LongTensor[K, width] x2 -> LongTensor[K]."""

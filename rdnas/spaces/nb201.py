@@ -283,5 +283,16 @@ class NB201Space(base.SearchSpace):
     def is_trivial(self, archs) -> Tensor:
         return ~connected(self.validate(archs))
 
+    def cost(self, archs) -> dict[str, Tensor]:
+        """The benchmark's own counts for its CIFAR-10 network (C=16, N=5, 32x32, 10 classes): ``flops`` (Conv2d
+        and Linear multiply-accumulates, every non-``none`` edge included) and ``params`` = ``trainable_params``
+        (the table's ``flops_M`` and ``params_M`` times 1e6), float64 Tensor[K]."""
+        from rdnas.proxies import flops, params, scoring_supernet
+
+        supernet = scoring_supernet(channels=16, cells_per_stage=5, num_classes=10, in_channels=3)
+        cells = [tuple(a) for a in self.validate(archs).tolist()]
+        count = params(supernet, cells)
+        return {"params": count, "trainable_params": count.clone(), "flops": flops(supernet, cells)}
+
 
 SPACE = NB201Space()
