@@ -1,4 +1,4 @@
-"""SPOS vs RD-NAS vs the baselines at equal budget on the shipped digits mini-benchmark, and the ablations.
+"""SPOS vs RD-NAS vs the baselines at equal budget on the shipped digits mini-benchmarks, and the ablations.
 
 Every run is one supernet trained with :mod:`rdnas.pipeline` (30 epochs, batch 64, the benchmark's macro network)
 and evaluated by supernet accuracy (BN recalibrated per subnet) on all the benchmark's architectures. A run's
@@ -8,7 +8,14 @@ result is one JSON file, so the script resumes: finished runs are skipped.
     OMP_NUM_THREADS=1 python benchmarks/rdnas_experiments.py run --suite main --seeds 3,4,5,6 \
         --only "SPOS (K=4)" --only "RD-NAS (K=4)"
     OMP_NUM_THREADS=1 python benchmarks/rdnas_experiments.py run --suite ablations --seeds 0,1,2
+    OMP_NUM_THREADS=1 python benchmarks/rdnas_experiments.py run --suite resnet48 --seeds 0,1,2,3,4
     python benchmarks/rdnas_experiments.py report     # Markdown table + benchmarks/results/rdnas_experiments.json
+
+Suites ``main`` and ``ablations`` run in the NB201 space against ``nb201_digits.csv``; suite ``resnet48`` in the
+ResNet48 space (small stem, widths / 8) against ``resnet48_digits.csv``: SPOS, sandwich with in-place
+distillation, RD-NAS as its authors ran it in this space (sandwich subnets, FLOPs teacher, hinge with zero margin
+on the random subnets' pairs, lambda = min(2, epoch / 10)) and RD-NAS with rdnas's margin subnet sampler
+(groups from FLOPs quantiles of a seeded reference sample, group-distance margins).
 
 The bootstrap interval resamples the architectures (the seed-mean tau of each resample); the Welch t-test
 compares a method's per-seed taus with SPOS (K=4)'s.
@@ -62,9 +69,20 @@ ABLATIONS = {  # in the order they run (most informative first)
     "teacher: synflow+jacov": ("rdnas", {"teacher_proxies": "synflow,jacov"}),
     "teacher: random scores (control)": ("rdnas", {"random_teacher": True}),
 }
-SUITES = {"main": MAIN, "ablations": ABLATIONS}
+RESNET48 = {
+    "ResNet48 SPOS (K=4)": ("spos", {"paths_per_step": 4}),
+    "ResNet48 sandwich + in-place distillation (K=4)": ("sandwich", {"distill": True}),
+    "ResNet48 RD-NAS, authors' form (K=4)": ("rdnas", {"sampler": "sandwich", "distill": True, "margin_mode": "none",
+                                                      "rank_schedule": "warmup"}),
+    "ResNet48 RD-NAS, margin sampler (K=4)": ("rdnas", {}),
+}
+SUITES = {"main": MAIN, "ablations": ABLATIONS, "resnet48": RESNET48}
+SUITE_SPACE = {"main": "nb201", "ablations": "nb201", "resnet48": "resnet48"}
+BASELINE = {"main": ("main", "SPOS (K=4)"), "ablations": ("main", "SPOS (K=4)"),
+            "resnet48": ("resnet48", "ResNet48 SPOS (K=4)")}
 PIPELINE_FIELDS = {"teacher_proxies", "groups", "margin", "margin_mode", "sampler", "rank_schedule", "rank_weight",
                    "paths_per_step"}
+TRAIN_ONLY_FIELDS = {"distill"}  # TrainConfig fields the pipeline passes through
 
 
 def slug(name: str) -> str:
@@ -72,7 +90,9 @@ def slug(name: str) -> str:
 
 
 def run(suite: str, seeds: list[int], epochs: int, only=None) -> None:
-    base = PipelineConfig(out_dir=str(WORK), epochs=epochs, eval_every=10)
+    space = SUITE_SPACE[suite]
+    base = PipelineConfig(space=space, out_dir=str(WORK), epochs=epochs, eval_every=10,
+                          teacher_proxies="synflow" if space == "nb201" else "flops")
     _, archs, truth = load_ground_truth(base)
     teachers = {}
     for name, (method, overrides) in SUITES[suite].items():
@@ -95,7 +115,8 @@ def run(suite: str, seeds: list[int], epochs: int, only=None) -> None:
             config.out_dir = str(WORK / slug(name))
             start = time.perf_counter()
             result = train_and_rank(config, method, seed, archs, truth, teacher=teacher,
-                                    paths_per_step=overrides.get("paths_per_step", 4 if method != "fairnas" else 5))
+                                    paths_per_step=overrides.get("paths_per_step", 4 if method != "fairnas" else 5),
+                                    **{k: v for k, v in overrides.items() if k in TRAIN_ONLY_FIELDS})
             result.update(name=name, suite=suite, truth=truth.tolist())
             RUNS.mkdir(parents=True, exist_ok=True)
             write_text_atomic(path, json.dumps(result))
@@ -122,15 +143,17 @@ def report() -> int:
         print("no runs yet: run `python benchmarks/rdnas_experiments.py run --suite main` first", file=sys.stderr)
         return 1
     summary = []
-    for suite in ("main", "ablations"):
+    for suite in SUITES:
         names = [n for n in SUITES[suite] if (suite, n) in rows]
         if not names:
             continue
         print(f"\n### {suite}\n")
-        print("| method | seeds | Kendall tau, mean ± std | 95 % bootstrap CI | vs SPOS (K=4): difference, Welch p | "
+        baseline_name = BASELINE[suite][1]
+        print(f"| method | seeds | Kendall tau, mean ± std | 95 % bootstrap CI | vs {baseline_name}: difference, "
+              "Welch p | "
               "Spearman rho | P@top-10% | seconds per run |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
-        baseline = [r["report"]["kendall_tau"] for r in rows.get(("main", "SPOS (K=4)"), [])]
+        baseline = [r["report"]["kendall_tau"] for r in rows.get(BASELINE[suite], [])]
         for name in names:
             results = sorted(rows[(suite, name)], key=lambda r: r["seed"])
             truth = np.asarray(results[0]["truth"])
@@ -147,9 +170,10 @@ def report() -> int:
                      "precision_at_top_10pct_mean": float(p10), "seconds_mean": float(seconds),
                      "num_archs": len(truth)}
             versus = "-"
-            if baseline and name != "SPOS (K=4)" and len(taus) >= 2 and len(baseline) >= 2:
+            if baseline and name != baseline_name and len(taus) >= 2 and len(baseline) >= 2:
                 p_value = float(ttest_ind(taus, baseline, equal_var=False).pvalue)
-                entry["vs_spos_k4"] = {"difference": float(np.mean(taus) - np.mean(baseline)), "welch_p": p_value}
+                entry["vs_spos_k4"] = {"baseline": baseline_name, "welch_p": p_value,
+                                       "difference": float(np.mean(taus) - np.mean(baseline))}
                 versus = f"{np.mean(taus) - np.mean(baseline):+.3f}, p = {p_value:.2f}"
             summary.append(entry)
             print(f"| {name} | {len(taus)} | {np.mean(taus):.3f} ± {np.std(taus):.3f} | {low:.3f}..{high:.3f} | "
