@@ -21,6 +21,16 @@ from rdnas.proxies.probes import SubnetRows, hooks_removed
 from rdnas.supernet import BNStatistics, NB201Supernet
 
 
+def relu_code_agreement(x: Tensor, images: int) -> Tensor:
+    """NASWOT's kernel term of one ReLU: C C^T + (1 - C)(1 - C)^T, C the binary codes (x > 0) of each image's
+    features. ``x``: Tensor[G * images, ...], the ReLU's input for G groups of ``images`` rows (G subnets, or 1 for
+    a plain network). Returns Tensor[G, images, images] in x's float type (exact integers: the number of
+    features on which two images agree)."""
+    signs = torch.where(x > 0, 1.0, -1.0).reshape(-1, images, x[0].numel())  # [G, B, F]
+    return torch.baddbmm(torch.full((), float(signs.shape[2]), device=x.device), signs,
+                         signs.transpose(1, 2)).mul_(0.5)  # = (S S^T + F) / 2 = C C^T + (1-C)(1-C)^T
+
+
 @torch.no_grad()
 def naswot_kernels(supernet: NB201Supernet, archs: list[tuple], inputs: Tensor) -> Tensor:
     """NASWOT's kernel per architecture: K = sum over ReLU layers of C C^T + (1 - C)(1 - C)^T, C the binary
@@ -30,10 +40,7 @@ def naswot_kernels(supernet: NB201Supernet, archs: list[tuple], inputs: Tensor) 
     with SubnetRows(supernet, k, b) as subnet_rows:
         def on_relu(module, args):
             x = args[0]
-            signs = torch.where(x > 0, 1.0, -1.0).reshape(-1, b, x[0].numel())  # [G, B, F]; C C^T + (1-C)(1-C)^T
-            agreement = torch.baddbmm(torch.full((), float(signs.shape[2]), device=x.device), signs,
-                                      signs.transpose(1, 2)).mul_(0.5)       # = (S S^T + F) / 2, exact integers
-            kernels.index_add_(0, subnet_rows.subnets(x.device), agreement.double())
+            kernels.index_add_(0, subnet_rows.subnets(x.device), relu_code_agreement(x, b).double())
 
         with hooks_removed([m.register_forward_pre_hook(on_relu) for m in supernet.modules()
                             if isinstance(m, nn.ReLU)]):
@@ -62,13 +69,15 @@ def naswot(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch,
     return scores_with_disconnected_last(archs, connected)
 
 
-def _gaussian_copy(supernet: NB201Supernet, seed: int) -> NB201Supernet:
+def gaussian_copy(supernet: nn.Module, seed: int) -> nn.Module:
     """Zen-NAS's network_weight_gaussian_init on a copy: Conv2d/Linear weights N(0, 1), biases 0, BN 1 / 0
     (made once per supernet state and seed)."""
-    return derived_copy(supernet, ("gaussian", seed), lambda source: _gaussian_initialised(source, seed))
+    return derived_copy(supernet, ("gaussian", seed), lambda source: gaussian_initialised(source, seed))
 
 
-def _gaussian_initialised(supernet: NB201Supernet, seed: int) -> NB201Supernet:
+def gaussian_initialised(supernet: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``supernet`` (any module) re-initialised as :func:`gaussian_copy` says, with its parameters not
+    requiring gradients (channels_last on the CPU)."""
     net = copy.deepcopy(supernet)
     if next(net.parameters()).device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)  # see scoring_copy_on_cpu: oneDNN's faster layout
@@ -83,6 +92,23 @@ def _gaussian_initialised(supernet: NB201Supernet, seed: int) -> NB201Supernet:
                 module.weight.fill_(1.0)
                 module.bias.zero_()
     return net.requires_grad_(False)
+
+
+def zen_inputs(shape: tuple, mixup_gamma: float, seed: int, device, dtype) -> tuple[Tensor, Tensor]:
+    """Zen-score's two inputs of ``shape`` (B, C, H, W): x ~ N(0, 1) and x + mixup_gamma * x2, x2 ~ N(0, 1), drawn
+    in float32 on the CPU from a generator seeded with ``seed + 1`` (the same for every architecture and dtype),
+    then moved to ``device`` and ``dtype``."""
+    generator = torch.Generator(device="cpu").manual_seed(seed + 1)  # drawn in float32 whatever the network's dtype
+    first = torch.randn(shape, generator=generator).to(device, dtype)
+    mixed = first + mixup_gamma * torch.randn(shape, generator=generator).to(device, dtype)
+    return first, mixed
+
+
+def zen_running_variance(first: Tensor, mixed: Tensor, unbiased: float = 1.0) -> Tensor:
+    """The running variance [..., C] float64 a BN layer holds after Zen-score's two training-mode passes (momentum
+    0.1, starting from 1), given each pass's batch variance [..., C] times ``unbiased`` (n / (n - 1) for biased
+    variances of n values per channel; 1 for unbiased ones)."""
+    return 0.9 * (0.9 + 0.1 * first.double() * unbiased) + 0.1 * mixed.double() * unbiased
 
 
 @torch.no_grad()
@@ -115,14 +141,12 @@ def zen(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch | None
             per pass in channels_last is fastest: 2.5 s per 8 cells against 6.3 s for 8 cells per pass (one
             thread; the per-subnet BN of a K-cell pass reorders every activation).
     """
-    net = _gaussian_copy(supernet, seed)
+    net = gaussian_copy(supernet, seed)
     shape = minibatch.inputs.shape if minibatch is not None else (64, supernet.config["in_channels"], 32, 32)
     parameter = next(net.parameters())
     device, dtype = parameter.device, parameter.dtype
     archs_per_pass = default_archs_per_pass(archs_per_pass, device, 1, 64)
-    generator = torch.Generator(device="cpu").manual_seed(seed + 1)  # drawn in float32 whatever the network's dtype
-    first = torch.randn(shape, generator=generator).to(device, dtype)
-    mixed = first + mixup_gamma * torch.randn(shape, generator=generator).to(device, dtype)
+    first, mixed = zen_inputs(shape, mixup_gamma, seed, device, dtype)
     bn_layers = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
 
     def connected(kept):
@@ -139,7 +163,7 @@ def zen(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch | None
                 count, _, var_first = recorded
                 _, _, var_mixed = stats_mixed.recorded(layer)
                 unbiased = sizes[layer] / (sizes[layer] - 1)
-                running = 0.9 * (0.9 + 0.1 * var_first.double() * unbiased) + 0.1 * var_mixed.double() * unbiased
+                running = zen_running_variance(var_first, var_mixed, unbiased)
                 log_bn += torch.where(count > 0, 0.5 * running.mean(1).log(), 0.0)
             parts.append((change.log() + log_bn).cpu())
         return torch.cat(parts)
@@ -157,17 +181,24 @@ def jacov(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, eps
     network, batch = scoring_copy_on_cpu(supernet, minibatch)
 
     def one(arch):
-        x = batch.inputs.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
-        (grad,) = torch.autograd.grad(network(x, arch).sum(), x)
-        jacobian = grad.reshape(len(x), -1).double().cpu().numpy()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            correlations = np.corrcoef(jacobian)
-        if not np.isfinite(correlations).all():
-            return float("-inf")
-        eigenvalues = np.linalg.eigvalsh(correlations)
-        return float(-np.sum(np.log(eigenvalues + epsilon) + 1.0 / (eigenvalues + epsilon)))
+        return jacov_of_logits(lambda x: network(x, arch), batch.inputs, epsilon)
 
     cache = plan_cache("jacov", supernet, parameter_state(supernet), minibatch, epsilon)
     with network_state_restored(network, training=True):
         return scores_with_disconnected_last(
             archs, lambda kept: torch.tensor([one(a) for a in kept], dtype=torch.float64), cache)
+
+
+def jacov_of_logits(logits_of, inputs: Tensor, epsilon: float = 1e-5) -> float:
+    """jacob_cov of one network: ``logits_of(x Tensor[B, C, H, W]) -> Tensor[B, classes]`` runs it on a copy of
+    ``inputs`` that requires grad; J = d(sum of logits)/dx, one row per image; -sum(log(v + epsilon) +
+    1 / (v + epsilon)) over the eigenvalues v of corrcoef(J), or -inf where that matrix is not finite."""
+    x = inputs.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
+    (grad,) = torch.autograd.grad(logits_of(x).sum(), x)
+    jacobian = grad.reshape(len(x), -1).double().cpu().numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        correlations = np.corrcoef(jacobian)
+    if not np.isfinite(correlations).all():
+        return float("-inf")
+    eigenvalues = np.linalg.eigvalsh(correlations)
+    return float(-np.sum(np.log(eigenvalues + epsilon) + 1.0 / (eigenvalues + epsilon)))

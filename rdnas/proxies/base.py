@@ -1,8 +1,11 @@
 """What every zero-cost proxy shares: the minibatch, the proxy record and registry, the scoring supernet.
 
 A proxy scores K architectures of a search space with one weight-sharing supernet at initialisation:
-``proxy.score(supernet, archs, minibatch) -> Tensor[K]`` (float64, higher = predicted better). No network is built
-per architecture; a proxy marked ``batched`` also runs several architectures in one pass.
+``proxy.score(supernet, archs, minibatch) -> Tensor[K]`` (float64, higher = predicted better). On a supernet with
+a fused path (:func:`fused_path`: NB201's) no network is built per architecture, and a proxy marked ``batched``
+also runs several architectures in one pass. Any other space's supernet is scored through
+:mod:`rdnas.proxies.network`: each architecture is exported (``supernet.export(arch)``) and the plain network is
+scored (``archs``: LongTensor[K, space.width]); :func:`register` wraps every proxy with that dispatch.
 
 Disconnected architectures (no input-to-output path in the cell; the benchmark trains them to 10 %) score
 ``-inf`` under every proxy except ``flops`` and ``params``, which report the cost of the network as the benchmark
@@ -11,6 +14,7 @@ builds it. ``-inf`` ranks them last, below every connected architecture.
 
 import contextlib
 import copy
+import functools
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from rdnas.spaces import nb201
-from rdnas.supernet import NB201Supernet, cell_plan
+from rdnas.supernet import NB201Supernet, build_supernet, cell_plan
 
 INITS = ("pytorch", "kaiming_normal")
 
@@ -82,12 +86,32 @@ class Proxy:
 PROXIES: dict[str, Proxy] = {}
 
 
-def register(name: str, *, needs_data: bool, batched: bool, summary: str, family: Callable[..., dict] | None = None):
-    """Decorator: adds a scoring function to :data:`PROXIES` under ``name`` (``family``: see :class:`Proxy`)."""
+def fused_path(supernet: nn.Module) -> bool:
+    """Whether the proxies' fused implementations (cell plans, K-subnet passes, per-op tables) apply to
+    ``supernet``: NB201's supernet and its exported networks. Every other supernet is scored by exporting each
+    architecture (:func:`rdnas.proxies.network.score_exported`)."""
+    return isinstance(supernet, NB201Supernet)
 
-    def add(score):
+
+def register(name: str, *, needs_data: bool, batched: bool, summary: str, family: Callable[..., dict] | None = None):
+    """Decorator: adds a scoring function to :data:`PROXIES` under ``name`` (``family``: see :class:`Proxy`).
+
+    The decorated function is the fused path; what is registered (and returned) calls it where
+    :func:`fused_path` holds and otherwise scores each exported architecture with the plain-network proxy of the
+    same name (:func:`rdnas.proxies.network.score_exported`)."""
+
+    def add(fused):
         if name in PROXIES:
             raise ValueError(f"rdnas.proxies: a proxy named {name!r} is already registered")
+
+        @functools.wraps(fused)
+        def score(supernet, archs, minibatch=None, **options):
+            if fused_path(supernet):
+                return fused(supernet, archs, minibatch, **options)
+            from rdnas.proxies.network import score_exported  # network.py builds on the fused modules' helpers
+
+            return score_exported(name, supernet, archs, minibatch, **options)
+
         PROXIES[name] = Proxy(name, score, needs_data, batched, summary, family)
         return score
 
@@ -102,27 +126,38 @@ def get_proxy(name: str) -> Proxy:
         raise ValueError(f"rdnas.proxies: unknown proxy {name!r}; known proxies: {', '.join(sorted(PROXIES))}") from None
 
 
-def scoring_supernet(num_classes: int = 10, in_channels: int = 3, channels: int = 16, cells_per_stage: int = 5,
-                     init: str = "pytorch", seed: int = 0, device="cpu") -> NB201Supernet:
-    """The NB201 supernet whose initial weights every architecture borrows when it is scored.
+def scoring_supernet(num_classes: int = 10, in_channels: int = 3, channels: int | None = None,
+                     cells_per_stage: int | None = None, init: str = "pytorch", seed: int = 0, device="cpu",
+                     space: str = "nb201", **options) -> nn.Module:
+    """The supernet of ``space`` whose initial weights every architecture borrows when it is scored.
 
     Args:
-        num_classes, in_channels, channels, cells_per_stage: the macro network (benchmark: C=16, N=5).
+        num_classes, in_channels: the classifier's outputs and the images' channels.
+        channels, cells_per_stage: NB201's macro network, C and N (default: the benchmark's, 16 and 5); options of
+            the nb201 supernet, passed on only when given (another space's supernet rejects them by name).
         init (str): "pytorch" (the layers' default initialisation, the NAS-Bench-Suite-Zero protocol) or
             "kaiming_normal" (convolutions Kaiming-normal, fan_out, ReLU gain; BN 1 / 0; linear N(0, 0.01), bias 0:
             the FreeREA protocol behind nb201_zc_proxies.csv).
-        seed (int): the initialisation seed.
+        seed (int): the initialisation seed (the CPU generator is seeded for the build and put back after).
+        space (str): a registered space with a supernet (:func:`rdnas.supernet.build_supernet`), e.g. "nb201" or
+            "resnet48".
+        **options: the space's supernet options (resnet48: ``resnet_stem``, ``width_divisor``,
+            ``bn_track_running_stats``; see its :class:`rdnas.supernet.SupernetSpec`).
     """
     if init not in INITS:
         raise ValueError(f"rdnas.proxies.scoring_supernet: init must be one of {INITS}, got {init!r}")
     for name, value in (("num_classes", num_classes), ("in_channels", in_channels), ("channels", channels),
                         ("cells_per_stage", cells_per_stage)):
+        if name in ("channels", "cells_per_stage") and value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"rdnas.proxies.scoring_supernet: {name} must be a positive integer, got {value!r}")
+    sizes = {name: value for name, value in (("channels", channels), ("cells_per_stage", cells_per_stage))
+             if value is not None}
     generator_state = torch.random.get_rng_state()
     torch.random.default_generator.manual_seed(seed)  # the CPU one only: torch.manual_seed would reseed CUDA's
     try:
-        supernet = NB201Supernet(channels, cells_per_stage, num_classes, in_channels)
+        supernet = build_supernet(space, num_classes=num_classes, in_channels=in_channels, **sizes, **options)
         if init == "kaiming_normal":
             for module in supernet.modules():
                 if isinstance(module, nn.Conv2d):
@@ -133,6 +168,8 @@ def scoring_supernet(num_classes: int = 10, in_channels: int = 3, channels: int 
                 elif isinstance(module, nn.Linear):
                     nn.init.normal_(module.weight, 0.0, 0.01)
                     nn.init.zeros_(module.bias)
+    except ValueError as error:
+        raise ValueError(f"rdnas.proxies.scoring_supernet: {error}") from None
     finally:
         torch.random.set_rng_state(generator_state)
     return supernet.to(device)
@@ -221,7 +258,7 @@ def parameter_state(model: nn.Module) -> tuple:
 _DERIVED_COPIES = weakref.WeakKeyDictionary()  # supernet -> {kind: (parameter state, copy)}
 
 
-def derived_copy(supernet: NB201Supernet, kind, make) -> NB201Supernet:
+def derived_copy(supernet: nn.Module, kind, make) -> nn.Module:
     """``make(supernet)`` (a transformed copy: float64 and linearised, Gaussian re-initialised, ...), made once per
     supernet, ``kind`` and parameter state and reused by every later call, never once per architecture."""
     copies = _DERIVED_COPIES.setdefault(supernet, {})

@@ -13,20 +13,23 @@ running statistics and parameter gradients, so scoring leaves the supernet untou
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from rdnas.ops import sum_abs_product, sum_product, sum_squares
-from rdnas.proxies.base import (Minibatch, conv_and_linear_layers, network_state_restored, parameter_state,
-                                plan_cache, register, scores_with_disconnected_last, scoring_copy_on_cpu)
+from rdnas.proxies.base import (Minibatch, conv_and_linear_layers, fused_path, network_state_restored,
+                                parameter_state, plan_cache, register, scores_with_disconnected_last,
+                                scoring_copy_on_cpu)
 from rdnas.proxies.probes import hooks_removed
 from rdnas.supernet import NB201Supernet
 
 LOSS_GRADIENT_PROXIES = ("snip", "grad_norm", "plain", "fisher")
 
 
-def _one_architecture(supernet: NB201Supernet, arch: tuple, minibatch: Minibatch, layers: list,
+def _one_architecture(supernet: nn.Module, arch: tuple | None, minibatch: Minibatch, layers: list,
                       names: tuple = LOSS_GRADIENT_PROXIES) -> dict:
-    """One forward/backward of the cross-entropy on the minibatch; returns the named proxies of this pass."""
+    """One forward/backward of the cross-entropy on the minibatch; returns the named proxies of this pass.
+    ``supernet(inputs, arch)`` runs the architecture; with ``arch=None``, ``supernet`` is a plain network run as
+    ``supernet(inputs)``. ``layers``: its Conv2d/Linear layers."""
     fisher = torch.zeros((), dtype=torch.float64, device=minibatch.inputs.device)
 
     def on_output(module, args, out):
@@ -44,7 +47,8 @@ def _one_architecture(supernet: NB201Supernet, arch: tuple, minibatch: Minibatch
 
     with hooks_removed([m.register_forward_hook(on_output) for m in layers] if "fisher" in names else []):
         supernet.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(supernet(minibatch.inputs, arch), minibatch.targets)
+        logits = supernet(minibatch.inputs) if arch is None else supernet(minibatch.inputs, arch)
+        loss = F.cross_entropy(logits, minibatch.targets)
         loss.backward()
     weights = [m.weight.detach() for m in layers if m.weight.grad is not None]
     grads = [m.weight.grad for m in layers if m.weight.grad is not None]
@@ -57,6 +61,16 @@ def _one_architecture(supernet: NB201Supernet, arch: tuple, minibatch: Minibatch
     scores = {name: float(reductions[name]()) for name in names}
     supernet.zero_grad(set_to_none=True)
     return scores
+
+
+def checked_loss_gradient_names(where: str, names) -> tuple:
+    """``names`` as a tuple, checked to be a non-empty subset of :data:`LOSS_GRADIENT_PROXIES`."""
+    names = tuple(names)
+    unknown = [name for name in names if name not in LOSS_GRADIENT_PROXIES]
+    if unknown or not names:
+        raise ValueError(f"rdnas.proxies.{where}: names must be a non-empty subset of {LOSS_GRADIENT_PROXIES}, "
+                         f"got {names!r}")
+    return names
 
 
 def loss_gradient_proxies(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch,
@@ -72,13 +86,15 @@ def loss_gradient_proxies(supernet: NB201Supernet, archs: list[tuple], minibatch
       is NAS-Bench-Suite-Zero's: its code broadcasts each channel's value over that channel's weights before
       summing.
 
-    Returns {name: Tensor[K] float64} for the requested names; disconnected architectures get -inf.
+    Returns {name: Tensor[K] float64} for the requested names; disconnected architectures get -inf. A supernet
+    without a fused path (:func:`~rdnas.proxies.base.fused_path`) is scored on each exported architecture
+    (:func:`rdnas.proxies.network.loss_gradient_exported`; ``archs``: LongTensor[K, space.width]).
     """
-    names = tuple(names)
-    unknown = [name for name in names if name not in LOSS_GRADIENT_PROXIES]
-    if unknown or not names:
-        raise ValueError(f"rdnas.proxies.loss_gradient_proxies: names must be a non-empty subset of "
-                         f"{LOSS_GRADIENT_PROXIES}, got {names!r}")
+    names = checked_loss_gradient_names("loss_gradient_proxies", names)
+    if not fused_path(supernet):
+        from rdnas.proxies.network import loss_gradient_exported
+
+        return loss_gradient_exported(supernet, archs, minibatch, names)
     cache = plan_cache("loss_gradient", supernet, parameter_state(supernet), minibatch)
     network, batch = scoring_copy_on_cpu(supernet, minibatch)
     layers = conv_and_linear_layers(network)
@@ -120,22 +136,28 @@ def grasp(supernet: NB201Supernet, archs: list[tuple], minibatch: Minibatch, tem
     score = -sum w * Hg over Conv2d/Linear weights. Logits divided by ``temperature``.
     Tensor[K] float64; disconnected: -inf."""
     network, batch = scoring_copy_on_cpu(supernet, minibatch, torch.contiguous_format)
-    layers = conv_and_linear_layers(network)
-    weights = [m.weight for m in layers]
+    weights = [m.weight for m in conv_and_linear_layers(network)]
 
     def one(arch):
-        # The reference runs two identical forward passes (one for g, one to differentiate); with the same batch
-        # and weights they give the same graph, so one pass with create_graph serves both.
-        loss = F.cross_entropy(network(batch.inputs, arch) / temperature, batch.targets)
-        grads = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
-        used = [k for k, g in enumerate(grads) if g is not None]
-        inner = sum((grads[k].detach() * grads[k]).sum() for k in used)
-        hessian_gradient = torch.autograd.grad(inner, [weights[k] for k in used], allow_unused=True)
-        pairs = [(weights[k].detach(), hg) for k, hg in zip(used, hessian_gradient) if hg is not None]
-        with torch.no_grad():
-            return -float(sum_product([w for w, _ in pairs], [hg for _, hg in pairs]).sum()) if pairs else 0.0
+        return grasp_of_logits(lambda x: network(x, arch), weights, batch, temperature)
 
     cache = plan_cache("grasp", supernet, parameter_state(supernet), minibatch, temperature)
     with network_state_restored(network, training=True):
         return scores_with_disconnected_last(
             archs, lambda kept: torch.tensor([one(a) for a in kept], dtype=torch.float64), cache)
+
+
+def grasp_of_logits(logits_of, weights: list[Tensor], minibatch: Minibatch, temperature: float = 1.0) -> float:
+    """GraSP of one network: ``logits_of(inputs Tensor[B, C, H, W]) -> Tensor[B, classes]`` runs it, ``weights``
+    are its Conv2d/Linear weights (those it does not use are skipped). -sum w * Hg with g = dL/dw and
+    Hg = d(stop_gradient(g) . dL/dw)/dw, L the cross-entropy of the logits divided by ``temperature``."""
+    # The reference runs two identical forward passes (one for g, one to differentiate); with the same batch
+    # and weights they give the same graph, so one pass with create_graph serves both.
+    loss = F.cross_entropy(logits_of(minibatch.inputs) / temperature, minibatch.targets)
+    grads = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
+    used = [k for k, g in enumerate(grads) if g is not None]
+    inner = sum((grads[k].detach() * grads[k]).sum() for k in used)
+    hessian_gradient = torch.autograd.grad(inner, [weights[k] for k in used], allow_unused=True)
+    pairs = [(weights[k].detach(), hg) for k, hg in zip(used, hessian_gradient) if hg is not None]
+    with torch.no_grad():
+        return -float(sum_product([w for w, _ in pairs], [hg for _, hg in pairs]).sum()) if pairs else 0.0

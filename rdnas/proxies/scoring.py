@@ -1,6 +1,7 @@
 """Score a whole search space with zero-cost proxies into a resumable, shardable CSV table.
 
-:func:`score_space` scores every NB201 cell (or a given list) with one supernet's weights at initialisation,
+:func:`score_space` scores every NB201 cell (or a given list; for a space that cannot be enumerated, such as
+resnet48, the list it is given) with one supernet's weights at initialisation,
 chunk by chunk, appending each chunk's rows to the CSV as soon as they exist (flushed and fsynced). A run killed
 at any point and started again with the same arguments continues where the file ends and produces exactly the
 file an uninterrupted run writes. ``shard=(i, n)`` splits the chunks among n processes; :func:`merge_tables`
@@ -8,9 +9,12 @@ joins their files.
 
 The CSV (``index,arch,<proxy>,...``; one row per architecture, rows in increasing ``index``):
 
-- ``index``: the official NB201 index when a ground-truth table gives it (``gt``), otherwise
+- ``index``: NB201: the official index when a ground-truth table gives it (``gt``), otherwise
   :func:`rdnas.spaces.nb201.enumeration_index` (the position in :func:`nb201.all_archs`, NOT the official index).
-- ``arch``: the official architecture string.
+  A space that cannot be enumerated (resnet48): the position of the architecture in the ``archs`` given (its
+  rows keep that order). The column stays so that one reader, resume and merge serve every space; the key that
+  identifies an architecture across tables is ``arch``.
+- ``arch``: the space's string of the architecture (NB201's official string; ResNet48's 52-digit code).
 - one column per proxy, each value written as ``repr(float(v))`` so that reading it back gives the same float64
   bit for bit (``inf``, ``-inf`` and ``nan`` included).
 
@@ -31,10 +35,11 @@ import torch
 from rdnas.atomic_file import prepare_output_file, write_text_atomic
 from rdnas.proxies.base import (Minibatch, Proxy, check_archs, clear_plan_caches, get_proxy, network_state_restored,
                                 scoring_supernet)
-from rdnas.spaces import nb201
-from rdnas.supernet import NB201Supernet
+from torch import nn
 
-SPACES = ("nb201",)
+from rdnas.spaces import get_space, nb201
+
+SPACES = ("nb201", "resnet48")  # the registered spaces with a supernet that score_space can score
 META_SUFFIX = ".meta.json"
 FORMAT_VERSION = 1
 _WHERE = "rdnas.proxies.score_space"
@@ -194,8 +199,46 @@ def _digest_tensors(named) -> str:
     return digest.hexdigest()
 
 
-def _ordered_archs(archs, gt, limit) -> tuple[list[tuple[int, tuple]], str]:
-    """[(index, arch)] in increasing index, and the name of the index."""
+def _positioned_archs(space, archs, gt) -> list[tuple[int, tuple]]:
+    """[(position in archs, arch)] for a space that cannot be enumerated: ``archs`` (LongTensor[K, space.width],
+    a sequence of architectures or of the space's strings) is required and keeps its order."""
+    if archs is None:
+        raise ValueError(f"{_WHERE}: the {space.name} space ({space.size:.3g} architectures) cannot be enumerated; "
+                         f"pass archs, the architectures to score (LongTensor[K, {space.width}] or a list of "
+                         f"{space.name} strings)")
+    if gt is not None:
+        raise ValueError(f"{_WHERE}: gt gives the indices of an enumerable space's table; the {space.name} table's "
+                         "index is the position in archs")
+    try:
+        if isinstance(archs, Sequence) and not isinstance(archs, str) and archs and isinstance(archs[0], str):
+            archs = torch.stack([space.from_string(a) for a in archs]) if archs else archs
+        rows = space.validate(archs)
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"{_WHERE}: archs: {error}") from None
+    entries = [(k, tuple(row)) for k, row in enumerate(rows.tolist())]
+    strings = [space.to_string(rows[k]) for k in range(len(rows))]
+    if len(set(strings)) != len(strings):
+        repeated = next(a for k, a in enumerate(strings) if a in strings[:k])
+        raise ValueError(f"{_WHERE}: archs lists an architecture more than once ({repeated})")
+    return entries
+
+
+def _ordered_archs(space, archs, gt, limit) -> tuple[list[tuple[int, tuple]], str]:
+    """[(index, arch)] in increasing index, and the name of the index: for the enumerable NB201 space the
+    official or enumeration index, for a space that cannot be enumerated the position in ``archs``."""
+    if not space.enumerable:
+        entries, order = _positioned_archs(space, archs, gt), "position"
+    else:
+        entries, order = _nb201_ordered_archs(archs, gt), ("official" if gt is not None else "enumeration")
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"{_WHERE}: limit must be a non-negative integer or None, got {limit!r}")
+        entries = entries[:limit]
+    return entries, order
+
+
+def _nb201_ordered_archs(archs, gt) -> list[tuple[int, tuple]]:
+    """[(official or enumeration index, arch)] of NB201 cells, in increasing index."""
     if gt is not None and not hasattr(gt, "index_of_arch"):
         from rdnas.rank import GroundTruth
 
@@ -223,11 +266,7 @@ def _ordered_archs(archs, gt, limit) -> tuple[list[tuple[int, tuple]], str]:
         else:
             entries = [(nb201.enumeration_index(a), a) for a in archs]
     entries.sort()
-    if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ValueError(f"{_WHERE}: limit must be a non-negative integer or None, got {limit!r}")
-        entries = entries[:limit]
-    return entries, ("official" if gt is not None else "enumeration")
+    return entries
 
 
 def _shard_of(shard) -> tuple[int, int]:
@@ -301,9 +340,9 @@ def _scores_of_chunk(proxies: list[Proxy], supernet, archs: list[tuple], minibat
 
 def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb201", archs=None, gt=None,
                 limit: int | None = None, out=None, shard=(0, 1), archs_per_chunk: int = 64,
-                supernet: NB201Supernet | None = None, init: str = "pytorch", seed: int = 0, device="cpu",
-                channels: int = 16, cells_per_stage: int = 5, metadata: bool = True,
-                progress: bool = True) -> ScoreTable:
+                supernet: nn.Module | None = None, init: str = "pytorch", seed: int = 0, device="cpu",
+                channels: int | None = None, cells_per_stage: int | None = None, metadata: bool = True,
+                progress: bool = True, **options) -> ScoreTable:
     """Scores every architecture of a search space with zero-cost proxies, using one supernet's weights at
     initialisation (no network is built per architecture).
 
@@ -320,9 +359,14 @@ def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb
             targets LongTensor[B]); see :func:`rdnas.proxies.load_minibatch`. Required when a proxy has
             ``needs_data``; the data-free ones use only its shape. Without one, the supernet is built for 10
             classes and 3 channels and those proxies assume 32x32 images.
-        space (str): the search space; "nb201" (15,625 cells).
-        archs (optional): the architectures to score instead of the whole space: a LongTensor[K, 6], a sequence
-            of op-index tuples or of official strings (no repeats).
+        space (str): a registered search space with a supernet: "nb201" (15,625 cells, scored through the
+            fused path) or "resnet48" (each architecture exported and scored as a plain network; see
+            :mod:`rdnas.proxies.network`).
+        archs (optional): the architectures to score instead of the whole space: a LongTensor[K, space.width], a
+            sequence of architectures or of the space's strings (no repeats). Required for a space that cannot be
+            enumerated (resnet48); there the table's ``index`` is the position in ``archs`` (0..K-1, rows in the
+            order given) and ``arch`` the space's string, so a resumed or sharded run must be given the same list
+            (the sidecar records its digest).
         gt (GroundTruth | path, optional): a ground-truth table (nb201_gt.csv format). With it, ``index`` is the
             official NB201 index and, without ``archs``, the table's architectures are scored; without it,
             ``index`` is :func:`nb201.enumeration_index`. Rows always come in increasing index.
@@ -334,12 +378,15 @@ def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb
             c % n == i. "env" reads RANK and WORLD_SIZE (torchrun), and maps device "cuda" to
             ``cuda:$LOCAL_RANK``.
         archs_per_chunk (int): architectures per chunk (each proxy call, each write).
-        supernet (NB201Supernet, optional): score with these weights (its device is used) instead of building
-            :func:`scoring_supernet` with ``init`` and ``seed``. Its parameters and buffers are left unchanged.
+        supernet (nn.Module, optional): a supernet of ``space`` whose weights to score with (its device is used)
+            instead of building :func:`scoring_supernet` with ``init`` and ``seed``. Its parameters and buffers
+            are left unchanged.
         init (str), seed (int): the initialisation of the supernet that is built ("pytorch" or "kaiming_normal").
-        channels (int), cells_per_stage (int): that supernet's macro network, C and N (the benchmark's: 16 and 5;
+        channels (int), cells_per_stage (int): NB201's macro network, C and N (default the benchmark's: 16 and 5;
             a teacher for a smaller training network, such as the digits mini-benchmark's C=8, N=1, is scored on
             that network).
+        **options: other options of the space's supernet (resnet48: ``resnet_stem``, ``width_divisor``,
+            ``bn_track_running_stats``); see :func:`~rdnas.proxies.scoring_supernet`.
         device: where the supernet and the minibatch live ("cpu", "cuda", ...).
         metadata (bool): write ``<out>.meta.json`` and, when resuming, require it to match this run's settings.
         progress (bool): a tqdm bar over this shard's architectures (with ETA; starts at the rows already done).
@@ -358,6 +405,7 @@ def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb
     names = [p.name for p in proxy_list]
     if space not in SPACES:
         raise ValueError(f"{_WHERE}: unknown space {space!r}; known spaces: {', '.join(SPACES)}")
+    space_object = get_space(space)
     if not isinstance(archs_per_chunk, int) or archs_per_chunk < 1:
         raise ValueError(f"{_WHERE}: archs_per_chunk must be a positive integer, got {archs_per_chunk!r}")
     from_env = shard == "env"
@@ -371,19 +419,28 @@ def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb
     if minibatch is not None and not isinstance(minibatch, Minibatch):
         raise TypeError(f"{_WHERE}: minibatch must be a rdnas.proxies.Minibatch, got {type(minibatch).__name__}")
 
-    entries, order = _ordered_archs(archs, gt, limit)
-    arch_strings = [nb201.to_string(a) for _, a in entries]
+    entries, order = _ordered_archs(space_object, archs, gt, limit)
+    arch_strings = [space_object.to_string(a) for _, a in entries]
     arch_digest = hashlib.sha256("".join(f"{i},{s}\n" for (i, _), s in zip(entries, arch_strings)).encode())
 
     if supernet is None:
         classes = minibatch.num_classes if minibatch is not None else 10
         in_channels = minibatch.inputs.shape[1] if minibatch is not None else 3
-        supernet = scoring_supernet(num_classes=classes, in_channels=in_channels, channels=channels,
-                                    cells_per_stage=cells_per_stage, init=init, seed=seed, device=device)
+        try:
+            supernet = scoring_supernet(num_classes=classes, in_channels=in_channels, channels=channels,
+                                        cells_per_stage=cells_per_stage, init=init, seed=seed, device=device,
+                                        space=space, **options)
+        except ValueError as error:
+            raise ValueError(f"{_WHERE}: {error}") from None
         init_name, seed_used = init, seed
     else:
-        if not isinstance(supernet, NB201Supernet):
-            raise TypeError(f"{_WHERE}: supernet must be an NB201Supernet, got {type(supernet).__name__}")
+        if getattr(supernet, "space", None) is not space_object:
+            raise TypeError(f"{_WHERE}: supernet must be a supernet of the {space} space, got "
+                            f"{type(supernet).__name__}")
+        given = [name for name, value in (("channels", channels), ("cells_per_stage", cells_per_stage))
+                 if value is not None] + sorted(options)
+        if given:
+            raise ValueError(f"{_WHERE}: {', '.join(given)} build the supernet; a given supernet takes none")
         init_name, seed_used = "given", None
         device = next(supernet.parameters()).device
     if minibatch is not None:
