@@ -10,7 +10,8 @@
 // and the four dtypes the CUDA build registers (float64, float32, float16, bfloat16); empty inputs; one block; many
 // blocks; grids capped below the work (the grid-stride loops iterate); several pairwise tiles and row tiles;
 // groups; shared and per-row teachers; every reduction and loss. Inputs are multiples of 1/32 in [-4, 4), exact in
-// every dtype, with ties, so the only differences from the reference are accumulation rounding (tolerances below).
+// every dtype, with ties (and NaN in a few cases), so the only differences from the reference are accumulation
+// rounding (tolerances below).
 #include "cudasim.h"  // first: the CUDA language for the headers below
 
 #include "margin_rank_loss_device.cuh"
@@ -144,6 +145,8 @@ struct Checker {
 
 // Which operands are a single element (step 0).
 enum Broadcast : unsigned { kInput2One = 1, kTargetOne = 2, kMarginTensor = 4, kMarginOne = 8, kGradOne = 16 };
+// Not a broadcast: every 7th element of input1 is NaN (the loss and its sums propagate it, the gradient is 0 there).
+constexpr unsigned kNaNInputs = 32;
 
 template <typename T>
 struct MarginData {
@@ -155,6 +158,9 @@ struct MarginData {
   MarginData(int64_t numel, unsigned broadcast, bool with_grad, uint64_t seed) {
     Rng rng(seed);
     x1 = grid_values<T>(rng, numel);
+    if (broadcast & kNaNInputs) {
+      for (size_t i = 3; i < x1.size(); i += 7) x1[i] = static_cast<T>(std::nan(""));
+    }
     x2 = grid_values<T>(rng, broadcast & kInput2One ? 1 : numel);
     y.resize(broadcast & kTargetOne ? 1 : static_cast<size_t>(numel));
     for (auto& v : y) v = static_cast<T>(rng.sign());
@@ -235,14 +241,20 @@ struct PairwiseData {
   double margin;
   rdnas::pairwise_cuda::PairwiseArgs<T> args{};
 
+  // with_nan: a NaN teacher value (its pairs do not count) and, in the last batch row, a NaN score (its pairs'
+  // losses are NaN, their hinge gradients 0).
   PairwiseData(int64_t batch_, int64_t n_, bool shared_teacher, int with_groups, bool with_grad, double margin_,
-               uint64_t seed)
+               uint64_t seed, bool with_nan = false)
       : batch(batch_), n(n_), margin(margin_) {
     Rng rng(seed);
     scores = grid_values<T>(rng, batch * n);
     teacher_stride = shared_teacher ? 0 : n;
     teacher.resize(static_cast<size_t>(shared_teacher ? n : batch * n));
     for (auto& t : teacher) t = static_cast<T>(static_cast<double>(rng.below(9)) / 4.0);  // many ties
+    if (with_nan && n > 3) {
+      teacher[1] = static_cast<T>(std::nan(""));
+      scores[(batch - 1) * n + 2] = static_cast<T>(std::nan(""));
+    }
     groups_stride = with_groups == 2 ? 0 : n;  // 1: per-row groups, 2: one row of groups for every batch row
     if (with_groups) {
       groups.resize(static_cast<size_t>(with_groups == 2 ? n : batch * n));
@@ -275,9 +287,9 @@ double sigmoid_ref(double z) { return 1.0 / (1.0 + std::exp(-z)); }
 
 template <typename T>
 int pairwise_forward_case(Checker& check, int64_t batch, int64_t n, bool shared_teacher, int groups, int64_t kind,
-                          int64_t reduction, bool want_grad, int64_t max_grid_y, uint64_t seed) {
+                          int64_t reduction, bool want_grad, int64_t max_grid_y, uint64_t seed, bool with_nan) {
   using acc_t = at::opmath_type<T>;
-  PairwiseData<T> data(batch, n, shared_teacher, groups, false, kind == kPairHinge ? 0.25 : 0.5, seed);
+  PairwiseData<T> data(batch, n, shared_teacher, groups, false, kind == kPairHinge ? 0.25 : 0.5, seed, with_nan);
   const bool reduce = reduction != kReduceNone;
   want_grad = want_grad && reduce;
   const int64_t rows = batch * n;
@@ -334,8 +346,8 @@ int pairwise_forward_case(Checker& check, int64_t batch, int64_t n, bool shared_
 
 template <typename T>
 int pairwise_backward_case(Checker& check, int64_t batch, int64_t n, bool shared_teacher, int groups, int64_t kind,
-                           int64_t max_grid_y, uint64_t seed) {
-  PairwiseData<T> data(batch, n, shared_teacher, groups, true, kind == kPairHinge ? 0.25 : 0.5, seed);
+                           int64_t max_grid_y, uint64_t seed, bool with_nan) {
+  PairwiseData<T> data(batch, n, shared_teacher, groups, true, kind == kPairHinge ? 0.25 : 0.5, seed, with_nan);
   std::vector<T> out(static_cast<size_t>(batch * n), static_cast<T>(std::nan("")));
   rdnas::pairwise_cuda::launch_backward<T>(data.args, data.grad.data(), data.margin, kind, out.data(), {}, max_grid_y);
   for (int64_t b = 0; b < batch; ++b) {
@@ -345,7 +357,10 @@ int pairwise_backward_case(Checker& check, int64_t batch, int64_t n, bool shared
         double sign, z;
         if (!data.pair(b, i, j, sign, z)) continue;
         const double w = kind == kPairHinge ? (z >= 0 ? 1.0 : 0.0) : sigmoid_ref(z);
-        const double term = w * sign * (to_double(data.grad[b * n + i]) + to_double(data.grad[b * n + j]));
+        // The hinge's is a select: an inactive pair (z < 0 or NaN) adds nothing.
+        const double term = kind == kPairHinge && w == 0.0
+                                 ? 0.0
+                                 : w * sign * (to_double(data.grad[b * n + i]) + to_double(data.grad[b * n + j]));
         total += term;
         scale += std::fabs(term);
       }
@@ -509,7 +524,8 @@ void add_cases(std::vector<Case>& cases, bool full) {
   struct MarginShape { int64_t numel; unsigned broadcast; int64_t max_blocks; };
   std::vector<MarginShape> margin_shapes = {
       {0, 0, kMargin}, {1, 0, kMargin}, {1000, kMarginTensor, kMargin}, {5000, 0, kMargin}, {5000, kMarginTensor, 2},
-      {3001, kInput2One | kTargetOne | kMarginTensor | kMarginOne | kGradOne, 2}, {2500, kTargetOne, 1}};
+      {3001, kInput2One | kTargetOne | kMarginTensor | kMarginOne | kGradOne, 2}, {2500, kTargetOne, 1},
+      {300, kNaNInputs, kMargin}};
   if (full) margin_shapes.push_back({70001, kMarginTensor, kMargin});
   for (const MarginShape& s : margin_shapes) {
     for (int64_t reduction : {kReduceNone, kReduceMean, kReduceSum}) {
@@ -531,10 +547,10 @@ void add_cases(std::vector<Case>& cases, bool full) {
   }
 
   // pairwise_margin_rank_loss: batch, n, shared teacher, groups (0 none, 1 per row, 2 shared), grid-y cap.
-  struct PairShape { int64_t batch, n; bool shared_teacher; int groups; int64_t max_grid_y; };
+  struct PairShape { int64_t batch, n; bool shared_teacher; int groups; int64_t max_grid_y; bool nan = false; };
   std::vector<PairShape> pair_shapes = {
       {1, 1, false, 0, kPairY}, {1, 2, false, 1, kPairY}, {3, 37, true, 2, kPairY}, {5, 40, false, 1, 2},
-      {2, 70, true, 0, 1}};
+      {2, 70, true, 0, 1}, {2, 45, false, 0, kPairY, true}};
   if (full) {
     pair_shapes.push_back({2, 600, false, 1, kPairY});  // 2 column tiles, 19 row tiles
     pair_shapes.push_back({1, 1100, true, 0, kPairY});  // 3 column tiles, the last one partial
@@ -544,7 +560,7 @@ void add_cases(std::vector<Case>& cases, bool full) {
     const std::string shape = "B=" + std::to_string(s.batch) + " N=" + std::to_string(s.n) +
                               (s.shared_teacher ? " shared-teacher" : "") +
                               (s.groups == 1 ? " groups" : (s.groups == 2 ? " shared-groups" : "")) +
-                              " max_grid_y=" + std::to_string(s.max_grid_y);
+                              " max_grid_y=" + std::to_string(s.max_grid_y) + (s.nan ? " NaN" : "");
     for (int64_t kind : {kPairHinge, kPairLogistic}) {
       for (int64_t reduction : {kReduceNone, kReduceMean, kReduceSum}) {
         for (bool want_grad : {false, true}) {
@@ -555,14 +571,14 @@ void add_cases(std::vector<Case>& cases, bool full) {
                                (want_grad ? " +dsum " : " ") + shape,
                            [=](Checker& c) {
                              return pairwise_forward_case<T>(c, s.batch, s.n, s.shared_teacher, s.groups, kind,
-                                                             reduction, want_grad, s.max_grid_y, sd);
+                                                             reduction, want_grad, s.max_grid_y, sd, s.nan);
                            }});
         }
       }
       const uint64_t sd = ++seed;
       cases.push_back({"pairwise backward " + dt + " " + kind_name(kind) + " " + shape, [=](Checker& c) {
                          return pairwise_backward_case<T>(c, s.batch, s.n, s.shared_teacher, s.groups, kind,
-                                                          s.max_grid_y, sd);
+                                                          s.max_grid_y, sd, s.nan);
                        }});
     }
   }
