@@ -118,7 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         "tables with rdnas merge-tables). Example: rdnas proxies --proxy synflow,naswot --data "
         "npz:freerea_cifar10_train_minibatches.npz --gt nb201_gt.csv --out nb201_proxies.csv",
     )
-    proxies.add_argument("--space", choices=["nb201"], default="nb201", help="search space (default nb201)")
+    proxies.add_argument("--space", choices=["nb201", "resnet48"], default="nb201",
+                         help="search space (default nb201); resnet48 needs --archs-file")
+    proxies.add_argument("--archs-file", help="the architectures to score: one code per line, or a competition "
+                         "JSON ({\"arch1\": {\"arch\": ...}}); table index = position in the file")
+    proxies.add_argument("--resnet-stem", choices=["imagenet", "small"], help="resnet48: stem (default imagenet)")
+    proxies.add_argument("--width-divisor", type=int, help="resnet48: channel divisor 1, 2, 4 or 8 (default 1)")
     proxies.add_argument("--proxy", type=_proxy_names, metavar="NAMES",
                          help="comma-separated proxy names, or 'all' (see --list)")
     proxies.add_argument("--out", help="the CSV table to write or resume ({shard} in the name becomes the shard)")
@@ -503,22 +508,36 @@ def run_proxies(args) -> int:
         args.usage_error("--proxy is required (or --list)")
     if not args.out:
         args.usage_error("--out is required")
+    if args.space == "nb201":
+        options = {"channels": args.channels, "cells_per_stage": args.cells}
+    else:
+        options = {name: value for name, value in (("resnet_stem", args.resnet_stem),
+                                                   ("width_divisor", args.width_divisor)) if value is not None}
     try:
+        archs = None
+        if args.archs_file and args.archs_file.endswith(".json"):
+            archs = [code for _, code in _read_submission_archs(args.archs_file, args.space)]
+        elif args.archs_file:
+            with open(args.archs_file) as handle:
+                archs = [line.strip() for line in handle if line.strip()]
         minibatch = load_minibatch(args.data, args.batch_size, args.seed, args.batch_index, args.image_size)
-        table = score_space(args.proxy, minibatch, space=args.space, gt=args.gt, limit=args.limit, out=args.out,
-                            shard=args.shard, archs_per_chunk=args.archs_per_chunk, init=args.init, seed=args.seed,
-                            device=args.device, channels=args.channels, cells_per_stage=args.cells,
-                            progress=not args.quiet)
-    except (ValueError, FileNotFoundError, DatasetError) as error:
+        table = score_space(args.proxy, minibatch, space=args.space, archs=archs, gt=args.gt, limit=args.limit,
+                            out=args.out, shard=args.shard, archs_per_chunk=args.archs_per_chunk, init=args.init,
+                            seed=args.seed, device=args.device, progress=not args.quiet, **options)
+    except (ValueError, OSError, DatasetError) as error:
         print(f"rdnas proxies: error: {error}", file=sys.stderr)
         return 1
     info = table.info
     shard = "" if info["shard"] == (0, 1) else f" (shard {info['shard'][0]}/{info['shard'][1]})"
     print(f"rdnas proxies: {len(table)} rows in {info['path']}{shard}: {info['written']} scored now in "
           f"{info['seconds']:.1f} s, {info['already_present']} already there")
-    print(f"  data: {minibatch.source}, inputs {list(minibatch.inputs.shape)}; supernet C={args.channels}, "
-          f"N={args.cells}, init {args.init}, seed {args.seed}; "
-          f"index: {'official NB201 (' + args.gt + ')' if args.gt else 'rdnas enumeration order'}")
+    if args.space == "nb201":
+        supernet = f"supernet C={args.channels}, N={args.cells}"
+        index = "official NB201 (" + args.gt + ")" if args.gt else "rdnas enumeration order"
+    else:
+        supernet, index = f"{args.space} supernet {options}", f"position in {args.archs_file}"
+    print(f"  data: {minibatch.source}, inputs {list(minibatch.inputs.shape)}; {supernet}, init {args.init}, "
+          f"seed {args.seed}; index: {index}")
     for name in table.names:
         values = table.column(name)
         finite = values[np.isfinite(values)]

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdnas.proxies import (NETWORK_PROXIES, PROXIES, Minibatch, merge_tables, score_network, score_space,
-                           scoring_supernet)
+from rdnas.proxies import (NETWORK_PROXIES, PROXIES, Minibatch, ScoreTable, merge_tables, score_network,
+                           score_space, scoring_supernet)
 from rdnas.proxies import network as network_proxies
 from rdnas.proxies.activation import gaussian_copy
 from rdnas.spaces import get_space
@@ -182,7 +182,7 @@ def test_each_proxy_on_resnet48_equals_its_formula_on_the_exported_network():
             "jacov": jacov_reference(exported(), batch),
             "naswot": naswot_reference(exported(), batch),
             "zen": zen_reference(supernet, arch, tuple(batch.inputs.shape)),
-            "l2_norm": sum(float(m.weight.norm()) for m in layers_of(network)),
+            "l2_norm": sum(float(m.weight.detach().norm()) for m in layers_of(network)),
             "params": float(cost["trainable_params"][0]),
             "flops": float(sum(walk(network, torch.zeros(1, 1, 16, 16, dtype=torch.float64))[1]["macs"])),
         }
@@ -307,3 +307,16 @@ def test_score_space_on_resnet48_writes_resumes_shards_and_needs_archs(tmp_path)
         score_space("params", batch, archs=["123"], **kwargs)
     with pytest.raises(ValueError, match="score_space: .*was written with archs.count=6"):
         score_space(names, batch, archs=archs[:5], out=tmp_path / "full.csv", **kwargs)
+
+
+def test_rdnas_proxies_scores_resnet48_codes_from_a_file(tmp_path, capsys):
+    from rdnas.cli import main
+
+    codes = [SPACE.to_string(a) for a in SPACE.sample(2, torch.Generator().manual_seed(2))]
+    (tmp_path / "codes.txt").write_text("\n".join(codes) + "\n")
+    common = ["proxies", "--space", "resnet48", "--proxy", "params", "--data", "random:1,16,16,10", "--quiet",
+              "--out", str(tmp_path / "table.csv")]
+    assert main(common + ["--archs-file", str(tmp_path / "codes.txt"), "--resnet-stem", "small",
+                          "--width-divisor", "8"]) == 0
+    assert ScoreTable.read(tmp_path / "table.csv").archs == codes
+    assert main(common) == 1 and "cannot be enumerated; pass archs" in capsys.readouterr().err
