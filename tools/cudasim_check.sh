@@ -2,7 +2,8 @@
 # Runs the device code of csrc/cuda on the CPU: builds tests/cudasim/kernels_test.cpp (the kernels' headers
 # csrc/cuda/*_device.cuh under the execution model tests/cudasim/cudasim.h) with g++ against the installed torch's
 # headers, three ways, and runs it:
-#   plain: -O2, fiber mode, every case (size full) under the forward, reverse and a seeded random schedule;
+#   plain: -O2, fiber mode, every case (size full) under the forward, reverse, a seeded random and the warps
+#          schedule (one warp runs ahead of the others as far as the barriers let it);
 #   asan:  AddressSanitizer + UndefinedBehaviorSanitizer, fiber mode, random schedule, size small;
 #   tsan:  ThreadSanitizer, threads mode (one OS thread per CUDA thread), random block order, the cases of
 #          tests/cudasim/tsan_cases.txt (every kernel and variant once, grids capped so that loops iterate).
@@ -86,6 +87,7 @@ run_plain() {
   [ "$QUICK" -eq 1 ] && return
   run -- "$BUILD/kernels_test_plain" --mode fibers --schedule reverse --size full
   run -- "$BUILD/kernels_test_plain" --mode fibers --schedule random --seed "$SEED" --size full
+  run -- "$BUILD/kernels_test_plain" --mode fibers --schedule warps --size full
 }
 
 run_asan() {

@@ -11,8 +11,10 @@
 //  * Fiber mode (Options::mode = kFibers): every CUDA thread of the block is a fiber (ucontext) on one OS thread.
 //    A thread runs until it reaches a synchronisation point: __syncthreads, a __shfl_*_sync, __syncwarp, an
 //    atomic, a fence. There the scheduler switches to the next runnable thread: the next thread index (forward),
-//    the previous one (reverse), or a seeded random one. So every interleaving the program order allows between
-//    synchronisation points is possible, and the three schedules pick very different ones.
+//    the previous one (reverse), a seeded random one, or (warps) the next lane of the same warp while that warp
+//    can run, else the highest-numbered warp that can: one warp races ahead of the others as far as the barriers
+//    let it, and warp 0 comes last. So every interleaving the program order allows between synchronisation points
+//    is possible, and the four schedules pick very different ones.
 //  * Threads mode (kThreads): every CUDA thread of the block is an OS thread; barriers and warp operations are
 //    mutex + condition variable, so ThreadSanitizer sees the happens-before a barrier gives and reports the data
 //    race a missing barrier leaves (threads of different warps only synchronise through __syncthreads).
@@ -89,7 +91,7 @@ struct dim3 {
 namespace cudasim {
 
 enum class Mode { kFibers, kThreads };
-enum class Schedule { kForward, kReverse, kRandom };
+enum class Schedule { kForward, kReverse, kRandom, kWarps };
 
 struct Options {
   Mode mode = Mode::kFibers;
@@ -410,6 +412,21 @@ inline int pick_next(const Block& b, int current) {
     case Schedule::kRandom:
       if (b.runnable.empty()) return -1;
       return b.runnable[scheduler().rng() % b.runnable.size()];
+    case Schedule::kWarps: {
+      if (current >= 0 && current < n) {  // the current warp's next runnable lane
+        const int first = current / 32 * 32, lanes = std::min(32, n - first);
+        for (int k = 1; k <= lanes; ++k) {
+          const int i = first + (current - first + k) % lanes;
+          if (b.threads[i].state == State::kRunnable) return i;
+        }
+      }
+      for (int first = (n - 1) / 32 * 32; first >= 0; first -= 32) {  // else the highest warp that can run
+        for (int i = first; i < std::min(n, first + 32); ++i) {
+          if (b.threads[i].state == State::kRunnable) return i;
+        }
+      }
+      return -1;
+    }
   }
   return -1;
 }

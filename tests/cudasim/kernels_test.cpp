@@ -1,7 +1,7 @@
 // Runs the device code of csrc/cuda on the CPU under the execution model of cudasim.h and compares every kernel with
 // a float64 reference computed here. Built and run by tools/cudasim_check.sh; see that script for the build line.
 //
-//   kernels_test [--mode fibers|threads] [--schedule forward|reverse|random] [--seed N] [--size small|full]
+//   kernels_test [--mode fibers|threads] [--schedule forward|reverse|random|warps] [--seed N] [--size small|full]
 //                [--only SUBSTRING] [--list] [--verbose]
 //
 // Every case calls the host-side launch function of a *_device.cuh header (grid size, workspace, counter zeroing,
@@ -608,7 +608,7 @@ void add_cases(std::vector<Case>& cases, bool full) {
 
 [[noreturn]] void usage(const char* message) {
   std::fprintf(stderr,
-               "kernels_test: %s\nusage: kernels_test [--mode fibers|threads] [--schedule forward|reverse|random] "
+               "kernels_test: %s\nusage: kernels_test [--mode fibers|threads] [--schedule forward|reverse|random|warps] "
                "[--seed N] [--size small|full] [--only SUBSTRING] [--list] [--verbose]\n",
                message);
   std::exit(2);
@@ -636,7 +636,8 @@ int main(int argc, char** argv) {
       if (v == "forward") options.schedule = cudasim::Schedule::kForward;
       else if (v == "reverse") options.schedule = cudasim::Schedule::kReverse;
       else if (v == "random") options.schedule = cudasim::Schedule::kRandom;
-      else usage("--schedule takes forward, reverse or random");
+      else if (v == "warps") options.schedule = cudasim::Schedule::kWarps;
+      else usage("--schedule takes forward, reverse, random or warps");
     } else if (arg == "--seed") {
       options.seed = std::stoull(value());
     } else if (arg == "--size") {
@@ -661,9 +662,8 @@ int main(int argc, char** argv) {
   add_cases<c10::BFloat16>(all, full);
 
   const char* mode = options.mode == cudasim::Mode::kFibers ? "fibers" : "threads";
-  const char* schedule = options.schedule == cudasim::Schedule::kForward
-                             ? "forward"
-                             : (options.schedule == cudasim::Schedule::kReverse ? "reverse" : "random");
+  const char* schedules[] = {"forward", "reverse", "random", "warps"};
+  const char* schedule = schedules[static_cast<int>(options.schedule)];
   const auto start = std::chrono::steady_clock::now();
   int run = 0, failed = 0;
   for (const Case& c : all) {
