@@ -5,7 +5,8 @@
 Each file gets a header (machine, torch / CUDA versions, date, the command that produced it) and, per group, a
 table: implementation, median and IQR (ms), rounds x iterations, the speed-up over each baseline of the group
 (baseline median / this median; rows marked role="baseline" in extra_info are the baselines), the peak extra
-memory, and the achieved bandwidth where the benchmark recorded one. Where every row of a group records a
+memory, and the achieved bandwidth (``GBps``) or architectures per second (``archs_per_s``) where the benchmark
+recorded one. Where every row of a group records a
 ``whole_space_scale`` (a sample timed, the whole run projected as median x scale), the table adds the sample and
 the projection, and the speed-ups compare projections. Works on any pytest-benchmark JSON; the rdnas
 fields (extra_info label / role / peak_mem_bytes, machine_info rdnas_environment, rdnas_command) are optional.
@@ -108,11 +109,14 @@ def group_table(name: str, rows: list[dict]) -> list[str]:
     rows = sorted(rows, key=lambda b: (info(b).get("role") == "baseline", cost(b) or float("inf")))
     baselines = sorted((b for b in rows if info(b).get("role") == "baseline" and median(b)), key=label)
     bandwidth = any("GBps" in info(b) for b in rows)
+    throughput = any("archs_per_s" in info(b) for b in rows)
     header = ["implementation", "median (ms)", "IQR (ms)", "rounds"]
     if projected:
         header += ["sample", "whole space"]
     header += [f"speed-up vs {label(b)}" for b in baselines]
     header += ["peak extra memory"]
+    if throughput:
+        header += ["archs/s"]
     if bandwidth:
         header += ["GB/s", "of copy"]
     lines = [f"### {name}", "", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
@@ -131,6 +135,8 @@ def group_table(name: str, rows: list[dict]) -> list[str]:
         for base in baselines:
             cells.append(f"{cost(base) / cost(b):.2f}x" if median(b) else "-")
         cells.append(format_bytes(info(b).get("peak_mem_bytes")))
+        if throughput:
+            cells.append(f"{info(b)['archs_per_s']:.1f}" if "archs_per_s" in info(b) else "-")
         if bandwidth:
             cells.append(f"{info(b)['GBps']:.1f}" if "GBps" in info(b) else "-")
             cells.append(f"{info(b)['of_copy']:.2f}" if "of_copy" in info(b) else "-")
