@@ -14,7 +14,7 @@ file's run short). Target: elastic / static <= 1.10 (a speed-up vs the static ne
 Before timing, each group checks once that the exported network computes the supernet's subnet: equal logits,
 loss and parameter gradients (the static network's gradient = the slice of the supernet's).
 
-Evaluation: supernet accuracy of K = 16 subnets on 256 validation images in eval mode under torch.no_grad (BN with
+Evaluation: supernet accuracy of K = 8 subnets on 128 validation images in eval mode under torch.no_grad (BN with
 the shared sliced running statistics), one ``forward_subnets(x, archs, bn="running")`` call against K single
 ``forward(x, arch)`` calls; ``extra_info["archs_per_s"]`` is K / median.
 """
@@ -115,8 +115,8 @@ def test_training_step(device_benchmark, device, config, arch_name, impl):
 
 
 EVAL_CONFIG = "small-w8-1ch-16px"
-EVAL_K = 16
-EVAL_IMAGES = 256
+EVAL_K = 8
+EVAL_IMAGES = 128
 
 
 @pytest.mark.parametrize("impl", ["k-subnets", "one-by-one"])
