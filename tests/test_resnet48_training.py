@@ -88,6 +88,11 @@ def test_an_interrupted_resnet48_rdnas_run_resumes_to_the_same_weights(tmp_path)
         torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=0)
 
 
+def test_fairnas_needs_a_space_with_fair_paths():
+    with pytest.raises(ValueError, match="fairnas needs the space's fair_paths: .*no strict-fairness paths"):
+        config("x", method="fairnas").check()
+
+
 def test_distill_needs_the_sandwich_rule():
     with pytest.raises(ValueError, match="distill .* needs the sandwich rule"):
         config("x", method="spos", distill=True).check()

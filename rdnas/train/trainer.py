@@ -133,6 +133,17 @@ class TrainConfig:
         if self.teacher_samples < self.groups:
             raise ValueError(f"rdnas.train.TrainConfig: teacher_samples must be at least groups ({self.groups}), "
                              f"got {self.teacher_samples}")
+        space = get_space(self.space)
+        needs = {"fairnas": ("fair_paths", lambda: space.fair_paths(torch.Generator())),
+                 "sandwich": ("largest / smallest", lambda: (space.largest(), space.smallest()))}
+        wanted = self.method if self.method in needs else "sandwich" if self.sampler == "sandwich" and \
+            self.method == "rdnas" else None
+        if wanted is not None:
+            try:
+                needs[wanted][1]()
+            except NotImplementedError as error:
+                raise ValueError(f"rdnas.train.TrainConfig: {wanted} needs the space's {needs[wanted][0]}: "
+                                 f"{error}") from None
         spec = supernet_spec(self.space)
         if spec.check_image_size is not None and self.data.partition(":")[0] == "digits":
             spec.check_image_size(self.image_size, self.supernet_options())
