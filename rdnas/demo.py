@@ -24,6 +24,7 @@ from rdnas.spaces import get_space
 
 METHOD_LABELS = {"spos": "SPOS", "rdnas": "RD-NAS"}
 RESNET48_PROXIES = "flops,params,synflow,logsynflow,snip,grad_norm,naswot,zen,jacov,l2_norm"
+RESNET48_EPOCHS = 15  # the ResNet48 suite of benchmarks/rdnas_experiments.py; keeps the demo within 10 minutes
 
 
 def finite_for_ranking(scores: np.ndarray) -> np.ndarray:
@@ -149,7 +150,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--gt", default="", help="ground-truth table (default: the shipped digits mini-benchmark)")
     parser.add_argument("--gt-column", default=None, help="ground-truth column (default digits_valid_acc, or "
                         "cifar10_valid_acc with --data cifar10:...)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"supernet epochs (default {defaults.epochs}; resnet48: {RESNET48_EPOCHS})")
     parser.add_argument("--paths", type=int, default=defaults.paths_per_step, help="K subnets per step (both methods)")
     parser.add_argument("--teacher", default=None,
                         help=f"teacher proxies, rank-averaged (default {defaults.teacher_proxies}; resnet48: flops, "
@@ -163,9 +165,12 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    config = PipelineConfig(space=args.space, out_dir=args.out, data=args.data, gt=args.gt, epochs=args.epochs,
+    epochs = args.epochs if args.epochs is not None else RESNET48_EPOCHS if args.space == "resnet48" else None
+    config = PipelineConfig(space=args.space, out_dir=args.out, data=args.data, gt=args.gt,
                             paths_per_step=args.paths, groups=args.groups, margin=args.margin,
                             eval_every=args.eval_every, device=args.device)
+    if epochs is not None:
+        config.epochs = epochs
     if args.space != "nb201":
         config.teacher_proxies, config.proxies = "flops", RESNET48_PROXIES
     if args.teacher:

@@ -98,16 +98,19 @@ def proxy_minibatch(config: PipelineConfig) -> Minibatch:
 
 
 def proxy_supernet(config: PipelineConfig, num_classes: int, in_channels: int):
-    return scoring_supernet(num_classes, in_channels, config.channels, config.cells_per_stage, config.proxy_init,
-                            seed=0, device=config.device)
+    """The scoring supernet at initialisation, with the options of the supernets the pipeline trains."""
+    options = config.train_config("spos", 0, config.out_dir).supernet_options()
+    return scoring_supernet(num_classes, in_channels, init=config.proxy_init, seed=0, device=config.device,
+                            space=config.space, **options)
 
 
 def score_proxies(config: PipelineConfig, names, archs=None, out=None, progress: bool = False):
-    """Proxy scores (ScoreTable) of ``archs`` (default: the whole space) on the pipeline's macro network."""
+    """Proxy scores (ScoreTable) of ``archs`` (default: the whole space, where it is enumerable) on the
+    pipeline's network."""
     minibatch = proxy_minibatch(config).to(config.device)
     supernet = proxy_supernet(config, minibatch.num_classes, minibatch.inputs.shape[1])
-    return score_space(names, minibatch, archs=archs, supernet=supernet, out=out, device=config.device,
-                       progress=progress)
+    return score_space(names, minibatch, space=config.space, archs=archs, supernet=supernet, out=out,
+                       device=config.device, progress=progress)
 
 
 def build_teacher(config: PipelineConfig, progress: bool = False):

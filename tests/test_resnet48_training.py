@@ -55,6 +55,13 @@ def test_flops_teacher_is_a_sampled_teacher_whose_groups_follow_flops():
     assert groups.tolist() == [0, teacher.num_groups - 1] and ranks[0] == 1.0 and ranks[1] == 0.0
 
 
+def test_a_negated_cost_teacher_prefers_cheap_architectures():
+    teacher = make_teacher(config("unused", method="rdnas", teacher_proxies="-flops"))
+    assert torch.equal(teacher.scores, -SPACE.cost(teacher.archs)["flops"].double())
+    ranks, groups = teacher.lookup(torch.stack([SPACE.largest(), SPACE.smallest()]))
+    assert groups.tolist() == [teacher.num_groups - 1, 0] and ranks[0] == 0.0 and ranks[1] == 1.0
+
+
 def test_sandwich_rank_term_ranks_only_the_random_subnets(tmp_path):
     trainer = OneShotTrainer(config(tmp_path, **METHODS["rdnas-authors"]), progress=False)
     archs = trainer.sampler.sample()

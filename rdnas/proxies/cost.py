@@ -115,13 +115,14 @@ def cost_scorer(space, proxies):
     Args:
         space (str or SearchSpace): e.g. ``"resnet48"`` (its cost model follows the CVPR 2022 Track 1
             conventions).
-        proxies (str or list of str): cost names (``"flops"``, ``"params"``, ...), comma-separated; several are
-            rank-averaged within each call.
+        proxies (str): one cost name of the space's cost model (``"flops"``, ``"params"``, ...); a leading ``-``
+            negates it (``"-flops"``: a teacher that prefers cheaper architectures, e.g. where short training
+            favours small networks).
 
     Returns:
-        ``scorer(archs: LongTensor[K, width]) -> Tensor[K] float64``, higher = costlier. Several costs are
-        rank-averaged within the call, so they suit a teacher that scores its reference set in one call; a
-        teacher that scores new architectures on demand needs a single cost (checked here).
+        ``scorer(archs: LongTensor[K, width]) -> Tensor[K] float64``, higher = costlier (cheaper with ``-``).
+        One cost only: a rank-average depends on the batch it is computed over, and a teacher scores new
+        architectures on demand one batch at a time.
     """
     from rdnas.spaces import get_space
 
@@ -130,7 +131,7 @@ def cost_scorer(space, proxies):
     if len(names) != 1:
         raise ValueError(f"rdnas.proxies.cost_scorer: give one cost to score with, got {names} (a rank-average "
                          "depends on the batch it is computed over, so new architectures could not be scored alike)")
-    name = names[0]
+    name, sign = names[0].removeprefix("-"), -1.0 if names[0].startswith("-") else 1.0
     try:
         known = space.cost(space.smallest().unsqueeze(0))
     except NotImplementedError as error:
@@ -140,7 +141,7 @@ def cost_scorer(space, proxies):
                          f"not {name!r}")
 
     def scorer(archs) -> Tensor:
-        return space.cost(space.validate(archs))[name].double()
+        return sign * space.cost(space.validate(archs))[name].double()
 
-    scorer.__name__ = f"{space.name}_{name}"
+    scorer.__name__ = f"{space.name}_{names[0]}"
     return scorer
