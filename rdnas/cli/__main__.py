@@ -1,0 +1,5 @@
+import sys
+
+from rdnas.cli import main
+
+sys.exit(main())

@@ -1,0 +1,85 @@
+"""rdnas bench build: build a mini-benchmark (stand-alone training of sampled architectures)."""
+
+from rdnas.cli.arguments import device, positive_int, shard
+from rdnas.minibench.build import DATASETS, Recipe
+from rdnas.spaces import space_names
+
+
+def add_parser(commands) -> None:
+    bench = commands.add_parser(
+        "bench", help="build a mini-benchmark: stand-alone training of sampled architectures (ground truth)")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="<bench command>")
+    bench_build = bench_commands.add_parser(
+        "build",
+        help="train sampled architectures stand-alone with several seeds and write their accuracies as a table",
+        description="Trains a seeded sample of distinct architectures of the space from scratch with one fixed "
+        "recipe and S seeds each (NB201: many networks side by side per grouped-op stack), appending every finished run "
+        "to OUT/runs.csv (rerun the same command to resume), then writes the seed-averaged table (nb201_gt.csv "
+        "format) and the reliability between two independent builds (the first and second half of the seeds). "
+        "Example: rdnas bench build --space nb201 --dataset digits --archs 240 --seeds 10 --out runs/bench",
+    )
+    bench_build.add_argument("--space", choices=list(space_names()), default="nb201", help="search space (default nb201)")
+    bench_build.add_argument("--dataset", choices=list(DATASETS), default="digits",
+                             help="digits (default) or fashion_mnist (Debian's dataset-fashion-mnist)")
+    bench_build.add_argument("--archs", type=positive_int, default=240, help="architectures to sample (default 240)")
+    bench_build.add_argument("--seeds", type=int, default=10, help="training seeds per architecture (default 10)")
+    bench_build.add_argument("--sample-seed", type=int, default=0, help="seed of the architecture sample (default 0)")
+    bench_build.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
+    bench_build.add_argument("--table", help="where to write the table (default OUT/<space>_<dataset>.csv)")
+    recipe = Recipe()
+    for name, kind, text in (("epochs", int, "epochs"), ("train_images", int, "training images (0: all)"),
+                             ("valid_images", int, "validation images (0: all)"),
+                             ("image_size", int, "image side"), ("channels", int, "nb201: C"),
+                             ("cells_per_stage", int, "nb201: N"), ("width_divisor", int, "resnet48: width divisor"),
+                             ("resnet_stem", str, "resnet48: stem"), ("lr", float, "learning rate"),
+                             ("batch_size", int, "batch size"), ("networks_per_stack", int, "networks per stack")):
+        bench_build.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(recipe, name),
+                                 help=f"{text} (default {getattr(recipe, name)})")
+    bench_build.add_argument("--shard", type=shard, default=(0, 1), metavar="i/n",
+                             help="train only every n-th (architecture, seed) run, from the i-th: n processes build "
+                             "one benchmark side by side; each writes OUT/runs.<i>of<n>.csv and then the table of "
+                             "every run finished so far")
+    bench_build.add_argument("--device", type=device, default="cpu", help="torch device (default cpu)")
+    bench_build.add_argument("--quiet", action="store_true", help="no progress bar")
+    bench_build.set_defaults(usage_error=bench_build.error)
+
+
+def run(args) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from rdnas.minibench import benchmark_table, build, read_all_runs, reliability, sample_architectures, write_table
+    from rdnas.spaces import get_space
+
+    if args.archs < 3 or args.seeds < 1:
+        args.usage_error("--archs must be at least 3 and --seeds at least 1")
+    recipe = Recipe(dataset=args.dataset, image_size=args.image_size, channels=args.channels,
+                    cells_per_stage=args.cells_per_stage, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                    train_images=args.train_images, networks_per_stack=args.networks_per_stack, space=args.space,
+                    resnet_stem=args.resnet_stem, width_divisor=args.width_divisor, valid_images=args.valid_images)
+    space = get_space(args.space)
+    archs = sample_architectures(args.archs, seed=args.sample_seed, space=space)
+    seeds = list(range(args.seeds))
+    if args.shard == "env":
+        args.usage_error("--shard env is for rdnas proxies; give i/n")
+    build(args.out, archs, seeds, recipe, device=args.device, progress=not args.quiet, shard=args.shard)
+    runs = read_all_runs(args.out)  # the other shards' runs too
+    wanted = {space.to_string(torch.as_tensor(a)) for a in archs}
+    runs = [r for r in runs if r["arch_str"] in wanted and r["seed"] in seeds]
+    table_path = Path(args.table or Path(args.out) / f"{args.space}_{args.dataset}.csv")
+    write_table(table_path, benchmark_table(runs, seeds), args.dataset)
+    print(f"rdnas bench build: {len(archs)} architectures x {len(seeds)} seeds -> {table_path}")
+    if len(seeds) >= 2:
+        half = len(seeds) // 2
+        try:
+            result = reliability(runs, seeds[:half], seeds[half:2 * half])
+        except ValueError as error:  # another shard has not finished its runs yet
+            print(f"  reliability: not yet ({error})")
+            return 0
+        (Path(args.out) / "reliability.json").write_text(json.dumps(result, indent=2))
+        print(f"  reliability, seeds {seeds[:half]} against {seeds[half:2 * half]} ({result['architectures']} "
+              f"architectures): Kendall tau {result['kendall_tau_valid_acc']:.3f} on validation accuracy, "
+              f"{result['kendall_tau_valid_loss']:.3f} on validation loss")
+    return 0

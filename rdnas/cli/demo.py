@@ -1,0 +1,21 @@
+"""rdnas demo: the parser comes from rdnas.demo.add_arguments, the work from rdnas.demo.main."""
+
+
+def add_parser(commands) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="the RD-NAS pipeline end to end on the embedded default (digits, shipped mini-benchmark)",
+        description="Zero-cost proxies, the teacher over the whole space, an SPOS and an RD-NAS supernet at the "
+        "same budget, and their rank consistency against the shipped digits mini-benchmark: a table on stdout, "
+        "OUT/report.json, OUT/tau_per_epoch.png and OUT/estimate_vs_truth.png. About 5 minutes on 2 CPU cores. "
+        "With --data cifar10:<dir> --gt nb201_gt.csv it runs the paper's setting.",
+    )
+    from rdnas.demo import add_arguments
+
+    add_arguments(demo)
+
+
+def run(args) -> int:
+    from rdnas.demo import main as demo_main
+
+    return demo_main(args)

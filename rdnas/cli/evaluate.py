@@ -1,0 +1,104 @@
+"""rdnas eval: rank architectures with a trained supernet and compare with ground truth."""
+
+from rdnas.cli.arguments import device, json_output, positive_int, write_json
+from rdnas.cli.checkpoint import load_supernet
+
+
+def add_parser(commands) -> None:
+    evaluate = commands.add_parser(
+        "eval",
+        help="rank architectures with a trained supernet and compare with ground truth",
+        description="Supernet accuracy of sampled architectures on the run's validation split (K subnets per "
+        "forward pass), and with --gt the rank consistency against a ground-truth table column. Example: rdnas "
+        "eval --checkpoint runs/spos/checkpoint.pt --archs 1000 --gt nb201_gt.csv --column cifar10_valid_acc",
+    )
+    evaluate.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by rdnas train")
+    evaluate.add_argument("--archs-json", help="evaluate exactly the architectures of a competition JSON file "
+                          "(CVPR 2022 NAS Track 1: {\"arch1\": {\"acc\": 0, \"arch\": CODE}, ...}); with --out the "
+                          "result is the same object with the estimate in \"acc\" (a submission)")
+    evaluate.add_argument("--archs", type=positive_int, default=1000, help="how many architectures to sample (default 1000)")
+    evaluate.add_argument("--gt", help="ground-truth table (nb201_gt.csv format); architectures are drawn from it")
+    evaluate.add_argument("--column", default="cifar10_valid_acc", help="ground-truth column (default cifar10_valid_acc)")
+    evaluate.add_argument("--bn", choices=["recalibrate", "batch", "running"], default="recalibrate",
+                          help="BN statistics: recalibrate per subnet on training batches (default), each "
+                          "validation batch's own, or the supernet's running statistics")
+    evaluate.add_argument("--calibration-steps", type=int, default=4)
+    evaluate.add_argument("--subnets-per-pass", type=int, default=32, help="K, architectures per forward pass")
+    evaluate.add_argument("--batch-size", type=int, default=256)
+    evaluate.add_argument("--valid-limit", type=int, default=0, help="use only this many validation images (0: all)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--device", type=device, default="cpu")
+    evaluate.add_argument("--out", help="write the results as JSON here")
+    evaluate.add_argument("--quiet", action="store_true")
+
+
+def run(args) -> int:
+    import torch
+
+    from rdnas.data import DeviceBatches
+    from rdnas.rank import GroundTruth, rank_report, supernet_accuracy
+
+    out = json_output(args.out)
+    supernet, config, data = load_supernet(args.checkpoint, args.device)
+    space = supernet.space
+    generator = torch.Generator().manual_seed(args.seed)
+    table = GroundTruth.load(args.gt, space) if args.gt else None
+    submission = read_submission_archs(args.archs_json, space) if args.archs_json else None
+    if submission is not None:
+        archs = space.validate([arch for _, arch in submission])
+    else:
+        pool = table.archs if table is not None else space.enumerate() if space.enumerable else None
+        archs = (pool[torch.randperm(len(pool), generator=generator)[:args.archs]] if pool is not None
+                 else space.sample(args.archs, generator))
+    valid = data.valid if not args.valid_limit else data.valid.subset(range(min(args.valid_limit, len(data.valid))))
+    valid_batches = DeviceBatches(valid, args.batch_size, args.device, data.mean, data.std, shuffle=False)
+    calibration = DeviceBatches(data.train, args.batch_size, args.device, data.mean, data.std, augment=False,
+                                generator=torch.Generator().manual_seed(args.seed))
+    accuracy = supernet_accuracy(supernet, archs, valid_batches, bn=args.bn, calibration_batches=calibration,
+                                 calibration_steps=args.calibration_steps, subnets_per_pass=args.subnets_per_pass,
+                                 progress=not args.quiet)
+    result = {"checkpoint": str(args.checkpoint), "bn": args.bn, "num_archs": len(archs),
+              "valid_images": len(valid), "archs": [space.to_string(a) for a in archs],
+              "supernet_accuracy": accuracy.tolist()}
+    print(f"rdnas eval: {len(archs)} architectures, supernet accuracy on {len(valid)} {valid.name} images "
+          f"(BN: {args.bn}): mean {accuracy.mean():.4f}, best {accuracy.max():.4f}")
+    status = 0
+    if table is not None:
+        truth = table.values(archs, args.column)
+        result["ground_truth"] = truth.tolist()
+        try:
+            report = rank_report(accuracy.numpy(), truth, column=args.column, bootstrap_samples=200)
+        except ValueError as error:  # e.g. every architecture got the same supernet accuracy
+            report, status = None, 3
+            result["rank_report_error"] = str(error)
+            print(f"  no rank consistency against {args.column}: {error}")
+    if table is not None and report is not None:
+        result["rank_report"] = report
+        low, high = report["kendall_tau_ci95"]
+        print(f"  against {args.column} of {args.gt} ({report['num_archs']} architectures): Kendall tau "
+              f"{report['kendall_tau']:.4f} (95% CI {low:.3f}..{high:.3f}), Spearman {report['spearman_rho']:.4f}, "
+              f"Pearson {report['pearson_r']:.4f}, P@top-10% {report['precision_at_top_10pct']:.3f}")
+    if out:
+        if submission is not None:  # the competition's format: its keys, the estimate in "acc"
+            result = {key: {"acc": float(value), "arch": space.to_string(arch)}
+                      for (key, _), arch, value in zip(submission, archs, accuracy.tolist())}
+        write_json(out, result)
+        print(f"  results written to {out}")
+    return status
+
+
+def read_submission_archs(path, space) -> list[tuple[str, str]]:
+    """(key, architecture string) pairs of a competition JSON file (``{"arch1": {"acc": ..., "arch": "..."}}``,
+    the CVPR 2022 NAS Track 1 format), in the file's order."""
+    import json
+    from pathlib import Path
+
+    try:
+        entries = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"--archs-json: cannot read {path} as JSON ({error})") from None
+    if not isinstance(entries, dict) or not entries or not all(
+            isinstance(v, dict) and isinstance(v.get("arch"), str) for v in entries.values()):
+        raise ValueError(f"--archs-json: {path} must be an object of entries {{\"arch\": <code>, \"acc\": ...}} "
+                         "(the CVPR 2022 NAS Track 1 format)")
+    return [(key, value["arch"]) for key, value in entries.items()]

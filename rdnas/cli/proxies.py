@@ -1,0 +1,106 @@
+"""rdnas proxies: score architectures with zero-cost proxies into a resumable CSV table."""
+
+import sys
+
+from rdnas.cli.arguments import device, proxy_names, shard
+from rdnas.cli.evaluate import read_submission_archs
+
+
+def add_parser(commands) -> None:
+    proxies = commands.add_parser(
+        "proxies",
+        help="score every architecture with zero-cost proxies into a resumable CSV table",
+        description="Scores the search space with zero-cost proxies on the supernet's weights at initialisation "
+        "and writes OUT (index,arch,<proxy>,...; rows appended chunk by chunk) and OUT.meta.json. Run the same "
+        "command again to resume an interrupted run; --shard i/n splits the work among processes (merge their "
+        "tables with rdnas merge-tables). Example: rdnas proxies --proxy synflow,naswot --data "
+        "npz:freerea_cifar10_train_minibatches.npz --gt nb201_gt.csv --out nb201_proxies.csv",
+    )
+    proxies.add_argument("--space", choices=["nb201", "resnet48"], default="nb201",
+                         help="search space (default nb201); resnet48 needs --archs-file")
+    proxies.add_argument("--archs-file", help="the architectures to score: one code per line, or a competition "
+                         "JSON ({\"arch1\": {\"arch\": ...}}); table index = position in the file")
+    proxies.add_argument("--resnet-stem", choices=["imagenet", "small"], help="resnet48: stem (default imagenet)")
+    proxies.add_argument("--width-divisor", type=int, help="resnet48: channel divisor 1, 2, 4 or 8 (default 1)")
+    proxies.add_argument("--proxy", type=proxy_names, metavar="NAMES",
+                         help="comma-separated proxy names, or 'all' (see --list)")
+    proxies.add_argument("--out", help="the CSV table to write or resume ({shard} in the name becomes the shard)")
+    proxies.add_argument("--data", default="random",
+                         help="the minibatch: random (Gaussian, default), random:C,H,W,classes, npz:<path>, "
+                         "cifar10:<dir>, cifar100:<dir>, imagenet16:<dir> or digits")
+    proxies.add_argument("--batch-size", type=int, default=64, help="images in the minibatch (default 64)")
+    proxies.add_argument("--batch-index", type=int, default=0, help="which batch of the source (default 0)")
+    proxies.add_argument("--image-size", type=int, help="digits: the side (default 32); other sources: resize")
+    proxies.add_argument("--init", choices=["pytorch", "kaiming_normal"], default="pytorch",
+                         help="supernet initialisation (default pytorch)")
+    proxies.add_argument("--seed", type=int, default=0, help="initialisation and data seed (default 0)")
+    proxies.add_argument("--channels", type=int, default=16,
+                         help="C of the scoring supernet's macro network (default 16, the benchmark's)")
+    proxies.add_argument("--cells", type=int, default=5,
+                         help="N, cells per stage of the scoring supernet (default 5, the benchmark's)")
+    proxies.add_argument("--gt", help="ground-truth table (nb201_gt.csv format): index = official NB201 index "
+                         "(without it: the enumeration index of rdnas.spaces.nb201)")
+    proxies.add_argument("--limit", type=int, help="score only the first N architectures (quick runs)")
+    proxies.add_argument("--archs-per-chunk", type=int, default=64,
+                         help="architectures per proxy call and per write (default 64)")
+    proxies.add_argument("--shard", type=shard, default=(0, 1), metavar="i/n|env",
+                         help="score only chunk c with c %% n == i; env: RANK/WORLD_SIZE of torchrun")
+    proxies.add_argument("--device", type=device, default="cpu", help="torch device (default cpu)")
+    proxies.add_argument("--quiet", action="store_true", help="no progress bar")
+    proxies.add_argument("--list", action="store_true", help="list the proxies and exit")
+    proxies.set_defaults(usage_error=proxies.error)
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from rdnas.data import DatasetError
+    from rdnas.proxies import PROXIES, load_minibatch, score_space
+
+    if args.list:
+        width = max(map(len, PROXIES))
+        for name, proxy in PROXIES.items():
+            kind = ("uses images" if proxy.needs_data else "no images") + (", batched" if proxy.batched else "")
+            print(f"{name:<{width}}  {proxy.summary} [{kind}]")
+        return 0
+    if not args.proxy:
+        args.usage_error("--proxy is required (or --list)")
+    if not args.out:
+        args.usage_error("--out is required")
+    if args.space == "nb201":
+        options = {"channels": args.channels, "cells_per_stage": args.cells}
+    else:
+        options = {name: value for name, value in (("resnet_stem", args.resnet_stem),
+                                                   ("width_divisor", args.width_divisor)) if value is not None}
+    try:
+        archs = None
+        if args.archs_file and args.archs_file.endswith(".json"):
+            archs = [code for _, code in read_submission_archs(args.archs_file, args.space)]
+        elif args.archs_file:
+            with open(args.archs_file) as handle:
+                archs = [line.strip() for line in handle if line.strip()]
+        minibatch = load_minibatch(args.data, args.batch_size, args.seed, args.batch_index, args.image_size)
+        table = score_space(args.proxy, minibatch, space=args.space, archs=archs, gt=args.gt, limit=args.limit,
+                            out=args.out, shard=args.shard, archs_per_chunk=args.archs_per_chunk, init=args.init,
+                            seed=args.seed, device=args.device, progress=not args.quiet, **options)
+    except (ValueError, OSError, DatasetError) as error:
+        print(f"rdnas proxies: error: {error}", file=sys.stderr)
+        return 1
+    info = table.info
+    shard_note = "" if info["shard"] == (0, 1) else f" (shard {info['shard'][0]}/{info['shard'][1]})"
+    print(f"rdnas proxies: {len(table)} rows in {info['path']}{shard_note}: {info['written']} scored now in "
+          f"{info['seconds']:.1f} s, {info['already_present']} already there")
+    if args.space == "nb201":
+        supernet = f"supernet C={args.channels}, N={args.cells}"
+        index = "official NB201 (" + args.gt + ")" if args.gt else "rdnas enumeration order"
+    else:
+        supernet, index = f"{args.space} supernet {options}", f"position in {args.archs_file}"
+    print(f"  data: {minibatch.source}, inputs {list(minibatch.inputs.shape)}; {supernet}, init {args.init}, "
+          f"seed {args.seed}; index: {index}")
+    for name in table.names:
+        values = table.column(name)
+        finite = values[np.isfinite(values)]
+        spread = (f"min {finite.min():.6g}, median {np.median(finite):.6g}, max {finite.max():.6g}"
+                  if len(finite) else "")
+        print(f"  {name:<12} {len(finite)} finite of {len(values)}  {spread}")
+    return 0

@@ -1,0 +1,94 @@
+"""rdnas train: train a one-shot supernet."""
+
+from rdnas.cli.arguments import device, non_negative_int, positive_int
+from rdnas.spaces import space_names
+from rdnas.train.trainer import MARGIN_MODES, METHODS, RANK_SAMPLERS, RANK_SCHEDULES
+
+
+def add_parser(commands) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train a one-shot supernet (checkpoints every epoch; --resume continues a run)",
+        description="Train a weight-sharing supernet. Writes OUT/checkpoint.pt (atomically, every epoch), "
+        "OUT/metrics.jsonl and OUT/config.json. Example: rdnas train --data digits --epochs 10 --out runs/spos",
+    )
+    train.add_argument("--space", choices=list(space_names()), default="nb201", help="search space (default nb201)")
+    train.add_argument("--method", choices=list(METHODS), default="spos",
+                       help="spos (uniform paths, default), rdnas (ranking distillation; nb201 needs --teacher-table), "
+                       "fairnas (nb201), sandwich")
+    train.add_argument("--teacher-table", default="", help="rdnas on nb201: a score table over the whole space "
+                       "(rdnas proxies --out, without --gt)")
+    train.add_argument("--teacher", default=None, help="rdnas: teacher column(s) of the table, rank-averaged "
+                       "(nb201, default synflow); resnet48: a cost of its cost model (default flops)")
+    train.add_argument("--teacher-samples", type=positive_int, default=10000,
+                       help="rdnas on non-enumerable spaces (resnet48): size of the teacher's seeded reference set "
+                       "(default 10000)")
+    train.add_argument("--min-hamming", type=positive_int, default=33,
+                       help="rdnas with --sampler min_hamming: least differing choices per pair (default 33)")
+    train.add_argument("--distill", action="store_true", help="in-place distillation from the largest subnet "
+                       "(sandwich rule: --method sandwich, or --method rdnas --sampler sandwich)")
+    train.add_argument("--groups", type=int, default=5, help="rdnas: G teacher groups (default 5)")
+    train.add_argument("--margin", type=float, default=0.1, help="rdnas: m0, margin per group distance")
+    train.add_argument("--margin-mode", choices=list(MARGIN_MODES), default="group")
+    train.add_argument("--sampler", choices=list(RANK_SAMPLERS), default="margin", help="rdnas: pair sampler")
+    train.add_argument("--rank-schedule", choices=list(RANK_SCHEDULES), default="constant",
+                       help="rdnas: lambda(epoch)")
+    train.add_argument("--rank-weight", type=float, default=1.0, help="rdnas: multiplies lambda(epoch)")
+    train.add_argument("--data", default="digits",
+                       help="digits (scikit-learn's, no download), fashion_mnist[:<dir>] (Debian's "
+                       "dataset-fashion-mnist by default), cifar10:<dir>, cifar100:<dir>, imagenet16:<dir> or "
+                       "imagenet:<dir> (<dir>/train and <dir>/val, one folder per class)")
+    train.add_argument("--image-size", type=int, default=16,
+                       help="digits: resize the 8x8 images (default 16); imagenet: the crop side (use 224)")
+    train.add_argument("--epochs", type=non_negative_int, default=10)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--lr", type=float, default=0.025)
+    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--weight-decay", type=float, default=5e-4)
+    train.add_argument("--paths", type=int, default=1, help="K paths per step, losses summed (default 1)")
+    train.add_argument("--channels", type=int, default=16, help="C, the first stage's width (default 16)")
+    train.add_argument("--cells", type=int, default=5, help="N, cells per stage (default 5)")
+    train.add_argument("--resnet-stem", choices=["imagenet", "small"], default=None,
+                       help="resnet48: imagenet (7x7 stride 2 + max-pool, for 224 px) or small (3x3, no pooling; "
+                       "default for the embedded small-image data)")
+    train.add_argument("--width-divisor", type=int, choices=[1, 2, 4, 8], default=None,
+                       help="resnet48: divide every channel count of the width table (default 1; 8 on small data)")
+    train.add_argument("--no-bn-affine", action="store_true", help="BN without learnable scale and shift in cells")
+    train.add_argument("--no-bn-running-stats", action="store_true", help="BN without running statistics")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", type=device, default="cpu")
+    train.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+    train.add_argument("--out", default="runs/spos", help="output folder (default runs/spos)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from rdnas.train import OneShotTrainer, TrainConfig
+
+    space_defaults = _space_train_defaults(args.space, args.data)
+    options = {name: space_defaults[name] if getattr(args, name) is None else getattr(args, name)
+               for name in ("teacher", "resnet_stem", "width_divisor")}
+    config = TrainConfig(
+        space=args.space, resnet_stem=options["resnet_stem"], width_divisor=options["width_divisor"],
+        distill=args.distill, teacher_samples=args.teacher_samples, min_hamming=args.min_hamming, data=args.data, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, paths_per_step=args.paths, channels=args.channels,
+        cells_per_stage=args.cells, bn_affine=not args.no_bn_affine,
+        bn_track_running_stats=not args.no_bn_running_stats, seed=args.seed, device=args.device,
+        amp=not args.no_amp, out_dir=args.out, method=args.method, teacher_table=args.teacher_table,
+        teacher_proxies=options["teacher"], groups=args.groups, margin=args.margin, margin_mode=args.margin_mode,
+        sampler=args.sampler, rank_schedule=args.rank_schedule, rank_weight=args.rank_weight)
+    history = OneShotTrainer(config, progress=not args.quiet).fit(resume=args.resume)
+    last = history[-1] if history else {}
+    print(f"rdnas train: {len(history)} epochs in {args.out} (last: loss {last.get('train_loss', float('nan')):.4f}, "
+          f"accuracy {last.get('train_acc', float('nan')):.3f})")
+    return 0
+
+
+def _space_train_defaults(space: str, data: str) -> dict:
+    """Defaults of the space-specific train options: the teacher (nb201: synflow from a table; resnet48: FLOPs, as
+    the RD-NAS authors ran it) and ResNet48's configuration (ImageNet-sized data: the competition's network;
+    small images: the small stem, widths / 8)."""
+    small_images = data.partition(":")[0] not in ("imagenet",)
+    return {"teacher": "synflow" if space == "nb201" else "flops",
+            "resnet_stem": "small" if small_images else "imagenet", "width_divisor": 8 if small_images else 1}
