@@ -164,15 +164,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quiet", action="store_true")
 
 
-def main(args) -> int:
-    epochs = args.epochs if args.epochs is not None else RESNET48_EPOCHS if args.space == "resnet48" else None
+def config_from_args(args) -> PipelineConfig:
+    """The PipelineConfig that ``rdnas demo`` runs for parsed arguments (space-dependent defaults resolved)."""
     config = PipelineConfig(space=args.space, out_dir=args.out, data=args.data, gt=args.gt,
                             paths_per_step=args.paths, groups=args.groups, margin=args.margin,
                             eval_every=args.eval_every, device=args.device)
-    if epochs is not None:
-        config.epochs = epochs
     if args.space != "nb201":
-        config.teacher_proxies, config.proxies = "flops", RESNET48_PROXIES
+        config.epochs, config.teacher_proxies, config.proxies = RESNET48_EPOCHS, "flops", RESNET48_PROXIES
+    if args.epochs is not None:
+        config.epochs = args.epochs
     if args.teacher:
         config.teacher_proxies = args.teacher
     if args.data != "digits":
@@ -183,7 +183,10 @@ def main(args) -> int:
         config.gt_column = "cifar10_valid_acc"
     if args.gt_column:
         config.gt_column = args.gt_column
-    report = run_demo(config, seed=args.seed, progress=not args.quiet)
+    return config
+
+
+def main(args) -> int:
+    report = run_demo(config_from_args(args), seed=args.seed, progress=not args.quiet)
     print(format_report(report))
     return 0
-

@@ -67,8 +67,14 @@ def test_bench_build_cli(tmp_path):
 
 
 def test_parser_defaults():
-    args = build_parser().parse_args(["demo"])
-    assert (args.epochs, args.paths, args.teacher, args.device) == (30, 4, "synflow", "cpu")
+    from rdnas.demo import config_from_args
+
+    config = config_from_args(build_parser().parse_args(["demo"]))
+    assert (config.epochs, config.paths_per_step, config.teacher_proxies, config.device) == (30, 4, "synflow", "cpu")
+    config = config_from_args(build_parser().parse_args(["demo", "--space", "resnet48"]))
+    assert (config.space, config.epochs, config.paths_per_step, config.teacher_proxies) == ("resnet48", 15, 4, "flops")
+    config = config_from_args(build_parser().parse_args(["demo", "--space", "resnet48", "--epochs", "3"]))
+    assert config.epochs == 3
 
 
 def test_train_rdnas_from_a_proxy_table(tmp_path):

@@ -66,18 +66,16 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     from rdnas.train import OneShotTrainer, TrainConfig
 
-    space_defaults = _space_train_defaults(args.space, args.data)
-    options = {name: space_defaults[name] if getattr(args, name) is None else getattr(args, name)
-               for name in ("teacher", "resnet_stem", "width_divisor")}
     config = TrainConfig(
-        space=args.space, resnet_stem=options["resnet_stem"], width_divisor=options["width_divisor"],
-        distill=args.distill, teacher_samples=args.teacher_samples, min_hamming=args.min_hamming, data=args.data, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        space=args.space, distill=args.distill, teacher_samples=args.teacher_samples, min_hamming=args.min_hamming,
+        data=args.data, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, paths_per_step=args.paths, channels=args.channels,
         cells_per_stage=args.cells, bn_affine=not args.no_bn_affine,
         bn_track_running_stats=not args.no_bn_running_stats, seed=args.seed, device=args.device,
         amp=not args.no_amp, out_dir=args.out, method=args.method, teacher_table=args.teacher_table,
-        teacher_proxies=options["teacher"], groups=args.groups, margin=args.margin, margin_mode=args.margin_mode,
-        sampler=args.sampler, rank_schedule=args.rank_schedule, rank_weight=args.rank_weight)
+        groups=args.groups, margin=args.margin, margin_mode=args.margin_mode,
+        sampler=args.sampler, rank_schedule=args.rank_schedule, rank_weight=args.rank_weight,
+        **_space_options(args))
     history = OneShotTrainer(config, progress=not args.quiet).fit(resume=args.resume)
     last = history[-1] if history else {}
     print(f"rdnas train: {len(history)} epochs in {args.out} (last: loss {last.get('train_loss', float('nan')):.4f}, "
@@ -85,10 +83,30 @@ def run(args) -> int:
     return 0
 
 
-def _space_train_defaults(space: str, data: str) -> dict:
-    """Defaults of the space-specific train options: the teacher (nb201: synflow from a table; resnet48: FLOPs, as
-    the RD-NAS authors ran it) and ResNet48's configuration (ImageNet-sized data: the competition's network;
-    small images: the small stem, widths / 8)."""
-    small_images = data.partition(":")[0] not in ("imagenet",)
-    return {"teacher": "synflow" if space == "nb201" else "flops",
-            "resnet_stem": "small" if small_images else "imagenet", "width_divisor": 8 if small_images else 1}
+def _space_options(args) -> dict:
+    """The space-specific TrainConfig fields: the teacher (nb201: synflow from a table; resnet48: FLOPs, as the
+    RD-NAS authors ran it) and the options of the space's supernet that were given, or else their defaults for the
+    data (resnet48: the competition's network on imagenet:<dir>, the small stem with widths / 8 on small images).
+    Options the space's supernet does not take keep TrainConfig's defaults, so a run's config (and its resume
+    check) never depends on another space's settings."""
+    from rdnas.supernet import supernet_spec
+
+    small_images = args.data.partition(":")[0] != "imagenet"
+    defaults = {"resnet_stem": "small" if small_images else "imagenet", "width_divisor": 8 if small_images else 1}
+    taken = supernet_spec(args.space).options
+    values = {"teacher_proxies": args.teacher or ("synflow" if args.space == "nb201" else "flops")}
+    for name, default in defaults.items():
+        given = getattr(args, name)
+        if name in taken:
+            values[name] = default if given is None else given
+        elif given is not None:
+            raise ValueError(f"--{name.replace('_', '-')} is an option of {', '.join(_spaces_taking(name))}, not "
+                             f"of the {args.space} space")
+    return values
+
+
+def _spaces_taking(option: str) -> list[str]:
+    from rdnas.spaces import space_names
+    from rdnas.supernet import supernet_spec
+
+    return [name for name in space_names() if option in supernet_spec(name).options]
