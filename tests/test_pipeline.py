@@ -56,6 +56,24 @@ def test_shipped_benchmark_is_the_documented_build():
         nb201.enumeration_index(a) for a in sample_architectures(240, seed=0))
 
 
+def test_shipped_resnet48_benchmark_is_the_documented_build():
+    from rdnas.minibench import Recipe
+    from rdnas.spaces import get_space
+
+    path = shipped_benchmark("resnet48")
+    table = GroundTruth.load(path, "resnet48")
+    assert len(table.archs) == 64 and bool((torch.as_tensor(table.column("seeds")) == 8).all())
+    assert {"digits_valid_acc", "digits_valid_loss", "digits_valid_acc_std"} <= set(table.columns)
+    space = get_space("resnet48")
+    assert sorted(space.to_string(a) for a in table.archs) == sorted(
+        space.to_string(torch.tensor(a)) for a in sample_architectures(64, seed=0, space="resnet48"))
+    recipe = Recipe.from_dict(json.loads(path.with_name("resnet48_digits_recipe.json").read_text()))
+    assert (recipe.space, recipe.width_divisor, recipe.resnet_stem, recipe.epochs) == ("resnet48", 8, "small", 6)
+    reliability = json.loads(path.with_name("resnet48_digits_reliability.json").read_text())
+    assert reliability["architectures"] == 64 and reliability["kendall_tau_valid_acc"] >= 0.6
+    assert reliability["seeds_a"] == [0, 1, 2, 3] and reliability["seeds_b"] == [4, 5, 6, 7]
+
+
 def test_proxy_scores_that_are_not_finite_rank_as_the_proxy_means():
     from rdnas.demo import finite_for_ranking
 
