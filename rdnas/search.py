@@ -66,15 +66,7 @@ def _uniform_cells(count: int, seed: int, space) -> list[tuple]:
         candidates = everything[~space.is_trivial(everything)]
         order = torch.randperm(len(candidates), generator=generator)[:count]
         return [tuple(a) for a in candidates[order].tolist()]
-    chosen: dict[tuple, None] = {}
-    for _ in range(100):
-        draws = space.sample(2 * (count - len(chosen)), generator)
-        for arch in draws[~space.is_trivial(draws)].tolist():
-            if len(chosen) < count:
-                chosen.setdefault(tuple(arch))
-        if len(chosen) == count:
-            break
-    return list(chosen)
+    return [tuple(arch) for arch in space.sample_distinct(count, generator).tolist()]
 
 
 def _evaluate_in_batches(history: SearchHistory, cells: list[tuple], batch: int) -> None:

@@ -41,6 +41,15 @@ def test_samples_are_valid_seeded_and_shaped(name):
 
 
 @pytest.mark.parametrize("name", SPACES)
+def test_distinct_samples_are_nontrivial_with_distinct_keys(name):
+    space = get_space(name)
+    archs = space.sample_distinct(40, torch.Generator().manual_seed(1))
+    assert archs.shape == (40, space.width)
+    assert torch.equal(archs, space.sample_distinct(40, torch.Generator().manual_seed(1)))
+    assert len({space.key(a) for a in archs}) == 40 and not bool(space.is_trivial(archs).any())
+
+
+@pytest.mark.parametrize("name", SPACES)
 def test_string_round_trip_and_key_invariance(name):
     space = get_space(name)
     archs = space.sample(32, torch.Generator().manual_seed(1))

@@ -134,16 +134,7 @@ def sample_architectures(count: int, seed: int = 0, space="nb201") -> list[tuple
     seeded permutation of the space; others: the space's sampler)."""
     space = get_space(space)
     if space.name != "nb201":
-        generator, chosen, seen = torch.Generator().manual_seed(seed), [], set()
-        for _ in range(1000):
-            for arch in space.sample(count, generator):
-                key = space.key(arch)
-                if key not in seen and not bool(space.is_trivial(arch)[0]):
-                    seen.add(key)
-                    chosen.append(tuple(arch.tolist()))
-                    if len(chosen) == count:
-                        return chosen
-        raise ValueError(f"rdnas.minibench.sample_architectures: found only {len(chosen)} distinct architectures")
+        return [tuple(arch) for arch in space.sample_distinct(count, torch.Generator().manual_seed(seed)).tolist()]
     everything = nb201.all_archs()
     order = torch.randperm(nb201.NUM_ARCHS, generator=torch.Generator().manual_seed(seed))
     chosen, seen = [], set()

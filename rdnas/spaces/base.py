@@ -91,6 +91,22 @@ class SearchSpace(ABC):
         exactly once."""
         raise NotImplementedError(f"rdnas.spaces.{self.name}: the space has no strict-fairness paths (FairNAS)")
 
+    def sample_distinct(self, count: int, generator: torch.Generator, max_rounds: int = 1000) -> Tensor:
+        """``count`` non-trivial architectures with distinct :meth:`key`, in the order :meth:`sample` draws them:
+        LongTensor[count, width]. Raises ValueError if ``max_rounds`` rounds of draws find fewer."""
+        chosen, seen = [], set()
+        for _ in range(max_rounds):
+            draws = self.sample(count, generator)
+            for arch in draws[~self.is_trivial(draws)]:
+                key = self.key(arch)
+                if key not in seen:
+                    seen.add(key)
+                    chosen.append(arch)
+                    if len(chosen) == count:
+                        return torch.stack(chosen)
+        raise ValueError(f"rdnas.spaces.{self.name}.sample_distinct: found only {len(chosen)} distinct non-trivial "
+                         f"architectures of the {count} asked for")
+
     def is_trivial(self, archs) -> Tensor:
         """BoolTensor[K]: architectures that compute nothing from their input (NB201's disconnected cells);
         proxies give them -inf. Default: none."""
