@@ -7,10 +7,10 @@ inside ``run``, so the CLI starts fast. Shared argparse types and output helpers
 import argparse
 import sys
 
-from rdnas.cli import arch, bench, demo, evaluate, merge_tables, proxies, search, train
+from rdnas.cli import arch, bench, demo, evaluate, merge_tables, predictor, proxies, search, train
 
 COMMANDS = {"demo": demo, "train": train, "eval": evaluate, "proxies": proxies, "merge-tables": merge_tables,
-            "search": search, "arch": arch, "bench": bench}  # in the order of `rdnas --help`
+            "search": search, "arch": arch, "bench": bench, "predictor": predictor}  # in the order of `rdnas --help`
 
 
 def build_parser() -> argparse.ArgumentParser:
