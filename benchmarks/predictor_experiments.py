@@ -1,0 +1,191 @@
+"""Predictors on NAS-Bench-201's real ground truth, the TNASP / PINAT protocol (issue 18).
+
+Train on N random cells (``rdnas.predictors.protocol.training_rows``: seed s gives training set s) with their
+``cifar10_valid_acc``; score all 15,625 cells; Kendall tau against ``cifar10_test_acc`` over all of them (the
+published protocol counts the training cells too), plus the transfer columns ``cifar100_test_acc`` and
+``imagenet16_120_test_acc``. N in 78, 156, 469, 781, 1563 (0.5 % to 10 %), seeds 0-4 (>= 5 training sets).
+
+Models: ``nar`` (structure only: the information PINAT had), ``nar+zc`` (plus the zero-cost proxy columns),
+``gbt`` and ``mlp`` (same structure features), ``gbt+zc`` and ``mlp+zc``, and ``proxies`` (the rank average of the
+proxy columns: no labels, the zero-shot floor; one result, recorded for every N and seed 0 only). The proxy
+columns come from ``nb201_zc_proxies.csv`` (synflow, logsynflow, naswot, nregions, zen, jacov; CIFAR-10 versions)
+and the ground truth's ``flops_M_cifar10`` and ``params_M_cifar10`` (no accuracy column: the ``suitezero_val_acc``
+columns of the proxy table are trained accuracies and are left out). They are merged into
+``runs/predictor_experiments/nb201_zc_features.csv`` (not committed).
+
+One JSON per (model, N, seed) in benchmarks/results/predictors/; a finished one is skipped, so the script can be
+stopped and restarted, and several processes can share the work (``--models`` / ``--n`` / ``--seeds``)::
+
+    OMP_NUM_THREADS=1 python benchmarks/predictor_experiments.py run --models gbt,mlp --n 78,156 --seeds 0,1
+    OMP_NUM_THREADS=1 python benchmarks/predictor_experiments.py run          # everything: every model, N, seed
+    python benchmarks/predictor_experiments.py report     # Markdown table + benchmarks/results/predictor_experiments.json
+"""
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rdnas.atomic_file import write_text_atomic
+from rdnas.predictors import ArchFeatures, ProxyFeatures
+from rdnas.predictors.protocol import fit_on_table
+from rdnas.rank import GroundTruth, kendall_tau, precision_at_top, spearman_rho
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+RUNS = RESULTS / "predictors"
+WORK = ROOT.parent / "runs" / "predictor_experiments"
+DATA = ROOT.parent.parent / "shared" / "data"
+
+TRAIN_COLUMN = "cifar10_valid_acc"
+TEST_COLUMN = "cifar10_test_acc"
+TRANSFER_COLUMNS = ("cifar100_test_acc", "imagenet16_120_test_acc")
+SIZES = (78, 156, 469, 781, 1563)
+SEEDS = (0, 1, 2, 3, 4)
+PROXY_COLUMNS = ("synflow_cifar10", "logsynflow_cifar10", "naswot_cifar10", "nregions_cifar10", "zen_cifar10",
+                 "jacov_nwotv1_cifar10")
+COST_COLUMNS = ("flops_M_cifar10", "params_M_cifar10")
+MODELS = ("nar", "nar+zc", "gbt", "gbt+zc", "mlp", "mlp+zc", "proxies")
+# PINAT (Table 1 of its paper) and TNASP, Kendall tau on NB201 CIFAR-10 at the sizes above.
+PUBLISHED = {"PINAT": (0.549, 0.631, 0.706, 0.761, 0.784), "TNASP": (0.539, 0.589, 0.640, 0.689, 0.724)}
+
+
+def zc_table(gt_path: Path, zc_path: Path) -> Path:
+    """The merged proxy-feature table (module docstring), written once."""
+    out = WORK / "nb201_zc_features.csv"
+    if out.exists():
+        return out
+    gt, zc = GroundTruth.load(gt_path), GroundTruth.load(zc_path)
+    rows = zc.rows_of(gt.archs)
+    if bool((rows < 0).any()):
+        raise ValueError(f"{zc_path} does not cover every architecture of {gt_path}")
+    columns = {name: zc.column(name)[rows.numpy()] for name in PROXY_COLUMNS}
+    columns.update({name: gt.column(name) for name in COST_COLUMNS})
+    lines = ["index,arch_str," + ",".join(columns)]
+    for row in range(len(gt)):
+        lines.append(f"{int(gt.indices[row])},{gt.space.to_string(gt.archs[row])},"
+                     + ",".join(repr(float(values[row])) for values in columns.values()))
+    WORK.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, "\n".join(lines) + "\n")
+    return out
+
+
+def result_path(model: str, size: int, seed: int) -> Path:
+    return RUNS / f"{model.replace('+', '_')}_n{size}_seed{seed}.json"
+
+
+def evaluate(scores: np.ndarray, gt: GroundTruth) -> dict:
+    truth = gt.column(TEST_COLUMN)
+    report = {"kendall_tau": kendall_tau(scores, truth), "spearman_rho": spearman_rho(scores, truth),
+              "precision_at_top_5pct": precision_at_top(scores, truth, 5)}
+    for column in TRANSFER_COLUMNS:
+        report[f"kendall_tau_{column}"] = kendall_tau(scores, gt.column(column))
+    return report
+
+
+def run_one(model: str, size: int, seed: int, gt: GroundTruth, features_path: Path) -> dict:
+    base, _, extra = model.partition("+")
+    started = time.perf_counter()
+    if model == "proxies":
+        proxies = ProxyFeatures.from_table(features_path, PROXY_COLUMNS + COST_COLUMNS)
+        scores = proxies(gt.archs).double().mean(1).numpy()  # rank average of the rank-normalised columns
+        fit_s, predict_s, options, train_rows = 0.0, time.perf_counter() - started, {}, []
+    else:
+        features = ArchFeatures("nb201", ProxyFeatures.from_table(features_path, PROXY_COLUMNS + COST_COLUMNS)
+                                if extra == "zc" else None)
+        predictor, rows = fit_on_table(base, gt, TRAIN_COLUMN, size, seed, features, progress=sys.stderr.isatty())
+        fit_s = time.perf_counter() - started
+        started = time.perf_counter()
+        scores = predictor.predict(gt.archs).numpy()
+        predict_s = time.perf_counter() - started
+        options, train_rows = predictor.options, rows.tolist()
+    return {"model": model, "n": size, "seed": seed, "train_column": TRAIN_COLUMN, "test_column": TEST_COLUMN,
+            "num_archs": len(gt), **evaluate(scores, gt), "fit_s": fit_s, "predict_s": predict_s,
+            "options": options, "proxy_columns": list(PROXY_COLUMNS + COST_COLUMNS) if "zc" in model or
+            model == "proxies" else [], "train_rows": train_rows, "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "machine": platform.machine()}
+
+
+def run(args) -> int:
+    gt = GroundTruth.load(args.gt)
+    features_path = zc_table(Path(args.gt), Path(args.zc))
+    RUNS.mkdir(parents=True, exist_ok=True)
+    jobs = [(model, size, seed) for model in args.models for size in args.n for seed in args.seeds
+            if model != "proxies" or seed == 0]
+    for model, size, seed in jobs:
+        path = result_path(model, size, seed)
+        if path.exists():
+            print(f"{model:8} N={size:5} seed {seed}: done already ({path.name})")
+            continue
+        result = run_one(model, size, seed, gt, features_path)
+        write_text_atomic(path, json.dumps(result, indent=1))
+        print(f"{model:8} N={size:5} seed {seed}: Kendall tau {result['kendall_tau']:.4f} "
+              f"(fit {result['fit_s']:.1f} s, predict {result['predict_s']:.1f} s)", flush=True)
+    return 0
+
+
+def report(args) -> int:
+    results = [json.loads(path.read_text()) for path in sorted(RUNS.glob("*.json"))]
+    table = {}
+    for result in results:
+        table.setdefault(result["model"], {}).setdefault(result["n"], []).append(result)
+    sizes = sorted({result["n"] for result in results})
+    summary = {}
+    lines = ["| model | " + " | ".join(f"N = {n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for model in [m for m in MODELS if m in table]:
+        cells = []
+        for n in sizes:
+            runs = table[model].get(n, [])
+            if not runs:
+                cells.append("")
+                continue
+            taus = np.array([r["kendall_tau"] for r in runs])
+            summary.setdefault(model, {})[n] = {
+                "kendall_tau_mean": float(taus.mean()), "kendall_tau_std": float(taus.std(ddof=1)) if len(taus) > 1
+                else None, "seeds": sorted(r["seed"] for r in runs), "fit_s_mean": float(np.mean([r["fit_s"] for r in runs])),
+                **{f"kendall_tau_{c}_mean": float(np.mean([r[f"kendall_tau_{c}"] for r in runs]))
+                   for c in TRANSFER_COLUMNS}}
+            spread = f" ± {taus.std(ddof=1):.3f}" if len(taus) > 1 else ""
+            cells.append(f"{taus.mean():.3f}{spread} ({len(taus)})")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    for name, values in PUBLISHED.items():
+        published = dict(zip(SIZES, values))
+        lines.append(f"| {name} (published) | " + " | ".join(f"{published[n]:.3f}" if n in published else ""
+                                                             for n in sizes) + " |")
+    text = ("Kendall tau against cifar10_test_acc over all 15,625 NB201 cells, trained on N random cells' "
+            "cifar10_valid_acc; mean ± std over training sets (count in brackets).\n\n" + "\n".join(lines))
+    print(text)
+    write_text_atomic(RESULTS / "predictor_experiments.json", json.dumps(summary, indent=1))
+    return 0
+
+
+def _list(kind):
+    return lambda text: [kind(item) for item in text.split(",") if item]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = parser.add_subparsers(dest="step", required=True)
+    run_parser = steps.add_parser("run", help="fit and evaluate, one JSON per (model, N, seed); resumable")
+    run_parser.add_argument("--models", type=_list(str), default=list(MODELS), help=f"default: {','.join(MODELS)}")
+    run_parser.add_argument("--n", type=_list(int), default=list(SIZES), help="training sizes (default 78,...,1563)")
+    run_parser.add_argument("--seeds", type=_list(int), default=list(SEEDS), help="training sets (default 0-4)")
+    run_parser.add_argument("--gt", default=str(DATA / "nb201_gt.csv"))
+    run_parser.add_argument("--zc", default=str(DATA / "nb201_zc_proxies.csv"))
+    steps.add_parser("report", help="the Markdown table and benchmarks/results/predictor_experiments.json")
+    args = parser.parse_args()
+    if args.step == "run":
+        unknown = set(args.models) - set(MODELS)
+        if unknown:
+            parser.error(f"unknown model(s) {sorted(unknown)}; models: {', '.join(MODELS)}")
+        return run(args)
+    return report(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
