@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from rdnas.predictors import get_predictor
 from rdnas.predictors.protocol import training_rows

@@ -77,7 +77,6 @@ def _fit(args) -> int:
 
 
 def _rank(args) -> int:
-    import numpy as np
 
     from rdnas.atomic_file import atomic_open, prepare_output_file
     from rdnas.cli.arguments import write_json
