@@ -14,7 +14,10 @@ jacov's formulas, NASWOT's kernel term, Zen's inputs and BN term, NB201's MAC co
 - zen: features = the output of the last ReLU the forward runs (the input of the global pooling in networks that
   end ReLU -> pool -> Linear, as NB201's and ResNet48's do); BN term from each BN layer's batch variances.
 - l2_norm: sum of the Conv2d/Linear weights' L2 norms; params: trainable parameters; flops: Conv2d/Linear
-  multiply-accumulates per image at the minibatch's resolution, measured with hooks.
+  multiply-accumulates per image at the minibatch's resolution, measured with hooks. A supernet with a cost model
+  (``supernet.cost(archs, image_size)``; ResNet48's, in the CVPR 2022 Track 1 conventions: BN and the global pool
+  count, parameters include BN's running statistics) gives flops and params from it instead, as its space defines
+  them.
 
 Scores are taken in the network's train/eval mode each proxy needs and leave the network as it was (mode,
 buffers, gradients: :func:`~rdnas.proxies.base.network_state_restored`).
@@ -283,6 +286,8 @@ def score_exported(name: str, supernet: nn.Module, archs, minibatch: Minibatch |
     options.pop("archs_per_pass", None)  # one network at a time here
     scored = (torch.ones(len(archs), dtype=torch.bool) if name in COST_PROXIES
               else ~supernet.space.is_trivial(archs))
+    if name in COST_PROXIES and hasattr(supernet, "cost"):  # the space's own cost model (ResNet48: the competition's)
+        return supernet.cost(archs, minibatch.inputs.shape[-1])[name].double().cpu()
     source = supernet
     if name == "zen":  # the fused path's weights: the supernet's Gaussian copy, sliced per architecture
         source = gaussian_copy(supernet, options.get("seed", 0))

@@ -174,6 +174,14 @@ class ResNet48Supernet(nn.Module):
             return x.new_zeros(0, x.shape[0], self.config["num_classes"])
         return torch.stack([self._run(x, plan, stats, k) for k, plan in enumerate(plans)])
 
+    def cost(self, archs, image_size: int) -> dict:
+        """The competition's cost model (:func:`rdnas.spaces.resnet48.cost`) of this supernet's subnets on square
+        inputs of ``image_size`` pixels, with its classes, input channels, stem and width divisor: dict of float64
+        Tensor[K] ``params`` (BN running statistics included), ``trainable_params``, ``flops``."""
+        return resnet48.cost(archs, image_size=image_size, num_classes=self.config["num_classes"],
+                             in_channels=self.config["in_channels"], resnet_stem=self.config["resnet_stem"],
+                             width_divisor=self.config["width_divisor"])
+
     def export(self, arch) -> "ResNet48Network":
         """A stand-alone :class:`ResNet48Network` of ``arch`` holding copies of the sliced weights and BN buffers,
         on the supernet's device and dtype and in its train/eval mode: ``export(arch)(x) == self(x, arch)``."""
