@@ -167,3 +167,28 @@ def test_resnet48_options_are_refused_for_nb201_and_nb201_runs_keep_their_defaul
                  "--out", str(tmp_path / "b"), "--quiet"]) == 0
     saved = json.loads((tmp_path / "b" / "config.json").read_text())
     assert (saved["resnet_stem"], saved["width_divisor"]) == (TrainConfig.resnet_stem, TrainConfig.width_divisor)
+
+
+def test_train_and_eval_on_an_imagenet_style_folder(tmp_path, capsys):
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    for split, count in (("train", 6), ("val", 3)):
+        for label in ("ant", "bee"):
+            folder = tmp_path / "imagenet" / split / label
+            folder.mkdir(parents=True)
+            for k in range(count):
+                pixels = torch.randint(0, 256, (20, 24, 3), generator=rng, dtype=torch.uint8).numpy()
+                Image.fromarray(pixels).save(folder / f"{k}.png")
+    run = tmp_path / "run"
+    assert main(["train", "--space", "resnet48", "--data", f"imagenet:{tmp_path / 'imagenet'}", "--image-size", "32",
+                 "--width-divisor", "8", "--batch-size", "4", "--epochs", "1", "--paths", "2", "--out", str(run),
+                 "--quiet"]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["resnet_stem"], saved["width_divisor"]) == ("imagenet", 8)  # the competition's stem on folders
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(run / "checkpoint.pt"), "--archs", "3", "--batch-size", "4",
+                 "--calibration-steps", "1", "--out", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["valid_images"] == 6 and len(result["supernet_accuracy"]) == 3
+    assert all(0.0 <= a <= 1.0 for a in result["supernet_accuracy"])

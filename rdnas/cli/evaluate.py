@@ -35,7 +35,6 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     import torch
 
-    from rdnas.data import DeviceBatches
     from rdnas.rank import GroundTruth, rank_report, supernet_accuracy
 
     out = json_output(args.out)
@@ -50,17 +49,18 @@ def run(args) -> int:
         pool = table.archs if table is not None else space.enumerate() if space.enumerable else None
         archs = (pool[torch.randperm(len(pool), generator=generator)[:args.archs]] if pool is not None
                  else space.sample(args.archs, generator))
-    valid = data.valid if not args.valid_limit else data.valid.subset(range(min(args.valid_limit, len(data.valid))))
-    valid_batches = DeviceBatches(valid, args.batch_size, args.device, data.mean, data.std, shuffle=False)
-    calibration = DeviceBatches(data.train, args.batch_size, args.device, data.mean, data.std, augment=False,
-                                generator=torch.Generator().manual_seed(args.seed))
+    valid_batches = data.evaluation_batches("valid", args.batch_size, args.device, limit=args.valid_limit)
+    calibration = data.evaluation_batches("train", args.batch_size, args.device, shuffle=True,
+                                          generator=torch.Generator().manual_seed(args.seed))
+    num_valid = min(args.valid_limit, len(data.valid)) if args.valid_limit else len(data.valid)
+    valid_name = getattr(data.valid, "name", "validation")
     accuracy = supernet_accuracy(supernet, archs, valid_batches, bn=args.bn, calibration_batches=calibration,
                                  calibration_steps=args.calibration_steps, subnets_per_pass=args.subnets_per_pass,
                                  progress=not args.quiet)
     result = {"checkpoint": str(args.checkpoint), "bn": args.bn, "num_archs": len(archs),
-              "valid_images": len(valid), "archs": [space.to_string(a) for a in archs],
+              "valid_images": num_valid, "archs": [space.to_string(a) for a in archs],
               "supernet_accuracy": accuracy.tolist()}
-    print(f"rdnas eval: {len(archs)} architectures, supernet accuracy on {len(valid)} {valid.name} images "
+    print(f"rdnas eval: {len(archs)} architectures, supernet accuracy on {num_valid} {valid_name} images "
           f"(BN: {args.bn}): mean {accuracy.mean():.4f}, best {accuracy.max():.4f}")
     status = 0
     if table is not None:

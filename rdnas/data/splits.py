@@ -38,6 +38,25 @@ class DataSplits:
         return DeviceBatches(self.train, batch_size, device, self.mean, self.std, augment=True,
                              padding=max(1, self.train.images.shape[-1] // 8), drop_last=True, generator=generator)
 
+    def evaluation_batches(self, split: str, batch_size: int, device, shuffle: bool = False,
+                           generator: torch.Generator | None = None, limit: int = 0):
+        """Unaugmented batches of ``split`` ("train" or "valid"; the first ``limit`` images, 0: all) for
+        evaluation and BN calibration, in order or shuffled with ``generator``. Image folders decode with their
+        split's transforms (a training folder keeps its random crops: calibration then sees training-like
+        images) and take no ``limit``. Yields (float32 [B, C, H, W], int64 [B]) on ``device``."""
+        if split not in ("train", "valid"):
+            raise ValueError(f"rdnas.data.DataSplits.evaluation_batches: split must be 'train' or 'valid', got "
+                             f"{split!r}")
+        images = self.train if split == "train" else self.valid
+        if isinstance(images, ImageFolderDataset):
+            if limit:
+                raise ValueError("rdnas.data.DataSplits.evaluation_batches: limit applies to in-memory datasets, "
+                                 "not to image folders")
+            return ImageFolderBatches(images, batch_size, device, shuffle=shuffle, generator=generator)
+        if limit:
+            images = images.subset(range(min(limit, len(images))))
+        return DeviceBatches(images, batch_size, device, self.mean, self.std, shuffle=shuffle, generator=generator)
+
 
 def load_data(config) -> DataSplits:
     """The training and validation sets named by ``config.data`` (a :class:`rdnas.train.TrainConfig` or any object

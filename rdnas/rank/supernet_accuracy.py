@@ -64,11 +64,9 @@ def recalibrated_accuracy_fn(supernet: NB201Supernet, data, device, *, calibrati
     per subnet on ``calibration_steps`` unaugmented batches of ``data.train`` (shuffled with ``seed``); ``data``
     is a run's splits (``rdnas.train.load_data``). The calibration batches are drawn once, here, so every call
     (a search calls it once per generation) recalibrates on the same images and its accuracies are comparable."""
-    from rdnas.data import DeviceBatches
-
-    valid = DeviceBatches(data.valid, 512, device, data.mean, data.std, shuffle=False)
-    shuffled = DeviceBatches(data.train, calibration_batch_size, device, data.mean, data.std,
-                             generator=torch.Generator().manual_seed(seed))
+    valid = data.evaluation_batches("valid", 512, device)
+    shuffled = data.evaluation_batches("train", calibration_batch_size, device, shuffle=True,
+                                       generator=torch.Generator().manual_seed(seed))
     calibration = [batch for _, batch in zip(range(calibration_steps), shuffled)]
 
     def accuracy(archs: Tensor) -> Tensor:
