@@ -112,6 +112,23 @@ class Predictor(ABC):
         """Rebuilds the fitted predictor from :meth:`_state`'s dict."""
 
 
+class ModulePredictor(Predictor):
+    """A predictor whose fitted state is one ``nn.Module`` (``self.model``, made by ``_build()``): saved as its
+    state dict and rebuilt in eval mode on load."""
+
+    @abstractmethod
+    def _build(self):
+        """A fresh model of this predictor's configuration."""
+
+    def _state(self) -> dict:
+        return {"model": self.model.state_dict()}
+
+    def _load_state(self, state: dict) -> None:
+        self.model = self._build()
+        self.model.load_state_dict(state["model"])
+        self.model.eval()
+
+
 PREDICTORS: dict[str, type[Predictor]] = {}
 
 

@@ -5,11 +5,11 @@ tiers add beyond the loss."""
 import torch
 from torch import Tensor, nn
 
-from rdnas.predictors.base import Predictor, register_predictor
+from rdnas.predictors.base import ModulePredictor, register_predictor
 
 
 @register_predictor
-class MLPPredictor(Predictor):
+class MLPPredictor(ModulePredictor):
     """Options: ``hidden`` (256), ``layers`` (2 hidden layers), ``dropout`` (0.1), ``epochs`` (200),
     ``batch_size`` (128), ``lr`` (1e-3, AdamW, cosine to 0), ``weight_decay`` (1e-2)."""
 
@@ -59,11 +59,3 @@ class MLPPredictor(Predictor):
     def _predict(self, archs: Tensor) -> Tensor:
         self.model.eval()
         return self.model(self.features.flat(archs)).squeeze(1)
-
-    def _state(self) -> dict:
-        return {"model": self.model.state_dict()}
-
-    def _load_state(self, state: dict) -> None:
-        self.model = self._build()
-        self.model.load_state_dict(state["model"])
-        self.model.eval()

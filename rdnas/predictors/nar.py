@@ -32,7 +32,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from rdnas.predictors.base import Predictor, register_predictor
+from rdnas.predictors.base import ModulePredictor, register_predictor
 
 
 def tier_assignment(accuracy, tiers: int = 5) -> Tensor:
@@ -115,7 +115,7 @@ class NARModel(nn.Module):
 
 
 @register_predictor
-class NARPredictor(Predictor):
+class NARPredictor(ModulePredictor):
     """The NAR tier ranker behind the predictor interface (module docstring). Options (saved with the model):
     ``tiers`` (5), ``d_model`` (128), ``layers`` (6), ``heads`` (4), ``ffn`` (512), ``dropout`` (0.1),
     ``tier_hidden`` (256), ``score_hidden`` (1024), ``epochs`` (55), ``batch_size`` (128), ``lr_mul`` (0.07),
@@ -206,11 +206,3 @@ class NARPredictor(Predictor):
         parts = [self.model.tier_logits(self.model.encode(self.features.tokens(archs[start:start + batch_size])))
                  for start in range(0, len(archs), batch_size)]
         return torch.cat(parts).softmax(-1)
-
-    def _state(self) -> dict:
-        return {"model": self.model.state_dict()}
-
-    def _load_state(self, state: dict) -> None:
-        self.model = self._build()
-        self.model.load_state_dict(state["model"])
-        self.model.eval()
