@@ -303,6 +303,10 @@ def test_score_space_on_resnet48_writes_resumes_shards_and_needs_archs(tmp_path)
     merged = merge_tables([tmp_path / "shard0.csv", tmp_path / "shard1.csv"], expect_complete=True,
                           expected_indices=range(6))
     assert merged.identical_to(full)
+    # complete = the run's 6 codes, as the sidecars record them (a ResNet48 space cannot be enumerated)
+    assert merge_tables([tmp_path / "shard0.csv", tmp_path / "shard1.csv"], expect_complete=True).identical_to(full)
+    with pytest.raises(ValueError, match="misses 2 of the run's 6 resnet48 architectures"):
+        merge_tables([tmp_path / "shard0.csv"], expect_complete=True)
     with pytest.raises(ValueError, match="score_space: the resnet48 space .* cannot be enumerated; pass archs"):
         score_space("params", batch, **kwargs)
     with pytest.raises(ValueError, match="score_space: archs lists an architecture more than once"):

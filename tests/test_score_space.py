@@ -303,9 +303,8 @@ def test_merge_reports_conflicts_and_missing_indices(tmp_path):
     wide = table("wide.csv", [4], [4.0], columns=("a", "b"))
     with pytest.raises(ValueError, match="wide.csv has columns \\['a', 'b'\\] but .*first.csv has \\['a'\\]"):
         merge_tables([first, wide])
-    with pytest.raises(ValueError, match="misses 15621 of 15625 expected indices \\(4, 5, 6, .*\\); a shard is "
-                                         "missing"):
-        merge_tables([first, same], expect_complete=True)
+    with pytest.raises(ValueError, match="expect_complete \\(--complete\\) needs every table's .meta.json sidecar"):
+        merge_tables([first, same], expect_complete=True)  # no sidecars: nothing says what complete is
     with pytest.raises(ValueError, match="misses 1 of 5 expected indices \\(4\\)"):
         merge_tables([first, same], expect_complete=True, expected_indices=range(5))
     assert len(merge_tables([first, same], expect_complete=True, expected_indices=range(4))) == 4
@@ -476,5 +475,11 @@ def test_cli_scores_merges_and_resumes(tmp_path):
     assert merged.returncode == 0, merged.stderr
     assert "20 rows from 2 tables written to merged.csv" in merged.stdout
     assert (tmp_path / "merged.csv").read_bytes() == (tmp_path / "t.csv").read_bytes()
-    incomplete = run_cli("merge-tables", "--out", "all.csv", "s0.csv", "s1.csv", "--complete", cwd=tmp_path)
-    assert incomplete.returncode == 1 and "misses 15605 of 15625 expected indices" in incomplete.stderr
+    # --complete: the run's architectures (the sidecars record 20 of them), not the whole space
+    complete = run_cli("merge-tables", "--out", "all.csv", "s0.csv", "s1.csv", "--complete", cwd=tmp_path)
+    assert complete.returncode == 0, complete.stderr
+    missing = len(ScoreTable.read(tmp_path / "s1.csv"))
+    incomplete = run_cli("merge-tables", "--out", "part.csv", "s0.csv", "--complete", cwd=tmp_path)
+    assert incomplete.returncode == 1, incomplete.stdout
+    assert f"misses {missing} of the run's 20 nb201 architectures" in incomplete.stderr
+    assert not (tmp_path / "part.csv").exists()

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from rdnas.atomic_file import prepare_output_file, write_text_atomic
+from rdnas.distributed import parse_shard
 from rdnas.proxies.base import (Minibatch, Proxy, check_archs, clear_plan_caches, get_proxy, network_state_restored,
                                 scoring_supernet)
 from torch import nn
@@ -270,28 +271,7 @@ def _nb201_ordered_archs(archs, gt) -> list[tuple[int, tuple]]:
 
 
 def _shard_of(shard) -> tuple[int, int]:
-    if shard == "env":
-        try:
-            return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        except KeyError as missing:
-            raise ValueError(f"{_WHERE}: shard='env' reads RANK and WORLD_SIZE (set by torchrun), but "
-                             f"{missing.args[0]} is not set") from None
-        except ValueError:
-            raise ValueError(f"{_WHERE}: shard='env': RANK and WORLD_SIZE must be integers, got "
-                             f"{os.environ['RANK']!r} and {os.environ['WORLD_SIZE']!r}") from None
-    if isinstance(shard, str):
-        first, _, second = shard.partition("/")
-        try:
-            shard = (int(first), int(second))
-        except ValueError:
-            raise ValueError(f"{_WHERE}: shard must be (i, n), 'i/n' or 'env', got {shard!r}") from None
-    try:
-        i, n = (int(v) for v in shard)
-    except (TypeError, ValueError):
-        raise ValueError(f"{_WHERE}: shard must be (i, n), 'i/n' or 'env', got {shard!r}") from None
-    if not 0 <= i < n:
-        raise ValueError(f"{_WHERE}: shard (i, n) needs 0 <= i < n, got ({i}, {n})")
-    return i, n
+    return parse_shard(shard, _WHERE)
 
 
 def _proxy_list(proxies) -> list[Proxy]:
@@ -603,8 +583,11 @@ def merge_tables(paths, out=None, *, expect_complete: bool = False, expected_ind
             ``.meta.json`` sidecar, their settings must agree apart from the shard.
         out (path, optional): write the merged table here (atomically), with a sidecar when the inputs had them
             (recorded as shard (0, 1), so the merged file resumes like an unsharded run's).
-        expect_complete (bool): require every index of ``expected_indices`` (default: the whole NB201 space,
-            0..15624) to be present; the error reports how many are missing and the first of them.
+        expect_complete (bool): require the merged table to be complete: every index of ``expected_indices``
+            when given (the error reports how many are missing and the first of them); otherwise every
+            architecture of the run the tables come from, as their ``.meta.json`` sidecars record it (its
+            architecture count, in any space: the whole NB201 space, a ``limit``, a ResNet48 ``archs`` list).
+            Tables without sidecars need ``expected_indices``.
         expected_indices (iterable of int, optional): the indices a complete table holds.
 
     Raises:
@@ -637,8 +620,8 @@ def merge_tables(paths, out=None, *, expect_complete: bool = False, expected_ind
                 continue
             rows[index] = (arch, values, path)
     order = sorted(rows)
-    if expect_complete:
-        expected = set(range(nb201.NUM_ARCHS)) if expected_indices is None else {int(i) for i in expected_indices}
+    if expect_complete and expected_indices is not None:
+        expected = {int(i) for i in expected_indices}
         missing = sorted(expected - rows.keys())
         if missing:
             shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
@@ -658,6 +641,14 @@ def merge_tables(paths, out=None, *, expect_complete: bool = False, expected_ind
                 raise ValueError(f"{where}: {paths[0]} was written with {key}={_compact(first)} but {path} with "
                                  f"{key}={_compact(this)}; merge only the shards of one run")
         settings = dict(recorded[0], shard=[0, 1])
+    if expect_complete and expected_indices is None:
+        if settings is None:
+            raise ValueError(f"{where}: expect_complete (--complete) needs every table's .meta.json sidecar (it "
+                             "records how many architectures the run scores) or expected_indices")
+        count = settings["archs"]["count"]
+        if len(rows) < count:  # every row comes from this run (the sidecars agree), so fewer rows = missing ones
+            raise ValueError(f"{where}: the merged table misses {count - len(rows)} of the run's {count} "
+                             f"{settings['space']} architectures; a shard is missing or unfinished")
     if out is not None:
         out = Path(out)
         if settings is None:

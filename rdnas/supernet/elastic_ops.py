@@ -30,7 +30,10 @@ class ElasticConv2d(nn.Conv2d):
         if x.shape[1] > self.in_channels or not 0 < out_channels <= self.out_channels:
             raise ValueError(f"rdnas.supernet.ElasticConv2d: this layer takes at most {self.in_channels} input and "
                              f"{self.out_channels} output channels, got {x.shape[1]} and {out_channels}")
-        return F.conv2d(x, self.weight[:out_channels, :x.shape[1]], None, self.stride, self.padding)
+        weight = self.weight
+        if out_channels != self.out_channels or x.shape[1] != self.in_channels:  # full width: no slice, no copy
+            weight = weight[:out_channels, :x.shape[1]]
+        return F.conv2d(x, weight, None, self.stride, self.padding)
 
 
 class ElasticLinear(nn.Linear):
@@ -41,7 +44,8 @@ class ElasticLinear(nn.Linear):
         if x.shape[-1] > self.in_features:
             raise ValueError(f"rdnas.supernet.ElasticLinear: this layer takes at most {self.in_features} input "
                              f"features, got {x.shape[-1]}")
-        return F.linear(x, self.weight[:, :x.shape[-1]], self.bias)
+        weight = self.weight if x.shape[-1] == self.in_features else self.weight[:, :x.shape[-1]]
+        return F.linear(x, weight, self.bias)
 
 
 class ElasticBatchNorm2d(nn.BatchNorm2d):
@@ -65,8 +69,9 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
         if channels > self.num_features:
             raise ValueError(f"rdnas.supernet.ElasticBatchNorm2d: this layer takes at most {self.num_features} "
                              f"channels, got {channels}")
-        weight = None if self.weight is None else self.weight[:channels]
-        bias = None if self.bias is None else self.bias[:channels]
+        full = channels == self.num_features  # full width: the parameters themselves, no slice
+        weight = None if self.weight is None else self.weight if full else self.weight[:channels]
+        bias = None if self.bias is None else self.bias if full else self.bias[:channels]
         if stats is None:
             return self._plain(x, weight, bias)
         mode = stats.mode
