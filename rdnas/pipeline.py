@@ -135,9 +135,10 @@ class RankEvaluator:
 
     def estimates(self, trainer: OneShotTrainer) -> torch.Tensor:
         # Built afresh each time, so every evaluation recalibrates on the same training batches (seed 0).
+        # Several processes: every rank is here (the trainer calls evaluate on each) and takes its chunks.
         accuracy = recalibrated_accuracy_fn(trainer.model, trainer.data, trainer.device,
                                             calibration_batch_size=trainer.config.batch_size,
-                                            calibration_steps=self.config.calibration_steps)
+                                            calibration_steps=self.config.calibration_steps, distributed=True)
         return accuracy(self.archs)
 
     def __call__(self, trainer: OneShotTrainer) -> dict:

@@ -5,6 +5,7 @@ inside ``run``, so the CLI starts fast. Shared argparse types and output helpers
 """
 
 import argparse
+import os
 import sys
 
 from rdnas.cli import arch, bench, demo, evaluate, merge_tables, predictor, proxies, search, train
@@ -24,12 +25,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that run under torchrun (WORLD_SIZE > 1): each splits its work across the ranks (see rdnas.distributed);
+# proxies shards with --shard env. The others run in one process.
+DISTRIBUTED_COMMANDS = ("train", "eval", "search", "bench", "proxies")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    size = _launched_size()
+    if size <= 1:
+        return _handled(args, "")
+    if args.command not in DISTRIBUTED_COMMANDS:
+        print(f"rdnas {args.command}: error: this command runs in one process, but WORLD_SIZE={size} (torchrun); the "
+              f"commands that run on several are {', '.join(DISTRIBUTED_COMMANDS)}", file=sys.stderr)
+        return 2
+    body = _distributed_main
+    if os.environ.get("TORCHELASTIC_ERROR_FILE"):  # torchrun: its failure summary then shows this rank's traceback
+        from torch.distributed.elastic.multiprocessing.errors import record
+
+        body = record(body)
+    return body(args)
+
+
+def _launched_size() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1  # rdnas.distributed.init names the bad value where a command needs it
+
+
+def _distributed_main(args) -> int:
+    """One rank of a torchrun job: errors name the rank; the process group is left at the end."""
+    from rdnas import distributed
+
+    label = f"rank {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')}: "
+    try:
+        with distributed.failure_named(args.command):
+            return _handled(args, label)
+    finally:
+        distributed.shutdown()
+
+
+def _handled(args, where: str) -> int:
     try:
         return _run(args)
     except (ValueError, FileNotFoundError) as error:  # bad input: the message names what was expected
-        print(f"rdnas {args.command}: error: {error}", file=sys.stderr)
+        print(f"rdnas {args.command}: {where}error: {error}", file=sys.stderr)
         return 2
 
 

@@ -35,10 +35,11 @@ def add_parser(commands) -> None:
                              ("batch_size", int, "batch size"), ("networks_per_stack", int, "networks per stack")):
         bench_build.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(recipe, name),
                                  help=f"{text} (default {getattr(recipe, name)})")
-    bench_build.add_argument("--shard", type=shard, default=(0, 1), metavar="i/n",
+    bench_build.add_argument("--shard", type=shard, default=None, metavar="i/n",
                              help="train only every n-th (architecture, seed) run, from the i-th: n processes build "
                              "one benchmark side by side; each writes OUT/runs.<i>of<n>.csv and then the table of "
-                             "every run finished so far")
+                             "every run finished so far. Under torchrun the ranks shard themselves (RANK/WORLD_SIZE, "
+                             "also --shard env) and rank 0 writes the table once every rank has finished")
     bench_build.add_argument("--device", type=device, default="cpu", help="torch device (default cpu)")
     bench_build.add_argument("--quiet", action="store_true", help="no progress bar")
     bench_build.set_defaults(usage_error=bench_build.error)
@@ -50,6 +51,7 @@ def run(args) -> int:
 
     import torch
 
+    from rdnas import distributed
     from rdnas.minibench import benchmark_table, build, read_all_runs, reliability, sample_architectures, write_table
     from rdnas.spaces import get_space
 
@@ -62,9 +64,11 @@ def run(args) -> int:
     space = get_space(args.space)
     archs = sample_architectures(args.archs, seed=args.sample_seed, space=space)
     seeds = list(range(args.seeds))
-    if args.shard == "env":
-        args.usage_error("--shard env is for rdnas proxies; give i/n")
-    build(args.out, archs, seeds, recipe, device=args.device, progress=not args.quiet, shard=args.shard)
+    shard, world, device = _shard_and_world(args)
+    build(args.out, archs, seeds, recipe, device=device, progress=not args.quiet and world.is_main, shard=shard)
+    distributed.barrier(world)  # the table below is every rank's runs
+    if not world.is_main:
+        return 0
     runs = read_all_runs(args.out)  # the other shards' runs too
     wanted = {space.to_string(torch.as_tensor(a)) for a in archs}
     runs = [r for r in runs if r["arch_str"] in wanted and r["seed"] in seeds]
@@ -83,3 +87,23 @@ def run(args) -> int:
               f"architectures): Kendall tau {result['kendall_tau_valid_acc']:.3f} on validation accuracy, "
               f"{result['kendall_tau_valid_loss']:.3f} on validation loss")
     return 0
+
+
+def _shard_and_world(args):
+    """(shard (i, n), World, this rank's device): under torchrun (WORLD_SIZE > 1) the rank's shard, with a gloo
+    group whose only collective is the final barrier (so its timeout is long: RDNAS_DIST_TIMEOUT, default a week);
+    otherwise --shard (default 0/1; env: RANK/WORLD_SIZE of another launcher) and no group."""
+    import os
+
+    from rdnas import distributed
+
+    size = distributed.launched_size()
+    if size <= 1:
+        shard = (0, 1) if args.shard is None else distributed.parse_shard(args.shard, "--shard")
+        return shard, distributed.World(), args.device
+    if args.shard not in (None, "env"):
+        args.usage_error(f"--shard {args.shard[0]}/{args.shard[1]} and torchrun's WORLD_SIZE={size} both split "
+                         "the runs; leave --shard out under torchrun (each rank takes RANK/WORLD_SIZE)")
+    timeout = float(os.environ.get("RDNAS_DIST_TIMEOUT", 7 * 24 * 3600))
+    world, device = distributed.init(args.device, timeout_s=timeout, backend="gloo")
+    return (world.rank, world.size), world, device

@@ -10,7 +10,8 @@ def add_parser(commands) -> None:
         help="rank architectures with a trained supernet and compare with ground truth",
         description="Supernet accuracy of sampled architectures on the run's validation split (K subnets per "
         "forward pass), and with --gt the rank consistency against a ground-truth table column. Example: rdnas "
-        "eval --checkpoint runs/spos/checkpoint.pt --archs 1000 --gt nb201_gt.csv --column cifar10_valid_acc",
+        "eval --checkpoint runs/spos/checkpoint.pt --archs 1000 --gt nb201_gt.csv --column cifar10_valid_acc. Under "
+        "torchrun the ranks split the architectures (chunks of --subnets-per-pass) and rank 0 reports.",
     )
     evaluate.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by rdnas train")
     evaluate.add_argument("--archs-json", help="evaluate exactly the architectures of a competition JSON file "
@@ -35,10 +36,12 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     import torch
 
+    from rdnas import distributed
     from rdnas.rank import GroundTruth, rank_report, supernet_accuracy
 
+    world, device = distributed.init(args.device)
     out = json_output(args.out)
-    supernet, config, data = load_supernet(args.checkpoint, args.device)
+    supernet, config, data = load_supernet(args.checkpoint, device)
     space = supernet.space
     generator = torch.Generator().manual_seed(args.seed)
     table = GroundTruth.load(args.gt, space) if args.gt else None
@@ -49,14 +52,16 @@ def run(args) -> int:
         pool = table.archs if table is not None else space.enumerate() if space.enumerable else None
         archs = (pool[torch.randperm(len(pool), generator=generator)[:args.archs]] if pool is not None
                  else space.sample(args.archs, generator))
-    valid_batches = data.evaluation_batches("valid", args.batch_size, args.device, limit=args.valid_limit)
-    calibration = data.evaluation_batches("train", args.batch_size, args.device, shuffle=True,
+    valid_batches = data.evaluation_batches("valid", args.batch_size, device, limit=args.valid_limit)
+    calibration = data.evaluation_batches("train", args.batch_size, device, shuffle=True,
                                           generator=torch.Generator().manual_seed(args.seed))
     num_valid = min(args.valid_limit, len(data.valid)) if args.valid_limit else len(data.valid)
     valid_name = getattr(data.valid, "name", "validation")
     accuracy = supernet_accuracy(supernet, archs, valid_batches, bn=args.bn, calibration_batches=calibration,
                                  calibration_steps=args.calibration_steps, subnets_per_pass=args.subnets_per_pass,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, distributed=True)
+    if not world.is_main:
+        return 0
     result = {"checkpoint": str(args.checkpoint), "bn": args.bn, "num_archs": len(archs),
               "valid_images": num_valid, "archs": [space.to_string(a) for a in archs],
               "supernet_accuracy": accuracy.tolist()}

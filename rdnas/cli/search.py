@@ -11,7 +11,8 @@ def add_parser(commands) -> None:
         description="Finds the cells with the highest supernet accuracy on the run's validation split (BN "
         "recalibrated per subnet, many cells per forward pass) within a budget of evaluated cells, and prints the "
         "top k, with ground truth when --gt is given. Example: rdnas search --checkpoint runs/rdnas/checkpoint.pt "
-        "--strategy evolution --budget 500 --gt nb201_gt.csv --column cifar10_valid_acc",
+        "--strategy evolution --budget 500 --gt nb201_gt.csv --column cifar10_valid_acc. Under torchrun every rank "
+        "runs the same search and evaluates its share of each generation; rank 0 reports.",
     )
     search.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by rdnas train")
     search.add_argument("--strategy", choices=["evolution", "random"], default="evolution")
@@ -29,20 +30,24 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     import torch
 
+    from rdnas import distributed
     from rdnas.rank import GroundTruth, recalibrated_accuracy_fn
     from rdnas.search import evolution_search, random_search
 
+    world, device = distributed.init(args.device)
     out = json_output(args.out)
-    supernet, config, data = load_supernet(args.checkpoint, args.device)
+    supernet, config, data = load_supernet(args.checkpoint, device)
     space = supernet.space
-    fitness = recalibrated_accuracy_fn(supernet, data, args.device, calibration_batch_size=config.batch_size,
-                                       seed=args.seed, subnets_per_pass=args.subnets_per_pass)
+    fitness = recalibrated_accuracy_fn(supernet, data, device, calibration_batch_size=config.batch_size,
+                                       seed=args.seed, subnets_per_pass=args.subnets_per_pass, distributed=True)
 
     if args.strategy == "random":
         history = random_search(fitness, args.budget, seed=args.seed, batch=args.subnets_per_pass, space=space)
     else:
         history = evolution_search(fitness, args.budget, seed=args.seed, population=args.population,
                                    batch=args.subnets_per_pass, space=space)
+    if not world.is_main:
+        return 0
     table = GroundTruth.load(args.gt, space) if args.gt else None
     top = history.top(args.top_k)
     print(f"rdnas search: {args.strategy}, {len(history.archs)} cells evaluated by supernet accuracy on "

@@ -2,7 +2,7 @@
 
 from rdnas.cli.arguments import device, non_negative_int, positive_int
 from rdnas.spaces import space_names
-from rdnas.train.trainer import MARGIN_MODES, METHODS, RANK_SAMPLERS, RANK_SCHEDULES
+from rdnas.train.trainer import BN_STATISTICS, MARGIN_MODES, METHODS, RANK_SAMPLERS, RANK_SCHEDULES
 
 
 def add_parser(commands) -> None:
@@ -10,7 +10,9 @@ def add_parser(commands) -> None:
         "train",
         help="train a one-shot supernet (checkpoints every epoch; --resume continues a run)",
         description="Train a weight-sharing supernet. Writes OUT/checkpoint.pt (atomically, every epoch), "
-        "OUT/metrics.jsonl and OUT/config.json. Example: rdnas train --data digits --epochs 10 --out runs/spos",
+        "OUT/metrics.jsonl and OUT/config.json. Example: rdnas train --data digits --epochs 10 --out runs/spos. "
+        "Under torchrun (torchrun --nproc_per_node P -m rdnas train ...) the P processes train one supernet: each "
+        "takes batch-size / P rows of every batch; only rank 0 writes.",
     )
     train.add_argument("--space", choices=list(space_names()), default="nb201", help="search space (default nb201)")
     train.add_argument("--method", choices=list(METHODS), default="spos",
@@ -56,7 +58,12 @@ def add_parser(commands) -> None:
     train.add_argument("--no-bn-affine", action="store_true", help="BN without learnable scale and shift in cells")
     train.add_argument("--no-bn-running-stats", action="store_true", help="BN without running statistics")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", type=device, default="cpu")
+    train.add_argument("--device", type=device, default="cpu",
+                       help="cpu (default) or cuda; under torchrun, cuda gives each rank cuda:LOCAL_RANK (NCCL), cpu "
+                       "uses gloo")
+    train.add_argument("--bn-statistics", choices=list(BN_STATISTICS), default="global",
+                       help="under torchrun: batch norm's training statistics over the global batch (global, "
+                       "default: a single process's result) or each rank's share (per_rank: faster, not equal)")
     train.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     train.add_argument("--out", default="runs/spos", help="output folder (default runs/spos)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
@@ -64,8 +71,10 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
+    from rdnas import distributed
     from rdnas.train import OneShotTrainer, TrainConfig
 
+    world, _ = distributed.init(args.device)
     config = TrainConfig(
         space=args.space, distill=args.distill, teacher_samples=args.teacher_samples, min_hamming=args.min_hamming,
         data=args.data, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -75,9 +84,11 @@ def run(args) -> int:
         amp=not args.no_amp, out_dir=args.out, method=args.method, teacher_table=args.teacher_table,
         groups=args.groups, margin=args.margin, margin_mode=args.margin_mode,
         sampler=args.sampler, rank_schedule=args.rank_schedule, rank_weight=args.rank_weight,
-        **_space_options(args))
+        bn_statistics=args.bn_statistics, **_space_options(args))
     history = OneShotTrainer(config, progress=not args.quiet).fit(resume=args.resume)
     last = history[-1] if history else {}
+    if not world.is_main:
+        return 0
     print(f"rdnas train: {len(history)} epochs in {args.out} (last: loss {last.get('train_loss', float('nan')):.4f}, "
           f"accuracy {last.get('train_acc', float('nan')):.3f})")
     return 0

@@ -20,6 +20,7 @@ from PIL import Image
 from torch import Tensor
 
 from rdnas.data.datasets import DatasetError
+from rdnas.data.pipeline import check_share, share_bounds
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 """Per-channel (R, G, B) mean of ImageNet images scaled to [0, 1]."""
@@ -244,14 +245,19 @@ class ImageFolderBatches:
         shuffle (bool): a new order every pass.
         drop_last (bool): drop the last incomplete batch.
         generator (torch.Generator, optional): on the CPU; default seeded with ``seed``.
+        share ((i, n)): decode and yield only rows [i B / n, (i + 1) B / n) of each batch (B divisible by n): rank
+            i's share of a global batch of n ranks (each sample's transform follows from its key, so the shares
+            together are exactly the batches of ``share=(0, 1)``).
 
-    Yields (images float32 [B, 3, S, S], labels int64 [B]) on ``device``; ``len()`` is the batches per pass.
+    Yields (images float32 [B / n, 3, S, S], labels int64 [B / n]) on ``device``; ``len()`` is the batches per pass.
     """
 
     def __init__(self, dataset: ImageFolderDataset, batch_size: int, device="cpu", workers: int = 0, seed: int = 0,
-                 shuffle: bool = True, drop_last: bool = False, generator: torch.Generator | None = None):
+                 shuffle: bool = True, drop_last: bool = False, generator: torch.Generator | None = None,
+                 share: tuple[int, int] = (0, 1)):
         if batch_size < 1:
             raise ValueError(f"rdnas.data.ImageFolderBatches: batch_size must be positive, got {batch_size}")
+        self.share = check_share(share, batch_size, "rdnas.data.ImageFolderBatches")
         if workers < 0:
             raise ValueError(f"rdnas.data.ImageFolderBatches: workers must be >= 0, got {workers}")
         if dataset.normalize:
@@ -283,7 +289,10 @@ class ImageFolderBatches:
 
     def __iter__(self):
         epoch_seed = int(torch.randint(0, 2**63 - 1, (1,), generator=self.generator))
-        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=self.batch_keys(epoch_seed),
+        keys = self.batch_keys(epoch_seed)
+        if self.share[1] > 1:
+            keys = [batch[slice(*share_bounds(len(batch), self.share))] for batch in keys]
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=keys,
                                              num_workers=self.workers, collate_fn=_collate,
                                              pin_memory=self.device.type == "cuda")
         batches, failure = iter(loader), None

@@ -21,6 +21,23 @@ def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> Ten
     return padded[batch, channel, rows, cols]
 
 
+def check_share(share, batch_size: int, owner: str) -> tuple[int, int]:
+    """``share=(i, n)`` of a batch pipeline: 0 <= i < n and n divides ``batch_size``; ValueError naming ``owner``."""
+    i, n = share
+    if not 0 <= i < n:
+        raise ValueError(f"{owner}: share (i, n) needs 0 <= i < n, got {share!r}")
+    if batch_size % n:
+        raise ValueError(f"{owner}: batch_size {batch_size} does not split into {n} equal shares (one per rank); "
+                         f"use a multiple of {n}")
+    return i, n
+
+
+def share_bounds(batch: int, share: tuple[int, int]) -> tuple[int, int]:
+    """Rows [start, stop) of share (i, n) of a batch of ``batch`` rows."""
+    i, n = share
+    return i * batch // n, (i + 1) * batch // n
+
+
 class DeviceBatches:
     """Iterates over shuffled minibatches of an ImageSet held on ``device``.
 
@@ -33,14 +50,19 @@ class DeviceBatches:
         shuffle (bool): a new permutation every epoch (from ``generator``).
         drop_last (bool): drop the last incomplete batch.
         generator (torch.Generator, optional): on the CPU; makes shuffling and augmentation reproducible.
+        share ((i, n)): yield only rows [i B / n, (i + 1) B / n) of each batch (B divisible by n): rank i's share of
+            a global batch of n ranks; every batch is drawn and augmented whole first, so the shares together
+            are exactly the batches of ``share=(0, 1)``.
 
-    Yields (images float32 [B, C, H, W], labels int64 [B]) on ``device``.
+    Yields (images float32 [B / n, C, H, W], labels int64 [B / n]) on ``device``.
     """
 
     def __init__(self, data: ImageSet, batch_size: int, device="cpu", mean=None, std=None, augment=False,
-                 padding=4, shuffle=True, drop_last=False, generator: torch.Generator | None = None):
+                 padding=4, shuffle=True, drop_last=False, generator: torch.Generator | None = None,
+                 share: tuple[int, int] = (0, 1)):
         if batch_size < 1:
             raise ValueError(f"rdnas.data.DeviceBatches: batch_size must be positive, got {batch_size}")
+        self.share = check_share(share, batch_size, "rdnas.data.DeviceBatches")
         self.device = torch.device(device)
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
@@ -75,4 +97,8 @@ class DeviceBatches:
             images = self.images[index].float().div_(255.0)
             if self.augment:
                 images = self._augment(images)
-            yield (images - self.mean) / self.std, self.labels[index]
+            labels = self.labels[index]
+            if self.share[1] > 1:
+                part = slice(*share_bounds(len(index), self.share))
+                images, labels = images[part], labels[part]
+            yield (images - self.mean) / self.std, labels

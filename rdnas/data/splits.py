@@ -28,15 +28,18 @@ class DataSplits:
     std: tuple
     in_channels: int
 
-    def training_batches(self, batch_size: int, device, generator: torch.Generator, workers: int = 0):
+    def training_batches(self, batch_size: int, device, generator: torch.Generator, workers: int = 0,
+                         share: tuple[int, int] = (0, 1)):
         """Shuffled, augmented training batches (incomplete last batch dropped), reproducible from ``generator``:
         in-memory sets on the device with a random crop (padding 1/8 of the side) and flip (DeviceBatches); image
-        folders with RandomResizedCrop and flip (ImageFolderBatches). Yields (float32 [B, C, H, W], int64 [B])."""
+        folders with RandomResizedCrop and flip (ImageFolderBatches). ``share=(i, n)``: rank i's rows of each
+        global batch of ``batch_size`` (n must divide it). Yields (float32 [B / n, C, H, W], int64 [B / n])."""
         if isinstance(self.train, ImageFolderDataset):
             return ImageFolderBatches(self.train, batch_size, device, workers, shuffle=True, drop_last=True,
-                                      generator=generator)
+                                      generator=generator, share=share)
         return DeviceBatches(self.train, batch_size, device, self.mean, self.std, augment=True,
-                             padding=max(1, self.train.images.shape[-1] // 8), drop_last=True, generator=generator)
+                             padding=max(1, self.train.images.shape[-1] // 8), drop_last=True, generator=generator,
+                             share=share)
 
     def evaluation_batches(self, split: str, batch_size: int, device, shuffle: bool = False,
                            generator: torch.Generator | None = None, limit: int = 0):

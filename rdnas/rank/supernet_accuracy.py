@@ -3,6 +3,8 @@
 import torch
 from torch import Tensor
 
+from rdnas.distributed import World, my_chunks, sum_disjoint
+from rdnas.distributed import current as current_world
 from rdnas.supernet import BNStatistics, NB201Supernet
 
 BN_MODES = ("batch", "recalibrate", "running")
@@ -11,7 +13,7 @@ BN_MODES = ("batch", "recalibrate", "running")
 @torch.no_grad()
 def supernet_accuracy(supernet: NB201Supernet, archs: Tensor, valid_batches, *, bn: str = "recalibrate",
                       calibration_batches=None, calibration_steps: int = 4, subnets_per_pass: int = 32,
-                      progress: bool = False) -> Tensor:
+                      progress: bool = False, distributed: bool = False) -> Tensor:
     """Top-1 accuracy (in [0, 1]) of each architecture with the supernet's weights.
 
     Args:
@@ -23,6 +25,10 @@ def supernet_accuracy(supernet: NB201Supernet, archs: Tensor, valid_batches, *, 
             protocol for weight-sharing supernets. "batch": each subnet's statistics of each validation batch
             (training-mode BN). "running": the supernet's shared running statistics.
         subnets_per_pass (int): K, architectures evaluated together by ``forward_subnets``.
+        distributed (bool): in a job of several processes (an initialised default process group), every rank
+            calls this with the same arguments; chunk c of ``subnets_per_pass`` architectures is evaluated by rank
+            c mod P and the accuracies are gathered on every rank, identical to a single process's. Ignored in a
+            single process.
 
     Returns:
         Tensor[A]: accuracy per architecture (float64).
@@ -43,7 +49,9 @@ def supernet_accuracy(supernet: NB201Supernet, archs: Tensor, valid_batches, *, 
     total = sum(int(labels.numel()) for _, labels in valid)
     from tqdm.auto import tqdm
 
-    for start in tqdm(range(0, len(archs), subnets_per_pass), disable=not progress, desc="architectures"):
+    world = current_world() if distributed else World()
+    starts = my_chunks(len(archs), subnets_per_pass, world)
+    for start in tqdm(starts, disable=not (progress and world.is_main), desc="architectures"):
         chunk = archs[start:start + subnets_per_pass]
         if bn == "recalibrate":
             stats = BNStatistics("calibrate", len(chunk))
@@ -55,15 +63,17 @@ def supernet_accuracy(supernet: NB201Supernet, archs: Tensor, valid_batches, *, 
         for images, labels in valid:
             logits = supernet.forward_subnets(images, chunk, bn=stats)  # [K, B, classes]
             correct[start:start + len(chunk)] += (logits.argmax(-1) == labels).sum(-1).double().cpu()
-    return correct / max(total, 1)
+    return sum_disjoint(correct, world) / max(total, 1)
 
 
 def recalibrated_accuracy_fn(supernet: NB201Supernet, data, device, *, calibration_batch_size: int,
-                             calibration_steps: int = 4, seed: int = 0, subnets_per_pass: int = 32):
+                             calibration_steps: int = 4, seed: int = 0, subnets_per_pass: int = 32,
+                             distributed: bool = False):
     """``archs (LongTensor[A, 6]) -> Tensor[A]``: :func:`supernet_accuracy` on ``data.valid`` with BN recalibrated
     per subnet on ``calibration_steps`` unaugmented batches of ``data.train`` (shuffled with ``seed``); ``data``
     is a run's splits (``rdnas.train.load_data``). The calibration batches are drawn once, here, so every call
-    (a search calls it once per generation) recalibrates on the same images and its accuracies are comparable."""
+    (a search calls it once per generation) recalibrates on the same images and its accuracies are comparable.
+    ``distributed``: split across the ranks of the job (see :func:`supernet_accuracy`)."""
     valid = data.evaluation_batches("valid", 512, device)
     shuffled = data.evaluation_batches("train", calibration_batch_size, device, shuffle=True,
                                        generator=torch.Generator().manual_seed(seed))
@@ -71,6 +81,7 @@ def recalibrated_accuracy_fn(supernet: NB201Supernet, data, device, *, calibrati
 
     def accuracy(archs: Tensor) -> Tensor:
         return supernet_accuracy(supernet, archs, valid, bn="recalibrate", calibration_batches=calibration,
-                                 calibration_steps=calibration_steps, subnets_per_pass=subnets_per_pass)
+                                 calibration_steps=calibration_steps, subnets_per_pass=subnets_per_pass,
+                                 distributed=distributed)
 
     return accuracy

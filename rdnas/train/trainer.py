@@ -34,6 +34,13 @@ them in one ``forward_subnets`` pass (each subnet normalised with its own batch 
 are then not updated, and evaluation recalibrates them per subnet). Every epoch ends with an atomic checkpoint and
 a JSONL metrics line; ``fit(resume=True)`` continues from the last checkpoint, and on the CPU a run killed and
 resumed ends with exactly the weights of an uninterrupted one.
+
+Several processes (``torchrun --nproc_per_node P -m rdnas train ...``, or any caller that has initialised the
+default process group, e.g. with :func:`rdnas.distributed.init`): every rank draws the same subnets, takes its
+``batch_size / P`` rows of the same global batch, averages the per-subnet losses over the global batch before the
+objective and sums the gradients (see :mod:`rdnas.distributed`); with ``bn_statistics="global"`` (default) batch
+norm uses the global batch's statistics, so the run ends with a single process's weights up to rounding. Only
+rank 0 writes files; a checkpoint resumes on any number of processes.
 """
 
 import json
@@ -46,6 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 
+from rdnas import distributed
+from rdnas.atomic_file import write_text_atomic
 from rdnas.data import load_data
 from rdnas.ops import pairwise_margin_rank_loss
 from rdnas.spaces import get_space, space_names
@@ -59,6 +68,7 @@ METHODS = ("spos", "rdnas", "fairnas", "sandwich")
 RANK_SAMPLERS = ("margin", "random", "hamming", "adaptive_hamming", "sandwich", "min_hamming")
 MARGIN_MODES = ("group", "constant", "none")
 RANK_SCHEDULES = ("constant", "warmup", "sine", "multistage")
+BN_STATISTICS = ("global", "per_rank")
 
 
 @dataclass
@@ -98,6 +108,10 @@ class TrainConfig:
     rank_weight: float = 1.0  # multiplies lambda(epoch)
     teacher_samples: int = 10000  # non-enumerable spaces: size of the teacher's seeded reference set
     min_hamming: int = 33  # sampler "min_hamming": least number of differing choices between paired subnets
+    # Several processes (torchrun): batch norm's training statistics over the global batch ("global": a single
+    # process's result) or over each rank's share ("per_rank": DDP without SyncBatchNorm, one all-reduce fewer per
+    # BN layer, not equal to one process). Ignored in a single process.
+    bn_statistics: str = "global"
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -108,7 +122,8 @@ class TrainConfig:
         for name, value, allowed in (("space", self.space, space_names()), ("method", self.method, METHODS),
                                      ("margin_mode", self.margin_mode, MARGIN_MODES),
                                      ("sampler", self.sampler, RANK_SAMPLERS),
-                                     ("rank_schedule", self.rank_schedule, RANK_SCHEDULES)):
+                                     ("rank_schedule", self.rank_schedule, RANK_SCHEDULES),
+                                     ("bn_statistics", self.bn_statistics, BN_STATISTICS)):
             if value not in allowed:
                 raise ValueError(f"rdnas.train.TrainConfig: {name} must be one of {allowed}, got {value!r}")
         for name in ("epochs", "batch_size", "image_size", "paths_per_step", "channels", "cells_per_stage"):
@@ -162,10 +177,11 @@ class TrainConfig:
         return build_supernet(self.space, data.train.num_classes, data.in_channels, **self.supernet_options())
 
 
-# The only settings a resumed run may change: where it runs and writes, (CUDA only) bfloat16 autocast, and where
-# the teacher table lies (its scores are compared instead). Any other difference (learning rate, image size, BN
-# options, ...) would continue a different run than the one saved.
-RESUMABLE_CHANGES = ("device", "out_dir", "amp", "teacher_table")
+# The only settings a resumed run may change: where it runs and writes, (CUDA only) bfloat16 autocast, where
+# the teacher table lies (its scores are compared instead) and (several processes) where BN statistics come from.
+# Any other difference (learning rate, image size, BN options, ...) would continue a different run than the one
+# saved. The number of processes is not a setting: a checkpoint resumes on any number.
+RESUMABLE_CHANGES = ("device", "out_dir", "amp", "teacher_table", "bn_statistics")
 
 
 def rank_weight(schedule: str, epoch: float, epochs: int) -> float:
@@ -229,7 +245,12 @@ class OneShotTrainer:
         self.progress = progress
         self.evaluate = evaluate
         self.out_dir = Path(config.out_dir)
-        self.device = torch.device(config.device)
+        self.world = distributed.current()
+        self.device = torch.device(distributed.rank_device(config.device, self.world))
+        if config.batch_size % self.world.size:
+            raise ValueError(f"rdnas.train.TrainConfig: batch_size {config.batch_size} (the global batch) does not "
+                             f"split into equal shares for WORLD_SIZE={self.world.size} processes; use a multiple of "
+                             f"{self.world.size}")
         self.data = load_data(config)
         if config.batch_size > len(self.data.train):
             raise ValueError(f"rdnas.train.TrainConfig: batch_size {config.batch_size} exceeds the "
@@ -242,7 +263,8 @@ class OneShotTrainer:
             self.teacher = make_teacher(config)
         self.sampler = self._make_sampler()
         self.data_generator = torch.Generator().manual_seed(config.seed + 2)
-        self.batches = self.data.training_batches(config.batch_size, self.device, self.data_generator)
+        self.batches = self.data.training_batches(config.batch_size, self.device, self.data_generator,
+                                                  share=(self.world.rank, self.world.size))
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay, nesterov=True)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -278,7 +300,7 @@ class OneShotTrainer:
                 "teacher": None if self.teacher is None else self.teacher.state(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "sampler": self.sampler.state_dict(), "data_generator": self.data_generator.get_state(),
-                "history": self.history}
+                "history": self.history, "world_size": self.world.size}
 
     def load_state_dict(self, state: dict) -> None:
         saved = TrainConfig.from_dict(state["config"])
@@ -306,12 +328,14 @@ class OneShotTrainer:
         """One SGD step on the method's K sampled subnets.
 
         Args:
-            images (Tensor[B, C, H, W]), labels (LongTensor[B]): the batch, on the trainer's device.
+            images (Tensor[B, C, H, W]), labels (LongTensor[B]): the batch, on the trainer's device (several
+                processes: this rank's B = batch_size / P rows of the global batch).
             progress (float, optional): the run's position in epochs (fractional), for lambda(epoch) and adaptive
                 samplers; default: the current epoch.
 
         Returns a dict of 0-dim tensors (no host synchronisation): ``loss`` (mean cross-entropy of the subnets),
-        ``accuracy`` (their mean batch accuracy) and, for RD-NAS, ``rank_loss`` and ``rank_weight``.
+        ``accuracy`` (their mean batch accuracy) and, for RD-NAS, ``rank_loss`` and ``rank_weight``; several
+        processes: over the global batch, the same on every rank.
         """
         self.model.train()
         epoch = float(self.epoch if progress is None else progress)
@@ -320,19 +344,26 @@ class OneShotTrainer:
         with record_function("rdnas.sample"):
             archs = self.sampler.sample()
         self.optimizer.zero_grad(set_to_none=True)
+        world = self.world
         with self._autocast():
-            if len(archs) == 1:
-                logits = self.model(images, archs[0]).unsqueeze(0)
-            else:
-                logits = self.model.forward_subnets(images, archs)  # [K, B, classes]
+            with distributed.batch_norm_scope(world, self.config.bn_statistics):
+                if len(archs) == 1:
+                    logits = self.model(images, archs[0]).unsqueeze(0)
+                else:
+                    logits = self.model.forward_subnets(images, archs)  # [K, B, classes]
             k, b = logits.shape[:2]
             losses = F.cross_entropy(logits.float().flatten(0, 1), labels.repeat(k), reduction="none").view(k, b).mean(1)
+        distilled = None
         if self.config.distill:  # row 0 is the sandwich's largest subnet: the others learn its soft predictions
             soft = logits[0].detach().float().softmax(-1)
             distilled = -(soft * logits[1:].float().log_softmax(-1)).sum(-1).mean(1)
-            objective = losses[0] + distilled.sum()
-        else:
-            objective = losses.sum()
+        accuracy = (logits.argmax(-1) == labels).float().mean()
+        if world.distributed:  # the global batch's means, in one all-reduce: [K losses, K - 1 distilled, accuracy]
+            parts = [losses] + ([distilled] if distilled is not None else []) + [accuracy.detach().view(1)]
+            merged = distributed.global_mean(torch.cat(parts), world)
+            losses, accuracy = merged[:k], merged[-1]
+            distilled = merged[k:-1] if distilled is not None else None
+        objective = losses[0] + distilled.sum() if distilled is not None else losses.sum()
         result = {}
         if self.config.method == "rdnas":
             with record_function("rdnas.rank_term"):  # teacher lookup and the fused all-pairs margin loss
@@ -346,11 +377,11 @@ class OneShotTrainer:
                 objective = objective + weight * rank
             result.update(rank_loss=rank.detach(), rank_weight=torch.tensor(weight))
         objective.backward()
+        distributed.sum_gradients(self.model.parameters(), world)
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        accuracy = (logits.argmax(-1) == labels).float().mean()
         result.update(loss=losses.detach().mean(), accuracy=accuracy.detach())
         return result
 
@@ -358,25 +389,34 @@ class OneShotTrainer:
         """Trains until ``config.epochs``; with ``resume``, first restores ``checkpoint.pt`` if it exists.
         Without ``resume``, a folder that already holds a checkpoint is an error (starting afresh would overwrite
         its metrics and then its checkpoint): resume it, or pass another ``out_dir``. Returns the per-epoch
-        metrics."""
-        if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise ValueError(f"rdnas.train: out_dir {self.out_dir} is a file, expected a folder")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if self.checkpoint_path.exists():
-            if not resume:
-                raise ValueError(f"rdnas.train: {self.out_dir} already holds a run ({self.checkpoint_path.name}); "
-                                 "resume it (--resume) or choose another --out, so that its finished epochs are not "
-                                 "overwritten")
-            self.load_state_dict(load_checkpoint(self.checkpoint_path))
-        (self.out_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
-        self._rewrite_metrics()
+        metrics. Several processes: rank 0 reads the checkpoint and hands it to the others (no shared folder
+        needed), and only rank 0 writes; every rank returns the same metrics."""
+        world = self.world
+        if world.distributed:  # rank 0 decides; every rank then raises the same error or resumes the same state
+            outcome = None
+            if world.is_main:
+                try:
+                    outcome = (None, self._open_out_dir(resume))
+                except (ValueError, FileNotFoundError) as error:
+                    outcome = (error, None)
+            error, state = distributed.broadcast_object(outcome, world)
+            if error is not None:
+                raise error
+        else:
+            state = self._open_out_dir(resume)
+        if state is not None:
+            self.load_state_dict(state)
+        if world.is_main:
+            write_text_atomic(self.out_dir / "config.json", json.dumps(asdict(self.config), indent=2))
+            self._rewrite_metrics()
+        distributed.check_replicas(self.model, world, "at the start")
         from tqdm.auto import tqdm
 
         while self.epoch < self.config.epochs:
             start = time.perf_counter()
             steps = []
-            bar = tqdm(self.batches, desc=f"epoch {self.epoch + 1}/{self.config.epochs}", disable=not self.progress,
-                       leave=False)
+            bar = tqdm(self.batches, desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+                       disable=not (self.progress and world.is_main), leave=False)
             for step, (images, labels) in enumerate(bar):
                 steps.append(self.train_step(images, labels, self.epoch + step / len(self.batches)))
             record = {"epoch": self.epoch + 1, "train_loss": float(torch.stack([s["loss"] for s in steps]).mean()),
@@ -386,19 +426,36 @@ class OneShotTrainer:
                 record["rank_loss"] = float(torch.stack([s["rank_loss"] for s in steps]).mean())
                 record["rank_weight"] = float(steps[-1]["rank_weight"])
             self.epoch += 1
+            if self.config.bn_statistics == "per_rank":
+                distributed.broadcast_buffers(self.model, world)
+            distributed.check_replicas(self.model, world, f"after epoch {self.epoch}")
             if self.evaluate is not None:
                 record.update(self.evaluate(self))
             self.history.append(record)
-            save_checkpoint(self.checkpoint_path, self.state_dict())
-            with open(self.out_dir / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            if self.progress:
+            if world.is_main:
+                save_checkpoint(self.checkpoint_path, self.state_dict())
+                self._rewrite_metrics()
+            if self.progress and world.is_main:
                 print(f"epoch {record['epoch']}/{self.config.epochs}: loss {record['train_loss']:.4f}, "
                       f"accuracy {record['train_acc']:.3f}, {record['seconds']:.1f} s", flush=True)
+        distributed.barrier(world)  # every rank returns once rank 0's last checkpoint is written
         return self.history
 
+    def _open_out_dir(self, resume: bool) -> dict | None:
+        """Creates ``out_dir``; returns the checkpoint to resume from, or None for a fresh run."""
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ValueError(f"rdnas.train: out_dir {self.out_dir} is a file, expected a folder")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if not self.checkpoint_path.exists():
+            return None
+        if not resume:
+            raise ValueError(f"rdnas.train: {self.out_dir} already holds a run ({self.checkpoint_path.name}); "
+                             "resume it (--resume) or choose another --out, so that its finished epochs are not "
+                             "overwritten")
+        return load_checkpoint(self.checkpoint_path)
+
     def _rewrite_metrics(self) -> None:
-        """metrics.jsonl holds exactly the epochs of the checkpoint (a run killed after its last checkpoint but
-        before the log line, or after a later log line, is made consistent)."""
+        """metrics.jsonl holds exactly the epochs of the checkpoint (rewritten atomically after each checkpoint, so
+        a run killed between the two leaves it one epoch behind at most, and resuming makes it consistent)."""
         lines = "".join(json.dumps(record) + "\n" for record in self.history)
-        (self.out_dir / "metrics.jsonl").write_text(lines)
+        write_text_atomic(self.out_dir / "metrics.jsonl", lines)

@@ -1,0 +1,413 @@
+"""rdnas on several processes: ``torchrun`` / ``torch.distributed``, in one place.
+
+Every long job of rdnas runs unchanged on one process or many (``torchrun --nproc_per_node P -m rdnas <command>``):
+
+- ``rdnas train``: one supernet, data-parallel. Every rank draws the same subnets from the one seeded sampler (no
+  communication), generates the same global batch and takes its share (``batch_size / P`` rows), and the ranks'
+  gradients are summed (:func:`sum_gradients`) so that every rank takes the same optimiser step. Per-subnet losses
+  are averaged over the global batch before the objective (:func:`global_mean`), so the RD-NAS ranking term sees
+  the same losses as one process; with ``bn_statistics="global"`` batch norm normalises with the global batch's
+  statistics (:class:`GlobalBatchNorm`). Result: the weights of a one-process run with the same global batch, up to
+  floating-point rounding (README: "Several processes").
+- ``rdnas eval`` / ``rdnas search`` / the pipeline's rank evaluation: the architectures are split across ranks in
+  chunks (:func:`my_chunks`) and the estimates gathered on every rank (:func:`sum_disjoint`): identical to one process.
+- ``rdnas bench build`` and ``rdnas proxies --shard env``: (architecture, seed) runs or scoring chunks are sharded
+  from ``RANK`` / ``WORLD_SIZE`` (:func:`parse_shard`) into per-rank files that merge into one table.
+
+Backends: NCCL when the job's device is CUDA (each rank on ``cuda:LOCAL_RANK``), gloo on the CPU. Only rank 0
+writes checkpoints, logs and outputs; a rank that fails prints ``rdnas <command>: rank r of P failed: ...`` and
+exits non-zero, after which torchrun stops the others (gloo peers also fail at once on the lost connection; any
+collective gives up after ``RDNAS_DIST_TIMEOUT`` seconds, default 1800).
+"""
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+DEFAULT_TIMEOUT_S = 1800
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the job: ``rank`` of ``size`` processes (``local_rank`` on its machine).
+
+    A single process is ``World()`` (rank 0 of 1); then every collective below is the identity and costs nothing.
+    """
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes files and prints."""
+        return self.rank == 0
+
+    @property
+    def collective_device(self) -> torch.device:
+        """Where tensors must be for this job's collectives (NCCL: this rank's GPU; gloo: the CPU)."""
+        if self.distributed and dist.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
+    def label(self) -> str:
+        """``"rank 1 of 2"`` (for messages)."""
+        return f"rank {self.rank} of {self.size}"
+
+
+def current() -> World:
+    """The World of the initialised default process group, or ``World()`` when there is none."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return World()
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def env_rank_and_size(owner: str, what: str = "shard='env'") -> tuple[int, int]:
+    """``(RANK, WORLD_SIZE)`` from the environment torchrun sets; ValueError naming ``owner`` and ``what`` (the
+    option that asked) when one is missing or not an integer."""
+    try:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    except KeyError as missing:
+        raise ValueError(f"{owner}: {what} reads RANK and WORLD_SIZE (set by torchrun), but "
+                         f"{missing.args[0]} is not set") from None
+    except ValueError:
+        raise ValueError(f"{owner}: {what}: RANK and WORLD_SIZE must be integers, got "
+                         f"{os.environ['RANK']!r} and {os.environ['WORLD_SIZE']!r}") from None
+
+
+def parse_shard(shard, owner: str) -> tuple[int, int]:
+    """The one shard parser: ``(i, n)``, ``"i/n"`` or ``"env"`` (``RANK`` / ``WORLD_SIZE``) -> ``(i, n)`` with
+    ``0 <= i < n``; ValueError naming ``owner`` otherwise."""
+    if shard == "env":
+        return env_rank_and_size(owner)
+    if isinstance(shard, str):
+        first, _, second = shard.partition("/")
+        try:
+            shard = (int(first), int(second))
+        except ValueError:
+            raise ValueError(f"{owner}: shard must be (i, n), 'i/n' or 'env', got {shard!r}") from None
+    try:
+        i, n = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ValueError(f"{owner}: shard must be (i, n), 'i/n' or 'env', got {shard!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"{owner}: shard (i, n) needs 0 <= i < n, got ({i}, {n})")
+    return i, n
+
+
+def launched_size() -> int:
+    """``WORLD_SIZE`` when torchrun (or another launcher setting it) started this process, else 1."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise ValueError(f"rdnas.distributed: WORLD_SIZE must be an integer, got {os.environ['WORLD_SIZE']!r}") \
+            from None
+
+
+def init(device: str = "cpu", timeout_s: float | None = None, backend: str | None = None) -> tuple[World, str]:
+    """Joins the process group the launcher describes (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
+    ``MASTER_PORT``: torchrun sets them all) and returns ``(world, this rank's device)``.
+
+    Without a launcher (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) nothing is initialised: ``(World(), device)``. The
+    backend follows ``device``: NCCL for ``cuda`` (each rank then takes ``cuda:LOCAL_RANK``), gloo otherwise;
+    ``backend`` overrides it (``rdnas bench build`` uses gloo: its ranks only meet at the end). A process group that
+    is already initialised is kept. Collectives give up after ``timeout_s`` (default: ``RDNAS_DIST_TIMEOUT`` or
+    1800 s).
+    """
+    kind = torch.device(device)
+    if dist.is_available() and dist.is_initialized():
+        world = current()
+        return world, rank_device(device, world)
+    size = launched_size()
+    if size <= 1:
+        return World(), device
+    rank, _ = env_rank_and_size("rdnas.distributed.init", "a launch with WORLD_SIZE > 1")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world = World(rank, size, local_rank)
+    if kind.type == "cuda":
+        if kind.index is not None:
+            raise ValueError(f"--device {device} names one GPU, but WORLD_SIZE={size} processes share the job; give "
+                             "--device cuda (each rank takes cuda:LOCAL_RANK) and choose GPUs with "
+                             "CUDA_VISIBLE_DEVICES")
+        if not torch.cuda.is_available() or local_rank >= torch.cuda.device_count():
+            raise ValueError(f"--device cuda: {world.label()} (LOCAL_RANK={local_rank}) has no GPU of its own: "
+                             f"{torch.cuda.device_count() if torch.cuda.is_available() else 0} visible; start at most "
+                             "that many processes per node (--nproc_per_node)")
+        torch.cuda.set_device(local_rank)
+    if timeout_s is None:
+        timeout_s = float(os.environ.get("RDNAS_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+    backend = backend or ("nccl" if kind.type == "cuda" else "gloo")
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    return world, rank_device(device, world)
+
+
+def rank_device(device: str, world: World) -> str:
+    """This rank's device: ``cuda`` -> ``cuda:LOCAL_RANK`` in a job of several processes; anything else unchanged."""
+    kind = torch.device(device)
+    if world.distributed and kind.type == "cuda" and kind.index is None:
+        return f"cuda:{world.local_rank}"
+    return device
+
+
+def shutdown() -> None:
+    """Leaves the process group, if any (the end of a command)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def failure_named(command: str):
+    """Around a rank's work: an exception is reported as ``rdnas <command>: rank r of P failed: <type>: <message>``
+    on stderr and re-raised (the process exits non-zero; torchrun then stops the other ranks and names this one
+    too). In a single process it passes through untouched."""
+    try:
+        yield
+    except BaseException as error:
+        world = current()
+        if world.distributed and not isinstance(error, (SystemExit, KeyboardInterrupt)):
+            print(f"rdnas {command}: {world.label()} failed: {type(error).__name__}: {error}", file=sys.stderr,
+                  flush=True)
+        raise
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
+
+
+def broadcast_object(value, world: World):
+    """``value`` of rank 0 on every rank (pickled; for small control data and checkpoints at resume)."""
+    if not world.distributed:
+        return value
+    box = [value if world.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+# ------------------------------------------------------------------------------------------ training collectives
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the gradient is summed over ranks too (each rank's input feeds every rank's result)."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
+class _GlobalMean(torch.autograd.Function):
+    """Mean over ranks for a value every rank then feeds into the same objective: the gradient reaching each rank
+    is the same, so the backward needs no communication (each rank passes on 1/P of it; :func:`sum_gradients`
+    then adds the ranks' parts)."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor, size: int) -> Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total)
+        ctx.size = size
+        return total / size
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad / ctx.size, None
+
+
+def global_mean(tensor: Tensor, world: World) -> Tensor:
+    """The mean over ranks of ``tensor`` (any shape; e.g. per-subnet mean losses Tensor[K] of each rank's equal share
+    of the batch: the global batch's means), differentiable on the condition that every rank computes the same
+    objective from the result and the ranks' gradients are then summed (:func:`sum_gradients`). Identity in a single
+    process."""
+    if not world.distributed:
+        return tensor
+    return _GlobalMean.apply(tensor, world.size)
+
+
+def sum_gradients(parameters, world: World) -> int:
+    """Sums the gradients of ``parameters`` over ranks in one all-reduce of one flat buffer, in place.
+
+    Only parameters that have a gradient take part (a sampled subnet leaves the others at ``None``, and they stay
+    ``None``, so SGD's weight decay and momentum skip them exactly as in one process). Every rank samples the same
+    subnets, so every rank has gradients for the same parameters in the same order; the buffer's length is checked
+    in the same all-reduce (a rank that differs makes every rank raise). Returns the number of elements reduced.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not world.distributed or not grads:
+        return 0
+    flat = torch.cat([g.reshape(-1) for g in grads] + [grads[0].new_ones(1)])  # last element: the rank count
+    dist.all_reduce(flat)
+    if int(flat[-1]) != world.size:  # cannot happen when the buffers have the same length on every rank
+        raise RuntimeError("rdnas.distributed.sum_gradients: the ranks' gradient buffers differ; the ranks sampled "
+                           "different subnets")
+    offset = 0
+    for grad in grads:
+        grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
+        offset += grad.numel()
+    return offset
+
+
+class _GlobalBatchNormFunction(torch.autograd.Function):
+    """Training-mode batch norm over the ranks' shares together, forward and backward in closed form (the formulas
+    of ``F.batch_norm`` and SyncBatchNorm; autograd through the statistics instead loses digits on channels of
+    near-zero variance). ``x`` [N, C, *]; statistics float64 from one all-reduce of [sum, centred sum of squares +
+    correction, count] per rank; the backward all-reduces [sum g, sum g * xhat] per channel."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
+        compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        xc = x.to(compute)
+        channels, dims = x.shape[1], [0] + list(range(2, x.dim()))
+        shape = (1, channels) + (1,) * (x.dim() - 2)
+        count = x.numel() // channels
+        local_mean = xc.mean(dims)
+        local_m2 = (xc - local_mean.view(shape)).square().sum(dims).double()
+        local_mean = local_mean.double()
+        total = torch.cat([local_mean * count, local_m2 + count * local_mean.square(),
+                           local_mean.new_full((1,), float(count))])
+        dist.all_reduce(total)
+        n = float(total[-1])
+        mean = total[:channels] / n
+        var = (total[channels:2 * channels] / n - mean.square()).clamp_min(0)
+        if running_mean is not None and running_var is not None:
+            running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+            running_var.mul_(1 - momentum).add_((var * (n / max(n - 1, 1))).to(running_var.dtype), alpha=momentum)
+        invstd = (var + eps).rsqrt().to(compute)
+        xhat = (xc - mean.to(compute).view(shape)) * invstd.view(shape)
+        out = xhat if weight is None else xhat * weight.to(compute).view(shape)
+        if bias is not None:
+            out = out + bias.to(compute).view(shape)
+        ctx.save_for_backward(xhat, invstd, weight)
+        ctx.count, ctx.has_bias, ctx.input_dtype = n, bias is not None, x.dtype
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        xhat, invstd, weight = ctx.saved_tensors
+        channels, dims = xhat.shape[1], [0] + list(range(2, xhat.dim()))
+        shape = (1, channels) + (1,) * (xhat.dim() - 2)
+        g = grad.to(xhat.dtype)
+        sum_g, sum_gx = g.sum(dims), (g * xhat).sum(dims)  # this rank's: the parameters' gradients
+        total = torch.cat([sum_g, sum_gx]).double()
+        dist.all_reduce(total)
+        mean_g = (total[:channels] / ctx.count).to(xhat.dtype).view(shape)
+        mean_gx = (total[channels:] / ctx.count).to(xhat.dtype).view(shape)
+        scale = invstd.view(shape) if weight is None else (invstd * weight.to(xhat.dtype)).view(shape)
+        grad_x = ((g - mean_g - xhat * mean_gx) * scale).to(ctx.input_dtype)
+        grad_weight = None if weight is None else sum_gx.to(weight.dtype)
+        grad_bias = sum_g.to(grad.dtype) if ctx.has_bias else None
+        return grad_x, grad_weight, grad_bias, None, None, None, None
+
+
+class GlobalBatchNorm(TorchFunctionMode):
+    """Within this mode every training-mode ``F.batch_norm`` (``nn.BatchNorm2d``, ``SubnetBatchNorm``'s per-subnet
+    pass, ResNet48's ``ElasticBatchNorm2d`` slices: they all call it) normalises with the statistics of the global
+    batch, i.e. of every rank's share together (SyncBatchNorm's semantics, for any space without touching its
+    layers).
+
+    Per call: one all-reduce of each rank's per-channel sum, centred sum of squares and count (float64 [2C + 1]);
+    mean and biased variance of the global batch from them; running statistics (when given) updated with the
+    unbiased variance, as ``F.batch_norm`` does. The backward is SyncBatchNorm's: one all-reduce of [sum g,
+    sum g * xhat] (float64 [2C]); the affine parameters get this rank's part (:func:`sum_gradients` adds the
+    ranks'). Input ``[N, C, *]`` in any float dtype, statistics in float32 (half / bfloat16 inputs) or the input's
+    dtype, output in the input's dtype. Evaluation-mode calls pass through unchanged.
+    """
+
+    def __init__(self, world: World):
+        super().__init__()
+        self.world = world
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not F.batch_norm:
+            return func(*args, **kwargs)
+        return self._batch_norm(*args, **kwargs)
+
+    @staticmethod
+    def _batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                    eps=1e-5):
+        if not training:
+            return F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+        return _GlobalBatchNormFunction.apply(input, weight, bias, running_mean, running_var, momentum, eps)
+
+
+def batch_norm_scope(world: World, statistics: str):
+    """The context a training forward runs in: :class:`GlobalBatchNorm` for ``statistics="global"`` in a job of
+    several processes, otherwise nothing (``"per_rank"``: each rank's share, DDP without SyncBatchNorm)."""
+    if world.distributed and statistics == "global":
+        return GlobalBatchNorm(world)
+    return contextlib.nullcontext()
+
+
+def broadcast_buffers(module: torch.nn.Module, world: World) -> None:
+    """Rank 0's buffers (BN running statistics) on every rank, as DDP does; with per-rank batch statistics the ranks'
+    running statistics drift apart otherwise."""
+    if not world.distributed:
+        return
+    for buffer in module.buffers():
+        staged = buffer.detach().to(world.collective_device).clone()
+        dist.broadcast(staged, src=0)
+        buffer.copy_(staged.to(buffer.device))
+
+
+def check_replicas(module: torch.nn.Module, world: World, when: str) -> None:
+    """Raises RuntimeError when the ranks' copies of ``module`` (parameters and buffers) are no longer bitwise
+    equal, naming the first tensor that differs; one small all-reduce pair (a float64 sum per tensor), so it is
+    cheap enough for once an epoch. ``when`` says where in the run (for the message)."""
+    if not world.distributed:
+        return
+    names, sums = [], []
+    for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+        if tensor.is_floating_point():
+            names.append(name)
+            sums.append(tensor.detach().double().sum())
+    if not sums:
+        return
+    local = torch.stack(sums).to(world.collective_device)
+    high, low = local.clone(), local.clone()
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    differs = (high != low) & ~(torch.isnan(high) & torch.isnan(low))
+    if bool(differs.any()):
+        first = names[int(differs.nonzero()[0])]
+        raise RuntimeError(f"rdnas.distributed: the ranks' supernets differ {when} (first: {first}); the ranks must "
+                           "sample the same subnets and see the same parameters (same seed, same GPU model)")
+
+
+# ------------------------------------------------------------------------------- evaluation: split and gather
+
+
+def my_chunks(count: int, chunk: int, world: World) -> range:
+    """Start offsets of this rank's chunks of ``count`` items taken ``chunk`` at a time: chunk c goes to rank
+    c mod P, so every item is evaluated in exactly the chunk a single process would give it (same K-subnet pass,
+    same result). One process: ``range(0, count, chunk)``."""
+    return range(world.rank * chunk, count, chunk * world.size)
+
+
+def sum_disjoint(values: Tensor, world: World) -> Tensor:
+    """``values`` with every rank's entries, on every rank: each rank filled only its own entries (zeros elsewhere),
+    so the sum over ranks is exact (x + 0 = x) and equals a single process's result bit for bit. Same dtype and
+    device as ``values``."""
+    if not world.distributed:
+        return values
+    gathered = values.to(world.collective_device).clone()
+    dist.all_reduce(gathered)
+    return gathered.to(values.device)
