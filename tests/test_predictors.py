@@ -16,6 +16,7 @@ from rdnas.predictors import (
     rank_normalise, tier_assignment,
 )
 from rdnas.predictors.protocol import training_rows
+from rdnas.predictors.sampling_search import sampling_search, top_tier_weights
 from rdnas.rank import GroundTruth, kendall_tau
 from rdnas.spaces import get_space, nb201
 
@@ -61,6 +62,23 @@ def test_nb201_cell_tensors_hold_the_op_adjacency_and_log_scaled_costs():
     # Per-cell FLOPs are equal in every stage (C^2 H^2 is constant); parameters grow with the stage.
     assert torch.allclose(conv1[0::2], conv1[0].expand(15))
     assert conv1[1] < conv1[11] < conv1[21]
+
+
+def test_stage_tokens_keep_one_cell_per_stage_because_the_cells_of_a_stage_are_identical():
+    archs = SPACE.enumerate()[::97]
+    every_cell, stages = nb201_cell_tensors(archs), nb201_cell_tensors(archs, cells="stages")
+    assert stages.shape == (len(archs), 7, 4, 4)
+    assert torch.equal(stages[:, 0], every_cell[:, 0])
+    for stage in range(3):
+        for cell in range(5):  # the five cells of a stage repeat the stage's two channels
+            first = 1 + 2 * (5 * stage + cell)
+            assert torch.equal(every_cell[:, first:first + 2], stages[:, 1 + 2 * stage:3 + 2 * stage])
+    features = ArchFeatures("nb201", cells="stages")
+    assert features.num_tokens == 7 and ArchFeatures.from_state(features.state()).cells == "stages"
+    with pytest.raises(ValueError, match="cells must be one of \\('all', 'stages'\\), got 'half'"):
+        ArchFeatures("nb201", cells="half")
+    with pytest.raises(ValueError, match="cells='stages' is an NB201 input option"):
+        ArchFeatures("resnet48", cells="stages")
 
 
 def test_features_give_tokens_of_16_and_a_flat_vector():
@@ -309,6 +327,41 @@ def test_a_small_fit_beats_random_on_held_out_nb201_ground_truth(name):
                       table.column("cifar10_test_acc")[held_out.numpy()])
     # Random scores give tau ~ 0 +- 0.02 on 1,550 cells; a real fit on 100 cells gives far more.
     assert tau > 0.3, f"{name}: Kendall tau {tau:.3f} on held-out NB201 cells"
+
+
+# -- sampling search ------------------------------------------------------------------------------------------------
+def test_top_tier_weights_follow_the_top_tiers_value_frequencies():
+    pool = torch.tensor([[0, 0], [1, 0], [1, 1], [2, 1]])
+    top = torch.tensor([[1, 1], [1, 1], [1, 0]])
+    weights = top_tier_weights(pool, top, smoothing=1.0)
+    # position 0: counts (0, 3, 0) + 1 each -> (1, 4, 1) / 6; position 1: (1, 2) + 1 -> (2, 3) / 5
+    expected = torch.tensor([1 / 6 * 2 / 5, 4 / 6 * 2 / 5, 4 / 6 * 3 / 5, 1 / 6 * 3 / 5], dtype=torch.float64)
+    torch.testing.assert_close(weights, expected)
+    with pytest.raises(ValueError, match="smoothing must be positive"):
+        top_tier_weights(pool, top, smoothing=0.0)
+
+
+@pytest.mark.parametrize("name", ["nar", "gbt"])
+def test_sampling_search_spends_the_budget_on_distinct_cells_and_beats_its_random_start(name):
+    everything = SPACE.enumerate()
+    truth = synthetic_accuracy(everything)
+    queried = []
+
+    def fitness(archs):
+        queried.append(len(archs))
+        return truth[SPACE.index(archs)]
+
+    history = sampling_search(fitness, 60, lambda: get_predictor(name)(seed=0, **TINY[name]), seed=0, initial=30,
+                              rounds=2, pool=2000, candidates=200)
+    assert len(history.archs) == 60 == sum(queried) and len(set(history.archs)) == 60
+    assert not bool(SPACE.is_trivial(torch.tensor(history.archs)).any())
+    # the rounds' picks (the last 30 queries) are better than the uniform start (the first 30)
+    assert np.mean(history.scores[30:]) > np.mean(history.scores[:30]) + 1.0
+    again = sampling_search(lambda a: truth[SPACE.index(a)], 60, lambda: get_predictor(name)(seed=0, **TINY[name]),
+                            seed=0, initial=30, rounds=2, pool=2000, candidates=200)
+    assert again.archs == history.archs  # deterministic for a seed
+    with pytest.raises(ValueError, match="needs tiers <= initial <= budget"):
+        sampling_search(fitness, 10, lambda: get_predictor(name)(seed=0), initial=20)
 
 
 # -- the command ----------------------------------------------------------------------------------------------------

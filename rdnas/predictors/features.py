@@ -8,6 +8,11 @@ NB201 (:func:`nb201_cell_tensors`): NAR's 31 channels of 4x4 per cell, as the au
   32x32, 16x16, 8x8, five cells per stage), that edge's FLOPs then its parameters (ReLU-Conv-BN convolutions:
   ``C*C*k*k*H*W`` multiply-accumulates, ``C*C*k*k + 2C`` parameters; pooling, skip and none: 0).
 
+Within a stage the five cells have the same channels and resolution, so their 2 x 5 channels are five copies of
+the same two: ``cells="stages"`` keeps one cell per stage (7 channels: the adjacency, then FLOPs and parameters of
+stage 1, 2, 3), the same information in 7 tokens instead of 31, which makes NAR's transformer about 4x cheaper.
+``cells="all"`` (the default) is the authors' 31.
+
 The authors fed the raw counts (up to 2.4e6). Here every count is **log-scaled**: ``log1p(count)`` divided by
 ``log1p`` of the largest count of its channel over the space, so every entry lies in [0, 1] and the scaling does
 not depend on the training set. One 4x4 channel, flattened, is one token of 16 values.
@@ -52,8 +57,14 @@ def _channel_maxima() -> Tensor:
     return torch.tensor(largest, dtype=torch.float64)
 
 
-def nb201_cell_tensors(archs) -> Tensor:
-    """NAR's NB201 input (module docstring): LongTensor[K, 6] -> float32 Tensor[K, 31, 4, 4], log-scaled to [0, 1]."""
+NB201_CELL_CHOICES = ("all", "stages")
+
+
+def nb201_cell_tensors(archs, cells: str = "all") -> Tensor:
+    """NAR's NB201 input (module docstring): LongTensor[K, 6] -> float32 Tensor[K, 31, 4, 4] (``cells="all"``) or
+    Tensor[K, 7, 4, 4] (``cells="stages"``: the adjacency and the first cell of each stage), log-scaled to [0, 1]."""
+    if cells not in NB201_CELL_CHOICES:
+        raise ValueError(f"rdnas.predictors: cells must be one of {NB201_CELL_CHOICES}, got {cells!r}")
     rows = nb201.SPACE.validate(archs)
     out = torch.zeros(len(rows), NB201_CELL_CHANNELS, nb201.NUM_NODES, nb201.NUM_NODES, dtype=torch.float64)
     # Per op: the (flops, params) of every cell, a [5, 30] table; then scatter by edge position.
@@ -65,6 +76,8 @@ def nb201_cell_tensors(archs) -> Tensor:
         ops = rows[:, edge]
         out[:, 0, source, target] = ops.double() / (nb201.NUM_OPS - 1)
         out[:, 1:, source, target] = scaled[ops]
+    if cells == "stages":  # channel 0, then (flops, params) of cells 0, 5, 10: channels 1-2, 11-12, 21-22
+        out = out[:, [0] + [1 + 2 * cell + k for cell in (0, 5, 10) for k in (0, 1)]]
     return out.float()
 
 
@@ -154,13 +167,19 @@ class ArchFeatures:
     ``tokens(archs)``: float32 Tensor[K, T, 16] (NAR); ``flat(archs)``: float32 Tensor[K, T * 16] (trees, MLP).
     """
 
-    def __init__(self, space="nb201", proxies: ProxyFeatures | None = None):
+    def __init__(self, space="nb201", proxies: ProxyFeatures | None = None, cells: str = "all"):
         self.space: SearchSpace = get_space(space)
         self.proxies = proxies
+        if cells not in NB201_CELL_CHOICES:
+            raise ValueError(f"rdnas.predictors: cells must be one of {NB201_CELL_CHOICES}, got {cells!r}")
+        if cells != "all" and self.space.name != "nb201":
+            raise ValueError(f"rdnas.predictors: cells={cells!r} is an NB201 input option; the {self.space.name} "
+                             "space's features come from its encoding")
+        self.cells = cells
 
     def _structure_tokens(self, archs) -> Tensor:
         if self.space.name == "nb201":
-            return nb201_cell_tensors(archs).flatten(2)
+            return nb201_cell_tensors(archs, self.cells).flatten(2)
         return _as_tokens(self.space.encode(archs).float())
 
     def tokens(self, archs) -> Tensor:
@@ -177,14 +196,15 @@ class ArchFeatures:
         return self.tokens(self.space.sample(1, torch.Generator().manual_seed(0))).shape[1]
 
     def state(self) -> dict:
-        return {"space": self.space.name, "proxies": None if self.proxies is None else self.proxies.state()}
+        return {"space": self.space.name, "proxies": None if self.proxies is None else self.proxies.state(),
+                "cells": self.cells}
 
     @classmethod
     def from_state(cls, state: dict) -> "ArchFeatures":
         proxies = state["proxies"]
         if proxies is not None:
             proxies = ProxyFeatures(proxies["keys"], proxies["values"], proxies["columns"], state["space"])
-        return cls(state["space"], proxies)
+        return cls(state["space"], proxies, state.get("cells", "all"))
 
 
 def _as_tokens(values: Tensor) -> Tensor:
