@@ -5,7 +5,9 @@ Train on N random cells (``rdnas.predictors.protocol.training_rows``: seed s giv
 published protocol counts the training cells too), plus the transfer columns ``cifar100_test_acc`` and
 ``imagenet16_120_test_acc``. N in 78, 156, 469, 781, 1563 (0.5 % to 10 %), seeds 0-4 (>= 5 training sets).
 
-Models: ``nar`` (structure only: the information PINAT had), ``nar+zc`` (plus the zero-cost proxy columns),
+Models: ``nar`` (structure only: the information PINAT had; on NB201's 7 stage tokens, ``cells="stages"``, the
+same information as the authors' 31 tokens at a fifth of the cost), ``nar+zc`` (plus the zero-cost proxy columns),
+``nar-31tok`` (NAR on the authors' 31 tokens, for comparison; not in the default run),
 ``gbt`` and ``mlp`` (same structure features), ``gbt+zc`` and ``mlp+zc``, and ``proxies`` (the rank average of the
 proxy columns: no labels, the zero-shot floor; one result, recorded for every N and seed 0 only). The proxy
 columns come from ``nb201_zc_proxies.csv`` (synflow, logsynflow, naswot, nregions, zen, jacov; CIFAR-10 versions)
@@ -18,7 +20,7 @@ stopped and restarted, and several processes can share the work (``--models`` / 
 
     OMP_NUM_THREADS=1 python benchmarks/predictor_experiments.py run --models gbt,mlp --n 78,156 --seeds 0,1
     OMP_NUM_THREADS=1 python benchmarks/predictor_experiments.py run          # everything: every model, N, seed
-    python benchmarks/predictor_experiments.py report     # Markdown table + benchmarks/results/predictor_experiments.json
+    python benchmarks/predictor_experiments.py report   # Markdown table, benchmarks/results/predictor_experiments.json
 """
 
 import argparse
@@ -50,7 +52,8 @@ SEEDS = (0, 1, 2, 3, 4)
 PROXY_COLUMNS = ("synflow_cifar10", "logsynflow_cifar10", "naswot_cifar10", "nregions_cifar10", "zen_cifar10",
                  "jacov_nwotv1_cifar10")
 COST_COLUMNS = ("flops_M_cifar10", "params_M_cifar10")
-MODELS = ("nar", "nar+zc", "gbt", "gbt+zc", "mlp", "mlp+zc", "proxies")
+MODELS = ("nar", "nar+zc", "nar-31tok", "gbt", "gbt+zc", "mlp", "mlp+zc", "proxies")
+DEFAULT_MODELS = tuple(m for m in MODELS if m != "nar-31tok")
 # PINAT (Table 1 of its paper) and TNASP, Kendall tau on NB201 CIFAR-10 at the sizes above.
 PUBLISHED = {"PINAT": (0.549, 0.631, 0.706, 0.761, 0.784), "TNASP": (0.539, 0.589, 0.640, 0.689, 0.724)}
 
@@ -90,14 +93,16 @@ def evaluate(scores: np.ndarray, gt: GroundTruth) -> dict:
 
 def run_one(model: str, size: int, seed: int, gt: GroundTruth, features_path: Path) -> dict:
     base, _, extra = model.partition("+")
+    base, _, token_note = base.partition("-")  # "nar-31tok": the authors' 31 tokens
     started = time.perf_counter()
     if model == "proxies":
         proxies = ProxyFeatures.from_table(features_path, PROXY_COLUMNS + COST_COLUMNS)
         scores = proxies(gt.archs).double().mean(1).numpy()  # rank average of the rank-normalised columns
         fit_s, predict_s, options, train_rows = 0.0, time.perf_counter() - started, {}, []
     else:
+        cells = "stages" if base == "nar" and token_note != "31tok" else "all"
         features = ArchFeatures("nb201", ProxyFeatures.from_table(features_path, PROXY_COLUMNS + COST_COLUMNS)
-                                if extra == "zc" else None)
+                                if extra == "zc" else None, cells=cells)
         predictor, rows = fit_on_table(base, gt, TRAIN_COLUMN, size, seed, features, progress=sys.stderr.isatty())
         fit_s = time.perf_counter() - started
         started = time.perf_counter()
@@ -106,8 +111,9 @@ def run_one(model: str, size: int, seed: int, gt: GroundTruth, features_path: Pa
         options, train_rows = predictor.options, rows.tolist()
     return {"model": model, "n": size, "seed": seed, "train_column": TRAIN_COLUMN, "test_column": TEST_COLUMN,
             "num_archs": len(gt), **evaluate(scores, gt), "fit_s": fit_s, "predict_s": predict_s,
-            "options": options, "proxy_columns": list(PROXY_COLUMNS + COST_COLUMNS) if "zc" in model or
-            model == "proxies" else [], "train_rows": train_rows, "torch": torch.__version__,
+            "options": options, "cells": None if model == "proxies" else features.cells,
+            "proxy_columns": list(PROXY_COLUMNS + COST_COLUMNS) if "zc" in model or model == "proxies" else [],
+            "train_rows": train_rows, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "machine": platform.machine()}
 
 
@@ -146,8 +152,9 @@ def report(args) -> int:
                 continue
             taus = np.array([r["kendall_tau"] for r in runs])
             summary.setdefault(model, {})[n] = {
-                "kendall_tau_mean": float(taus.mean()), "kendall_tau_std": float(taus.std(ddof=1)) if len(taus) > 1
-                else None, "seeds": sorted(r["seed"] for r in runs), "fit_s_mean": float(np.mean([r["fit_s"] for r in runs])),
+                "kendall_tau_mean": float(taus.mean()),
+                "kendall_tau_std": float(taus.std(ddof=1)) if len(taus) > 1 else None,
+                "seeds": sorted(r["seed"] for r in runs), "fit_s_mean": float(np.mean([r["fit_s"] for r in runs])),
                 **{f"kendall_tau_{c}_mean": float(np.mean([r[f"kendall_tau_{c}"] for r in runs]))
                    for c in TRANSFER_COLUMNS}}
             spread = f" ± {taus.std(ddof=1):.3f}" if len(taus) > 1 else ""
@@ -172,7 +179,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     steps = parser.add_subparsers(dest="step", required=True)
     run_parser = steps.add_parser("run", help="fit and evaluate, one JSON per (model, N, seed); resumable")
-    run_parser.add_argument("--models", type=_list(str), default=list(MODELS), help=f"default: {','.join(MODELS)}")
+    run_parser.add_argument("--models", type=_list(str), default=list(DEFAULT_MODELS),
+                            help=f"default: {','.join(DEFAULT_MODELS)}; also nar-31tok")
     run_parser.add_argument("--n", type=_list(int), default=list(SIZES), help="training sizes (default 78,...,1563)")
     run_parser.add_argument("--seeds", type=_list(int), default=list(SEEDS), help="training sets (default 0-4)")
     run_parser.add_argument("--gt", default=str(DATA / "nb201_gt.csv"))

@@ -4,8 +4,8 @@ with the gradient-boosted trees as its predictor) against random search and regu
 Every method queries ``cifar10_valid_acc`` of the cells it picks (each cell counts once; disconnected cells are
 never proposed) and, after q queries, returns the cell with the best validation accuracy so far; the table reports
 that cell's ``cifar10_test_acc`` at q = 25, 50, 75, 100 (mean ± std over runs; the report prints the space's best
-test accuracy beside it) and how often the final pick is among the space's top 0.1 % by test accuracy. Seeds 0..R-1, one JSON per (method, seed) in ``benchmarks/results/search/``; finished runs
-are skipped::
+test accuracy beside it) and how often the final pick is among the space's top 0.1 % by test accuracy. Seeds
+0..R-1, one JSON per (method, seed) in ``benchmarks/results/search/``; finished runs are skipped::
 
     OMP_NUM_THREADS=1 python benchmarks/search_experiments.py run --runs 25
     python benchmarks/search_experiments.py report
