@@ -7,7 +7,8 @@ published protocol counts the training cells too), plus the transfer columns ``c
 
 Models: ``nar`` (structure only: the information PINAT had; on NB201's 7 stage tokens, ``cells="stages"``, the
 same information as the authors' 31 tokens at a fifth of the cost), ``nar+zc`` (plus the zero-cost proxy columns),
-``nar-31tok`` (NAR on the authors' 31 tokens, for comparison; not in the default run),
+``nar-31tok`` (NAR on the authors' 31 tokens, for comparison; not in the default run), ``nar-notiers``
+(``tier_weight=0``: the encoder and score head on the ranking loss alone, the ablation of NAR's tiers),
 ``gbt`` and ``mlp`` (same structure features), ``gbt+zc`` and ``mlp+zc``, and ``proxies`` (the rank average of the
 proxy columns: no labels, the zero-shot floor; one result, recorded for every N and seed 0 only). The proxy
 columns come from ``nb201_zc_proxies.csv`` (synflow, logsynflow, naswot, nregions, zen, jacov; CIFAR-10 versions)
@@ -52,7 +53,7 @@ SEEDS = (0, 1, 2, 3, 4)
 PROXY_COLUMNS = ("synflow_cifar10", "logsynflow_cifar10", "naswot_cifar10", "nregions_cifar10", "zen_cifar10",
                  "jacov_nwotv1_cifar10")
 COST_COLUMNS = ("flops_M_cifar10", "params_M_cifar10")
-MODELS = ("nar", "nar+zc", "nar-31tok", "gbt", "gbt+zc", "mlp", "mlp+zc", "proxies")
+MODELS = ("nar", "nar+zc", "nar-notiers", "nar-31tok", "gbt", "gbt+zc", "mlp", "mlp+zc", "proxies")
 DEFAULT_MODELS = tuple(m for m in MODELS if m != "nar-31tok")
 # PINAT (Table 1 of its paper) and TNASP, Kendall tau on NB201 CIFAR-10 at the sizes above.
 PUBLISHED = {"PINAT": (0.549, 0.631, 0.706, 0.761, 0.784), "TNASP": (0.539, 0.589, 0.640, 0.689, 0.724)}
@@ -93,17 +94,19 @@ def evaluate(scores: np.ndarray, gt: GroundTruth) -> dict:
 
 def run_one(model: str, size: int, seed: int, gt: GroundTruth, features_path: Path) -> dict:
     base, _, extra = model.partition("+")
-    base, _, token_note = base.partition("-")  # "nar-31tok": the authors' 31 tokens
+    base, _, variant = base.partition("-")  # "nar-31tok": the authors' 31 tokens; "nar-notiers": tier_weight 0
     started = time.perf_counter()
     if model == "proxies":
         proxies = ProxyFeatures.from_table(features_path, PROXY_COLUMNS + COST_COLUMNS)
         scores = proxies(gt.archs).double().mean(1).numpy()  # rank average of the rank-normalised columns
         fit_s, predict_s, options, train_rows = 0.0, time.perf_counter() - started, {}, []
     else:
-        cells = "stages" if base == "nar" and token_note != "31tok" else "all"
+        cells = "stages" if base == "nar" and variant != "31tok" else "all"
+        options = {"tier_weight": 0.0} if variant == "notiers" else {}
         features = ArchFeatures("nb201", ProxyFeatures.from_table(features_path, PROXY_COLUMNS + COST_COLUMNS)
                                 if extra == "zc" else None, cells=cells)
-        predictor, rows = fit_on_table(base, gt, TRAIN_COLUMN, size, seed, features, progress=sys.stderr.isatty())
+        predictor, rows = fit_on_table(base, gt, TRAIN_COLUMN, size, seed, features, progress=sys.stderr.isatty(),
+                                       **options)
         fit_s = time.perf_counter() - started
         started = time.perf_counter()
         scores = predictor.predict(gt.archs).numpy()

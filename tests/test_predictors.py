@@ -12,7 +12,7 @@ import torch
 import rdnas.ops
 from rdnas.cli import main
 from rdnas.predictors import (
-    ArchFeatures, NARPredictor, NotFitted, ProxyFeatures, get_predictor, load_predictor, nb201_cell_tensors,
+    ArchFeatures, NARModel, NARPredictor, NotFitted, ProxyFeatures, get_predictor, load_predictor, nb201_cell_tensors,
     rank_normalise, tier_assignment,
 )
 from rdnas.predictors.protocol import training_rows
@@ -327,6 +327,19 @@ def test_a_small_fit_beats_random_on_held_out_nb201_ground_truth(name):
                       table.column("cifar10_test_acc")[held_out.numpy()])
     # Random scores give tau ~ 0 +- 0.02 on 1,550 cells; a real fit on 100 cells gives far more.
     assert tau > 0.3, f"{name}: Kendall tau {tau:.3f} on held-out NB201 cells"
+
+
+def test_nar_without_tiers_skips_the_decoder_and_still_ranks(monkeypatch, training_set):
+    archs, accuracy = training_set
+
+    def no_decoder(*args, **kwargs):
+        raise AssertionError("tier_logits ran with tier_weight=0")
+
+    monkeypatch.setattr(NARModel, "tier_logits", no_decoder)
+    predictor = get_predictor("nar")(seed=0, **{**TINY["nar"], "epochs": 30, "tier_weight": 0.0}).fit(archs, accuracy)
+    held_out = some_archs(300, seed=5)
+    tau = kendall_tau(predictor.predict(held_out).numpy(), synthetic_accuracy(held_out).numpy())
+    assert tau > 0.5, f"Kendall tau {tau:.3f}"
 
 
 # -- sampling search ------------------------------------------------------------------------------------------------

@@ -20,11 +20,12 @@ no code is taken from it. The model:
 * a score head (MLP on the flattened encoding) gives the ranking score that :meth:`NARPredictor.predict` returns;
   :meth:`NARPredictor.predict_tiers` gives the tier classification through the frozen buckets.
 
-Loss: cross-entropy of the tier logits + the pairwise logistic ranking loss of the scores against the accuracies
-over every pair of the batch, through the fused ``rdnas.ops.pairwise_margin_rank_loss(..., loss="logistic")``.
-AdamW (betas 0.9 / 0.99, eps 1e-9, weight decay 0.01) with the Noam schedule
+Loss: cross-entropy of the tier logits + 2 x the pairwise logistic ranking loss of the scores against the
+accuracies over every pair of the batch, through the fused
+``rdnas.ops.pairwise_margin_rank_loss(..., loss="logistic")``. AdamW (betas 0.9 / 0.99, eps 1e-9, weight decay 0.01) with the Noam schedule
 ``lr = lr_mul * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)``; 55 epochs of batches of 128 by default (the
-authors' NB201 configuration). Deterministic on the CPU for a given seed.
+authors' NB201 configuration), ``lr_mul`` 0.14 (theirs: 0.07; see :class:`NARPredictor`). Deterministic on the CPU for
+a given seed.
 """
 
 import math
@@ -118,15 +119,20 @@ class NARModel(nn.Module):
 class NARPredictor(ModulePredictor):
     """The NAR tier ranker behind the predictor interface (module docstring). Options (saved with the model):
     ``tiers`` (5), ``d_model`` (128), ``layers`` (6), ``heads`` (4), ``ffn`` (512), ``dropout`` (0.1),
-    ``tier_hidden`` (256), ``score_hidden`` (1024), ``epochs`` (55), ``batch_size`` (128), ``lr_mul`` (0.07),
-    ``warmup`` (30 steps), ``weight_decay`` (0.01), ``tier_weight`` and ``rank_weight`` (1, 1: the loss is
-    ``tier_weight * CE + rank_weight * pairwise``)."""
+    ``tier_hidden`` (256), ``score_hidden`` (1024), ``epochs`` (55), ``batch_size`` (128), ``lr_mul`` (0.14; the
+    authors' 0.07), ``warmup`` (30 steps), ``weight_decay`` (0.01), ``tier_weight`` and ``rank_weight`` (1, 2: the
+    loss is ``tier_weight * CE + rank_weight * pairwise``; ``tier_weight=0`` trains the encoder and score head on the
+    ranking loss alone, an ablation without NAR's tiers: the decoder stays at its initialisation and
+    ``predict_tiers`` means nothing then)."""
 
     name = "nar"
     MODEL_OPTIONS = {"tiers": 5, "d_model": 128, "layers": 6, "heads": 4, "ffn": 512, "dropout": 0.1,
                      "tier_hidden": 256, "score_hidden": 1024}
-    TRAIN_OPTIONS = {"epochs": 55, "batch_size": 128, "lr_mul": 0.07, "warmup": 30, "weight_decay": 0.01,
-                     "tier_weight": 1.0, "rank_weight": 1.0}
+    # lr_mul and rank_weight tuned on NB201 (N = 78, training sets 100-102, tau against cifar10_valid_acc; the
+    # reported protocol uses training sets 0-4 and cifar10_test_acc): the authors' 0.07 / 1 gave 0.503, 0.14 / 2
+    # 0.547 (README, "Predictors").
+    TRAIN_OPTIONS = {"epochs": 55, "batch_size": 128, "lr_mul": 0.14, "warmup": 30, "weight_decay": 0.01,
+                     "tier_weight": 1.0, "rank_weight": 2.0}
 
     def __init__(self, space="nb201", features=None, seed: int = 0, progress: bool = False, **options):
         unknown = set(options) - set(self.MODEL_OPTIONS) - set(self.TRAIN_OPTIONS)
@@ -167,9 +173,11 @@ class NARPredictor(ModulePredictor):
                 seen = (counts > 0).view(-1, 1, 1)
                 buckets = torch.where(seen, sums / counts.clamp_min(1).view(-1, 1, 1), previous)
                 encoding = model.encode(tokens[batch])
-                tier_loss = nn.functional.cross_entropy(model.tier_logits(encoding, buckets), tiers[batch])
-                rank_loss = pairwise_margin_rank_loss(model.score(encoding), target[batch], loss="logistic")
-                loss = options["tier_weight"] * tier_loss + options["rank_weight"] * rank_loss
+                loss = options["rank_weight"] * pairwise_margin_rank_loss(model.score(encoding), target[batch],
+                                                                          loss="logistic")
+                if options["tier_weight"]:  # 0: the ranking loss alone (the decoder, 5/6 of the cost, is skipped)
+                    tier_loss = nn.functional.cross_entropy(model.tier_logits(encoding, buckets), tiers[batch])
+                    loss = loss + options["tier_weight"] * tier_loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
