@@ -22,7 +22,8 @@ no code is taken from it. The model:
 
 Loss: cross-entropy of the tier logits + 2 x the pairwise logistic ranking loss of the scores against the
 accuracies over every pair of the batch, through the fused
-``rdnas.ops.pairwise_margin_rank_loss(..., loss="logistic")``. AdamW (betas 0.9 / 0.99, eps 1e-9, weight decay 0.01) with the Noam schedule
+``rdnas.ops.pairwise_margin_rank_loss(..., loss="logistic")``. AdamW (betas 0.9 / 0.99, eps 1e-9, weight decay
+0.01) with the Noam schedule
 ``lr = lr_mul * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)``; 55 epochs of batches of 128 by default (the
 authors' NB201 configuration), ``lr_mul`` 0.14 (theirs: 0.07; see :class:`NARPredictor`). Deterministic on the CPU for
 a given seed.
