@@ -404,6 +404,14 @@ def test_predictor_fit_with_proxy_features(full_table, tmp_path):
     assert load_predictor(model).features.proxies.columns == ["proxy"]
 
 
+def test_predictor_fit_on_the_stage_tokens(full_table, tmp_path):
+    model = tmp_path / "model.pt"
+    assert main(fit_args(full_table, model, "--cells", "stages", *[f"--option={k}={v}" for k, v in
+                                                                     TINY["nar"].items()])) == 0
+    loaded = load_predictor(model)
+    assert loaded.features.cells == "stages" and loaded.features.num_tokens == 7
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--column", "nope"], "has no column 'nope'"),
     (["--train-archs", "3"], "too few architectures for the tiers"),

@@ -42,6 +42,9 @@ def add_parser(commands) -> None:
                      "(an rdnas proxies output, or nb201_zc_proxies.csv); it must cover the space")
     fit.add_argument("--features", type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
                      metavar="COL,COL,...", help="the --feature-table columns to use (rank-normalised)")
+    fit.add_argument("--cells", choices=["all", "stages"], default="all",
+                     help="NB201 input: the authors' 31 cell tokens (all, default) or the 7 distinct ones (stages: "
+                     "the five cells of a stage are identical; same information, a fifth of NAR's cost)")
     fit.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                      help="a predictor option, repeatable (e.g. --option epochs=20 --option layers=2)")
     fit.add_argument("--out", required=True, help="the model file to write")
@@ -66,7 +69,7 @@ def _fit(args) -> int:
 
     out = prepare_output_file(args.out, "--out")
     table = GroundTruth.load(args.gt, space=args.space)
-    features = make_features(args.space, args.feature_table, args.features)
+    features = make_features(args.space, args.feature_table, args.features, cells=args.cells)
     predictor, rows = fit_on_table(args.model, table, args.column, args.train_archs, args.seed, features,
                                    progress=not args.quiet, **dict(args.option))
     predictor.save(out)
