@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -225,11 +226,19 @@ def test_a_global_batch_that_does_not_split_evenly_is_a_clear_error(two_processe
 # ------------------------------------------------------------------------------------------------ torchrun
 
 
+# The ranks import the rdnas this test imports (the installed package in CI, the checkout with PYTHONPATH in a
+# development tree), and run outside the checkout: `python -m rdnas` from the checkout would import its source
+# tree, which has no compiled extension after a plain `pip install .`.
+RDNAS_ROOT = Path(distributed.__file__).resolve().parent.parent
+
+
 def torchrun(args, timeout=120, cwd=None):
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": f"{RDNAS_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                "--master_port", str(free_port()), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd or REPO)
+    with tempfile.TemporaryDirectory() as outside:
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd or outside)
 
 
 TRAIN_ARGS = ["train", "--data", "digits", "--image-size", "8", "--channels", "4", "--cells", "1", "--batch-size",
