@@ -377,6 +377,18 @@ def test_sampling_search_spends_the_budget_on_distinct_cells_and_beats_its_rando
         sampling_search(fitness, 10, lambda: get_predictor(name)(seed=0), initial=20)
 
 
+def test_sampling_search_works_in_a_space_that_cannot_be_enumerated():
+    space = get_space("resnet48")
+
+    def fitness(archs):  # favours small FLOPs and large codes: something the trees can learn
+        return -space.cost(archs)["flops"] / 1e9 + 0.1 * archs.double().sum(1)
+
+    history = sampling_search(fitness, 40, lambda: get_predictor("gbt")(space="resnet48", seed=0, n_estimators=20),
+                              seed=0, space="resnet48", pool=2000, candidates=200)
+    assert len(set(history.archs)) == 40
+    assert max(history.scores[20:]) > max(history.scores[:20])
+
+
 # -- the command ----------------------------------------------------------------------------------------------------
 def fit_args(table, out, *extra):
     return ["predictor", "fit", "--gt", str(table), "--column", "acc", "--train-archs", "64", "--quiet",
