@@ -82,7 +82,7 @@ def check_export(supernet: ResNet48Supernet, arch, images, labels) -> None:
         torch.testing.assert_close(param.grad, sliced, rtol=1e-3, atol=1e-5, msg=lambda m: f"{name}: {m}")
 
 
-@pytest.mark.parametrize("impl", ["elastic", "static"])
+@pytest.mark.parametrize("impl", ["static", "elastic"])
 @pytest.mark.parametrize(("config", "arch_name"), CASES)
 def test_training_step(device_benchmark, device, config, arch_name, impl):
     bench = device_benchmark

@@ -95,8 +95,8 @@ def report(args) -> int:
     if not results:
         print("no runs yet: run `python benchmarks/search_experiments.py run` first", file=sys.stderr)
         return 1
-    lines = ["| method | runs | " + " | ".join(f"test acc. of the pick after {q} queries" for q in CHECKPOINTS)
-             + " | final pick in the top 0.1 % | vs random at 100 (Mann-Whitney p) | seconds per run |",
+    lines = ["| method | runs | " + " | ".join(f"q = {q}" for q in CHECKPOINTS)
+             + f" | pick at q = {BUDGET} in the top 0.1 % | vs random at q = {BUDGET} (Mann-Whitney p) | s per run |",
              "|---|---:|" + "---:|" * (len(CHECKPOINTS) + 3)]
     summary = {}
     baseline = [r["picked_test"][-1] for r in results.get("random", [])]
@@ -119,8 +119,8 @@ def report(args) -> int:
                            "final_in_top_0.1pct": in_top, "seconds_mean": seconds,
                            **{f"test_after_{q}": float(np.mean([r["picked_test"][q - 1] for r in runs]))
                               for q in CHECKPOINTS}}
-    text = (f"Test accuracy (CIFAR-10, %) of the best-by-validation cell found, NB201, budget {BUDGET} ground-truth "
-            f"queries; mean ± std over runs. Best test accuracy in the space: {test.max():.2f} %; top 0.1 % cut: "
+    text = (f"Test accuracy (CIFAR-10, %) of the best-by-validation cell after q ground-truth queries, NB201; "
+            f"mean ± std over runs. Best test accuracy in the space: {test.max():.2f} %; top 0.1 % cut: "
             f"{top:.2f} %.\n\n" + "\n".join(lines))
     print(text)
     write_text_atomic(RESULTS / "search_experiments.json", json.dumps(summary, indent=1))
