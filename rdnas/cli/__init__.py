@@ -48,8 +48,10 @@ def main(argv=None) -> int:
 
 
 def _launched_size() -> int:
+    from rdnas.distributed import launched_size
+
     try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
+        return launched_size()
     except ValueError:
         return 1  # rdnas.distributed.init names the bad value where a command needs it
 

@@ -13,8 +13,9 @@ def add_parser(commands) -> None:
     )
     merge.add_argument("tables", nargs="+", help="the tables to merge")
     merge.add_argument("--out", required=True, help="the merged table")
-    merge.add_argument("--complete", action="store_true", help="require every architecture of the run the shards come from (as their .meta.json sidecars "
-                       "record it: the whole NB201 space, a --limit, an --archs list of any space)")
+    merge.add_argument("--complete", action="store_true",
+                       help="require every architecture of the run the shards come from (as their .meta.json "
+                       "sidecars record it: the whole NB201 space, a --limit, an --archs list of any space)")
 
 
 def run(args) -> int:

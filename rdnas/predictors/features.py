@@ -10,7 +10,8 @@ NB201 (:func:`nb201_cell_tensors`): NAR's 31 channels of 4x4 per cell, as the au
 
 Within a stage the five cells have the same channels and resolution, so their 2 x 5 channels are five copies of
 the same two: ``cells="stages"`` keeps one cell per stage (7 channels: the adjacency, then FLOPs and parameters of
-stage 1, 2, 3), the same information in 7 tokens instead of 31, which makes NAR's transformer about 4x cheaper.
+stage 1, 2, 3), the same information in 7 tokens instead of 31, which makes NAR's fit about 6x faster
+(benchmarks/bench_predictors.py).
 ``cells="all"`` (the default) is the authors' 31.
 
 The authors fed the raw counts (up to 2.4e6). Here every count is **log-scaled**: ``log1p(count)`` divided by
@@ -60,11 +61,16 @@ def _channel_maxima() -> Tensor:
 NB201_CELL_CHOICES = ("all", "stages")
 
 
+def _checked_cells(cells: str) -> str:
+    if cells not in NB201_CELL_CHOICES:
+        raise ValueError(f"rdnas.predictors: cells must be one of {NB201_CELL_CHOICES}, got {cells!r}")
+    return cells
+
+
 def nb201_cell_tensors(archs, cells: str = "all") -> Tensor:
     """NAR's NB201 input (module docstring): LongTensor[K, 6] -> float32 Tensor[K, 31, 4, 4] (``cells="all"``) or
     Tensor[K, 7, 4, 4] (``cells="stages"``: the adjacency and the first cell of each stage), log-scaled to [0, 1]."""
-    if cells not in NB201_CELL_CHOICES:
-        raise ValueError(f"rdnas.predictors: cells must be one of {NB201_CELL_CHOICES}, got {cells!r}")
+    _checked_cells(cells)
     rows = nb201.SPACE.validate(archs)
     out = torch.zeros(len(rows), NB201_CELL_CHANNELS, nb201.NUM_NODES, nb201.NUM_NODES, dtype=torch.float64)
     # Per op: the (flops, params) of every cell, a [5, 30] table; then scatter by edge position.
@@ -170,9 +176,7 @@ class ArchFeatures:
     def __init__(self, space="nb201", proxies: ProxyFeatures | None = None, cells: str = "all"):
         self.space: SearchSpace = get_space(space)
         self.proxies = proxies
-        if cells not in NB201_CELL_CHOICES:
-            raise ValueError(f"rdnas.predictors: cells must be one of {NB201_CELL_CHOICES}, got {cells!r}")
-        if cells != "all" and self.space.name != "nb201":
+        if _checked_cells(cells) != "all" and self.space.name != "nb201":
             raise ValueError(f"rdnas.predictors: cells={cells!r} is an NB201 input option; the {self.space.name} "
                              "space's features come from its encoding")
         self.cells = cells

@@ -270,10 +270,6 @@ def _nb201_ordered_archs(archs, gt) -> list[tuple[int, tuple]]:
     return entries
 
 
-def _shard_of(shard) -> tuple[int, int]:
-    return parse_shard(shard, _WHERE)
-
-
 def _proxy_list(proxies) -> list[Proxy]:
     if isinstance(proxies, (str, Proxy)):
         proxies = [proxies]
@@ -389,7 +385,7 @@ def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb
     if not isinstance(archs_per_chunk, int) or archs_per_chunk < 1:
         raise ValueError(f"{_WHERE}: archs_per_chunk must be a positive integer, got {archs_per_chunk!r}")
     from_env = shard == "env"
-    shard_i, shard_n = _shard_of(shard)
+    shard_i, shard_n = parse_shard(shard, _WHERE)
     if from_env and str(device) == "cuda":
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     needing_data = [p.name for p in proxy_list if p.needs_data]
