@@ -5,6 +5,10 @@ Train on N random cells (``rdnas.predictors.protocol.training_rows``: seed s giv
 published protocol counts the training cells too), plus the transfer columns ``cifar100_test_acc`` and
 ``imagenet16_120_test_acc``. N in 78, 156, 469, 781, 1563 (0.5 % to 10 %), seeds 0-4 (>= 5 training sets).
 
+``nar-live``, ``nar-live+zc``, ``nar-notiers-live``, ``gbt-live``, ``gbt-live+zc``, ``mlp-live``, ``mlp-live+zc``: the
+same models on the live cell (``edges="live"``: dead edges as ``none`` plus the path token; still structure only,
+computed from the cell alone).
+
 Models: ``nar`` (structure only: the information PINAT had; on NB201's 7 stage tokens, ``cells="stages"``, the
 same information as the authors' 31 tokens at a fifth of the cost), ``nar+zc`` (plus the zero-cost proxy columns),
 ``nar-31tok`` (NAR on the authors' 31 tokens, for comparison; not in the default run), ``nar-notiers``
@@ -53,7 +57,8 @@ SEEDS = (0, 1, 2, 3, 4)
 PROXY_COLUMNS = ("synflow_cifar10", "logsynflow_cifar10", "naswot_cifar10", "nregions_cifar10", "zen_cifar10",
                  "jacov_nwotv1_cifar10")
 COST_COLUMNS = ("flops_M_cifar10", "params_M_cifar10")
-MODELS = ("nar", "nar+zc", "nar-notiers", "nar-31tok", "gbt", "gbt+zc", "mlp", "mlp+zc", "proxies")
+MODELS = ("nar", "nar+zc", "nar-notiers", "nar-31tok", "nar-live", "nar-live+zc", "nar-notiers-live", "gbt", "gbt+zc",
+          "gbt-live", "gbt-live+zc", "mlp", "mlp+zc", "mlp-live", "mlp-live+zc", "proxies")
 DEFAULT_MODELS = tuple(m for m in MODELS if m != "nar-31tok")
 # PINAT (Table 1 of its paper) and TNASP, Kendall tau on NB201 CIFAR-10 at the sizes above.
 PUBLISHED = {"PINAT": (0.549, 0.631, 0.706, 0.761, 0.784), "TNASP": (0.539, 0.589, 0.640, 0.689, 0.724)}
@@ -93,18 +98,19 @@ def evaluate(scores: np.ndarray, gt: GroundTruth) -> dict:
 
 
 def run_one(model: str, size: int, seed: int, gt: GroundTruth, features_path: Path) -> dict:
-    base, _, extra = model.partition("+")
-    base, _, variant = base.partition("-")  # "nar-31tok": the authors' 31 tokens; "nar-notiers": tier_weight 0
+    head, _, extra = model.partition("+")
+    # "-31tok": the authors' 31 tokens; "-notiers": tier_weight 0; "-live": the live cell (edges="live")
+    base, *variants = head.split("-")
     started = time.perf_counter()
     if model == "proxies":
         proxies = ProxyFeatures.from_table(features_path, PROXY_COLUMNS + COST_COLUMNS)
         scores = proxies(gt.archs).double().mean(1).numpy()  # rank average of the rank-normalised columns
         fit_s, predict_s, options, train_rows = 0.0, time.perf_counter() - started, {}, []
     else:
-        cells = "stages" if base == "nar" and variant != "31tok" else "all"
-        options = {"tier_weight": 0.0} if variant == "notiers" else {}
+        cells = "stages" if base == "nar" and "31tok" not in variants else "all"
+        options = {"tier_weight": 0.0} if "notiers" in variants else {}
         features = ArchFeatures("nb201", ProxyFeatures.from_table(features_path, PROXY_COLUMNS + COST_COLUMNS)
-                                if extra == "zc" else None, cells=cells)
+                                if extra == "zc" else None, cells=cells, edges="live" if "live" in variants else "all")
         predictor, rows = fit_on_table(base, gt, TRAIN_COLUMN, size, seed, features, progress=sys.stderr.isatty(),
                                        **options)
         fit_s = time.perf_counter() - started
@@ -115,6 +121,7 @@ def run_one(model: str, size: int, seed: int, gt: GroundTruth, features_path: Pa
     return {"model": model, "n": size, "seed": seed, "train_column": TRAIN_COLUMN, "test_column": TEST_COLUMN,
             "num_archs": len(gt), **evaluate(scores, gt), "fit_s": fit_s, "predict_s": predict_s,
             "options": options, "cells": None if model == "proxies" else features.cells,
+            "edges": None if model == "proxies" else features.edges,
             "proxy_columns": list(PROXY_COLUMNS + COST_COLUMNS) if "zc" in model or model == "proxies" else [],
             "train_rows": train_rows, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "machine": platform.machine()}

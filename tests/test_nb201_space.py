@@ -67,6 +67,22 @@ def test_connectivity_counts():
     assert not nb201.is_connected((3, 3, 3, 0, 0, 0))  # nothing enters node 3
 
 
+def test_live_edges_are_the_edges_on_an_input_to_output_path_of_non_none_edges():
+    archs = nb201.all_archs()
+    expected = torch.zeros(archs.shape, dtype=torch.bool)
+    for path in ((3,), (0, 4), (1, 5), (0, 2, 5)):  # the four node-0 -> node-3 paths, as edge positions
+        on_path = (archs[:, list(path)] != nb201.NONE).all(1)
+        for edge in path:
+            expected[:, edge] |= on_path
+    live = nb201.live_edges(archs)
+    assert live.shape == archs.shape and torch.equal(live, expected)
+    assert torch.equal(live.any(1), nb201.connected(archs))
+    # 0 -conv-> 1 -conv-> 2 is dead (2 feeds nothing), 0 -> 3 lives: only edge 3.
+    assert nb201.live_edges(torch.tensor([3, 0, 3, 1, 0, 0])).tolist() == [False] * 3 + [True, False, False]
+    # Node 2 receives nothing (0 -> 2 and 1 -> 2 are none): its skip to 3 is dead, 0 -> 1 -> 3 lives.
+    assert nb201.live_edges(torch.tensor([[2, 0, 0, 0, 3, 1]])).tolist() == [[True, False, False, False, True, False]]
+
+
 @needs_gt
 def test_disconnected_architectures_are_the_ten_percent_ones():
     with open(GT_TABLE) as handle:

@@ -13,7 +13,7 @@ import rdnas.ops
 from rdnas.cli import main
 from rdnas.predictors import (
     ArchFeatures, NARModel, NARPredictor, NotFitted, ProxyFeatures, get_predictor, load_predictor, nb201_cell_tensors,
-    rank_normalise, tier_assignment,
+    nb201_path_tokens, rank_normalise, tier_assignment,
 )
 from rdnas.predictors.protocol import training_rows
 from rdnas.predictors.sampling_search import sampling_search, top_tier_weights
@@ -81,6 +81,39 @@ def test_stage_tokens_keep_one_cell_per_stage_because_the_cells_of_a_stage_are_i
         ArchFeatures("nb201", cells="half")
     with pytest.raises(ValueError, match="cells='stages' is an NB201 input option"):
         ArchFeatures("resnet48", cells="stages")
+
+
+def test_live_edges_input_turns_dead_edges_into_none_in_every_channel():
+    # 0 -3x3-> 1 -3x3-> 2 is dead weight (node 2 feeds nothing); 0 -1x1-> 3 and 0 -> 1 -> 3 (skip) live.
+    arch = torch.tensor([[nb201.CONV3X3, nb201.NONE, nb201.CONV3X3, nb201.CONV1X1, nb201.SKIP, nb201.NONE]])
+    pruned = arch.clone()
+    pruned[0, 2] = nb201.NONE
+    live = nb201_cell_tensors(arch, edges="live")
+    assert torch.equal(live, nb201_cell_tensors(pruned))
+    assert not torch.equal(live, nb201_cell_tensors(arch))
+    assert torch.all(live[0, :, 1, 2] == 0)  # op code and every cost channel of the dead edge
+    assert torch.equal(nb201_cell_tensors(arch, "stages", "live"), nb201_cell_tensors(pruned, "stages"))
+    with pytest.raises(ValueError, match="edges must be one of \\('all', 'live'\\), got 'some'"):
+        nb201_cell_tensors(arch, edges="some")
+
+
+def test_the_path_token_describes_the_four_input_to_output_paths():
+    arch = torch.tensor([[nb201.CONV3X3, nb201.NONE, nb201.CONV3X3, nb201.CONV1X1, nb201.SKIP, nb201.NONE]])
+    token = nb201_path_tokens(arch)
+    assert token.shape == (1, 1, 16) and token.dtype == torch.float32
+    live_paths, conv_share, op_share = token[0, 0, :4], token[0, 0, 4:8], token[0, 0, 8:13]
+    assert live_paths.tolist() == [1, 1, 0, 0]  # 0-3 and 0-1-3 live; 0-2-3 and 0-1-2-3 cross a none edge
+    assert conv_share.tolist() == [1, 0.5, 0, 0]  # 0-3 is a 1x1 conv; 0-1-3 is a 3x3 conv then a skip
+    # live edges 0 (3x3), 3 (1x1), 4 (skip); the three others count as none
+    assert torch.allclose(op_share, torch.tensor([3, 1, 1, 1, 0]) / 6)
+    assert torch.all(token[0, 0, 13:] == 0)
+    features = ArchFeatures("nb201", cells="stages", edges="live")
+    assert torch.equal(features.tokens(arch), torch.cat([nb201_cell_tensors(arch, "stages", "live").flatten(2),
+                                                         token], dim=1))
+    assert features.num_tokens == 8 and ArchFeatures("nb201", edges="live").num_tokens == 32
+    assert ArchFeatures.from_state(features.state()).edges == "live"
+    with pytest.raises(ValueError, match="edges='live' is an NB201 input option"):
+        ArchFeatures("resnet48", edges="live")
 
 
 def test_features_give_tokens_of_16_and_a_flat_vector():
@@ -424,6 +457,14 @@ def test_predictor_fit_on_the_stage_tokens(full_table, tmp_path):
                                                                      TINY["nar"].items()])) == 0
     loaded = load_predictor(model)
     assert loaded.features.cells == "stages" and loaded.features.num_tokens == 7
+
+
+def test_predictor_fit_on_the_live_cell(full_table, tmp_path):
+    model = tmp_path / "model.pt"
+    assert main(fit_args(full_table, model, "--model", "gbt", "--option", "n_estimators=5", "--cells", "stages",
+                         "--edges", "live")) == 0
+    loaded = load_predictor(model)
+    assert loaded.features.edges == "live" and loaded.features.num_tokens == 8
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -176,6 +176,27 @@ def connected(archs: Tensor) -> Tensor:
     return live[..., 3] | (reach1 & live[..., 4]) | (reach2 & live[..., 5])
 
 
+def live_edges(archs: Tensor) -> Tensor:
+    """Which edges lie on an input-to-output path of non-``none`` edges: the edges that can change the output.
+
+    Any other edge either reads a node no input reaches (its input is the zero tensor) or writes a node from which no
+    path leads to the output: its op is dead weight, and replacing it by ``none`` gives the same function.
+
+    Args:
+        archs (LongTensor[..., 6]): op indices.
+
+    Returns:
+        BoolTensor[..., 6]: in the official edge order; all False for a disconnected cell.
+    """
+    live = archs != NONE
+    reached = [torch.ones_like(live[..., 0])]  # node 0, the input
+    reached.append(live[..., 0])
+    reached.append(live[..., 1] | (reached[1] & live[..., 2]))
+    reaches_out = {1: live[..., 4] | (live[..., 2] & live[..., 5]), 2: live[..., 5], 3: reached[0]}  # node 3: output
+    return torch.stack([live[..., edge] & reached[src] & reaches_out[dst] for edge, (src, dst) in enumerate(EDGES)],
+                       dim=-1)
+
+
 def is_connected(arch) -> bool:
     """Whether ``arch`` has an input-to-output path of non-``none`` edges."""
     return bool(connected(torch.tensor(validate(arch))))

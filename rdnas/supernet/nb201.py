@@ -47,26 +47,12 @@ def _cell_plan(arch: tuple, edges: str) -> tuple:
     ops = nb201.validate(arch)
     if edges not in EDGE_MODES:
         raise ValueError(f"rdnas.supernet.cell_plan: edges must be one of {EDGE_MODES}, got {edges!r}")
-    receives = {0}
-    for node in (1, 2, 3):
-        if any(ops[e] != nb201.NONE and src in receives for e, (src, dst) in enumerate(nb201.EDGES) if dst == node):
-            receives.add(node)
-    if 3 not in receives:
+    row = torch.tensor(ops)
+    if not bool(nb201.connected(row)):
         return ()
-    if edges == "all":
-        return tuple(tuple((e, src, ops[e]) for e, (src, dst) in enumerate(nb201.EDGES)
-                           if dst == node and ops[e] != nb201.NONE) for node in (1, 2, 3))
-    feeds_output = {3}
-    for node in (2, 1):
-        if any(ops[e] != nb201.NONE and dst in feeds_output for e, (src, dst) in enumerate(nb201.EDGES) if src == node):
-            feeds_output.add(node)
-    plan = []
-    for node in (1, 2, 3):
-        plan.append(tuple(
-            (e, src, ops[e]) for e, (src, dst) in enumerate(nb201.EDGES)
-            if dst == node and ops[e] != nb201.NONE and src in receives and node in feeds_output and node in receives
-        ))
-    return tuple(plan)
+    keep = nb201.live_edges(row).tolist() if edges == "live" else [op != nb201.NONE for op in ops]
+    return tuple(tuple((e, src, ops[e]) for e, (src, dst) in enumerate(nb201.EDGES) if dst == node and keep[e])
+                 for node in (1, 2, 3))
 
 
 def subnet_groups(arch_list: list, device, edges: str = "live") -> list:
