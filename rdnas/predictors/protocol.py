@@ -28,8 +28,8 @@ def table_column(table, name: str) -> np.ndarray:
 
 def make_features(space, feature_table=None, feature_columns=None, cells: str = "all",
                   edges: str = "all") -> ArchFeatures:
-    """The space's structure features (NB201: ``cells`` and ``edges``, see :class:`ArchFeatures`), plus the named columns of a
-    feature table when one is given."""
+    """The space's structure features (NB201: ``cells`` and ``edges``, see :class:`ArchFeatures`), plus the named
+    columns of a feature table when one is given."""
     if (feature_table is None) != (not feature_columns):
         raise ValueError("rdnas.predictors: --feature-table and --features go together (a table and its columns)")
     proxies = None if feature_table is None else ProxyFeatures.from_table(feature_table, feature_columns, space)
