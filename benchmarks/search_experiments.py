@@ -13,7 +13,8 @@ test accuracy beside it) and how often the final pick is among the space's top 0
 Settings: budget 100; evolution: population 20, tournament 5, one child per query (Real et al.); sampling search:
 50 random queries, then 2 rounds of 25 (fit on everything queried so far; top tier = best fifth; 20,000 uniform
 draws resampled to 2,000 candidates by the top tier's op frequencies, FLOPs within the top tier's range, NAR's
-predicted top tier, ranked by score). NAR runs on NB201's 7 stage tokens (``cells="stages"``).
+predicted top tier, ranked by score). NAR runs on NB201's 7 stage tokens (``cells="stages"``); ``-live``: the
+predictor sees the live cell (``edges="live"``, see rdnas.predictors.features).
 """
 
 import argparse
@@ -40,7 +41,7 @@ RUNS = RESULTS / "search"
 DATA = ROOT.parent.parent / "shared" / "data"
 BUDGET = 100
 CHECKPOINTS = (25, 50, 75, 100)
-METHODS = ("random", "evolution", "sampling+nar", "sampling+gbt")
+METHODS = ("random", "evolution", "sampling+nar", "sampling+gbt", "sampling+nar-live", "sampling+gbt-live")
 
 
 def run_method(method: str, seed: int, valid: torch.Tensor):
@@ -51,10 +52,9 @@ def run_method(method: str, seed: int, valid: torch.Tensor):
         return random_search(fitness, BUDGET, seed=seed)
     if method == "evolution":
         return evolution_search(fitness, BUDGET, seed=seed, population=20, sample_size=5, batch=1)
-    kind = method.split("+")[1]
-    cells = "stages" if kind == "nar" else "all"
-    return sampling_search(fitness, BUDGET, lambda: get_predictor(kind)(features=ArchFeatures("nb201", cells=cells),
-                                                                        seed=seed), seed=seed)
+    kind, _, edges = method.split("+")[1].partition("-")
+    features = ArchFeatures("nb201", cells="stages" if kind == "nar" else "all", edges=edges or "all")
+    return sampling_search(fitness, BUDGET, lambda: get_predictor(kind)(features=features, seed=seed), seed=seed)
 
 
 def run(args) -> int:
