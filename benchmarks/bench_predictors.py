@@ -1,7 +1,8 @@
 """Predictors on the CPU: fit time on N = 156 (and 1563) random NB201 cells, prediction time over all 15,625.
 
-``nar`` runs on the authors' 31 NB201 tokens, ``nar-stages`` on the 7 stage tokens (``cells="stages"``, the same
-information; what benchmarks/predictor_experiments.py uses). NAR's fit is timed for ``NAR_EPOCHS`` epoch(s) of the
+``nar`` runs on the authors' input (31 NB201 tokens, every edge), ``nar-stages`` on the 7 stage tokens
+(``cells="stages"``, the same information), ``nar-live`` on the default input (stage tokens of the live cell plus
+the path token: 8 tokens); the trees and the MLP on the default input. NAR's fit is timed for ``NAR_EPOCHS`` epoch(s) of the
 full-size model (the issue's 55 epochs take minutes on one core); ``extra_info`` records the epochs timed and the
 time extrapolated to 55 (fit time is linear in epochs, plus the two tier-mean passes). ``RDNAS_BENCH_LARGE=1`` adds
 the MLP and NAR at N = 1563 (kept out of CI's single run). Every case checks once, before timing, that the fitted
@@ -23,10 +24,12 @@ GT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nb201_gt.
 pytestmark = pytest.mark.skipif(not GT.exists(), reason=f"the NB201 ground truth is not on this machine ({GT})")
 
 NAR_EPOCHS = 1
-OPTIONS = {"nar": {"epochs": NAR_EPOCHS}, "nar-stages": {"epochs": NAR_EPOCHS}, "gbt": {}, "mlp": {}}
+OPTIONS = {"nar": {"epochs": NAR_EPOCHS}, "nar-stages": {"epochs": NAR_EPOCHS}, "nar-live": {"epochs": NAR_EPOCHS},
+           "gbt": {}, "mlp": {}}
+INPUTS = {"nar": dict(cells="all", edges="all"), "nar-stages": dict(cells="stages", edges="all")}  # others: defaults
 LARGE = os.environ.get("RDNAS_BENCH_LARGE") == "1"
-CASES = [("gbt", 156), ("mlp", 156), ("nar", 156), ("nar-stages", 156), ("gbt", 1563)] + (
-    [("mlp", 1563), ("nar", 1563), ("nar-stages", 1563)] if LARGE else [])
+CASES = [("gbt", 156), ("mlp", 156), ("nar", 156), ("nar-stages", 156), ("nar-live", 156), ("gbt", 1563)] + (
+    [("mlp", 1563), ("nar", 1563), ("nar-stages", 1563), ("nar-live", 1563)] if LARGE else [])
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,7 @@ def table():
 
 def fit(table, model, size):
     rows = training_rows(len(table), size, seed=0)
-    features = ArchFeatures("nb201", cells="stages" if model == "nar-stages" else "all")
+    features = ArchFeatures("nb201", **INPUTS.get(model, {}))
     return get_predictor(model.split("-")[0])(features=features, seed=0, **OPTIONS[model]).fit(
         table.archs[rows], table.column("cifar10_valid_acc")[rows.numpy()])
 
@@ -62,7 +65,7 @@ def test_fit(device_benchmark, table, model, size):
         bench.extra_info.update(epochs_timed=NAR_EPOCHS, fit_s_55_epochs_estimate=seconds * 55 / NAR_EPOCHS)
 
 
-@pytest.mark.parametrize("model", ["gbt", "mlp", "nar", "nar-stages"])
+@pytest.mark.parametrize("model", ["gbt", "mlp", "nar", "nar-stages", "nar-live"])
 def test_predict_whole_space(device_benchmark, table, model):
     bench = device_benchmark
     if bench.device != "cpu":

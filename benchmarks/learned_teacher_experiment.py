@@ -3,8 +3,9 @@ teacher is a predictor fitted on a random quarter of the benchmark's cells inste
 
 For seed s: a seeded permutation of the benchmark's 240 cells gives s's teacher cells (the first quarter, 60) and
 evaluation cells (the other 180). The predictor (``nar``: rdnas's NAR ranker on NB201's 7 stage tokens; ``gbt``:
-gradient-boosted trees on the structure features) is fitted on the teacher cells' ``digits_valid_acc`` and scores
-all 15,625 cells; those scores are the RD-NAS teacher (groups, margins and pairs exactly as with a proxy). The
+gradient-boosted trees on the structure features; ``gbt-live``: the trees on the live cell, ``edges="live"``) is
+fitted on the teacher cells' ``digits_valid_acc`` and scores all 15,625 cells; those scores are the RD-NAS teacher
+(groups, margins and pairs exactly as with a proxy). The
 supernet is trained as ``benchmarks/rdnas_experiments.py``'s "RD-NAS (K=4)" (30 epochs, K = 4, the margin
 sampler; seed s) and every method is scored by Kendall tau on seed s's evaluation cells only, the teacher's
 training cells excluded.
@@ -40,10 +41,13 @@ RESULTS = ROOT / "results"
 RUNS = RESULTS / "learned_teacher"
 WORK = ROOT.parent / "runs" / "learned_teacher"
 TEACHER_FRACTION = 4  # a quarter of the cells train the teacher
-TEACHERS = {"nar": dict(cells="stages"), "gbt": dict(cells="all")}  # fitted predictors
-METHODS = ("spos", "synflow", "gbt", "nar")
+# fitted predictors: (predictor, its NB201 input)
+TEACHERS = {"nar": ("nar", dict(cells="stages", edges="all")), "gbt": ("gbt", dict(cells="all", edges="all")),
+            "gbt-live": ("gbt", dict(cells="all", edges="live"))}
+METHODS = ("spos", "synflow", "gbt", "nar", "gbt-live")
 LABELS = {"spos": "SPOS (K=4)", "synflow": "RD-NAS (K=4), synflow teacher (the main suite's)",
-          "gbt": "RD-NAS (K=4), gbt teacher fitted on 60 cells", "nar": "RD-NAS (K=4), NAR teacher fitted on 60 cells"}
+          "gbt": "RD-NAS (K=4), gbt teacher fitted on 60 cells", "nar": "RD-NAS (K=4), NAR teacher fitted on 60 cells",
+          "gbt-live": "RD-NAS (K=4), gbt teacher on the live cell fitted on 60 cells"}
 
 
 def split(num_cells: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -53,10 +57,11 @@ def split(num_cells: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[:cut]), np.sort(order[cut:])
 
 
-def fit_teacher(kind: str, archs, truth: np.ndarray, rows: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+def fit_teacher(method: str, archs, truth: np.ndarray, rows: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
     """The predictor's scores over the whole space (enumeration order) and its fit time."""
     started = time.perf_counter()
-    predictor = get_predictor(kind)(features=ArchFeatures("nb201", cells=TEACHERS[kind]["cells"]), seed=seed)
+    kind, inputs = TEACHERS[method]
+    predictor = get_predictor(kind)(features=ArchFeatures("nb201", **inputs), seed=seed)
     predictor.fit(archs[rows], truth[rows])
     scores = predictor.predict(nb201.all_archs()).numpy()
     return scores, time.perf_counter() - started

@@ -75,7 +75,7 @@ def test_stage_tokens_keep_one_cell_per_stage_because_the_cells_of_a_stage_are_i
         for cell in range(5):  # the five cells of a stage repeat the stage's two channels
             first = 1 + 2 * (5 * stage + cell)
             assert torch.equal(every_cell[:, first:first + 2], stages[:, 1 + 2 * stage:3 + 2 * stage])
-    features = ArchFeatures("nb201", cells="stages")
+    features = ArchFeatures("nb201", cells="stages", edges="all")
     assert features.num_tokens == 7 and ArchFeatures.from_state(features.state()).cells == "stages"
     with pytest.raises(ValueError, match="cells must be one of \\('all', 'stages'\\), got 'half'"):
         ArchFeatures("nb201", cells="half")
@@ -110,18 +110,30 @@ def test_the_path_token_describes_the_four_input_to_output_paths():
     features = ArchFeatures("nb201", cells="stages", edges="live")
     assert torch.equal(features.tokens(arch), torch.cat([nb201_cell_tensors(arch, "stages", "live").flatten(2),
                                                          token], dim=1))
-    assert features.num_tokens == 8 and ArchFeatures("nb201", edges="live").num_tokens == 32
+    assert features.num_tokens == 8 and ArchFeatures("nb201", cells="all", edges="live").num_tokens == 32
     assert ArchFeatures.from_state(features.state()).edges == "live"
     with pytest.raises(ValueError, match="edges='live' is an NB201 input option"):
         ArchFeatures("resnet48", edges="live")
 
 
 def test_features_give_tokens_of_16_and_a_flat_vector():
-    features = ArchFeatures("nb201")
+    features = ArchFeatures("nb201", cells="all", edges="all")  # the authors' input
     archs = some_archs(7)
     assert features.tokens(archs).shape == (7, 31, 16)
     assert features.flat(archs).shape == (7, 31 * 16)
     assert features.num_tokens == 31
+
+
+def test_the_default_input_is_the_live_cell_on_stage_tokens():
+    features = ArchFeatures("nb201")
+    assert (features.cells, features.edges, features.num_tokens) == ("stages", "live", 8)
+    archs = some_archs(5)
+    assert torch.equal(features.tokens(archs), ArchFeatures("nb201", cells="stages", edges="live").tokens(archs))
+    other = ArchFeatures("resnet48")  # other spaces: their encoding as it is
+    assert (other.cells, other.edges) == ("all", "all")
+    # a model file from before the edges option (no "edges" in its state) keeps the authors' edges
+    old_state = {"space": "nb201", "proxies": None, "cells": "all"}
+    assert ArchFeatures.from_state(old_state).edges == "all"
 
 
 def test_other_spaces_use_their_encoding_cut_into_tokens():
@@ -161,7 +173,7 @@ def test_proxy_features_are_rank_normalised_and_looked_up_by_architecture(full_t
     table = GroundTruth.load(full_table)
     expected = rank_normalise(table.column("proxy"))[table.rows_of(archs).numpy()]
     assert torch.allclose(proxies(archs)[:, 0].double(), torch.from_numpy(expected), atol=1e-6)
-    assert ArchFeatures("nb201", proxies).tokens(archs).shape == (3, 32, 16)
+    assert ArchFeatures("nb201", proxies).tokens(archs).shape == (3, 9, 16)  # 8 structure tokens + 1 of proxies
 
 
 def test_a_feature_table_that_does_not_cover_the_space_is_an_error(tmp_path):
@@ -412,6 +424,34 @@ def test_sampling_search_spends_the_budget_on_distinct_cells_and_beats_its_rando
         sampling_search(fitness, 10, lambda: get_predictor(name)(seed=0), initial=20)
 
 
+class _OneTopTierPredictor:
+    """A stand-in predictor: scores by the op sum and puts exactly one candidate, the lowest-scoring, in its top tier."""
+
+    def fit(self, archs, accuracy):
+        return self
+
+    def predict(self, archs):
+        return archs.sum(1).double()
+
+    def predict_tiers(self, archs):
+        tiers = torch.zeros(len(archs), 5)
+        tiers[:, 1] = 1.0
+        tiers[torch.argmin(self.predict(archs)), 0] = 2.0
+        return tiers
+
+
+def test_sampling_search_queries_the_predicted_top_tier_first_and_fills_the_round_by_score():
+    everything = SPACE.enumerate()
+    truth = synthetic_accuracy(everything)
+    history = sampling_search(lambda a: truth[SPACE.index(a)], 40, _OneTopTierPredictor, seed=0, initial=20,
+                              rounds=1, pool=2000, candidates=200)
+    assert len(history.archs) == 40 == len(set(history.archs))  # the round spends its share of 20
+    round_picks = torch.tensor(history.archs[20:])
+    sums = round_picks.sum(1)
+    assert sums[0] == sums.min()  # the one predicted top tier comes first, though it scores lowest
+    assert torch.all(sums[1:-1] >= sums[2:])  # then the rest by score
+
+
 def test_sampling_search_works_in_a_space_that_cannot_be_enumerated():
     space = get_space("resnet48")
 
@@ -451,20 +491,19 @@ def test_predictor_fit_with_proxy_features(full_table, tmp_path):
     assert load_predictor(model).features.proxies.columns == ["proxy"]
 
 
-def test_predictor_fit_on_the_stage_tokens(full_table, tmp_path):
+def test_predictor_fit_defaults_to_the_live_cell_on_stage_tokens(full_table, tmp_path):
     model = tmp_path / "model.pt"
-    assert main(fit_args(full_table, model, "--cells", "stages", *[f"--option={k}={v}" for k, v in
-                                                                     TINY["nar"].items()])) == 0
+    assert main(fit_args(full_table, model, *[f"--option={k}={v}" for k, v in TINY["nar"].items()])) == 0
     loaded = load_predictor(model)
-    assert loaded.features.cells == "stages" and loaded.features.num_tokens == 7
+    assert (loaded.features.cells, loaded.features.edges, loaded.features.num_tokens) == ("stages", "live", 8)
 
 
-def test_predictor_fit_on_the_live_cell(full_table, tmp_path):
+def test_predictor_fit_on_the_authors_input(full_table, tmp_path):
     model = tmp_path / "model.pt"
-    assert main(fit_args(full_table, model, "--model", "gbt", "--option", "n_estimators=5", "--cells", "stages",
-                         "--edges", "live")) == 0
+    assert main(fit_args(full_table, model, "--model", "gbt", "--option", "n_estimators=5", "--cells", "all",
+                         "--edges", "all")) == 0
     loaded = load_predictor(model)
-    assert loaded.features.edges == "live" and loaded.features.num_tokens == 8
+    assert (loaded.features.cells, loaded.features.edges, loaded.features.num_tokens) == ("all", "all", 31)
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -42,13 +42,13 @@ def add_parser(commands) -> None:
                      "(an rdnas proxies output, or nb201_zc_proxies.csv); it must cover the space")
     fit.add_argument("--features", type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
                      metavar="COL,COL,...", help="the --feature-table columns to use (rank-normalised)")
-    fit.add_argument("--cells", choices=["all", "stages"], default="all",
-                     help="NB201 input: the authors' 31 cell tokens (all, default) or the 7 distinct ones (stages: "
-                     "the five cells of a stage are identical; same information, a fifth of NAR's cost)")
-    fit.add_argument("--edges", choices=["all", "live"], default="all",
-                     help="NB201 input: every edge as drawn (all, default: the authors' input) or the live cell (live: "
-                     "edges on no input-to-output path become none, plus a token describing the four paths; "
-                     "Kendall tau +0.05-0.1 on the NB201 protocol)")
+    fit.add_argument("--cells", choices=["all", "stages"],
+                     help="NB201 input: the 7 distinct cell tokens (stages, default: the five cells of a stage are "
+                     "identical; same information, a fifth of NAR's cost) or the authors' 31 (all)")
+    fit.add_argument("--edges", choices=["all", "live"],
+                     help="NB201 input: the live cell (live, default: edges on no input-to-output path become none, "
+                     "plus a token describing the four paths; Kendall tau +0.05-0.2 on the NB201 protocol) or every "
+                     "edge as drawn (all, the authors' input)")
     fit.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                      help="a predictor option, repeatable (e.g. --option epochs=20 --option layers=2)")
     fit.add_argument("--out", required=True, help="the model file to write")

@@ -12,15 +12,15 @@ Within a stage the five cells have the same channels and resolution, so their 2 
 the same two: ``cells="stages"`` keeps one cell per stage (7 channels: the adjacency, then FLOPs and parameters of
 stage 1, 2, 3), the same information in 7 tokens instead of 31, which makes NAR's fit about 6x faster
 (benchmarks/bench_predictors.py).
-``cells="all"`` (the default) is the authors' 31.
+``cells="all"`` is the authors' 31 (:class:`ArchFeatures` defaults to "stages").
 
 ``edges="live"`` (NB201) gives every predictor the cell as it computes: an edge on no input-to-output path of
 non-``none`` edges (:func:`rdnas.spaces.nb201.live_edges`) is dead weight, so it becomes ``none`` in every channel
 (op code, FLOPs, parameters), and one more token (:func:`nb201_path_tokens`) describes the cell's four
 input-to-output paths: whether each is live, the number of convolutions on each live path, and the count of each op
 on the live edges. The same cell information, made explicit; the predictors' Kendall tau on the NB201 protocol rises
-by 0.05-0.1 with it (README, "Predictors on NAS-Bench-201's real ground truth"). ``edges="all"`` (the default) is the
-authors' input.
+by 0.05-0.2 with it (README, "Predictors on NAS-Bench-201's real ground truth"); it is :class:`ArchFeatures`'s
+default. ``edges="all"`` is the authors' input.
 
 The authors fed the raw counts (up to 2.4e6). Here every count is **log-scaled**: ``log1p(count)`` divided by
 ``log1p`` of the largest count of its channel over the space, so every entry lies in [0, 1] and the scaling does
@@ -199,13 +199,21 @@ class ArchFeatures:
     """The inputs of every predictor for one space, optionally with proxy columns.
 
     ``tokens(archs)``: float32 Tensor[K, T, 16] (NAR); ``flat(archs)``: float32 Tensor[K, T * 16] (trees, MLP).
+    NB201 options (module docstring): ``cells`` ("stages" by default, or the authors' "all") and ``edges`` ("live"
+    by default, or the authors' "all"); the defaults are the best measured input of every predictor (README,
+    "Predictors on NAS-Bench-201's real ground truth"). Other spaces take neither (their default is "all": the
+    space's encoding as it is).
     """
 
-    def __init__(self, space="nb201", proxies: ProxyFeatures | None = None, cells: str = "all", edges: str = "all"):
+    def __init__(self, space="nb201", proxies: ProxyFeatures | None = None, cells: str | None = None,
+                 edges: str | None = None):
         self.space: SearchSpace = get_space(space)
         self.proxies = proxies
+        nb201_space = self.space.name == "nb201"
+        cells = cells if cells is not None else "stages" if nb201_space else "all"
+        edges = edges if edges is not None else "live" if nb201_space else "all"
         for option, value, choices in (("cells", cells, NB201_CELL_CHOICES), ("edges", edges, NB201_EDGE_CHOICES)):
-            if _checked(option, value, choices) != "all" and self.space.name != "nb201":
+            if _checked(option, value, choices) != "all" and not nb201_space:
                 raise ValueError(f"rdnas.predictors: {option}={value!r} is an NB201 input option; the "
                                  f"{self.space.name} space's features come from its encoding")
         self.cells, self.edges = cells, edges

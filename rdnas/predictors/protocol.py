@@ -26,8 +26,8 @@ def table_column(table, name: str) -> np.ndarray:
     return table.column(name)
 
 
-def make_features(space, feature_table=None, feature_columns=None, cells: str = "all",
-                  edges: str = "all") -> ArchFeatures:
+def make_features(space, feature_table=None, feature_columns=None, cells: str | None = None,
+                  edges: str | None = None) -> ArchFeatures:
     """The space's structure features (NB201: ``cells`` and ``edges``, see :class:`ArchFeatures`), plus the named
     columns of a feature table when one is given."""
     if (feature_table is None) != (not feature_columns):

@@ -14,9 +14,9 @@ are rdnas's:
      ``smoothing`` for every value the pool shows there (so nothing is impossible);
    * cost: where the space has a cost model (:meth:`SearchSpace.cost`), candidates whose FLOPs fall outside the
      top tier's range are dropped;
-   * then those the predictor classifies into its top tier (``predict_tiers``, where it has one: NAR) are kept,
-     unless that leaves none, and the rest are ranked by the predictor's score; the best unqueried ones are
-     queried.
+   * the candidates are ranked by the predictor's score, those it classifies into its top tier (``predict_tiers``,
+     where it has one: NAR) first; the round queries the first ones (the others fill the round only when fewer
+     than its share are predicted top tier).
 
 Queries are counted by :class:`rdnas.search.SearchHistory` (each architecture at most once), so the result
 compares with :func:`rdnas.search.random_search` and :func:`rdnas.search.evolution_search` at the same number of
@@ -106,11 +106,10 @@ def sampling_search(fitness: Fitness, budget: int, make_predictor: Callable[[], 
         picked = draws[torch.multinomial(weights, min(candidates, len(draws)), replacement=False,
                                          generator=generator)]
         picked = _within_top_cost(space, picked, top)
-        if hasattr(predictor, "predict_tiers"):
-            in_top = predictor.predict_tiers(picked).argmax(-1) == 0
-            if bool(in_top.any()):
-                picked = picked[in_top]
         order = torch.sort(-predictor.predict(picked), stable=True).indices
+        if hasattr(predictor, "predict_tiers"):  # predicted top tier first, each part by score
+            outside_top = predictor.predict_tiers(picked).argmax(-1)[order] != 0
+            order = order[torch.sort(outside_top.to(torch.uint8), stable=True).indices]
         history.evaluate([tuple(a) for a in picked[order[:share]].tolist()])
     return history
 
