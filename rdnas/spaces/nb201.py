@@ -170,10 +170,15 @@ def connected(archs: Tensor) -> Tensor:
     Returns:
         BoolTensor[...]: 341 of the 15,625 architectures are not connected (their benchmark accuracy is 10 %).
     """
-    live = archs != NONE
-    reach1 = live[..., 0]
-    reach2 = live[..., 1] | (reach1 & live[..., 2])
-    return live[..., 3] | (reach1 & live[..., 4]) | (reach2 & live[..., 5])
+    return _reached_nodes(archs != NONE)[3]
+
+
+def _reached_nodes(live: Tensor) -> list[Tensor]:
+    """Per node 0..3, whether a path of live (non-``none``) edges leads to it from the input: BoolTensor[...] each."""
+    reached = [torch.ones_like(live[..., 0]), live[..., 0]]  # node 0 is the input
+    reached.append(live[..., 1] | (reached[1] & live[..., 2]))
+    reached.append(live[..., 3] | (reached[1] & live[..., 4]) | (reached[2] & live[..., 5]))
+    return reached
 
 
 def live_edges(archs: Tensor) -> Tensor:
@@ -189,9 +194,7 @@ def live_edges(archs: Tensor) -> Tensor:
         BoolTensor[..., 6]: in the official edge order; all False for a disconnected cell.
     """
     live = archs != NONE
-    reached = [torch.ones_like(live[..., 0])]  # node 0, the input
-    reached.append(live[..., 0])
-    reached.append(live[..., 1] | (reached[1] & live[..., 2]))
+    reached = _reached_nodes(live)
     reaches_out = {1: live[..., 4] | (live[..., 2] & live[..., 5]), 2: live[..., 5], 3: reached[0]}  # node 3: output
     return torch.stack([live[..., edge] & reached[src] & reaches_out[dst] for edge, (src, dst) in enumerate(EDGES)],
                        dim=-1)
