@@ -41,9 +41,9 @@ RESULTS = ROOT / "results"
 RUNS = RESULTS / "learned_teacher"
 WORK = ROOT.parent / "runs" / "learned_teacher"
 TEACHER_FRACTION = 4  # a quarter of the cells train the teacher
-# fitted predictors: (predictor, its NB201 input)
-TEACHERS = {"nar": ("nar", dict(cells="stages", edges="all")), "gbt": ("gbt", dict(cells="all", edges="all")),
-            "gbt-live": ("gbt", dict(cells="all", edges="live"))}
+# fitted predictors: (predictor, its NB201 input, its options; NAR ran at the authors' batch size, as recorded)
+TEACHERS = {"nar": ("nar", dict(cells="stages", edges="all"), dict(batch_size=128)),
+            "gbt": ("gbt", dict(cells="all", edges="all"), {}), "gbt-live": ("gbt", dict(cells="all", edges="live"), {})}
 METHODS = ("spos", "synflow", "gbt", "nar", "gbt-live")
 LABELS = {"spos": "SPOS (K=4)", "synflow": "RD-NAS (K=4), synflow teacher (the main suite's)",
           "gbt": "RD-NAS (K=4), gbt teacher fitted on 60 cells", "nar": "RD-NAS (K=4), NAR teacher fitted on 60 cells",
@@ -60,8 +60,8 @@ def split(num_cells: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def fit_teacher(method: str, archs, truth: np.ndarray, rows: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
     """The predictor's scores over the whole space (enumeration order) and its fit time."""
     started = time.perf_counter()
-    kind, inputs = TEACHERS[method]
-    predictor = get_predictor(kind)(features=ArchFeatures("nb201", **inputs), seed=seed)
+    kind, inputs, options = TEACHERS[method]
+    predictor = get_predictor(kind)(features=ArchFeatures("nb201", **inputs), seed=seed, **options)
     predictor.fit(archs[rows], truth[rows])
     scores = predictor.predict(nb201.all_archs()).numpy()
     return scores, time.perf_counter() - started

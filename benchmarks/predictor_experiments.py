@@ -5,6 +5,8 @@ Train on N random cells (``rdnas.predictors.protocol.training_rows``: seed s giv
 published protocol counts the training cells too), plus the transfer columns ``cifar100_test_acc`` and
 ``imagenet16_120_test_acc``. N in 78, 156, 469, 781, 1563 (0.5 % to 10 %), seeds 0-4 (>= 5 training sets).
 
+NAR on the authors' input (``nar``, ``nar+zc``, ``nar-notiers``, ``nar-31tok``) trains on their batch size (128),
+as those rows were measured; the ``-live`` models use rdnas's defaults (batches of 64).
 ``nar-live``, ``nar-live+zc``, ``nar-notiers-live``, ``gbt-live``, ``gbt-live+zc``, ``mlp-live``, ``mlp-live+zc``: the
 same models on the live cell (``edges="live"``: dead edges as ``none`` plus the path token; still structure only,
 computed from the cell alone).
@@ -109,6 +111,8 @@ def run_one(model: str, size: int, seed: int, gt: GroundTruth, features_path: Pa
     else:
         cells = "stages" if base == "nar" and "31tok" not in variants else "all"
         options = {"tier_weight": 0.0} if "notiers" in variants else {}
+        if base == "nar" and "live" not in variants:  # the authors'-input rows were measured at their batch size
+            options["batch_size"] = 128
         features = ArchFeatures("nb201", ProxyFeatures.from_table(features_path, PROXY_COLUMNS + COST_COLUMNS)
                                 if extra == "zc" else None, cells=cells, edges="live" if "live" in variants else "all")
         predictor, rows = fit_on_table(base, gt, TRAIN_COLUMN, size, seed, features, progress=sys.stderr.isatty(),
