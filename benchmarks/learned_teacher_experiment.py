@@ -5,17 +5,16 @@ For seed s: a seeded permutation of the benchmark's 240 cells gives s's teacher 
 evaluation cells (the other 180). The predictor (``nar``: rdnas's NAR ranker on NB201's 7 stage tokens; ``gbt``:
 gradient-boosted trees on the structure features; ``gbt-live``: the trees on the live cell, ``edges="live"``) is
 fitted on the teacher cells' ``digits_valid_acc`` and scores all 15,625 cells; those scores are the RD-NAS teacher
-(groups, margins and pairs exactly as with a proxy). The
-supernet is trained as ``benchmarks/rdnas_experiments.py``'s "RD-NAS (K=4)" (30 epochs, K = 4, the margin
-sampler; seed s) and every method is scored by Kendall tau on seed s's evaluation cells only, the teacher's
-training cells excluded.
+(groups, margins and pairs exactly as with a proxy). The supernet is trained as
+``benchmarks/rdnas_experiments.py``'s "RD-NAS (K=4)" (30 epochs, K = 4, the margin sampler; seed s) and every
+method is scored by Kendall tau on seed s's evaluation cells only, the teacher's training cells excluded.
 
 The references run here too, on the same seeds (so the comparison is paired and on one machine): SPOS (K=4)
 (``spos``) and RD-NAS (K=4) with the main suite's synflow teacher (``synflow``); their estimates cover all 240
 cells and are scored on each seed's 180 evaluation cells like the others. One JSON per run in
 ``benchmarks/results/learned_teacher/``; finished runs are skipped::
 
-    OMP_NUM_THREADS=1 python benchmarks/learned_teacher_experiment.py run --methods spos,synflow,gbt,nar \
+    OMP_NUM_THREADS=1 python benchmarks/learned_teacher_experiment.py run --methods spos,synflow,gbt,nar,gbt-live \
         --seeds 0,1,2,3,4,5,6
     python benchmarks/learned_teacher_experiment.py report
 """
