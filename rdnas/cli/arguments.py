@@ -81,3 +81,34 @@ def shard(text: str):
     if not 0 <= i < n:
         raise argparse.ArgumentTypeError(f"needs 0 <= i < n, got {text!r}")
     return i, n
+
+
+def read_archs_file(path, space, option: str = "--archs-file") -> list[tuple]:
+    """The architectures of a text file, one architecture string per line (blank lines and lines that start
+    with ``#`` skipped), validated in ``space``: a list of int tuples in the file's order. Raises ValueError naming the
+    option, the file and the line of the first string that is not an architecture, a repeated one, or a file
+    that lists none."""
+    from rdnas.spaces import InvalidArchitecture, get_space
+
+    space = get_space(space)
+    try:
+        with open(path) as handle:
+            lines = handle.read().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{option}: cannot read {path} ({error})") from None
+    archs, seen = [], {}
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            arch = tuple(space.from_string(text).tolist())
+        except InvalidArchitecture as error:
+            raise ValueError(f"{option}: {path}:{number}: not a {space.name} architecture ({error})") from None
+        if arch in seen:
+            raise ValueError(f"{option}: {path}:{number}: {text} repeats line {seen[arch]}")
+        seen[arch] = number
+        archs.append(arch)
+    if not archs:
+        raise ValueError(f"{option}: {path} lists no architecture (one {space.name} architecture string per line)")
+    return archs

@@ -1,6 +1,6 @@
 """rdnas bench build: build a mini-benchmark (stand-alone training of sampled architectures)."""
 
-from rdnas.cli.arguments import device, positive_int, shard
+from rdnas.cli.arguments import device, positive_int, read_archs_file, shard
 from rdnas.minibench.build import DATASETS, Recipe
 from rdnas.spaces import space_names
 
@@ -22,6 +22,9 @@ def add_parser(commands) -> None:
     bench_build.add_argument("--dataset", choices=list(DATASETS), default="digits",
                              help="digits (default) or fashion_mnist (Debian's dataset-fashion-mnist)")
     bench_build.add_argument("--archs", type=positive_int, default=240, help="architectures to sample (default 240)")
+    bench_build.add_argument("--archs-file", metavar="FILE",
+                             help="train these architectures instead of a sample: one architecture string per line "
+                             "(blank lines and lines starting with # skipped); --archs and --sample-seed then do not apply")
     bench_build.add_argument("--seeds", type=int, default=10, help="training seeds per architecture (default 10)")
     bench_build.add_argument("--sample-seed", type=int, default=0, help="seed of the architecture sample (default 0)")
     bench_build.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
@@ -62,7 +65,13 @@ def run(args) -> int:
                     train_images=args.train_images, networks_per_stack=args.networks_per_stack, space=args.space,
                     resnet_stem=args.resnet_stem, width_divisor=args.width_divisor, valid_images=args.valid_images)
     space = get_space(args.space)
-    archs = sample_architectures(args.archs, seed=args.sample_seed, space=space)
+    if args.archs_file:
+        try:
+            archs = read_archs_file(args.archs_file, space)
+        except ValueError as error:
+            args.usage_error(str(error))
+    else:
+        archs = sample_architectures(args.archs, seed=args.sample_seed, space=space)
     seeds = list(range(args.seeds))
     shard, world, device = _shard_and_world(args)
     build(args.out, archs, seeds, recipe, device=device, progress=not args.quiet and world.is_main, shard=shard)
