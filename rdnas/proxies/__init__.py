@@ -15,7 +15,8 @@ from rdnas.proxies.activation import jacov, naswot, zen
 from rdnas.proxies.gradient import fisher, grad_norm, grasp, loss_gradient_proxies, plain, snip
 from rdnas.proxies.minibatch import load_minibatch
 from rdnas.proxies.network import NETWORK_PROXIES, loss_gradient_of_network, score_exported, score_network
-from rdnas.proxies.scoring import ScoreTable, merge_tables, score_space
+from rdnas.proxies.score_table import ScoreTable, merge_tables
+from rdnas.proxies.scoring import score_space
 
 __all__ = ["INITS", "PROXIES", "Minibatch", "Proxy", "get_proxy", "scoring_supernet", "cost_scorer", "flops", "l2_norm", "params",
            "logsynflow", "synflow", "synflow_of_network", "jacov", "naswot", "zen", "fisher", "grad_norm", "grasp",
