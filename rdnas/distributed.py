@@ -2,13 +2,22 @@
 
 Every long job of rdnas runs unchanged on one process or many (``torchrun --nproc_per_node P -m rdnas <command>``):
 
-- ``rdnas train``: one supernet, data-parallel. Every rank draws the same subnets from the one seeded sampler (no
-  communication), generates the same global batch and takes its share (``batch_size / P`` rows), and the ranks'
-  gradients are summed (:func:`sum_gradients`) so that every rank takes the same optimiser step. Per-subnet losses
-  are averaged over the global batch before the objective (:func:`global_mean`), so the RD-NAS ranking term sees
-  the same losses as one process; with ``bn_statistics="global"`` batch norm normalises with the global batch's
-  statistics (:class:`GlobalBatchNorm`). Result: the weights of a one-process run with the same global batch, up to
-  floating-point rounding (README: "Several processes").
+- ``rdnas train``: one supernet. Every rank draws the same K subnets from the one seeded sampler (no
+  communication) and generates the same global batch; :func:`step_layout` then splits the step's work
+  (``TrainConfig.parallel``):
+
+  - ``"subnets"``: rank r runs its K / P of the subnets on the whole global batch (each subnet's batch norm sees
+    exactly the rows it sees in one process: no BN communication at all); where P > K, the processes form K
+    groups of P / K, one subnet per group, and each group splits the batch as below.
+  - ``"batch"``: every rank runs every subnet on its share of the global batch (``batch_size / P`` rows); with
+    ``bn_statistics="global"`` batch norm normalises with the global batch's statistics (:class:`GlobalBatchNorm`,
+    two all-reduces per BN layer).
+
+  Either way the per-subnet losses (and distillation terms and accuracies) of the global batch reach every rank in
+  one small all-reduce (:func:`gather_subnet_means`: K floats), so the RD-NAS ranking term, its gradient with
+  respect to each subnet's loss, and the logged metrics are a single process's; the ranks' gradients are summed in
+  one flat all-reduce (:func:`sum_gradients`) so that every rank takes the same optimiser step. Result: the weights
+  of a one-process run with the same global batch, up to floating-point rounding (docs/guides/distributed.md).
 - ``rdnas eval`` / ``rdnas search`` / the pipeline's rank evaluation: the architectures are split across ranks in
   chunks (:func:`my_chunks`) and the estimates gathered on every rank (:func:`sum_disjoint`): identical to one process.
 - ``rdnas bench build`` and ``rdnas proxies --shard env``: (architecture, seed) runs or scoring chunks are sharded
@@ -199,6 +208,87 @@ def broadcast_object(value, world: World):
 # ------------------------------------------------------------------------------------------ training collectives
 
 
+PARALLEL_MODES = ("auto", "subnets", "batch")
+
+
+@dataclass(frozen=True)
+class StepLayout:
+    """How a training step's K subnets and global batch of B rows are split over the P processes.
+
+    The processes form ``subnet_groups`` (S) groups of ``batch_ranks`` (Q = P / S) consecutive ranks: group g runs
+    subnets ``[first, stop)`` of the step (about K / S of them), and each of its ranks takes B / Q rows of the global
+    batch (``batch_rank``: which share). ``mode`` is the resolved one: ``"subnets"`` (S > 1) or ``"batch"``
+    (S = 1: every rank runs every subnet on its share). ``batch_group``: the process group of this rank's group
+    where it is neither one process nor every process (for :class:`GlobalBatchNorm`), else None.
+    """
+
+    mode: str
+    subnet_groups: int
+    batch_ranks: int
+    first: int
+    stop: int
+    batch_rank: int
+    batch_group: object = None
+
+    @property
+    def subnets(self) -> slice:
+        """This rank's subnets: a slice of the step's K."""
+        return slice(self.first, self.stop)
+
+    def pad(self, values: Tensor, total: int, offset: int = 0) -> Tensor:
+        """``values`` (Tensor[n], entries of this rank's subnets from ``first + offset`` on) in their positions of a
+        zero Tensor[total] (differentiable; e.g. ``offset=-1`` for the distillation terms of subnets 1..K-1)."""
+        start = max(self.first + offset, 0)
+        before = values.new_zeros(start)
+        after = values.new_zeros(total - start - len(values))
+        return torch.cat([before, values, after])
+
+
+def step_layout(parallel: str, k: int, world: World) -> StepLayout:
+    """The :class:`StepLayout` of ``parallel`` (one of PARALLEL_MODES) for K subnets per step on ``world``.
+
+    ``"auto"``: subnets when the P processes divide K, batch otherwise. ``"subnets"``: P <= K: each rank a
+    contiguous share of the subnets (K / P of them; where P does not divide K, some ranks one more: the step then
+    waits for the largest share) on the whole batch; P > K: K groups of P / K ranks, one subnet each, the batch
+    split within the group, which needs K to divide P (otherwise a ValueError naming both numbers). ``"batch"``:
+    every rank every subnet, B / P rows (also what ``"subnets"`` comes to for K = 1). A single process: one group
+    with every subnet and the whole batch. Creates the groups' process groups (every rank must call this, in the
+    same order), only where P > K > 1.
+    """
+    if parallel not in PARALLEL_MODES:
+        raise ValueError(f"rdnas.train.TrainConfig: parallel must be one of {PARALLEL_MODES}, got {parallel!r}")
+    size, rank = world.size, world.rank
+    if parallel == "auto":
+        parallel = "subnets" if k % size == 0 else "batch"
+    if parallel == "batch" or size == 1 or k == 1:  # one group: every rank runs every subnet
+        return StepLayout("batch" if size > 1 else parallel, 1, size, 0, k, rank)
+    if size <= k:  # contiguous shares; uneven (floor or ceil of K / P) where P does not divide K
+        return StepLayout("subnets", size, 1, rank * k // size, (rank + 1) * k // size, 0)
+    if size % k:
+        raise ValueError(f"rdnas.train.TrainConfig: parallel 'subnets' on more processes than subnets (WORLD_SIZE="
+                         f"{size}, K = {k}) gives each subnet a group of P / K processes, so K must divide P; use "
+                         f"parallel 'batch' (or 'auto'), or a multiple of {k} processes")
+    per_group = size // k
+    groups = [dist.new_group(list(range(g * per_group, (g + 1) * per_group))) for g in range(k)]
+    group = rank // per_group
+    return StepLayout("subnets", k, per_group, group, group + 1, rank % per_group, groups[group])
+
+
+def rows_of_first_group(rows: Tensor | None, layout: StepLayout, world: World, like: Tensor) -> Tensor:
+    """What the ranks of subnet group 0 computed on their shares of the batch (``rows``: Tensor[B / Q, *] there,
+    None elsewhere), on every rank for its own share (``like``: a tensor of that shape, dtype and device). E.g. the
+    largest subnet's logits for in-place distillation. One all-reduce of [Q, B / Q, *] that only group 0 fills:
+    exact. With one group (batch-parallel) every rank has its rows: returned as they are."""
+    if layout.subnet_groups == 1 or not world.distributed:
+        return rows
+    buffer = like.new_zeros((layout.batch_ranks, *like.shape))
+    if rows is not None:
+        buffer[layout.batch_rank] = rows
+    staged = buffer.to(world.collective_device)
+    dist.all_reduce(staged)
+    return staged[layout.batch_rank].to(like.device)
+
+
 class _AllReduceSum(torch.autograd.Function):
     """Sum over ranks; the gradient is summed over ranks too (each rank's input feeds every rank's result)."""
 
@@ -232,6 +322,23 @@ class _GlobalMean(torch.autograd.Function):
         return grad / ctx.size, None
 
 
+def gather_subnet_means(parts: list, world: World, batch_ranks: int) -> Tensor:
+    """Every rank's entries of a step's per-subnet values, on every rank, as the global batch's means.
+
+    ``parts`` are zero-padded vectors of the same lengths on every rank (e.g. Tensor[K] of per-subnet mean losses,
+    this rank's subnets in their positions, zeros elsewhere; see :class:`StepLayout`); the result is their
+    concatenation summed over ranks and divided by ``batch_ranks`` (the processes that share each subnet's batch):
+    with one rank per subnet an exact gather (x + 0 = x), with ``batch_ranks = P`` the global mean of
+    :func:`global_mean`. One all-reduce; differentiable on the condition that every rank computes the same
+    objective from the result and the ranks' gradients are then summed (:func:`sum_gradients`): the backward needs
+    no communication. A single process: the concatenation itself.
+    """
+    merged = torch.cat(parts)
+    if not world.distributed:
+        return merged
+    return _GlobalMean.apply(merged, batch_ranks)
+
+
 def global_mean(tensor: Tensor, world: World) -> Tensor:
     """The mean over ranks of ``tensor`` (any shape; e.g. per-subnet mean losses Tensor[K] of each rank's equal share
     of the batch: the global batch's means), differentiable on the condition that every rank computes the same
@@ -242,14 +349,19 @@ def global_mean(tensor: Tensor, world: World) -> Tensor:
     return _GlobalMean.apply(tensor, world.size)
 
 
-def sum_gradients(parameters, world: World) -> int:
+def sum_gradients(parameters, world: World, same_subnets: bool = True) -> int:
     """Sums the gradients of ``parameters`` over ranks in one all-reduce of one flat buffer, in place.
 
     Only parameters that have a gradient take part (a sampled subnet leaves the others at ``None``, and they stay
-    ``None``, so SGD's weight decay and momentum skip them exactly as in one process). Every rank samples the same
-    subnets, so every rank has gradients for the same parameters in the same order; the buffer's length is checked
-    in the same all-reduce (a rank that differs makes every rank raise). Returns the number of elements reduced.
+    ``None``, so SGD's weight decay and momentum skip them exactly as in one process). ``same_subnets=True`` (every
+    rank ran the same subnets, on its share of the batch): every rank has gradients for the same parameters in the
+    same order; the buffer's length is checked in the same all-reduce (a rank that differs makes every rank raise).
+    ``same_subnets=False`` (subnet-parallel: each rank ran its own subnets): the buffer holds every parameter (zeros
+    where this rank has no gradient) and a flag per parameter, so a parameter gets a gradient exactly when some rank
+    has one, as in one process that ran every subnet. Returns the number of elements reduced.
     """
+    if not same_subnets:
+        return _sum_gradients_of_any(list(parameters), world)
     grads = [p.grad for p in parameters if p.grad is not None]
     if not world.distributed or not grads:
         return 0
@@ -265,6 +377,29 @@ def sum_gradients(parameters, world: World) -> int:
     return offset
 
 
+def _sum_gradients_of_any(parameters: list, world: World) -> int:
+    """sum_gradients where the ranks' sets of parameters with a gradient differ: [every gradient or zeros, one flag
+    per parameter] summed in one all-reduce."""
+    if not world.distributed or not parameters:
+        return 0
+    like = parameters[0]
+    pieces = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in parameters]
+    flags = torch.tensor([p.grad is not None for p in parameters], dtype=like.dtype, device=like.device)
+    flat = torch.cat(pieces + [flags])
+    dist.all_reduce(flat)
+    flags, offset, reduced = flat[-len(parameters):], 0, 0
+    for parameter, flag in zip(parameters, flags.tolist()):
+        segment = flat[offset:offset + parameter.numel()].view_as(parameter)
+        offset += parameter.numel()
+        if flag > 0:
+            if parameter.grad is None:
+                parameter.grad = segment.clone()
+            else:
+                parameter.grad.copy_(segment)
+            reduced += parameter.numel()
+    return reduced
+
+
 class _GlobalBatchNormFunction(torch.autograd.Function):
     """Training-mode batch norm over the ranks' shares together, forward and backward in closed form (the formulas
     of ``F.batch_norm`` and SyncBatchNorm; autograd through the statistics instead loses digits on channels of
@@ -272,7 +407,7 @@ class _GlobalBatchNormFunction(torch.autograd.Function):
     correction, count] per rank; the backward all-reduces [sum g, sum g * xhat] per channel."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps, group=None):
         compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         xc = x.to(compute)
         channels, dims = x.shape[1], [0] + list(range(2, x.dim()))
@@ -283,7 +418,7 @@ class _GlobalBatchNormFunction(torch.autograd.Function):
         local_mean = local_mean.double()
         total = torch.cat([local_mean * count, local_m2 + count * local_mean.square(),
                            local_mean.new_full((1,), float(count))])
-        dist.all_reduce(total)
+        dist.all_reduce(total, group=group)
         n = float(total[-1])
         mean = total[:channels] / n
         var = (total[channels:2 * channels] / n - mean.square()).clamp_min(0)
@@ -296,7 +431,7 @@ class _GlobalBatchNormFunction(torch.autograd.Function):
         if bias is not None:
             out = out + bias.to(compute).view(shape)
         ctx.save_for_backward(xhat, invstd, weight)
-        ctx.count, ctx.has_bias, ctx.input_dtype = n, bias is not None, x.dtype
+        ctx.count, ctx.has_bias, ctx.input_dtype, ctx.group = n, bias is not None, x.dtype, group
         return out.to(x.dtype)
 
     @staticmethod
@@ -307,14 +442,14 @@ class _GlobalBatchNormFunction(torch.autograd.Function):
         g = grad.to(xhat.dtype)
         sum_g, sum_gx = g.sum(dims), (g * xhat).sum(dims)  # this rank's: the parameters' gradients
         total = torch.cat([sum_g, sum_gx]).double()
-        dist.all_reduce(total)
+        dist.all_reduce(total, group=ctx.group)
         mean_g = (total[:channels] / ctx.count).to(xhat.dtype).view(shape)
         mean_gx = (total[channels:] / ctx.count).to(xhat.dtype).view(shape)
         scale = invstd.view(shape) if weight is None else (invstd * weight.to(xhat.dtype)).view(shape)
         grad_x = ((g - mean_g - xhat * mean_gx) * scale).to(ctx.input_dtype)
         grad_weight = None if weight is None else sum_gx.to(weight.dtype)
         grad_bias = sum_g.to(grad.dtype) if ctx.has_bias else None
-        return grad_x, grad_weight, grad_bias, None, None, None, None
+        return grad_x, grad_weight, grad_bias, None, None, None, None, None
 
 
 class GlobalBatchNorm(TorchFunctionMode):
@@ -328,12 +463,14 @@ class GlobalBatchNorm(TorchFunctionMode):
     unbiased variance, as ``F.batch_norm`` does. The backward is SyncBatchNorm's: one all-reduce of [sum g,
     sum g * xhat] (float64 [2C]); the affine parameters get this rank's part (:func:`sum_gradients` adds the
     ranks'). Input ``[N, C, *]`` in any float dtype, statistics in float32 (half / bfloat16 inputs) or the input's
-    dtype, output in the input's dtype. Evaluation-mode calls pass through unchanged.
+    dtype, output in the input's dtype. Evaluation-mode calls pass through unchanged. ``group``: the process group
+    whose shares make up the batch (default: every process; subnet-parallel training with P > K: a subnet group).
     """
 
-    def __init__(self, world: World):
+    def __init__(self, world: World, group=None):
         super().__init__()
         self.world = world
+        self.group = group
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -341,19 +478,23 @@ class GlobalBatchNorm(TorchFunctionMode):
             return func(*args, **kwargs)
         return self._batch_norm(*args, **kwargs)
 
-    @staticmethod
-    def _batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+    def _batch_norm(self, input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
                     eps=1e-5):
         if not training:
             return F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
-        return _GlobalBatchNormFunction.apply(input, weight, bias, running_mean, running_var, momentum, eps)
+        return _GlobalBatchNormFunction.apply(input, weight, bias, running_mean, running_var, momentum, eps,
+                                              self.group)
 
 
-def batch_norm_scope(world: World, statistics: str):
-    """The context a training forward runs in: :class:`GlobalBatchNorm` for ``statistics="global"`` in a job of
-    several processes, otherwise nothing (``"per_rank"``: each rank's share, DDP without SyncBatchNorm)."""
+def batch_norm_scope(world: World, statistics: str, layout: "StepLayout | None" = None):
+    """The context a training forward runs in: :class:`GlobalBatchNorm` for ``statistics="global"`` when several
+    processes share each subnet's batch (every process in batch-parallel training; ``layout``'s batch group in
+    subnet-parallel training with P > K), otherwise nothing (``"per_rank"``: each rank's share, DDP without
+    SyncBatchNorm; subnet-parallel with P <= K: every rank has the whole batch)."""
+    if layout is not None and layout.batch_ranks == 1:
+        return contextlib.nullcontext()
     if world.distributed and statistics == "global":
-        return GlobalBatchNorm(world)
+        return GlobalBatchNorm(world, None if layout is None else layout.batch_group)
     return contextlib.nullcontext()
 
 

@@ -36,11 +36,14 @@ a JSONL metrics line; ``fit(resume=True)`` continues from the last checkpoint, a
 resumed ends with exactly the weights of an uninterrupted one.
 
 Several processes (``torchrun --nproc_per_node P -m rdnas train ...``, or any caller that has initialised the
-default process group, e.g. with :func:`rdnas.distributed.init`): every rank draws the same subnets, takes its
-``batch_size / P`` rows of the same global batch, averages the per-subnet losses over the global batch before the
-objective and sums the gradients (see :mod:`rdnas.distributed`); with ``bn_statistics="global"`` (default) batch
-norm uses the global batch's statistics, so the run ends with a single process's weights up to rounding. Only
-rank 0 writes files; a checkpoint resumes on any number of processes.
+default process group, e.g. with :func:`rdnas.distributed.init`): every rank draws the same K subnets and the same
+global batch; ``parallel`` says how the step is split (:func:`rdnas.distributed.step_layout`): ``"subnets"``, rank r
+runs its K / P subnets on the whole global batch (where P > K: groups of P / K ranks per subnet, splitting the
+batch); ``"batch"``, every rank runs every subnet on its ``batch_size / P`` rows, with ``bn_statistics="global"``
+(default) batch norm over the global batch; ``"auto"`` (default): subnets where P divides K, batch otherwise. The
+per-subnet losses of the global batch reach every rank before the objective and the gradients are summed (see
+:mod:`rdnas.distributed`), so the run ends with a single process's weights up to rounding. Only rank 0 writes
+files; a checkpoint resumes on any number of processes and in either mode.
 """
 
 import json
@@ -69,6 +72,7 @@ RANK_SAMPLERS = ("margin", "random", "hamming", "adaptive_hamming", "sandwich", 
 MARGIN_MODES = ("group", "constant", "none")
 RANK_SCHEDULES = ("constant", "warmup", "sine", "multistage")
 BN_STATISTICS = ("global", "per_rank")
+PARALLEL_MODES = distributed.PARALLEL_MODES
 
 
 @dataclass
@@ -112,6 +116,10 @@ class TrainConfig:
     # process's result) or over each rank's share ("per_rank": DDP without SyncBatchNorm, one all-reduce fewer per
     # BN layer, not equal to one process). Ignored in a single process.
     bn_statistics: str = "global"
+    # Several processes: how a step's K subnets and global batch are split (see PARALLEL_MODES and
+    # rdnas.distributed.step_layout): "subnets" (each rank its K / P subnets on the whole batch), "batch" (each rank
+    # every subnet on batch_size / P rows) or "auto" (subnets where P divides K). Ignored in a single process.
+    parallel: str = "auto"
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -123,7 +131,8 @@ class TrainConfig:
                                      ("margin_mode", self.margin_mode, MARGIN_MODES),
                                      ("sampler", self.sampler, RANK_SAMPLERS),
                                      ("rank_schedule", self.rank_schedule, RANK_SCHEDULES),
-                                     ("bn_statistics", self.bn_statistics, BN_STATISTICS)):
+                                     ("bn_statistics", self.bn_statistics, BN_STATISTICS),
+                                     ("parallel", self.parallel, PARALLEL_MODES)):
             if value not in allowed:
                 raise ValueError(f"rdnas.train.TrainConfig: {name} must be one of {allowed}, got {value!r}")
         for name in ("epochs", "batch_size", "image_size", "paths_per_step", "channels", "cells_per_stage"):
@@ -145,7 +154,7 @@ class TrainConfig:
         if self.distill and not (self.method == "sandwich" or (self.method == "rdnas" and self.sampler == "sandwich")):
             raise ValueError("rdnas.train.TrainConfig: distill (in-place distillation from the largest subnet) needs "
                              "the sandwich rule: method 'sandwich', or method 'rdnas' with sampler 'sandwich'")
-        if self.teacher_samples < self.groups:
+        if self.teacher_samples < self.groups and not get_space(self.space).enumerable:  # sampled teachers only
             raise ValueError(f"rdnas.train.TrainConfig: teacher_samples must be at least groups ({self.groups}), "
                              f"got {self.teacher_samples}")
         space = get_space(self.space)
@@ -178,10 +187,11 @@ class TrainConfig:
 
 
 # The only settings a resumed run may change: where it runs and writes, (CUDA only) bfloat16 autocast, where
-# the teacher table lies (its scores are compared instead) and (several processes) where BN statistics come from.
-# Any other difference (learning rate, image size, BN options, ...) would continue a different run than the one
-# saved. The number of processes is not a setting: a checkpoint resumes on any number.
-RESUMABLE_CHANGES = ("device", "out_dir", "amp", "teacher_table", "bn_statistics")
+# the teacher table lies (its scores are compared instead) and (several processes) where BN statistics come from
+# and how a step is split over the processes. Any other difference (learning rate, image size, BN options, ...)
+# would continue a different run than the one saved. The number of processes is not a setting: a checkpoint resumes
+# on any number.
+RESUMABLE_CHANGES = ("device", "out_dir", "amp", "teacher_table", "bn_statistics", "parallel")
 
 
 def rank_weight(schedule: str, epoch: float, epochs: int) -> float:
@@ -226,6 +236,11 @@ def make_teacher(config: TrainConfig):
     return SampledTeacher(reference, scorer(reference), config.groups, config.teacher_proxies, space, scorer)
 
 
+def _widened(logits: torch.Tensor) -> torch.Tensor:
+    """Logits for the losses: float32 (from bfloat16 autocast), float64 kept as it is."""
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
 class OneShotTrainer:
     """Trains the supernet of ``config.space`` with ``config.method``. Files in ``config.out_dir``: ``checkpoint.pt`` (after every
     epoch, atomically), ``metrics.jsonl`` (one line per epoch) and ``config.json``.
@@ -237,20 +252,21 @@ class OneShotTrainer:
             (:func:`make_teacher`).
         evaluate (callable, optional): ``evaluate(trainer) -> dict`` run after every epoch; its result is added to
             that epoch's metrics (e.g. Kendall tau against a ground-truth table).
+        dtype (torch.dtype, optional): for tests only: the supernet's and the batches' dtype (default float32).
+            ``torch.float64`` keeps rounding near 1e-12 over many steps, so that one process and several can be
+            compared tightly (tests/test_distributed.py); not a setting of the run (not saved in the checkpoint).
     """
 
-    def __init__(self, config: TrainConfig, progress: bool = True, teacher=None, evaluate=None):
+    def __init__(self, config: TrainConfig, progress: bool = True, teacher=None, evaluate=None,
+                 dtype: torch.dtype = torch.float32):
         config.check()
         self.config = config
+        self.dtype = dtype
         self.progress = progress
         self.evaluate = evaluate
         self.out_dir = Path(config.out_dir)
         self.world = distributed.current()
         self.device = torch.device(distributed.rank_device(config.device, self.world))
-        if config.batch_size % self.world.size:
-            raise ValueError(f"rdnas.train.TrainConfig: batch_size {config.batch_size} (the global batch) does not "
-                             f"split into equal shares for WORLD_SIZE={self.world.size} processes; use a multiple of "
-                             f"{self.world.size}")
         self.data = load_data(config)
         if config.batch_size > len(self.data.train):
             raise ValueError(f"rdnas.train.TrainConfig: batch_size {config.batch_size} exceeds the "
@@ -258,13 +274,22 @@ class OneShotTrainer:
         self.space = get_space(config.space)
         torch.manual_seed(config.seed)
         self.model = config.build_supernet(self.data).to(self.device)
+        if dtype != torch.float32:
+            self.model.to(dtype)
         self.teacher = teacher
         if config.method == "rdnas" and teacher is None:
             self.teacher = make_teacher(config)
         self.sampler = self._make_sampler()
+        self.layout = distributed.step_layout(config.parallel, self.sampler.num_paths, self.world)
+        shares = self.layout.batch_ranks
+        if config.batch_size % shares:
+            among = (f"WORLD_SIZE={self.world.size} processes" if shares == self.world.size else
+                     f"the {shares} processes of each subnet group")
+            raise ValueError(f"rdnas.train.TrainConfig: batch_size {config.batch_size} (the global batch) does not "
+                             f"split into equal shares for {among}; use a multiple of {shares}")
         self.data_generator = torch.Generator().manual_seed(config.seed + 2)
         self.batches = self.data.training_batches(config.batch_size, self.device, self.data_generator,
-                                                  share=(self.world.rank, self.world.size))
+                                                  share=(self.layout.batch_rank, shares))
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay, nesterov=True)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -329,13 +354,14 @@ class OneShotTrainer:
 
         Args:
             images (Tensor[B, C, H, W]), labels (LongTensor[B]): the batch, on the trainer's device (several
-                processes: this rank's B = batch_size / P rows of the global batch).
+                processes: this rank's B = batch_size / Q rows of the global batch, Q the processes that share each
+                subnet's batch: 1 subnet-parallel, P batch-parallel).
             progress (float, optional): the run's position in epochs (fractional), for lambda(epoch) and adaptive
                 samplers; default: the current epoch.
 
         Returns a dict of 0-dim tensors (no host synchronisation): ``loss`` (mean cross-entropy of the subnets),
         ``accuracy`` (their mean batch accuracy) and, for RD-NAS, ``rank_loss`` and ``rank_weight``; several
-        processes: over the global batch, the same on every rank.
+        processes: over the global batch and every subnet, the same on every rank.
         """
         self.model.train()
         epoch = float(self.epoch if progress is None else progress)
@@ -344,25 +370,36 @@ class OneShotTrainer:
         with record_function("rdnas.sample"):
             archs = self.sampler.sample()
         self.optimizer.zero_grad(set_to_none=True)
-        world = self.world
+        world, layout = self.world, self.layout
+        if images.dtype != self.dtype:
+            images = images.to(self.dtype)
+        k, mine = len(archs), layout.subnets  # every subnet of the step; this rank's (all in one process)
         with self._autocast():
-            with distributed.batch_norm_scope(world, self.config.bn_statistics):
-                if len(archs) == 1:
+            with distributed.batch_norm_scope(world, self.config.bn_statistics, layout):
+                if k == 1:
                     logits = self.model(images, archs[0]).unsqueeze(0)
-                else:
-                    logits = self.model.forward_subnets(images, archs)  # [K, B, classes]
-            k, b = logits.shape[:2]
-            losses = F.cross_entropy(logits.float().flatten(0, 1), labels.repeat(k), reduction="none").view(k, b).mean(1)
+                else:  # [K_mine, B, classes]; one subnet of several still in batch mode (no running statistics)
+                    logits = self.model.forward_subnets(images, archs[mine])
+            n, b = logits.shape[:2]
+            losses = F.cross_entropy(_widened(logits).flatten(0, 1), labels.repeat(n), reduction="none")
+            losses = losses.view(n, b).mean(1)
         distilled = None
-        if self.config.distill:  # row 0 is the sandwich's largest subnet: the others learn its soft predictions
-            soft = logits[0].detach().float().softmax(-1)
-            distilled = -(soft * logits[1:].float().log_softmax(-1)).sum(-1).mean(1)
-        accuracy = (logits.argmax(-1) == labels).float().mean()
-        if world.distributed:  # the global batch's means, in one all-reduce: [K losses, K - 1 distilled, accuracy]
-            parts = [losses] + ([distilled] if distilled is not None else []) + [accuracy.detach().view(1)]
-            merged = distributed.global_mean(torch.cat(parts), world)
-            losses, accuracy = merged[:k], merged[-1]
-            distilled = merged[k:-1] if distilled is not None else None
+        if self.config.distill:  # subnet 0 is the sandwich's largest: the others learn its soft predictions
+            top = logits[0].detach() if layout.first == 0 else None
+            top = distributed.rows_of_first_group(top, layout, world, logits[0])
+            soft = _widened(top).softmax(-1)
+            students = logits[1:] if layout.first == 0 else logits
+            distilled = -(soft * _widened(students).log_softmax(-1)).sum(-1).mean(1)
+        if world.distributed:  # every subnet's global-batch means, in one all-reduce: [K losses, K - 1 distilled,
+            # K accuracies], this rank's entries in place, zeros elsewhere
+            hits = (logits.argmax(-1) == labels).to(losses.dtype).mean(1)
+            parts = [layout.pad(losses, k)] + ([layout.pad(distilled, k - 1, -1)] if distilled is not None else []) + \
+                [layout.pad(hits.detach(), k)]
+            merged = distributed.gather_subnet_means(parts, world, layout.batch_ranks)
+            losses, accuracy = merged[:k], merged[-k:].mean()
+            distilled = merged[k:-k] if distilled is not None else None
+        else:
+            accuracy = (logits.argmax(-1) == labels).float().mean()
         objective = losses[0] + distilled.sum() if distilled is not None else losses.sum()
         result = {}
         if self.config.method == "rdnas":
@@ -377,7 +414,7 @@ class OneShotTrainer:
                 objective = objective + weight * rank
             result.update(rank_loss=rank.detach(), rank_weight=torch.tensor(weight))
         objective.backward()
-        distributed.sum_gradients(self.model.parameters(), world)
+        distributed.sum_gradients(self.model.parameters(), world, same_subnets=layout.subnet_groups == 1)
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
