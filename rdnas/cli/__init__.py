@@ -39,6 +39,9 @@ def main(argv=None) -> int:
         print(f"rdnas {args.command}: error: this command runs in one process, but WORLD_SIZE={size} (torchrun); the "
               f"commands that run on several are {', '.join(DISTRIBUTED_COMMANDS)}", file=sys.stderr)
         return 2
+    from rdnas.run_folder import exit_with_launcher
+
+    exit_with_launcher(args.command)  # a worker whose launcher (torchrun) is killed stops, not writing on
     body = _distributed_main
     if os.environ.get("TORCHELASTIC_ERROR_FILE"):  # torchrun: its failure summary then shows this rank's traceback
         from torch.distributed.elastic.multiprocessing.errors import record
@@ -74,6 +77,10 @@ def _handled(args, where: str) -> int:
     except (ValueError, FileNotFoundError) as error:  # bad input: the message names what was expected
         print(f"rdnas {args.command}: {where}error: {error}", file=sys.stderr)
         return 2
+    finally:
+        from rdnas.run_folder import release_claims
+
+        release_claims()  # the run folders and files this command locked
 
 
 def _run(args) -> int:

@@ -56,6 +56,7 @@ def run(args) -> int:
 
     from rdnas import distributed
     from rdnas.minibench import benchmark_table, build, read_all_runs, reliability, sample_architectures, write_table
+    from rdnas.run_folder import claim_folder
     from rdnas.spaces import get_space
 
     if args.archs < 3 or args.seeds < 1:
@@ -74,6 +75,7 @@ def run(args) -> int:
         archs = sample_architectures(args.archs, seed=args.sample_seed, space=space)
     seeds = list(range(args.seeds))
     shard, world, device = _shard_and_world(args)
+    claim_folder(args.out, "bench build", shard=shard)  # one writer per (folder, shard): other shards run beside it
     build(args.out, archs, seeds, recipe, device=device, progress=not args.quiet and world.is_main, shard=shard)
     distributed.barrier(world)  # the table below is every rank's runs
     if not world.is_main:

@@ -17,5 +17,7 @@ def add_parser(commands) -> None:
 
 def run(args) -> int:
     from rdnas.demo import main as demo_main
+    from rdnas.run_folder import claim_folder
 
+    claim_folder(args.out, "demo")  # one writer per run folder: a second is refused
     return demo_main(args)

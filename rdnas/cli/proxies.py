@@ -72,6 +72,11 @@ def run(args) -> int:
     else:
         options = {name: value for name, value in (("resnet_stem", args.resnet_stem),
                                                    ("width_divisor", args.width_divisor)) if value is not None}
+    from rdnas.distributed import parse_shard
+    from rdnas.run_folder import claim_file
+
+    i, n = parse_shard(args.shard, "--shard")  # one writer per output file: the one score_space writes
+    claim_file(args.out.replace("{shard}", str(i)).replace("{num_shards}", str(n)), "proxies")
     try:
         archs = None
         if args.archs_file and args.archs_file.endswith(".json"):

@@ -71,10 +71,11 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
-    from rdnas import distributed
+    from rdnas import distributed, run_folder
     from rdnas.train import OneShotTrainer, TrainConfig
 
     world, _ = distributed.init(args.device)
+    run_folder.claim_folder(args.out, "train", world)  # one writer per run folder: a second is refused
     config = TrainConfig(
         space=args.space, distill=args.distill, teacher_samples=args.teacher_samples, min_hamming=args.min_hamming,
         data=args.data, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
