@@ -18,6 +18,11 @@ are rdnas's:
      where it has one: NAR) first; the round queries the first ones (the others fill the round only when fewer
      than its share are predicted top tier).
 
+Constraints and domains (see :mod:`rdnas.search`): with a ``constraint`` every query, initial or per round, lies
+inside its bounds (the initial draws by :func:`rdnas.search.uniform_archs`; each round's uniform draws are filtered,
+filled by constraint-aware mutation from the queried ones when fewer than ``candidates`` are left); with a ``domain``
+the initial draws and each round's pool come from its members only.
+
 Queries are counted by :class:`rdnas.search.SearchHistory` (each architecture at most once), so the result
 compares with :func:`rdnas.search.random_search` and :func:`rdnas.search.evolution_search` at the same number of
 ground-truth queries.
@@ -29,7 +34,7 @@ import torch
 from torch import Tensor
 
 from rdnas.predictors.base import Predictor
-from rdnas.search import Fitness, SearchHistory
+from rdnas.search import CostConstraint, Fitness, SearchHistory, SearchJournal, uniform_archs
 from rdnas.spaces import get_space
 
 _WHERE = "rdnas.predictors.sampling_search"
@@ -60,7 +65,9 @@ def top_tier_weights(pool: Tensor, top: Tensor, smoothing: float = 0.5) -> Tenso
 
 def sampling_search(fitness: Fitness, budget: int, make_predictor: Callable[[], Predictor], seed: int = 0,
                     initial: int | None = None, rounds: int = 2, tiers: int = 5, pool: int = 20000,
-                    candidates: int = 2000, smoothing: float = 0.5, space="nb201") -> SearchHistory:
+                    candidates: int = 2000, smoothing: float = 0.5, space="nb201",
+                    constraint: CostConstraint | None = None, domain: Tensor | None = None,
+                    journal: SearchJournal | None = None) -> SearchHistory:
     """Spends ``budget`` ground-truth queries as the module docstring describes.
 
     Args:
@@ -74,6 +81,9 @@ def sampling_search(fitness: Fitness, budget: int, make_predictor: Callable[[], 
         pool, candidates (int): uniform draws per round, and how many of them are resampled as candidates.
         smoothing (float): see :func:`top_tier_weights`.
         space: the search space (name or object).
+        constraint (CostConstraint): bounds every query keeps.
+        domain (LongTensor[N, W]): the architectures the search may query (default: the whole space).
+        journal (SearchJournal): replays recorded queries, records new ones (resume).
 
     Returns:
         The :class:`SearchHistory` of every query, in query order.
@@ -85,8 +95,12 @@ def sampling_search(fitness: Fitness, budget: int, make_predictor: Callable[[], 
                          f"initial={initial}, budget={budget}, tiers={tiers}, rounds={rounds}, pool={pool}, "
                          f"candidates={candidates}")
     generator = torch.Generator().manual_seed(seed)
-    history = SearchHistory(fitness, budget)
-    history.evaluate([tuple(a) for a in space.sample_distinct(initial, generator).tolist()])
+    history = SearchHistory(fitness, budget, constraint, journal)
+    bounded = constraint is not None and constraint.bounded
+    if bounded or domain is not None:
+        history.evaluate(uniform_archs(initial, seed, space, constraint, domain))
+    else:  # the unconstrained draws as recorded in benchmarks/results/search
+        history.evaluate([tuple(a) for a in space.sample_distinct(initial, generator).tolist()])
     for round_index in range(rounds):
         share = history.remaining // (rounds - round_index)
         if share < 1:
@@ -95,8 +109,7 @@ def sampling_search(fitness: Fitness, budget: int, make_predictor: Callable[[], 
         scores = torch.tensor(history.scores, dtype=torch.float64)
         predictor = make_predictor().fit(archs, scores)
         top = archs[torch.sort(-scores, stable=True).indices[: max(1, len(archs) // tiers)]]
-        draws = space.sample(pool, generator)
-        draws = draws[~space.is_trivial(draws)]
+        draws = _round_pool(space, pool, candidates, generator, constraint, domain, archs)
         seen = set(history.archs)
         draws = draws[torch.tensor([tuple(a) not in seen for a in draws.tolist()], dtype=torch.bool)]
         draws = torch.unique(draws, dim=0)
@@ -112,6 +125,22 @@ def sampling_search(fitness: Fitness, budget: int, make_predictor: Callable[[], 
             order = order[torch.sort(outside_top.to(torch.uint8), stable=True).indices]
         history.evaluate([tuple(a) for a in picked[order[:share]].tolist()])
     return history
+
+
+def _round_pool(space, pool: int, candidates: int, generator: torch.Generator, constraint, domain,
+                queried: Tensor) -> Tensor:
+    """A round's draws: ``pool`` uniform draws of the space (or the whole ``domain``), non-trivial, inside the
+    constraint; when fewer than ``candidates`` remain, filled by constraint-aware mutation
+    (:meth:`CostConstraint.walk`) from them and the ``queried`` architectures (LongTensor[Q, W], all inside)."""
+    draws = space.sample(pool, generator) if domain is None else space.validate(domain)
+    draws = draws[~space.is_trivial(draws)]
+    if constraint is None or not constraint.bounded:
+        return draws
+    inside = constraint.admits(draws)
+    kept = draws[inside]
+    if len(kept) < candidates and domain is None:
+        kept = torch.cat([kept, constraint.walk(torch.cat([kept, queried]), candidates - len(kept), generator)])
+    return kept
 
 
 def _within_top_cost(space, picked: Tensor, top: Tensor) -> Tensor:
