@@ -30,20 +30,22 @@ class StudentRecipe:
     alpha: float = ALPHA
     temperature: float = TEMPERATURE
     augment: bool = False  # student side only: a shift of up to 1/8 of the side and a horizontal flip
+    label_smoothing: float = 0.0  # of the cross-entropy of runs without a teacher (teachers: 0.1)
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"rdnas.kd.StudentRecipe: {name} must be a positive int, got {value!r}")
-        for name in ("lr", "momentum", "weight_decay", "alpha", "temperature"):
+        for name in ("lr", "momentum", "weight_decay", "alpha", "temperature", "label_smoothing"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value == value \
                     or value in (float("inf"), float("-inf")) or value < 0:
                 raise ValueError(f"rdnas.kd.StudentRecipe: {name} must be a finite non-negative number, got {value!r}")
-        if self.alpha > 1 or self.temperature == 0 or self.lr == 0:
-            raise ValueError(f"rdnas.kd.StudentRecipe: needs alpha <= 1, temperature > 0 and lr > 0, got "
-                             f"alpha={self.alpha}, temperature={self.temperature}, lr={self.lr}")
+        if self.alpha > 1 or self.temperature == 0 or self.lr == 0 or self.label_smoothing >= 1:
+            raise ValueError(f"rdnas.kd.StudentRecipe: needs alpha <= 1, temperature > 0, lr > 0 and "
+                             f"label_smoothing < 1, got alpha={self.alpha}, temperature={self.temperature}, "
+                             f"lr={self.lr}, label_smoothing={self.label_smoothing}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "StudentRecipe":
@@ -89,7 +91,8 @@ def train_student(student: nn.Module, train_x: Tensor, train_y: Tensor, valid_x:
         recipe (StudentRecipe): optimiser, schedule, KD weights.
         seed (int): the data order and augmentation come from ``torch.Generator().manual_seed(seed)``.
         cached_teacher_logits (Tensor[N_train, C], optional): the teacher's logits on ``train_x``
-            (:func:`teacher_logits`); given, the loss is :func:`rdnas.kd.kd_loss`, otherwise cross-entropy.
+            (:func:`teacher_logits`); given, the loss is :func:`rdnas.kd.kd_loss`, otherwise cross-entropy
+            (with the recipe's label smoothing).
 
     Returns ``{"valid_acc", "valid_loss", "train_loss" (last epoch's mean), "seconds"}``.
     """
@@ -120,7 +123,7 @@ def train_student(student: nn.Module, train_x: Tensor, train_y: Tensor, valid_x:
                 images = torch.where(flip, images.flip(-1), images)
             logits = student(images)
             if cached_teacher_logits is None:
-                loss = F.cross_entropy(logits, labels)
+                loss = F.cross_entropy(logits, labels, label_smoothing=recipe.label_smoothing)
             else:
                 loss = kd_loss(logits, cached_teacher_logits[index], labels, recipe.alpha, recipe.temperature)
             optimizer.zero_grad(set_to_none=True)
