@@ -122,7 +122,7 @@ def build_teacher(config: PipelineConfig, progress: bool = False):
     out = Path(config.out_dir) / f"teacher_{'_'.join(names)}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     table = score_proxies(config, names, out=out, progress=progress)
-    return Teacher.from_columns([table.column(n) for n in names], config.groups, "+".join(names))
+    return Teacher.from_score_table(table, names, config.groups, config.space)  # rows matched by arch string
 
 
 class RankEvaluator:

@@ -117,8 +117,8 @@ class TestTableErrors:
             rank.GroundTruth.load(path)
 
     def test_missing_column(self, tmp_path):
-        path = write_table(tmp_path / "t.csv", [], header="arch_str,acc")
-        with pytest.raises(rank.MalformedTable, match=rf"{path}:1: the header has no 'index' column"):
+        path = write_table(tmp_path / "t.csv", [], header="index,acc")
+        with pytest.raises(rank.MalformedTable, match=rf"{path}:1: the header has no 'arch_str' \(or 'arch'\) column"):
             rank.GroundTruth.load(path)
 
     def test_repeated_column_and_no_rows(self, tmp_path):

@@ -63,7 +63,7 @@ def test_teacher_from_a_score_table(tmp_path):
     assert int(up.groups[-1]) == 0 and int(up.groups[0]) == 4 and up.name == "up"
     both = Teacher.from_table(path, "up,down")
     assert torch.all(both.ranks == both.ranks[0])  # opposite columns average to a tie everywhere
-    with pytest.raises(KeyError, match="no column 'synflow'"):
+    with pytest.raises(ValueError, match="no column 'synflow'"):
         Teacher.from_table(path, "synflow")
     ScoreTable(torch.arange(10), table.archs[:10], {"up": first[:10].numpy()}).write(tmp_path / "small.csv")
     with pytest.raises(ValueError, match="must hold all 15625"):

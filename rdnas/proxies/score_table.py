@@ -50,6 +50,7 @@ class ScoreTable:
         self.archs = list(archs)
         self.columns = {name: np.asarray(values, dtype=np.float64).reshape(-1) for name, values in columns.items()}
         self.info = dict(info or {})
+        self._row_of_arch = None  # (space, {arch string: row}), built by rows_of
         n = len(self.indices)
         if len(self.archs) != n or any(len(values) != n for values in self.columns.values()):
             raise ValueError(f"rdnas.proxies.ScoreTable: {n} indices but {len(self.archs)} archs and column lengths "
@@ -66,11 +67,64 @@ class ScoreTable:
         """The proxy columns, in order."""
         return list(self.columns)
 
+    @property
+    def order(self) -> str | None:
+        """What ``index`` is, as the table's sidecar records it: "official" (NB201 with ``gt``), "enumeration"
+        (NB201 without), "position" (the order of the ``archs`` given); None without a sidecar."""
+        return self.info.get("order")
+
+    def require_columns(self, names) -> None:
+        """Checks, before any work, that the table has every column of ``names`` (a name or a sequence):
+        ValueError naming the table, the first missing column and the columns it has."""
+        names = [names] if isinstance(names, str) else list(names)
+        missing = [name for name in names if name not in self.columns]
+        if missing:
+            where = self.info.get("path") or "the score table"
+            raise ValueError(f"{where} has no column {missing[0]!r}; its columns: {', '.join(self.columns)}")
+
     def column(self, name: str) -> np.ndarray:
-        """The scores of proxy ``name`` (float64 [N])."""
+        """The scores of proxy ``name`` (float64 [N]), in row order: match rows to architectures with
+        :meth:`rows_of` (or by :attr:`archs`), never by position."""
         if name not in self.columns:
             raise KeyError(f"rdnas.proxies.ScoreTable: no column {name!r}; columns: {list(self.columns)}")
         return self.columns[name]
+
+    def rows_of(self, archs, space) -> torch.Tensor:
+        """The row of each architecture, matched by the space's string: LongTensor[K, space.width] (or a sequence
+        of the space's strings) -> LongTensor[K], -1 where the table lacks it. A row whose ``arch`` is not a valid
+        architecture of ``space``, or two rows of one architecture, are a ValueError naming the table."""
+        from rdnas.spaces import get_space
+
+        space = get_space(space)
+        where = self.info.get("path") or "the score table"
+        if self._row_of_arch is None or self._row_of_arch[0] is not space:
+            parsed = []
+            for row, text in enumerate(self.archs):
+                try:
+                    parsed.append(space.from_string(text))
+                except ValueError as error:
+                    raise ValueError(f"rdnas.proxies.ScoreTable: {where}: row {row + 1}: {error}") from None
+            parsed = torch.stack(parsed) if parsed else torch.zeros(0, space.width, dtype=torch.long)
+            # enumerable spaces: a tensor over the enumeration index (whole-space look-ups); others: by string
+            keys = space.index(parsed).tolist() if space.enumerable else [space.to_string(a) for a in parsed]
+            row_of = {}
+            for row, key in enumerate(keys):
+                if key in row_of:
+                    raise ValueError(f"rdnas.proxies.ScoreTable: {where}: architecture {self.archs[row]} is in rows "
+                                     f"{row_of[key] + 1} and {row + 1}")
+                row_of[key] = row
+            if space.enumerable:
+                lookup = torch.full((space.size,), -1, dtype=torch.long)
+                lookup[torch.tensor(keys, dtype=torch.long)] = torch.arange(len(keys))
+                row_of = lookup
+            self._row_of_arch = (space, row_of)
+        row_of = self._row_of_arch[1]
+        if isinstance(archs, (list, tuple)) and archs and isinstance(archs[0], str):
+            archs = torch.stack([space.from_string(a) for a in archs])
+        archs = space.validate(archs)
+        if space.enumerable:
+            return row_of[space.index(archs)]
+        return torch.tensor([row_of.get(space.to_string(a), -1) for a in archs], dtype=torch.long)
 
     def identical_to(self, other: "ScoreTable") -> bool:
         """Same rows, columns and values bit for bit (NaN equal to NaN)."""
@@ -91,7 +145,10 @@ class ScoreTable:
         if partial:
             raise ValueError(f"rdnas.proxies.ScoreTable.read: {path} ends with an incomplete line (a run was "
                              "interrupted); resume it (same command) before reading it")
-        return _table(header, rows, info={"path": str(path)})
+        info = {"path": str(path)}
+        if meta_path(path).is_file():
+            info["order"] = _recorded_settings(meta_path(path), "rdnas.proxies.ScoreTable.read").get("order")
+        return _table(header, rows, info=info)
 
     def write(self, path) -> None:
         """Writes the table as CSV, atomically (a temporary file renamed over ``path``)."""
@@ -208,7 +265,8 @@ def merge_tables(paths, out=None, *, expect_complete: bool = False, expected_ind
 
     Raises:
         ValueError: different columns, one index with different architectures or values in two rows (identical
-            repeats are merged into one row), or missing indices under ``expect_complete``.
+            repeats are merged into one row), one architecture under two indices (tables of two index orders),
+            or missing indices under ``expect_complete``.
     """
     where = "rdnas.proxies.merge_tables"
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
@@ -222,9 +280,16 @@ def merge_tables(paths, out=None, *, expect_complete: bool = False, expected_ind
         if table.names != names:
             raise ValueError(f"{where}: {path} has columns {table.names} but {paths[0]} has {names}")
     rows = {}  # index -> (arch, values, path)
+    index_of_arch = {}  # arch -> (index, path): one architecture under two indices means two index orders
     for path, table in zip(paths, tables):
         matrix = np.stack([table.columns[n] for n in names], axis=1) if names else np.zeros((len(table), 0))
         for index, arch, values in zip(table.indices.tolist(), table.archs, matrix):
+            index_seen, path_seen = index_of_arch.setdefault(arch, (index, path))
+            if index_seen != index:
+                raise ValueError(f"{where}: architecture {arch} has index {index_seen} in {path_seen} but {index} in "
+                                 f"{path}: the tables number architectures differently (e.g. one written with --gt, "
+                                 "official NB201 indices, one without, enumeration indices); merge only the shards "
+                                 "of one run")
             if index in rows:
                 arch_seen, values_seen, path_seen = rows[index]
                 if arch_seen != arch or not _same_floats(values_seen, values):

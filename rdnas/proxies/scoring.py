@@ -91,6 +91,9 @@ def _nb201_ordered_archs(archs, gt) -> list[tuple[int, tuple]]:
         from rdnas.rank import GroundTruth
 
         gt = GroundTruth.load(gt)
+    if gt is not None and not getattr(gt, "has_index", True):
+        raise ValueError(f"{_WHERE}: gt: {gt.path} has no index column; gt gives the official NB201 index of each "
+                         "architecture (nb201_gt.csv format: index,arch_str,...)")
     if archs is None:
         if gt is not None:
             entries = list(zip(gt.indices.tolist(), map(tuple, gt.archs.tolist())))

@@ -5,8 +5,9 @@ turned into ranks, -inf lowest, then averaged), always higher = better. Two teac
 (``num_groups``, ``population_size``, ``population(indices)``, ``groups``, ``members(g)``, ``lookup(archs)``,
 ``rank``, ``score``, ``group``, ``state``):
 
-- :class:`Teacher` (enumerable spaces, e.g. NB201): a table over the whole space in enumeration order; groups
-  split the space by teacher rank into G groups of equal size (group 0 holds the best 1/G of the space).
+- :class:`Teacher` (enumerable spaces, e.g. NB201): scores over the whole space, held in enumeration order (a table
+  file is read by its architecture column, in any row order); groups split the space by teacher rank into G groups
+  of equal size (group 0 holds the best 1/G of the space).
 - :class:`SampledTeacher` (any space): scores of a seeded reference sample R of the space; group boundaries at
   the quantiles of R's scores, ranks as the empirical CDF over R; an architecture outside R is scored on demand
   by a scorer and cached under the space's key. The margin sampler draws group members from R, so a training
@@ -68,17 +69,55 @@ class Teacher:
 
     @classmethod
     def from_table(cls, path, proxies, num_groups: int = 5, space="nb201") -> "Teacher":
-        """A teacher from a score table written by :func:`rdnas.proxies.score_space` over the whole space
-        (``index`` = enumeration index): one proxy column, or the rank-average of several (``"synflow,naswot"``)."""
-        from rdnas.proxies import ScoreTable
+        """A teacher from a table over the whole space: one column, or the rank-average of several
+        (``"synflow,naswot"``).
 
-        size = get_space(space).size
-        names = [p.strip() for p in proxies.split(",")] if isinstance(proxies, str) else list(proxies)
-        table = ScoreTable.read(Path(path))
-        if len(table) != size or not torch.equal(table.indices, torch.arange(size)):
-            raise ValueError(f"rdnas.train.Teacher: {path} must hold all {size} architectures indexed by "
-                             f"enumeration index (score_space without gt); it has {len(table)} rows")
-        return cls.from_columns([table.column(n) for n in names], num_groups, "+".join(names), space)
+        Rows are matched to architectures by the table's architecture column (``arch`` or ``arch_str``), never by
+        position, so any table rdnas writes over the whole space serves, in any row order: ``rdnas proxies``
+        with or without ``--gt`` (enumeration or official index order), merged shards, a ``rdnas predictor rank``
+        ranking (``arch,score``), or a published table such as ``nb201_zc_proxies.csv``.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            ValueError: a malformed table (:class:`rdnas.rank.MalformedTable`, naming the file and line, e.g. an
+                architecture on two lines), a missing column (naming the file, the column and the columns
+                present), or a table that does not hold every architecture of the space (naming one it lacks).
+        """
+        from rdnas.rank import GroundTruth
+
+        space = get_space(space)
+        if not space.enumerable:
+            raise ValueError(f"rdnas.train.Teacher: a table teacher needs an enumerable space; {space.name} is not "
+                             "(use SampledTeacher)")
+        names = _column_names(proxies, path)
+        table = GroundTruth.load(Path(path), space)
+        try:
+            table.require_columns(names)
+        except ValueError as error:
+            raise ValueError(f"rdnas.train.Teacher: teacher column: {error}") from None
+        rows = table.rows_of(space.enumerate())  # row of each enumeration index, -1 where the table lacks it
+        missing = (rows < 0).nonzero().flatten()
+        if len(missing):
+            raise ValueError(f"rdnas.train.Teacher: the teacher table {path} must hold all {space.size} {space.name} "
+                             f"architectures (rows are matched by their architecture string); it has {len(table)} "
+                             f"rows and lacks {len(missing)}, e.g. {space.to_string(space.enumerate()[missing[0]])}")
+        return cls.from_columns([table.column(n)[rows.numpy()] for n in names], num_groups, "+".join(names), space)
+
+    @classmethod
+    def from_score_table(cls, table, proxies, num_groups: int = 5, space="nb201") -> "Teacher":
+        """A teacher from a :class:`rdnas.proxies.ScoreTable` in memory (e.g. what :func:`score_space` returns),
+        its rows matched to architectures by their ``arch`` strings (any row order); ValueError as
+        :meth:`from_table`."""
+        space = get_space(space)
+        names = _column_names(proxies, table.info.get("path") or "the score table")
+        table.require_columns(names)
+        rows = table.rows_of(space.enumerate(), space)
+        missing = (rows < 0).nonzero().flatten()
+        if len(missing):
+            raise ValueError(f"rdnas.train.Teacher: the score table must hold all {space.size} {space.name} "
+                             f"architectures; it has {len(table)} rows and lacks {len(missing)}, e.g. "
+                             f"{space.to_string(space.enumerate()[missing[0]])}")
+        return cls.from_columns([table.column(n)[rows.numpy()] for n in names], num_groups, "+".join(names), space)
 
     @classmethod
     def from_columns(cls, columns, num_groups: int = 5, name: str = "teacher", space="nb201") -> "Teacher":
@@ -238,6 +277,15 @@ class SampledTeacher:
     @classmethod
     def from_state(cls, state: dict, scorer=None) -> "SampledTeacher":
         return cls(state["archs"], state["scores"].numpy(), state["num_groups"], state["name"], state["space"], scorer)
+
+
+def _column_names(proxies, source) -> list[str]:
+    """The teacher columns ``"a,b"`` or ``["a", "b"]`` as a list; ValueError when it names none."""
+    names = [p.strip() for p in proxies.split(",")] if isinstance(proxies, str) else [str(p).strip() for p in proxies]
+    names = [n for n in names if n]
+    if not names:
+        raise ValueError(f"rdnas.train.Teacher: no teacher column named for {source} (e.g. 'synflow')")
+    return names
 
 
 def rank_average(columns) -> np.ndarray:
