@@ -15,10 +15,15 @@ COMMANDS = {"demo": demo, "train": train, "eval": evaluate, "proxies": proxies, 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import rdnas
+
     parser = argparse.ArgumentParser(
         prog="rdnas",
         description="Ranking distillation for one-shot neural architecture search (RD-NAS).",
+        # wide enough that `rdnas --help` lists every command with its summary on one line
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=24, width=140),
     )
+    parser.add_argument("--version", action="version", version=f"rdnas {rdnas.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for module in COMMANDS.values():
         module.add_parser(commands)
