@@ -14,14 +14,26 @@ COMMANDS = {"demo": demo, "train": train, "eval": evaluate, "proxies": proxies, 
             "search": search, "arch": arch, "bench": bench, "predictor": predictor}  # in the order of `rdnas --help`
 
 
+class _CommandListFormatter(argparse.HelpFormatter):
+    """`rdnas --help` lists every command with its summary on one line: wide, and aligned past the longest command
+    (argparse measures the commands without their extra indent, which pushed merge-tables' summary to a new line)."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=30, width=140)
+
+    def add_argument(self, action):
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):
+            self._action_max_length += self._indent_increment
+
+
 def build_parser() -> argparse.ArgumentParser:
     import rdnas
 
     parser = argparse.ArgumentParser(
         prog="rdnas",
         description="Ranking distillation for one-shot neural architecture search (RD-NAS).",
-        # wide enough that `rdnas --help` lists every command with its summary on one line
-        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=24, width=140),
+        formatter_class=_CommandListFormatter,
     )
     parser.add_argument("--version", action="version", version=f"rdnas {rdnas.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
