@@ -1,0 +1,375 @@
+"""The KD mini-benchmark: students of every task trained with knowledge distillation from the task's teacher
+(and without it), the ground truth DaSS is trained and judged on, plus the functional embeddings it reads.
+
+A run is (task, architecture, seed, regime):
+
+- ``kd``: the student remapped from the teacher (:func:`rdnas.kd.remap`), trained with :func:`rdnas.kd.kd_loss`
+  against the teacher's logits (computed once per task and process);
+- ``ce``: the student freshly initialised, trained with cross-entropy (the usual stand-alone accuracy);
+- ``remap-ce``: the remapped student trained with cross-entropy (separates the remap's effect from the loss's).
+
+Initial weights (``ce``) and data order come from :func:`rdnas.minibench.build.network_seed` of (seed,
+architecture) alone, so the regimes of one (architecture, seed) see the same batches. Every finished run is
+appended to ``OUT/runs.csv`` (``runs.<i>of<n>.csv`` for shard i of n), flushed and fsynced, so a killed build
+loses at most the run in progress and a resume never trains a finished run again. Teachers are trained from
+their task's recipe into ``OUT/teachers/<task>.pt`` (atomically) the first time a task needs one; a run records
+its teacher's digest, and a resume with another teacher for the same task is refused.
+
+``OUT/kdbench.csv`` (:func:`kd_table`) has one row per (task, architecture) with every seed of every regime:
+``task, split, teacher, teacher_valid_acc, arch_str, <regime>_valid_acc, <regime>_valid_acc_std, ..., seeds``.
+``OUT/embeddings.pt`` (:func:`write_embeddings`) holds, per task, the last-stage activation maps of a fixed N(0, 1)
+probe through the teacher, the remapped students and freshly initialised students.
+"""
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from rdnas.atomic_file import atomic_open
+from rdnas.kd.remap import remap
+from rdnas.kd.tasks import TaskFile, TaskSpec, parse_tasks
+from rdnas.kd.teacher import Teacher, load_teacher, save_teacher, train_teacher
+from rdnas.kd.train import teacher_logits, train_student
+
+REGIMES = ("kd", "ce", "remap-ce")
+RUN_COLUMNS = ("task", "teacher", "arch_str", "seed", "regime", "valid_acc", "valid_loss", "train_loss", "seconds")
+BENCH_KIND = "rdnas-dass-kdbench"
+EMBEDDINGS_KIND = "rdnas-dass-embeddings"
+
+
+def check_regimes(regimes) -> tuple:
+    """``regimes`` as a tuple of distinct names of :data:`REGIMES`; ValueError naming the bad one."""
+    regimes = tuple(regimes)
+    for regime in regimes:
+        if regime not in REGIMES:
+            raise ValueError(f"unknown regime {regime!r}; expected some of {', '.join(REGIMES)}")
+    if not regimes or len(set(regimes)) != len(regimes):
+        raise ValueError(f"regimes must be distinct and at least one, got {list(regimes)}")
+    return regimes
+
+
+def teacher_path(out_dir, task: TaskSpec) -> Path:
+    """Where a build keeps the teacher of ``task``: ``OUT/teachers/<task name>.pt``."""
+    return Path(out_dir) / "teachers" / f"{task.name}.pt"
+
+
+def task_teacher(out_dir, task: TaskSpec, space, data=None, progress: bool = False) -> Teacher:
+    """The build's teacher of ``task``: read from :func:`teacher_path` (its task and recipe must be the task's),
+    or trained from the task's recipe and saved there."""
+    path = teacher_path(out_dir, task)
+    if path.exists():
+        teacher = load_teacher(path, space)
+        if teacher.task != task.data_dict() or teacher.recipe != task.teacher:
+            raise ValueError(f"{path} was trained for {teacher.task} with {teacher.recipe.to_dict()}, not for task "
+                             f"{task.name!r} as the tasks file defines it; move it away or use another --out")
+        return teacher
+    if progress:
+        print(f"rdnas dass bench: training the teacher of task {task.name} ({task.teacher.epochs} epochs)", flush=True)
+    teacher = train_teacher(task, space, data)
+    save_teacher(teacher, path)
+    return teacher
+
+
+def _complete_lines(path: Path) -> bytes:
+    data = path.read_bytes()
+    return data[:data.rfind(b"\n") + 1]
+
+
+def runs_files(out_dir) -> list[Path]:
+    """Every run file of a build: ``runs.csv`` and the shards' ``runs.<i>of<n>.csv``."""
+    return sorted(p for p in Path(out_dir).glob("runs*.csv") if p.name == "runs.csv" or p.name.startswith("runs."))
+
+
+def read_runs(out_dir) -> list[dict]:
+    """The finished runs of every run file of a build, each (task, architecture, seed, regime) once; an incomplete
+    last line (a build killed while writing it) is not a run."""
+    runs, seen = [], set()
+    for path in runs_files(out_dir):
+        rows = list(csv.DictReader(_complete_lines(path).decode().splitlines()))
+        for number, row in enumerate(rows, start=2):
+            try:
+                row["seed"] = int(row["seed"])
+                for name in ("valid_acc", "valid_loss", "train_loss", "seconds"):
+                    row[name] = float(row[name])
+            except (KeyError, TypeError, ValueError) as error:
+                raise ValueError(f"{path}:{number}: not a KD run row ({type(error).__name__}: {error})") from None
+            key = (row["task"], row["arch_str"], row["seed"], row["regime"])
+            if key not in seen:
+                seen.add(key)
+                runs.append(row)
+    return runs
+
+
+def _check_bench_file(out: Path, tasks: TaskFile) -> None:
+    """``OUT/bench.json`` records the space, the students' recipe, the probe and every task; a resume may add
+    tasks but not change one."""
+    path = out / "bench.json"
+    record = {"kind": BENCH_KIND, "version": 1, **{k: v for k, v in tasks.to_dict().items() if k not in ("kind", "version")}}
+    if path.exists():
+        saved = json.loads(path.read_text())
+        for name in ("space", "student", "probe_seed"):
+            if saved.get(name) != record[name]:
+                raise ValueError(f"{out} was built with {name} {saved.get(name)!r}, not {record[name]!r}; use another "
+                                 "--out or the same tasks file")
+        old = {task["name"]: task for task in saved.get("tasks", [])}
+        for task in record["tasks"]:
+            if task["name"] in old and old[task["name"]] != task:
+                raise ValueError(f"{out} was built with task {task['name']!r} defined as {old[task['name']]}, now "
+                                 f"{task}; give the changed task a new name or use another --out")
+        record["tasks"] = list(old.values()) + [t for t in record["tasks"] if t["name"] not in old]
+    with atomic_open(path) as handle:
+        handle.write(json.dumps(record, indent=2))
+
+
+def read_bench_tasks(out_dir) -> TaskFile:
+    """The tasks a build was made with (``OUT/bench.json``)."""
+    path = Path(out_dir) / "bench.json"
+    if not path.is_file():
+        raise ValueError(f"{out_dir} is not a KD benchmark folder (no bench.json; built by rdnas dass bench)")
+    values = json.loads(path.read_text())
+    if values.get("kind") != BENCH_KIND:
+        raise ValueError(f"{path}: kind {values.get('kind')!r}, expected {BENCH_KIND!r}")
+    return parse_tasks({**values, "kind": "rdnas-dass-tasks"}, str(path))
+
+
+def build(out_dir, tasks: TaskFile, archs: list, seeds: list, regimes=("kd", "ce"), shard=(0, 1),
+          progress: bool = True, max_runs: int | None = None, device="cpu") -> list[dict]:
+    """Trains every (task, architecture, seed, regime) run not yet in the build's run files; returns all runs.
+
+    Args:
+        out_dir: the build folder (created).
+        tasks (TaskFile): the tasks, the space, the students' recipe.
+        archs (list of architectures): the students of every task (LongTensor[K, space.width] or a list).
+        seeds (list of int), regimes (names of :data:`REGIMES`).
+        shard ((i, n)): train only the runs at positions p with p % n == i of the (task, seed, architecture,
+            regime) order, appending to ``runs.<i>of<n>.csv``; every run file of the folder counts as done.
+        max_runs (int, optional): stop after this many new runs (a time-boxed session; rerun to continue).
+        device: where students train.
+    """
+    from rdnas.minibench.build import network_seed
+    from rdnas.spaces import get_space
+
+    i, n = shard
+    if not (isinstance(i, int) and isinstance(n, int) and 0 <= i < n):
+        raise ValueError(f"rdnas.kd.bench.build: shard must be (i, n) with 0 <= i < n, got {shard!r}")
+    regimes = check_regimes(regimes)
+    space = get_space(tasks.space)
+    archs = [tuple(a) for a in space.validate(archs).tolist()]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_bench_file(out, tasks)
+    runs = read_runs(out)
+    done = {(r["task"], r["arch_str"], r["seed"], r["regime"]) for r in runs}
+    digests = {}
+    for r in runs:
+        digests.setdefault(r["task"], r["teacher"])
+    names = {a: space.to_string(torch.as_tensor(a)) for a in archs}
+    order = [(task, a, s, regime) for task in tasks.tasks for s in seeds for a in archs for regime in regimes]
+    todo = [run for p, run in enumerate(order)
+            if p % n == i and (run[0].name, names[run[1]], run[2], run[3]) not in done]
+    if max_runs is not None:
+        todo = todo[:max_runs]
+    runs_path = out / ("runs.csv" if n == 1 else f"runs.{i}of{n}.csv")
+    new_file = not runs_path.exists()
+    if not new_file:
+        complete = len(_complete_lines(runs_path))
+        if complete < runs_path.stat().st_size:
+            with open(runs_path, "r+b") as handle:  # a partial last line (killed mid-write): cut it off
+                handle.truncate(complete)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc="training students", unit="run", disable=not progress)
+    device = torch.device(device)
+    with open(runs_path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=RUN_COLUMNS)
+        if new_file:
+            writer.writeheader()
+            handle.flush()
+        current, data, teacher, logits = None, None, None, None
+        for task, arch, seed, regime in todo:
+            if task is not current:
+                current, data = task, task.data()
+                teacher = task_teacher(out, task, space, data, progress)
+                digest = teacher.digest()
+                if digests.setdefault(task.name, digest) != digest:
+                    raise ValueError(f"task {task.name}: the runs in {out} were made with teacher {digests[task.name]}, "
+                                     f"but {teacher_path(out, task)} is teacher {digest}; restore that teacher or "
+                                     "use another --out")
+                teacher.network.to(device)
+                logits = None
+                train = (data.train_x.to(device), data.train_y.to(device), data.valid_x.to(device),
+                         data.valid_y.to(device))
+            options = task.student_network_options()
+            run_seed = network_seed(seed, arch, space)
+            if regime == "ce":
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(run_seed)
+                    student = _fresh(space, arch, data.num_classes, data.in_channels, options)
+            else:
+                student = remap(teacher.network, arch, space, **task.student_options)
+            student = student.to(device).train()
+            if regime == "kd" and logits is None:
+                logits = teacher_logits(teacher.network, train[0])
+            result = train_student(student, *train, tasks.student, run_seed, logits if regime == "kd" else None)
+            row = {"task": task.name, "teacher": digest, "arch_str": names[arch], "seed": seed, "regime": regime,
+                   **result}
+            writer.writerow(row)
+            handle.flush()
+            os.fsync(handle.fileno())
+            runs.append(row)
+            bar.update(1)
+    bar.close()
+    return runs
+
+
+def _fresh(space, arch, num_classes: int, in_channels: int, options: dict) -> nn.Module:
+    """A freshly initialised stand-alone network of ``arch`` (from torch's default generator)."""
+    from rdnas.supernet import supernet_spec
+
+    return supernet_spec(space).network(arch, num_classes=num_classes, in_channels=in_channels, **options)
+
+
+def train_teachers(out_dir, tasks: TaskFile, shard=(0, 1), progress: bool = True) -> list[Teacher]:
+    """Trains (or reads) the teachers of the tasks at positions t with t % n == i: run the n shards side by side
+    before the student runs so that no teacher is trained twice."""
+    i, n = shard
+    return [task_teacher(out_dir, task, tasks.space, None, progress)
+            for t, task in enumerate(tasks.tasks) if t % n == i]
+
+
+def kd_table(runs: list[dict], tasks: TaskFile, seeds, regimes) -> list[dict]:
+    """One row per (task, architecture) that has every seed of every regime: ``task``, ``split``, ``teacher``
+    (digest), ``arch_str``, ``<regime>_valid_acc`` (mean over seeds, %), ``<regime>_valid_acc_std``, ``seeds``;
+    in the tasks' order, then the architectures' first appearance."""
+    seeds, regimes = sorted(seeds), check_regimes(regimes)
+    by_key = {}
+    for r in runs:
+        by_key.setdefault((r["task"], r["arch_str"]), {})[(r["regime"], r["seed"])] = r
+    rows = []
+    for task in tasks.tasks:
+        for (name, arch), cells in by_key.items():
+            if name != task.name or any((g, s) not in cells for g in regimes for s in seeds):
+                continue
+            row = {"task": name, "split": task.split, "teacher": next(iter(cells.values()))["teacher"],
+                   "arch_str": arch}
+            for g in regimes:
+                values = [cells[(g, s)]["valid_acc"] for s in seeds]
+                row[f"{g.replace('-', '_')}_valid_acc"] = float(np.mean(values))
+                row[f"{g.replace('-', '_')}_valid_acc_std"] = float(np.std(values))
+            row["seeds"] = len(seeds)
+            rows.append(row)
+    return rows
+
+
+def write_kd_table(path, rows: list[dict], regimes) -> None:
+    """Writes :func:`kd_table` rows as CSV, atomically (accuracies with 4 decimals)."""
+    columns = ["task", "split", "teacher", "arch_str"]
+    for g in check_regimes(regimes):
+        columns += [f"{g.replace('-', '_')}_valid_acc", f"{g.replace('-', '_')}_valid_acc_std"]
+    columns.append("seeds")
+    with atomic_open(path, newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in row.items()})
+
+
+# -- functional embeddings ----------------------------------------------------------------------------------------
+def probe_image(in_channels: int, image_size: int, seed: int) -> Tensor:
+    """The fixed probe: one N(0, 1) image [1, in_channels, image_size, image_size] from
+    ``torch.Generator().manual_seed(seed)``."""
+    return torch.randn(1, in_channels, image_size, image_size, generator=torch.Generator().manual_seed(seed))
+
+
+def feature_module(network: nn.Module) -> nn.Module:
+    """The module whose output is the last stage's activation map: the last block of ``network.stages[-1]``."""
+    stages = getattr(network, "stages", None)
+    if not isinstance(stages, nn.ModuleList) or not len(stages) or not len(stages[-1]):
+        raise ValueError(f"rdnas.kd.feature_module: {type(network).__name__} has no stages (ModuleList of block "
+                         "lists) whose last block gives the last-stage activation map")
+    return stages[-1][-1]
+
+
+@torch.no_grad()
+def last_stage_map(network: nn.Module, probe: Tensor) -> Tensor:
+    """The last stage's activation map [C, H, W] of ``network`` (eval mode) on ``probe`` [1, C_in, S, S]."""
+    captured = []
+    handle = feature_module(network).register_forward_hook(lambda module, args, output: captured.append(output))
+    was_training = network.training
+    try:
+        network.eval()
+        network(probe)
+    finally:
+        handle.remove()
+        network.train(was_training)
+    return captured[0][0].detach().cpu().float()
+
+
+def _padded(maps: list[Tensor], channels: int) -> Tensor:
+    out = torch.zeros(len(maps), channels, *maps[0].shape[1:]) if maps else torch.zeros(0, channels, 1, 1)
+    for k, m in enumerate(maps):
+        out[k, :m.shape[0]] = m
+    return out
+
+
+def task_embeddings(teacher: Teacher, task: TaskSpec, archs: list, probe_seed: int) -> dict:
+    """The functional embeddings of one task: ``probe`` [1, C_in, S, S]; ``teacher`` [C_t, H, W] (the teacher's
+    last-stage map); ``students`` [K, C_t, H, W] (each remapped student's, channels zero-padded to the teacher's);
+    ``random`` [K, C_t, H, W] (freshly initialised students', seeded by architecture: an ablation input);
+    ``archs`` (K strings), ``teacher_arch``, ``teacher_valid_acc``, ``teacher_digest``, ``split``."""
+    from rdnas.minibench.build import network_seed
+    from rdnas.spaces import get_space
+
+    space = get_space(teacher.space)
+    config = teacher.network.config
+    probe = probe_image(config["in_channels"], task.image_size, probe_seed)
+    teacher_map = last_stage_map(teacher.network, probe)
+    channels = teacher_map.shape[0]
+    archs = [tuple(a) for a in space.validate(archs).tolist()]
+    students, randoms = [], []
+    for arch in archs:
+        students.append(last_stage_map(remap(teacher.network, arch, space, **task.student_options), probe))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(network_seed(0, arch, space))
+            fresh = _fresh(space, arch, config["num_classes"], config["in_channels"],
+                           task.student_network_options())
+        randoms.append(last_stage_map(fresh, probe))
+    return {"split": task.split, "probe": probe, "teacher": teacher_map, "students": _padded(students, channels),
+            "random": _padded(randoms, channels), "archs": [space.to_string(torch.as_tensor(a)) for a in archs],
+            "teacher_arch": space.to_string(space.largest()), "teacher_valid_acc": float(teacher.valid_acc),
+            "teacher_digest": teacher.digest()}
+
+
+def write_embeddings(out_dir, tasks: TaskFile, archs: list) -> Path:
+    """Computes every task's :func:`task_embeddings` (teachers from the build's folder; a task without a
+    teacher yet is left out) and writes ``OUT/embeddings.pt`` atomically: ``{"kind", "version", "space",
+    "probe_seed", "tasks": {name: embeddings}}``."""
+    out = Path(out_dir)
+    per_task = {}
+    for task in tasks.tasks:
+        if teacher_path(out, task).exists():
+            per_task[task.name] = task_embeddings(load_teacher(teacher_path(out, task), tasks.space), task, archs,
+                                                  tasks.probe_seed)
+    path = out / "embeddings.pt"
+    with atomic_open(path, "wb") as handle:
+        torch.save({"kind": EMBEDDINGS_KIND, "version": 1, "space": tasks.space, "probe_seed": tasks.probe_seed,
+                    "tasks": per_task}, handle)
+    return path
+
+
+def read_embeddings(path) -> dict:
+    """An ``embeddings.pt`` written by :func:`write_embeddings`; ValueError naming the file when it is not one."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001
+        raise ValueError(f"{path} is not an embeddings file (cannot be read: {type(error).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("kind") != EMBEDDINGS_KIND:
+        raise ValueError(f"{path} is not an embeddings file (kind {payload.get('kind') if isinstance(payload, dict) else None!r}, "
+                         f"expected {EMBEDDINGS_KIND!r})")
+    return payload

@@ -1,0 +1,217 @@
+"""DaSS's KD benchmark: tasks.json validation, teacher files, the resumable KD build, the dass CLI end to end."""
+
+import copy
+import csv
+import json
+
+import pytest
+import torch
+
+from rdnas.cli import main
+from rdnas.kd import TaskSpec, TeacherRecipe, load_teacher, read_tasks, remap, save_teacher, train_teacher
+from rdnas.kd import bench
+from rdnas.minibench.build import sample_architectures
+from rdnas.spaces import get_space
+
+SPACE = get_space("resnet48")
+TINY_TEACHER = {"options": {"resnet_stem": "small", "width_divisor": 8}, "epochs": 1, "seed": 0, "batch_size": 32}
+
+
+def _tasks_dict(**changes) -> dict:
+    tasks = [{"name": "digits-a", "split": "meta-train", "dataset": "digits", "classes": [0, 1, 2], "image_size": 8,
+              "train": 64, "valid": 30, "seed": 0, "teacher": TINY_TEACHER},
+             {"name": "glyphs-a", "split": "meta-test", "dataset": "glyphs", "classes": ["A", "B", "C"],
+              "image_size": 8, "train": 64, "valid": 30, "seed": 1, "teacher": TINY_TEACHER}]
+    values = {"kind": "rdnas-dass-tasks", "version": 1, "space": "resnet48",
+              "student": {"epochs": 1, "batch_size": 32}, "probe_seed": 0, "tasks": tasks}
+    values = copy.deepcopy(values)  # TINY_TEACHER is shared
+    for path, value in changes.items():
+        target = values
+        *parents, last = path.split("/")
+        for key in parents:
+            target = target[int(key)] if isinstance(target, list) else target[key]
+        target[int(last) if isinstance(target, list) else last] = value
+    return values
+
+
+def _write(tmp_path, values, name="tasks.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(values))
+    return path
+
+
+def test_a_valid_tasks_file_is_read(tmp_path):
+    tasks = read_tasks(_write(tmp_path, _tasks_dict()))
+    assert tasks.space == "resnet48" and [t.name for t in tasks.tasks] == ["digits-a", "glyphs-a"]
+    assert tasks.tasks[1].classes == ("A", "B", "C") and tasks.tasks[1].split == "meta-test"
+    assert tasks.tasks[0].teacher.label_smoothing == 0.1
+    assert tasks.student.epochs == 1
+
+
+@pytest.mark.parametrize("path,value,match", [
+    ("kind", "other", r"kind: expected 'rdnas-dass-tasks'"),
+    ("space", "nope", r"space: expected one of"),
+    ("tasks", [], r"tasks: expected a non-empty list"),
+    ("tasks/0/classes", [0, 0], r"tasks\[0\]\.classes: classes must be distinct"),
+    ("tasks/0/classes", [0, 12], r"tasks\[0\]\.classes: a digits task lists at least 2 labels in 0..9"),
+    ("tasks/1/classes", ["AB", "C"], r"tasks\[1\]\.classes: a glyphs task lists at least 2 single"),
+    ("tasks/0/dataset", "cifar10", r"tasks\[0\]\.dataset: .*unknown dataset spec 'cifar10'"),
+    ("tasks/0/image_size", 2, r"tasks\[0\]\.image_size: expected an integer >= 4, got 2"),
+    ("tasks/0/train", "64", r"tasks\[0\]\.train: expected an integer >= 1, got '64'"),
+    ("tasks/0/split", "test", r"tasks\[0\]\.split: expected one of meta-train, meta-valid, meta-test"),
+    ("tasks/0/colour", 1, r"tasks\[0\]\.colour: unknown field"),
+    ("tasks/1/name", "digits-a", r"tasks\[1\]\.name: 'digits-a' repeats tasks\[0\]"),
+    ("tasks/0/name", "a/b", r"tasks\[0\]\.name: expected letters"),
+    ("tasks/0/teacher/epochs", 0, r"tasks\[0\]\.teacher\.epochs: expected an integer >= 1"),
+    ("tasks/0/teacher/lr", float("nan"), r"tasks\[0\]\.teacher\.lr: expected a finite number"),
+    ("tasks/0/teacher/options", {"width_divisor": 3}, r"tasks\[0\]\.teacher\.options: .*width_divisor must be one of"),
+    ("tasks/0/teacher/options", {"channels": 8}, r"tasks\[0\]\.teacher\.options: the resnet48 network takes"),
+    ("tasks/0/student_options", {"width_divisor": 5}, r"tasks\[0\]\.student_options: .*width_divisor"),
+    ("student", {"epochs": 0}, r"student: .*epochs must be a positive int"),
+])
+def test_a_malformed_tasks_file_names_the_file_and_field(tmp_path, path, value, match):
+    file = _write(tmp_path, _tasks_dict(**{path: value}))
+    with pytest.raises(ValueError, match=match) as error:
+        read_tasks(file)
+    assert str(error.value).startswith(str(file))
+
+
+def test_a_tasks_file_that_is_not_json_or_missing_is_named(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(ValueError, match=r"bad.json: not JSON \(line 1"):
+        read_tasks(bad)
+    with pytest.raises(ValueError, match=r"nothing.json: cannot read the tasks file"):
+        read_tasks(tmp_path / "nothing.json")
+
+
+def test_a_teacher_file_keeps_the_network_and_is_checked_on_load(tmp_path):
+    task = TaskSpec("t", "digits", (0, 1, 2), 8, 64, 30, teacher=TeacherRecipe(**TINY_TEACHER))
+    teacher = train_teacher(task, SPACE)
+    assert teacher.recipe.label_smoothing == 0.1 and 0 <= teacher.valid_acc <= 100
+    save_teacher(teacher, tmp_path / "t.pt")
+    loaded = load_teacher(tmp_path / "t.pt", "resnet48")
+    assert loaded.digest() == teacher.digest() and loaded.valid_acc == teacher.valid_acc
+    assert loaded.task == task.data_dict() and loaded.recipe == task.teacher
+    x = task.data().valid_x[:5]
+    assert torch.equal(loaded.network(x), teacher.network(x))
+    with pytest.raises(ValueError, match="is a teacher of the resnet48 space, expected one of the nb201 space"):
+        load_teacher(tmp_path / "t.pt", "nb201")
+    torch.save({"kind": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other.pt is not a teacher file: its kind is 'something-else'"):
+        load_teacher(tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match=r"junk.pt is not a teacher file \(cannot be read"):
+        load_teacher(tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_teacher(tmp_path / "missing.pt")
+
+
+def _build_args(tmp_path):
+    tasks = read_tasks(_write(tmp_path, _tasks_dict()))
+    archs = sample_architectures(2, seed=0, space=SPACE)
+    return tasks, archs
+
+
+def test_an_interrupted_build_resumes_without_losing_or_repeating_a_run(tmp_path):
+    tasks, archs = _build_args(tmp_path)
+    out = tmp_path / "bench"
+    total = len(tasks.tasks) * len(archs) * 2 * 2  # tasks x archs x seeds x regimes = 16
+    first = bench.build(out, tasks, archs, [0, 1], ("kd", "ce"), progress=False, max_runs=5)
+    assert len(first) == 5 and len(bench.read_runs(out)) == 5
+    # a kill while writing a row leaves a partial last line: it is not a run, and the resume cuts it off
+    with open(out / "runs.csv", "a") as handle:
+        handle.write("digits-a,abc,1558")
+    assert len(bench.read_runs(out)) == 5
+    shard = bench.build(out, tasks, archs, [0, 1], ("kd", "ce"), shard=(1, 2), progress=False, max_runs=3)
+    assert len(shard) == 8
+    runs = bench.build(out, tasks, archs, [0, 1], ("kd", "ce"), progress=False)
+    keys = [(r["task"], r["arch_str"], r["seed"], r["regime"]) for r in bench.read_runs(out)]
+    assert len(runs) == total and len(keys) == total and len(set(keys)) == total
+    lines = [row for path in bench.runs_files(out) for row in csv.DictReader(open(path))]
+    assert len(lines) == total  # no run written twice, the partial line gone
+    assert bench.build(out, tasks, archs, [0, 1], ("kd", "ce"), progress=False) == bench.read_runs(out)  # nothing to do
+    # one teacher per task, recorded in every run of its task
+    for task in tasks.tasks:
+        digest = load_teacher(bench.teacher_path(out, task)).digest()
+        assert {r["teacher"] for r in runs if r["task"] == task.name} == {digest}
+    rows = bench.kd_table(runs, tasks, [0, 1], ("kd", "ce"))
+    assert len(rows) == 4 and {"kd_valid_acc", "ce_valid_acc", "kd_valid_acc_std"} <= set(rows[0])
+
+
+def test_a_resume_with_a_changed_task_or_teacher_is_refused(tmp_path):
+    tasks, archs = _build_args(tmp_path)
+    out = tmp_path / "bench"
+    bench.build(out, tasks, archs[:1], [0], ("kd",), progress=False, max_runs=1)
+    changed = read_tasks(_write(tmp_path, _tasks_dict(**{"tasks/0/valid": 31}), "changed.json"))
+    with pytest.raises(ValueError, match="was built with task 'digits-a' defined as"):
+        bench.build(out, changed, archs, [0], ("kd",), progress=False)
+    other = train_teacher(TaskSpec(**{**tasks.tasks[0].__dict__, "teacher": TeacherRecipe(**{**TINY_TEACHER, "seed": 1})}),
+                          SPACE)
+    other.task, other.recipe = tasks.tasks[0].data_dict(), tasks.tasks[0].teacher  # a different teacher, same labels
+    save_teacher(other, bench.teacher_path(out, tasks.tasks[0]))
+    with pytest.raises(ValueError, match="were made with teacher"):
+        bench.build(out, tasks, archs, [0], ("kd",), progress=False)
+
+
+def test_embeddings_are_the_probe_through_teacher_and_remapped_students(tmp_path):
+    tasks, archs = _build_args(tmp_path)
+    task = tasks.tasks[0]
+    teacher = bench.task_teacher(tmp_path / "b", task, SPACE)
+    emb = bench.task_embeddings(teacher, task, archs, probe_seed=7)
+    probe = bench.probe_image(1, 8, 7)
+    assert torch.equal(emb["probe"], probe)
+    channels = teacher.network.classifier.in_features
+    assert emb["teacher"].shape == (channels, 1, 1) and emb["students"].shape == (2, channels, 1, 1)
+    student = remap(teacher.network, archs[1], SPACE).eval()
+    with torch.no_grad():
+        pooled = []
+        student.classifier.register_forward_hook(lambda m, a, o: pooled.append(a[0]))
+        student(probe)
+    width = pooled[0].shape[1]
+    assert torch.allclose(emb["students"][1, :width, 0, 0], pooled[0][0])
+    assert torch.all(emb["students"][1, width:] == 0)
+    assert not torch.equal(emb["random"][1], emb["students"][1])
+    assert emb["archs"] == [SPACE.to_string(torch.tensor(a)) for a in archs]
+
+
+def test_dass_cli_end_to_end_teacher_and_bench(tmp_path, capsys):
+    tasks = _write(tmp_path, _tasks_dict())
+    t = tmp_path / "t.pt"
+    assert main(["dass", "teacher", "--data", "digits", "--classes", "3,4,5", "--image-size", "8", "--train", "64",
+                 "--valid", "30", "--width-divisor", "8", "--epochs", "1", "--seed", "0", "--out", str(t)]) == 0
+    teacher = load_teacher(t, "resnet48")
+    assert teacher.task["classes"] == [3, 4, 5] and teacher.network.config["width_divisor"] == 8
+    assert teacher.network.config["resnet_stem"] == "small"
+    out = tmp_path / "kdbench"
+    assert main(["dass", "bench", "--tasks", str(tasks), "--archs", "1", "--seeds", "1", "--quiet",
+                 "--out", str(out)]) == 0  # 2 tasks x 1 student x 2 regimes = 4 students
+    rows = list(csv.DictReader(open(out / "kdbench.csv")))
+    assert [r["task"] for r in rows] == ["digits-a", "glyphs-a"]
+    assert {"kd_valid_acc", "ce_valid_acc", "teacher", "split"} <= set(rows[0])
+    embeddings = bench.read_embeddings(out / "embeddings.pt")
+    assert set(embeddings["tasks"]) == {"digits-a", "glyphs-a"}
+    assert "2 of 2 (task, student) rows complete" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["dass", "teacher", "--out", "x.pt"], "--data SPEC is required"),
+    (["dass", "teacher", "--data", "glyphs", "--out", "x.pt"], "a glyphs task needs its characters"),
+    (["dass", "teacher", "--data", "digits", "--classes", "a,b", "--out", "x.pt"], "lists labels 0..9"),
+    (["dass", "teacher", "--data", "mnist", "--out", "x.pt"], "--data: .*unknown dataset spec"),
+    (["dass", "teacher", "--data", "digits", "--network-option", "depth=3", "--out", "x.pt"], "--network-option"),
+    (["dass", "bench", "--tasks", "t.json", "--regimes", "kd,xx", "--out", "o"], "--regimes: unknown regime 'xx'"),
+])
+def test_dass_cli_usage_errors_exit_2_naming_the_option(tmp_path, capsys, monkeypatch, argv, match):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "rdnas dass" in err and __import__("re").search(match, err)
+
+
+def test_dass_cli_bad_input_files_exit_2(tmp_path, capsys):
+    (tmp_path / "t.json").write_text(json.dumps(_tasks_dict(**{"tasks/0/train": 0})))
+    assert main(["dass", "bench", "--tasks", str(tmp_path / "t.json"), "--out", str(tmp_path / "o")]) == 2
+    assert "tasks[0].train: expected an integer >= 1" in capsys.readouterr().err
