@@ -8,10 +8,11 @@ import argparse
 import os
 import sys
 
-from rdnas.cli import arch, bench, demo, evaluate, merge_tables, predictor, proxies, search, train
+from rdnas.cli import arch, bench, dass, demo, evaluate, merge_tables, predictor, proxies, search, train
 
 COMMANDS = {"demo": demo, "train": train, "eval": evaluate, "proxies": proxies, "merge-tables": merge_tables,
-            "search": search, "arch": arch, "bench": bench, "predictor": predictor}  # in the order of `rdnas --help`
+            "search": search, "arch": arch, "bench": bench, "predictor": predictor,
+            "dass": dass}  # in the order of `rdnas --help`
 
 
 class _CommandListFormatter(argparse.HelpFormatter):
