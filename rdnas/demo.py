@@ -139,6 +139,7 @@ def format_report(report: dict) -> str:
 
 
 def add_arguments(parser) -> None:
+    from rdnas.cli.arguments import device, input_file, int_at_least, non_negative_float, non_negative_int, positive_int
     from rdnas.spaces import space_names
 
     defaults = PipelineConfig()
@@ -147,20 +148,25 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default=defaults.out_dir, help=f"output folder (default {defaults.out_dir})")
     parser.add_argument("--data", default=defaults.data,
                         help="digits (default; the shipped mini-benchmark) or cifar10:<dir> with --gt")
-    parser.add_argument("--gt", default="", help="ground-truth table (default: the shipped digits mini-benchmark)")
+    parser.add_argument("--gt", type=input_file, default="", help="ground-truth table (default: the shipped digits mini-benchmark)")
     parser.add_argument("--gt-column", default=None, help="ground-truth column (default digits_valid_acc, or "
                         "cifar10_valid_acc with --data cifar10:...)")
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--epochs", type=positive_int, default=None,
                         help=f"supernet epochs (default {defaults.epochs}; resnet48: {RESNET48_EPOCHS})")
-    parser.add_argument("--paths", type=int, default=defaults.paths_per_step, help="K subnets per step (both methods)")
+    parser.add_argument("--paths", type=int_at_least(2, "RD-NAS ranks pairs of subnets"), default=defaults.paths_per_step,
+                        help=f"K subnets per step (both methods; default {defaults.paths_per_step})")
     parser.add_argument("--teacher", default=None,
                         help=f"teacher proxies, rank-averaged (default {defaults.teacher_proxies}; resnet48: flops, "
                         "from its cost model, as the RD-NAS authors ran it)")
-    parser.add_argument("--groups", type=int, default=defaults.groups)
-    parser.add_argument("--margin", type=float, default=defaults.margin)
-    parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--groups", type=int_at_least(2), default=defaults.groups,
+                        help=f"G teacher groups (default {defaults.groups})")
+    parser.add_argument("--margin", type=non_negative_float, default=defaults.margin,
+                        help=f"m0, margin per group distance (default {defaults.margin})")
+    parser.add_argument("--eval-every", type=positive_int, default=defaults.eval_every,
+                        help=f"epochs between rank evaluations (default {defaults.eval_every}; the last is always "
+                        "evaluated)")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--device", type=device, default="cpu")
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -177,7 +183,7 @@ def config_from_args(args) -> PipelineConfig:
         config.teacher_proxies = args.teacher
     if args.data != "digits":
         if not args.gt:
-            raise SystemExit("rdnas demo: --data other than digits needs --gt (a ground-truth table for that data)")
+            raise ValueError("--data other than digits needs --gt (a ground-truth table for that data)")
         # the benchmark's macro network on 32x32 images
         config.channels, config.cells_per_stage, config.image_size = 16, 5, 32
         config.gt_column = "cifar10_valid_acc"

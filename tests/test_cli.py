@@ -95,7 +95,7 @@ def test_train_rdnas_from_a_proxy_table(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["proxies", "--proxy", "synflow", "--out", "t.csv", "--device", "nonsense"],
      "argument --device: expected a torch device such as cpu, cuda or cuda:1, got 'nonsense'"),
-    (["train", "--epochs", "-1"], "argument --epochs: expected a non-negative integer, got '-1'"),
+    (["train", "--epochs", "0"], "argument --epochs: expected a positive integer, got '0'"),
     (["eval", "--checkpoint", "c.pt", "--archs", "0"], "argument --archs: expected a positive integer, got '0'"),
     (["eval", "--checkpoint", "c.pt", "--archs", "-1"], "argument --archs: expected a positive integer, got '-1'"),
     (["search", "--checkpoint", "c.pt", "--top-k", "x"], "argument --top-k: expected an integer, got 'x'"),

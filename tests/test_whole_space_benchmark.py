@@ -81,7 +81,7 @@ def test_bench_build_trains_the_architectures_of_a_file(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("", "lists no architecture"),
+    ("", "archs.txt is empty"),
     ("# only a comment\n\n", "lists no architecture"),
     ("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|\nnot-a-cell\n", "archs.txt:2: not a nb201"),
     ("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|\n" * 2, "archs.txt:2: .* repeats line 1"),

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         return 2
     from rdnas.run_folder import exit_with_launcher
 
-    exit_with_launcher(args.command)  # a worker whose launcher (torchrun) is killed stops, not writing on
+    exit_with_launcher(command_name(args))  # a worker whose launcher (torchrun) is killed stops, not writing on
     body = _distributed_main
     if os.environ.get("TORCHELASTIC_ERROR_FILE"):  # torchrun: its failure summary then shows this rank's traceback
         from torch.distributed.elastic.multiprocessing.errors import record
@@ -83,7 +83,7 @@ def _distributed_main(args) -> int:
 
     label = f"rank {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')}: "
     try:
-        with distributed.failure_named(args.command):
+        with distributed.failure_named(command_name(args)):
             return _handled(args, label)
     finally:
         distributed.shutdown()
@@ -93,12 +93,18 @@ def _handled(args, where: str) -> int:
     try:
         return _run(args)
     except (ValueError, FileNotFoundError) as error:  # bad input: the message names what was expected
-        print(f"rdnas {args.command}: {where}error: {error}", file=sys.stderr)
+        print(f"rdnas {command_name(args)}: {where}error: {error}", file=sys.stderr)
         return 2
     finally:
         from rdnas.run_folder import release_claims
 
         release_claims()  # the run folders and files this command locked
+
+
+def command_name(args) -> str:
+    """The command as typed, with its sub-command where it has one: "train", "bench build", "predictor fit"."""
+    sub = next((value for name, value in vars(args).items() if name.endswith("_command") and value), None)
+    return f"{args.command} {sub}" if sub else args.command
 
 
 def _run(args) -> int:

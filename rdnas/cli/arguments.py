@@ -33,6 +33,7 @@ def device(text: str) -> str:
 
 
 def positive_int(text: str) -> int:
+    """An integer >= 1 (counts, sizes, steps)."""
     value = integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
@@ -40,10 +41,26 @@ def positive_int(text: str) -> int:
 
 
 def non_negative_int(text: str) -> int:
+    """An integer >= 0 (seeds, indices, and limits where 0 means all)."""
     value = integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
     return value
+
+
+def int_at_least(minimum: int, why: str = ""):
+    """The argparse type of an integer >= ``minimum`` (e.g. ``int_at_least(2)`` for teacher groups); ``why``, when
+    given, is the reason the message states."""
+
+    def at_least(text: str) -> int:
+        value = integer(text)
+        if value < minimum:
+            reason = f" ({why})" if why else ""
+            raise argparse.ArgumentTypeError(f"expected an integer of at least {minimum}{reason}, got {text!r}")
+        return value
+
+    at_least.minimum = minimum
+    return at_least
 
 
 def integer(text: str) -> int:
@@ -51,6 +68,70 @@ def integer(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def finite_float(text: str) -> float:
+    """A finite real number (not nan, inf or -inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (learning rates)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (weight decay, margins, loss weights)."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
+def momentum(text: str) -> float:
+    """SGD momentum: a number in [0, 1) (1 or more never forgets a gradient and diverges)."""
+    value = finite_float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def input_file(text: str) -> str:
+    """An input file (table, checkpoint, model file, architecture list): a folder or an empty file is refused here;
+    a missing one is named by the command's reader, with the option, before any work. The empty string passes: it
+    is the default "none given" of some options."""
+    import os
+
+    if text == "":
+        return text
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"expected a file, got the folder {text}")
+    if os.path.isfile(text) and os.path.getsize(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text} is empty")
+    return text
+
+
+def check_image_size(space: str, side: int, options: dict, option: str = "--image-size") -> None:
+    """Refuses an image side that the space's network cannot take (its SupernetSpec's check_image_size), as a
+    ValueError naming ``option``."""
+    from rdnas.supernet import supernet_spec
+
+    spec = supernet_spec(space)
+    if spec.check_image_size is None:
+        return
+    try:
+        spec.check_image_size(side, options)
+    except ValueError as error:
+        raise ValueError(f"{option}: {str(error).removeprefix('rdnas: ')}") from None
 
 
 def json_output(path):
@@ -83,7 +164,7 @@ def shard(text: str):
     return i, n
 
 
-def read_archs_file(path, space, option: str = "--archs-file") -> list[tuple]:
+def read_archs_file(path, space, option: str = "--archs-file", against: str = "") -> list[tuple]:
     """The architectures of a text file, one architecture string per line (blank lines and lines that start
     with ``#`` skipped), validated in ``space``: a list of int tuples in the file's order. Raises ValueError naming the
     option, the file and the line of the first string that is not an architecture, a repeated one, or a file
@@ -104,7 +185,12 @@ def read_archs_file(path, space, option: str = "--archs-file") -> list[tuple]:
         try:
             arch = tuple(space.from_string(text).tolist())
         except InvalidArchitecture as error:
-            raise ValueError(f"{option}: {path}:{number}: not a {space.name} architecture ({error})") from None
+            other = architecture_space_of(text, exclude=space.name)
+            if other:
+                raise ValueError(f"{option}: {path} holds {other} architectures (line {number}: {_quoted(text)}), "
+                                 f"not {space.name} ones{against}") from None
+            raise ValueError(f"{option}: {path}:{number}: not a {space.name} architecture "
+                             f"({_quoted(str(error))}){against}") from None
         if arch in seen:
             raise ValueError(f"{option}: {path}:{number}: {text} repeats line {seen[arch]}")
         seen[arch] = number
@@ -112,3 +198,70 @@ def read_archs_file(path, space, option: str = "--archs-file") -> list[tuple]:
     if not archs:
         raise ValueError(f"{option}: {path} lists no architecture (one {space.name} architecture string per line)")
     return archs
+
+
+def read_submission_archs(path, space, option: str = "--archs-json", against: str = "") -> list[tuple[str, tuple]]:
+    """(key, architecture) pairs of a competition JSON file (``{"arch1": {"acc": ..., "arch": "<code>"}}``, the
+    CVPR 2022 NAS Track 1 format), in the file's order, each architecture an int tuple validated in ``space``.
+    Raises ValueError naming ``option`` and the file: a file that is not that format, or an entry that is not an
+    architecture of ``space`` (quoting that one entry, and naming the space its codes do belong to, if any;
+    ``against`` is appended, e.g. "; the checkpoint c.pt is an nb201 supernet")."""
+    import json
+    from pathlib import Path
+
+    from rdnas.spaces import InvalidArchitecture, get_space
+
+    space = get_space(space)
+    try:
+        entries = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{option}: cannot read {path} as JSON ({error})") from None
+    if not isinstance(entries, dict) or not entries or not all(
+            isinstance(v, dict) and isinstance(v.get("arch"), str) for v in entries.values()):
+        raise ValueError(f"{option}: {path} must be an object of entries {{\"arch\": <code>, \"acc\": ...}} "
+                         "(the CVPR 2022 NAS Track 1 format)")
+    pairs, seen = [], {}
+    for key, value in entries.items():
+        try:
+            arch = tuple(space.from_string(value["arch"]).tolist())
+        except InvalidArchitecture as error:
+            other = architecture_space_of(value["arch"], exclude=space.name)
+            if other:
+                raise ValueError(f"{option}: {path} holds {other} architectures (entry {key!r}: "
+                                 f"{_quoted(value['arch'])}), not {space.name} ones{against}") from None
+            raise ValueError(f"{option}: {path}: entry {key!r} is not a {space.name} architecture "
+                             f"({_quoted(str(error))}){against}") from None
+        if arch in seen:
+            raise ValueError(f"{option}: {path}: entry {key!r} repeats the architecture of entry {seen[arch]!r}")
+        seen[arch] = key
+        pairs.append((key, arch))
+    return pairs
+
+
+def read_archs(path, space, option: str = "--archs-file", against: str = "") -> list[tuple]:
+    """The architectures of ``path`` as int tuples: a competition JSON file (``*.json``, see
+    read_submission_archs) or a text file with one architecture string per line (see read_archs_file)."""
+    if str(path).endswith(".json"):
+        return [arch for _, arch in read_submission_archs(path, space, option, against)]
+    return read_archs_file(path, space, option, against)
+
+
+def architecture_space_of(text: str, exclude: str = "") -> str:
+    """The name of the first registered space (other than ``exclude``) that reads ``text`` as an architecture,
+    or "" (to tell a user which space a file of codes belongs to)."""
+    from rdnas.spaces import InvalidArchitecture, get_space, space_names
+
+    for name in space_names():
+        if name == exclude:
+            continue
+        try:
+            get_space(name).from_string(text)
+        except InvalidArchitecture:
+            continue
+        return name
+    return ""
+
+
+def _quoted(text: str, limit: int = 120) -> str:
+    """``text`` cut to ``limit`` characters, so an error line quotes a value, never a whole file."""
+    return text if len(text) <= limit else text[:limit] + "..."

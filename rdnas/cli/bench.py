@@ -1,6 +1,7 @@
 """rdnas bench build: build a mini-benchmark (stand-alone training of sampled architectures)."""
 
-from rdnas.cli.arguments import device, positive_int, read_archs_file, shard
+from rdnas.cli.arguments import (check_image_size, device, input_file, int_at_least, non_negative_int, positive_float,
+                                 positive_int, read_archs_file, shard)
 from rdnas.minibench.build import DATASETS, Recipe
 from rdnas.spaces import space_names
 
@@ -21,23 +22,28 @@ def add_parser(commands) -> None:
     bench_build.add_argument("--space", choices=list(space_names()), default="nb201", help="search space (default nb201)")
     bench_build.add_argument("--dataset", choices=list(DATASETS), default="digits",
                              help="digits (default) or fashion_mnist (Debian's dataset-fashion-mnist)")
-    bench_build.add_argument("--archs", type=positive_int, default=240, help="architectures to sample (default 240)")
-    bench_build.add_argument("--archs-file", metavar="FILE",
+    bench_build.add_argument("--archs", type=int_at_least(3, "the reliability ranks them"), default=240, help="architectures to sample (default 240)")
+    bench_build.add_argument("--archs-file", type=input_file, metavar="FILE",
                              help="train these architectures instead of a sample: one architecture string per line "
                              "(blank lines and lines starting with # skipped); --archs and --sample-seed then do not apply")
-    bench_build.add_argument("--seeds", type=int, default=10, help="training seeds per architecture (default 10)")
-    bench_build.add_argument("--sample-seed", type=int, default=0, help="seed of the architecture sample (default 0)")
+    bench_build.add_argument("--seeds", type=positive_int, default=10, help="training seeds per architecture (default 10)")
+    bench_build.add_argument("--sample-seed", type=non_negative_int, default=0, help="seed of the architecture sample (default 0)")
     bench_build.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
     bench_build.add_argument("--table", help="where to write the table (default OUT/<space>_<dataset>.csv)")
     recipe = Recipe()
-    for name, kind, text in (("epochs", int, "epochs"), ("train_images", int, "training images (0: all)"),
-                             ("valid_images", int, "validation images (0: all)"),
-                             ("image_size", int, "image side"), ("channels", int, "nb201: C"),
-                             ("cells_per_stage", int, "nb201: N"), ("width_divisor", int, "resnet48: width divisor"),
-                             ("resnet_stem", str, "resnet48: stem"), ("lr", float, "learning rate"),
-                             ("batch_size", int, "batch size"), ("networks_per_stack", int, "networks per stack")):
+    for name, kind, text in (("epochs", positive_int, "epochs"),
+                             ("train_images", non_negative_int, "training images (0: all)"),
+                             ("valid_images", non_negative_int, "validation images (0: all)"),
+                             ("image_size", positive_int, "image side"), ("channels", positive_int, "nb201: C"),
+                             ("cells_per_stage", positive_int, "nb201: N"),
+                             ("lr", positive_float, "learning rate"), ("batch_size", positive_int, "batch size"),
+                             ("networks_per_stack", positive_int, "networks per stack")):
         bench_build.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(recipe, name),
                                  help=f"{text} (default {getattr(recipe, name)})")
+    bench_build.add_argument("--width-divisor", type=int, choices=[1, 2, 4, 8], default=recipe.width_divisor,
+                             help=f"resnet48: width divisor (default {recipe.width_divisor})")
+    bench_build.add_argument("--resnet-stem", choices=["imagenet", "small"], default=recipe.resnet_stem,
+                             help=f"resnet48: stem (default {recipe.resnet_stem})")
     bench_build.add_argument("--shard", type=shard, default=None, metavar="i/n",
                              help="train only every n-th (architecture, seed) run, from the i-th: n processes build "
                              "one benchmark side by side; each writes OUT/runs.<i>of<n>.csv and then the table of "
@@ -59,18 +65,20 @@ def run(args) -> int:
     from rdnas.run_folder import claim_folder
     from rdnas.spaces import get_space
 
-    if args.archs < 3 or args.seeds < 1:
-        args.usage_error("--archs must be at least 3 and --seeds at least 1")
     recipe = Recipe(dataset=args.dataset, image_size=args.image_size, channels=args.channels,
                     cells_per_stage=args.cells_per_stage, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                     train_images=args.train_images, networks_per_stack=args.networks_per_stack, space=args.space,
                     resnet_stem=args.resnet_stem, width_divisor=args.width_divisor, valid_images=args.valid_images)
     space = get_space(args.space)
+    check_image_size(args.space, args.image_size, recipe.network_options())  # before any work
     if args.archs_file:
         try:
             archs = read_archs_file(args.archs_file, space)
         except ValueError as error:
             args.usage_error(str(error))
+        if len(archs) < 3:
+            args.usage_error(f"--archs-file: {args.archs_file} lists {len(archs)} architectures; the reliability "
+                             "ranks at least 3")
     else:
         archs = sample_architectures(args.archs, seed=args.sample_seed, space=space)
     seeds = list(range(args.seeds))

@@ -1,7 +1,8 @@
 """rdnas eval: rank architectures with a trained supernet and compare with ground truth."""
 
-from rdnas.cli.arguments import device, json_output, positive_int, write_json
-from rdnas.cli.checkpoint import load_supernet
+from rdnas.cli.arguments import (device, input_file, json_output, non_negative_int, positive_int,
+                                 read_submission_archs, write_json)
+from rdnas.cli.checkpoint import checkpoint_space, load_supernet, read_checkpoint, read_table
 
 
 def add_parser(commands) -> None:
@@ -13,21 +14,22 @@ def add_parser(commands) -> None:
         "eval --checkpoint runs/spos/checkpoint.pt --archs 1000 --gt nb201_gt.csv --column cifar10_valid_acc. Under "
         "torchrun the ranks split the architectures (chunks of --subnets-per-pass) and rank 0 reports.",
     )
-    evaluate.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by rdnas train")
-    evaluate.add_argument("--archs-json", help="evaluate exactly the architectures of a competition JSON file "
+    evaluate.add_argument("--checkpoint", required=True, type=input_file, help="a checkpoint.pt written by rdnas train")
+    evaluate.add_argument("--archs-json", type=input_file, help="evaluate exactly the architectures of a competition JSON file "
                           "(CVPR 2022 NAS Track 1: {\"arch1\": {\"acc\": 0, \"arch\": CODE}, ...}); with --out the "
                           "result is the same object with the estimate in \"acc\" (a submission)")
     evaluate.add_argument("--archs", type=positive_int, default=1000, help="how many architectures to sample (default 1000)")
-    evaluate.add_argument("--gt", help="ground-truth table (nb201_gt.csv format); architectures are drawn from it")
+    evaluate.add_argument("--gt", type=input_file, help="ground-truth table (nb201_gt.csv format); architectures are drawn from it")
     evaluate.add_argument("--column", default="cifar10_valid_acc", help="ground-truth column (default cifar10_valid_acc)")
     evaluate.add_argument("--bn", choices=["recalibrate", "batch", "running"], default="recalibrate",
                           help="BN statistics: recalibrate per subnet on training batches (default), each "
                           "validation batch's own, or the supernet's running statistics")
-    evaluate.add_argument("--calibration-steps", type=int, default=4)
-    evaluate.add_argument("--subnets-per-pass", type=int, default=32, help="K, architectures per forward pass")
-    evaluate.add_argument("--batch-size", type=int, default=256)
-    evaluate.add_argument("--valid-limit", type=int, default=0, help="use only this many validation images (0: all)")
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--calibration-steps", type=positive_int, default=4,
+                          help="--bn recalibrate: training batches per subnet (default 4)")
+    evaluate.add_argument("--subnets-per-pass", type=positive_int, default=32, help="K, architectures per forward pass")
+    evaluate.add_argument("--batch-size", type=positive_int, default=256)
+    evaluate.add_argument("--valid-limit", type=non_negative_int, default=0, help="use only this many validation images (0: all)")
+    evaluate.add_argument("--seed", type=non_negative_int, default=0)
     evaluate.add_argument("--device", type=device, default="cpu")
     evaluate.add_argument("--out", help="write the results as JSON here")
     evaluate.add_argument("--quiet", action="store_true")
@@ -37,21 +39,29 @@ def run(args) -> int:
     import torch
 
     from rdnas import distributed
-    from rdnas.rank import GroundTruth, rank_report, supernet_accuracy
+    from rdnas.rank import rank_report, supernet_accuracy
+    from rdnas.spaces import get_space
 
     world, device = distributed.init(args.device)
     out = json_output(args.out)
-    supernet, config, data = load_supernet(args.checkpoint, device)
-    space = supernet.space
+    state = read_checkpoint(args.checkpoint)
+    space = get_space(checkpoint_space(state))
+    table = read_table(args.gt, space, args.column, "--gt", args.checkpoint) if args.gt else None
+    submission = (read_submission_archs(args.archs_json, space, "--archs-json", against=f"; the checkpoint "
+                                        f"{args.checkpoint} is a {space.name} supernet") if args.archs_json else None)
     generator = torch.Generator().manual_seed(args.seed)
-    table = GroundTruth.load(args.gt, space) if args.gt else None
-    submission = read_submission_archs(args.archs_json, space) if args.archs_json else None
     if submission is not None:
         archs = space.validate([arch for _, arch in submission])
     else:
         pool = table.archs if table is not None else space.enumerate() if space.enumerable else None
         archs = (pool[torch.randperm(len(pool), generator=generator)[:args.archs]] if pool is not None
                  else space.sample(args.archs, generator))
+    if table is not None and submission is not None:
+        missing = int((table.rows_of(archs) < 0).sum())
+        if missing:  # found now, not after the evaluation
+            raise ValueError(f"--gt: {args.gt} has no row for {missing} of the {len(archs)} architectures of "
+                             f"--archs-json {args.archs_json}")
+    supernet, config, data = load_supernet(args.checkpoint, device, state=state)
     valid_batches = data.evaluation_batches("valid", args.batch_size, device, limit=args.valid_limit)
     calibration = data.evaluation_batches("train", args.batch_size, device, shuffle=True,
                                           generator=torch.Generator().manual_seed(args.seed))
@@ -90,20 +100,3 @@ def run(args) -> int:
         write_json(out, result)
         print(f"  results written to {out}")
     return status
-
-
-def read_submission_archs(path, space) -> list[tuple[str, str]]:
-    """(key, architecture string) pairs of a competition JSON file (``{"arch1": {"acc": ..., "arch": "..."}}``,
-    the CVPR 2022 NAS Track 1 format), in the file's order."""
-    import json
-    from pathlib import Path
-
-    try:
-        entries = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"--archs-json: cannot read {path} as JSON ({error})") from None
-    if not isinstance(entries, dict) or not entries or not all(
-            isinstance(v, dict) and isinstance(v.get("arch"), str) for v in entries.values()):
-        raise ValueError(f"--archs-json: {path} must be an object of entries {{\"arch\": <code>, \"acc\": ...}} "
-                         "(the CVPR 2022 NAS Track 1 format)")
-    return [(key, value["arch"]) for key, value in entries.items()]

@@ -2,6 +2,8 @@
 
 import sys
 
+from rdnas.cli.arguments import input_file
+
 
 def add_parser(commands) -> None:
     merge = commands.add_parser(
@@ -11,7 +13,7 @@ def add_parser(commands) -> None:
         "values in two tables, or (with --complete) missing architectures are errors. Example: rdnas "
         "merge-tables --out nb201_proxies.csv shard0.csv shard1.csv --complete",
     )
-    merge.add_argument("tables", nargs="+", help="the tables to merge")
+    merge.add_argument("tables", nargs="+", type=input_file, help="the tables to merge")
     merge.add_argument("--out", required=True, help="the merged table")
     merge.add_argument("--complete", action="store_true",
                        help="require every architecture of the run the shards come from (as their .meta.json "

@@ -2,7 +2,8 @@
 
 import argparse
 
-from rdnas.cli.arguments import positive_int
+from rdnas.cli.arguments import input_file, int_at_least, non_negative_int
+from rdnas.spaces import space_names
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -12,9 +13,12 @@ def _option(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. epochs=20), got {text!r}")
     for kind in (int, float):
         try:
-            return key, kind(value)
+            number = kind(value)
         except ValueError:
-            pass
+            continue
+        if number != number or number in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"expected a finite number for {key}, got {value!r}")
+        return key, number
     return key, value
 
 
@@ -30,15 +34,16 @@ def add_parser(commands) -> None:
     )
     steps = predictor.add_subparsers(dest="predictor_command", required=True, metavar="<step>")
     fit = steps.add_parser("fit", help="train a predictor and write the model file")
-    fit.add_argument("--space", choices=["nb201", "resnet48"], default="nb201", help="search space (default nb201)")
-    fit.add_argument("--gt", required=True, help="ground-truth table (nb201_gt.csv format)")
+    fit.add_argument("--space", choices=list(space_names()), default="nb201", help="search space (default nb201)")
+    fit.add_argument("--gt", required=True, type=input_file, help="ground-truth table (nb201_gt.csv format)")
     fit.add_argument("--column", default="cifar10_valid_acc",
                      help="the accuracy column to learn (default cifar10_valid_acc)")
-    fit.add_argument("--train-archs", type=positive_int, required=True,
-                     help="how many random architectures of the table to train on")
-    fit.add_argument("--seed", type=int, default=0, help="training-set draw and training seed (default 0)")
+    fit.add_argument("--train-archs", type=int_at_least(2, "a ranker learns from pairs"), required=True,
+                     help="how many random architectures of the table to train on (at least 2; nar: at least its "
+                     "tiers, 5 by default)")
+    fit.add_argument("--seed", type=non_negative_int, default=0, help="training-set draw and training seed (default 0)")
     fit.add_argument("--model", choices=["nar", "gbt", "mlp"], default="nar", help="the predictor (default nar)")
-    fit.add_argument("--feature-table", help="a table keyed by architecture string with zero-cost proxy columns "
+    fit.add_argument("--feature-table", type=input_file, help="a table keyed by architecture string with zero-cost proxy columns "
                      "(an rdnas proxies output, or nb201_zc_proxies.csv); it must cover the space")
     fit.add_argument("--features", type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
                      metavar="COL,COL,...", help="the --feature-table columns to use (rank-normalised)")
@@ -54,8 +59,8 @@ def add_parser(commands) -> None:
     fit.add_argument("--out", required=True, help="the model file to write")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     rank = steps.add_parser("rank", help="score every architecture of the space with a model file")
-    rank.add_argument("--model", required=True, help="a model file written by rdnas predictor fit")
-    rank.add_argument("--gt", help="ground-truth table: print the rank report against --column")
+    rank.add_argument("--model", required=True, type=input_file, help="a model file written by rdnas predictor fit")
+    rank.add_argument("--gt", type=input_file, help="ground-truth table: print the rank report against --column")
     rank.add_argument("--column", default="cifar10_test_acc",
                       help="the ground-truth column of the report (default cifar10_test_acc)")
     rank.add_argument("--out", required=True, help="the CSV to write: arch,score, one row per architecture")
@@ -68,13 +73,15 @@ def run(args) -> int:
 
 def _fit(args) -> int:
     from rdnas.atomic_file import prepare_output_file
+    from rdnas.cli.checkpoint import read_table
     from rdnas.predictors.protocol import fit_on_table, make_features
-    from rdnas.rank import GroundTruth
 
-    out = prepare_output_file(args.out, "--out")
-    table = GroundTruth.load(args.gt, space=args.space)
+    table = read_table(args.gt, args.space, args.column, "--gt")
+    if args.train_archs > len(table):
+        raise ValueError(f"--train-archs: {args.train_archs} architectures, but {args.gt} has {len(table)} rows")
     features = make_features(args.space, args.feature_table, args.features, cells=args.cells,
                              edges=args.edges)
+    out = prepare_output_file(args.out, "--out")
     predictor, rows = fit_on_table(args.model, table, args.column, args.train_archs, args.seed, features,
                                    progress=not args.quiet, **dict(args.option))
     predictor.save(out)
@@ -89,16 +96,18 @@ def _rank(args) -> int:
     from rdnas.atomic_file import atomic_open, prepare_output_file
     from rdnas.cli.arguments import write_json
     from rdnas.predictors import load_predictor
-    from rdnas.predictors.protocol import table_column
-    from rdnas.rank import GroundTruth, rank_report
+    from rdnas.cli.checkpoint import read_table
+    from rdnas.rank import rank_report
 
-    out = prepare_output_file(args.out, "--out")
-    predictor = load_predictor(args.model)
+    try:
+        predictor = load_predictor(args.model)
+    except ValueError as error:
+        raise ValueError(f"--model: {str(error).removeprefix('rdnas.predictors: ')}") from None
     space = predictor.space
     table = None
     if args.gt:
-        table = GroundTruth.load(args.gt, space=space)
-        table_column(table, args.column)  # an unknown column fails before the scoring
+        table = read_table(args.gt, space, args.column, "--gt")  # an unknown column fails before the scoring
+    out = prepare_output_file(args.out, "--out")
     if space.enumerable:
         archs = space.enumerate()
     elif table is not None:

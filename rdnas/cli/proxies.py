@@ -2,8 +2,9 @@
 
 import sys
 
-from rdnas.cli.arguments import device, proxy_names, shard
-from rdnas.cli.evaluate import read_submission_archs
+from rdnas.cli.arguments import (check_image_size, device, input_file, non_negative_int, positive_int, proxy_names,
+                                 read_archs, shard)
+from rdnas.spaces import space_names
 
 
 def add_parser(commands) -> None:
@@ -16,32 +17,33 @@ def add_parser(commands) -> None:
         "tables with rdnas merge-tables). Example: rdnas proxies --proxy synflow,naswot --data "
         "npz:freerea_cifar10_train_minibatches.npz --gt nb201_gt.csv --out nb201_proxies.csv",
     )
-    proxies.add_argument("--space", choices=["nb201", "resnet48"], default="nb201",
+    proxies.add_argument("--space", choices=list(space_names()), default="nb201",
                          help="search space (default nb201); resnet48 needs --archs-file")
-    proxies.add_argument("--archs-file", help="the architectures to score: one code per line, or a competition "
+    proxies.add_argument("--archs-file", type=input_file, help="the architectures to score: one code per line, or a competition "
                          "JSON ({\"arch1\": {\"arch\": ...}}); table index = position in the file")
     proxies.add_argument("--resnet-stem", choices=["imagenet", "small"], help="resnet48: stem (default imagenet)")
-    proxies.add_argument("--width-divisor", type=int, help="resnet48: channel divisor 1, 2, 4 or 8 (default 1)")
+    proxies.add_argument("--width-divisor", type=int, choices=[1, 2, 4, 8],
+                         help="resnet48: channel divisor 1, 2, 4 or 8 (default 1)")
     proxies.add_argument("--proxy", type=proxy_names, metavar="NAMES",
                          help="comma-separated proxy names, or 'all' (see --list)")
     proxies.add_argument("--out", help="the CSV table to write or resume ({shard} in the name becomes the shard)")
     proxies.add_argument("--data", default="random",
                          help="the minibatch: random (Gaussian, default), random:C,H,W,classes, npz:<path>, "
                          "cifar10:<dir>, cifar100:<dir>, imagenet16:<dir> or digits")
-    proxies.add_argument("--batch-size", type=int, default=64, help="images in the minibatch (default 64)")
-    proxies.add_argument("--batch-index", type=int, default=0, help="which batch of the source (default 0)")
-    proxies.add_argument("--image-size", type=int, help="digits: the side (default 32); other sources: resize")
+    proxies.add_argument("--batch-size", type=positive_int, default=64, help="images in the minibatch (default 64)")
+    proxies.add_argument("--batch-index", type=non_negative_int, default=0, help="which batch of the source (default 0)")
+    proxies.add_argument("--image-size", type=positive_int, help="digits: the side (default 32); other sources: resize")
     proxies.add_argument("--init", choices=["pytorch", "kaiming_normal"], default="pytorch",
                          help="supernet initialisation (default pytorch)")
-    proxies.add_argument("--seed", type=int, default=0, help="initialisation and data seed (default 0)")
-    proxies.add_argument("--channels", type=int, default=16,
+    proxies.add_argument("--seed", type=non_negative_int, default=0, help="initialisation and data seed (default 0)")
+    proxies.add_argument("--channels", type=positive_int, default=16,
                          help="C of the scoring supernet's macro network (default 16, the benchmark's)")
-    proxies.add_argument("--cells", type=int, default=5,
+    proxies.add_argument("--cells", type=positive_int, default=5,
                          help="N, cells per stage of the scoring supernet (default 5, the benchmark's)")
-    proxies.add_argument("--gt", help="ground-truth table (nb201_gt.csv format): index = official NB201 index "
+    proxies.add_argument("--gt", type=input_file, help="ground-truth table (nb201_gt.csv format): index = official NB201 index "
                          "(without it: the enumeration index of rdnas.spaces.nb201)")
-    proxies.add_argument("--limit", type=int, help="score only the first N architectures (quick runs)")
-    proxies.add_argument("--archs-per-chunk", type=int, default=64,
+    proxies.add_argument("--limit", type=positive_int, help="score only the first N architectures (quick runs)")
+    proxies.add_argument("--archs-per-chunk", type=positive_int, default=64,
                          help="architectures per proxy call and per write (default 64)")
     proxies.add_argument("--shard", type=shard, default=(0, 1), metavar="i/n|env",
                          help="score only chunk c with c %% n == i; env: RANK/WORLD_SIZE of torchrun")
@@ -53,6 +55,7 @@ def add_parser(commands) -> None:
 
 def run(args) -> int:
     import numpy as np
+    import torch
 
     from rdnas.data import DatasetError
     from rdnas.proxies import PROXIES, load_minibatch, score_space
@@ -72,19 +75,23 @@ def run(args) -> int:
     else:
         options = {name: value for name, value in (("resnet_stem", args.resnet_stem),
                                                    ("width_divisor", args.width_divisor)) if value is not None}
+    # input checks before any work (a usage error, exit status 2, nothing written)
+    archs = torch.tensor(read_archs(args.archs_file, args.space)) if args.archs_file else None
+    if args.image_size is not None:
+        check_image_size(args.space, args.image_size, options)
+    try:
+        minibatch = load_minibatch(args.data, args.batch_size, args.seed, args.batch_index, args.image_size)
+    except (ValueError, OSError, DatasetError) as error:
+        raise ValueError(f"--data: {error}") from None
+    height, width = minibatch.inputs.shape[-2:]
+    for side in {height, width}:
+        check_image_size(args.space, side, options, option="--image-size" if args.image_size else "--data")
     from rdnas.distributed import parse_shard
     from rdnas.run_folder import claim_file
 
     i, n = parse_shard(args.shard, "--shard")  # one writer per output file: the one score_space writes
     claim_file(args.out.replace("{shard}", str(i)).replace("{num_shards}", str(n)), "proxies")
     try:
-        archs = None
-        if args.archs_file and args.archs_file.endswith(".json"):
-            archs = [code for _, code in read_submission_archs(args.archs_file, args.space)]
-        elif args.archs_file:
-            with open(args.archs_file) as handle:
-                archs = [line.strip() for line in handle if line.strip()]
-        minibatch = load_minibatch(args.data, args.batch_size, args.seed, args.batch_index, args.image_size)
         table = score_space(args.proxy, minibatch, space=args.space, archs=archs, gt=args.gt, limit=args.limit,
                             out=args.out, shard=args.shard, archs_per_chunk=args.archs_per_chunk, init=args.init,
                             seed=args.seed, device=args.device, progress=not args.quiet, **options)

@@ -154,10 +154,14 @@ def load_predictor(path) -> Predictor:
         raise FileNotFoundError(f"rdnas.predictors: no model file at {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a file that is not a torch archive
-        raise ValueError(f"rdnas.predictors: {path} is not a predictor file ({error})") from None
+    except Exception:  # torch raises several types for a file that is not a torch archive; its text is not quoted
+        raise ValueError(f"rdnas.predictors: {path} is not a predictor file: not a model file that rdnas predictor "
+                         "fit writes (a torch file of tensors and plain values), or truncated") from None
+    if isinstance(payload, dict) and isinstance(payload.get("config"), dict) and isinstance(payload.get("model"), dict):
+        raise ValueError(f"rdnas.predictors: {path} is a supernet checkpoint (rdnas train), not a predictor model "
+                         "file (rdnas predictor fit --out)")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"rdnas.predictors: {path} is not a predictor file (format {FORMAT})")
+        raise ValueError(f"rdnas.predictors: {path} is a torch file but not a predictor file (format {FORMAT})")
     predictor = get_predictor(payload["model"])(features=ArchFeatures.from_state(payload["features"]),
                                                 seed=payload["seed"], **payload["options"])
     predictor._load_state(payload["state"])

@@ -1,6 +1,5 @@
 """Checkpoints that a crash cannot corrupt: written to a temporary file, flushed to disk, then renamed."""
 
-import pickle
 from dataclasses import fields
 from pathlib import Path
 
@@ -24,9 +23,9 @@ def load_checkpoint(path) -> dict:
         raise FileNotFoundError(f"rdnas.train: no checkpoint at {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
+    except Exception as error:  # torch raises many types (KeyError, UnpicklingError, ...) for what it cannot read
         raise ValueError(f"rdnas.train.load_checkpoint: {path} is not a readable rdnas checkpoint (truncated, "
-                         f"corrupt or not a torch.save file; torch.load raised {type(error).__name__})") from error
+                         f"corrupt or not a torch.save file; torch.load raised {type(error).__name__})") from None
 
 
 def config_from_dict(cls, values: dict, owner: str):
