@@ -279,6 +279,17 @@ def merge_tables(paths, out=None, *, expect_complete: bool = False, expected_ind
     for path, table in zip(paths[1:], tables[1:]):
         if table.names != names:
             raise ValueError(f"{where}: {path} has columns {table.names} but {paths[0]} has {names}")
+    sidecars = [meta_path(p) for p in paths]
+    settings = None
+    if all(s.is_file() for s in sidecars):
+        recorded = [_recorded_settings(sidecar, where) for sidecar in sidecars]
+        for path, other in zip(paths[1:], recorded[1:]):
+            difference = _first_difference(recorded[0], other, ignore=("shard",))
+            if difference is not None:
+                key, first, this = difference
+                raise ValueError(f"{where}: {paths[0]} was written with {key}={_compact(first)} but {path} with "
+                                 f"{key}={_compact(this)}; merge only the shards of one run")
+        settings = dict(recorded[0], shard=[0, 1])
     rows = {}  # index -> (arch, values, path)
     index_of_arch = {}  # arch -> (index, path): one architecture under two indices means two index orders
     for path, table in zip(paths, tables):
@@ -311,17 +322,6 @@ def merge_tables(paths, out=None, *, expect_complete: bool = False, expected_ind
     matrix = np.array([rows[i][1] for i in order], dtype=np.float64).reshape(len(order), len(names))
     merged = ScoreTable(order, [rows[i][0] for i in order], {n: matrix[:, k] for k, n in enumerate(names)},
                         {"path": None if out is None else str(out), "merged_from": [str(p) for p in paths]})
-    sidecars = [meta_path(p) for p in paths]
-    settings = None
-    if all(s.is_file() for s in sidecars):
-        recorded = [_recorded_settings(sidecar, where) for sidecar in sidecars]
-        for path, other in zip(paths[1:], recorded[1:]):
-            difference = _first_difference(recorded[0], other, ignore=("shard",))
-            if difference is not None:
-                key, first, this = difference
-                raise ValueError(f"{where}: {paths[0]} was written with {key}={_compact(first)} but {path} with "
-                                 f"{key}={_compact(this)}; merge only the shards of one run")
-        settings = dict(recorded[0], shard=[0, 1])
     if expect_complete and expected_indices is None:
         if settings is None:
             raise ValueError(f"{where}: expect_complete (--complete) needs every table's .meta.json sidecar (it "
