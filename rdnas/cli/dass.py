@@ -1,6 +1,6 @@
 """rdnas dass: DaSS's KD machinery: train a task's teacher, build the KD mini-benchmark."""
 
-from rdnas.cli.arguments import non_negative_int, positive_int, shard
+from rdnas.cli.arguments import input_file, non_negative_int, positive_float, positive_int, shard
 
 DEFAULT_OPTIONS = {"resnet_stem": "small"}
 """Network options a teacher gets unless told otherwise, where its space takes them (CPU-sized inputs)."""
@@ -37,8 +37,8 @@ def add_parser(commands) -> None:
                          help="another network option of the space (repeatable), e.g. resnet_stem=small (the default)")
     teacher.add_argument("--epochs", type=positive_int, default=10, help="training epochs (default 10)")
     teacher.add_argument("--seed", type=non_negative_int, default=0, help="initial weights and data order (default 0)")
-    teacher.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
-    teacher.add_argument("--tasks", metavar="FILE", help="a tasks.json; with --task, train that task's teacher")
+    teacher.add_argument("--lr", type=positive_float, default=0.05, help="learning rate (default 0.05)")
+    teacher.add_argument("--tasks", type=input_file, metavar="FILE", help="a tasks.json; with --task, train that task's teacher")
     teacher.add_argument("--task", metavar="NAME", help="the task of --tasks")
     teacher.add_argument("--out", required=True, help="the teacher file to write")
     teacher.set_defaults(usage_error=teacher.error)
@@ -53,9 +53,9 @@ def add_parser(commands) -> None:
         "OUT/embeddings.pt (last-stage maps of a fixed N(0, 1) probe through teacher, remapped and fresh students). "
         "Run with OMP_NUM_THREADS=1, one process per core with --shard i/n. Example: rdnas dass bench --tasks "
         "tasks.json --archs 48 --seeds 2 --out kdbench")
-    bench.add_argument("--tasks", required=True, metavar="FILE", help="the tasks.json")
+    bench.add_argument("--tasks", required=True, type=input_file, metavar="FILE", help="the tasks.json")
     bench.add_argument("--archs", type=positive_int, default=48, help="students per task (default 48)")
-    bench.add_argument("--archs-file", metavar="FILE",
+    bench.add_argument("--archs-file", type=input_file, metavar="FILE",
                        help="these students instead of a sample: one architecture string per line")
     bench.add_argument("--sample-seed", type=non_negative_int, default=0, help="seed of the student sample (default 0)")
     bench.add_argument("--seeds", type=positive_int, default=2, help="training seeds per student (default 2)")
