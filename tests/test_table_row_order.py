@@ -12,6 +12,7 @@ so a reader that took a row's position for its architecture fails at almost ever
 """
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -226,3 +227,16 @@ class TestTableErrors:
             table.require_common(outside, "the search's cells")
         rows = table.require_common(torch.cat([outside, ALL[tables["bench_sample"][:1]]]))
         assert (rows >= 0).tolist() == [False] * 5 + [True]
+
+
+def test_bench_runs_that_disagree_on_an_architectures_index_are_refused():
+    a, b = SPACE.to_string(ALL[1]), SPACE.to_string(ALL[2])
+
+    def run(index, arch, seed):
+        return {"enumeration_index": index, "arch_str": arch, "seed": seed, "valid_acc": 90.0, "valid_loss": 0.3}
+
+    assert list(benchmark_table([run(1, a, 0), run(1, a, 1), run(2, b, 0), run(2, b, 1)])) == [1, 2]
+    with pytest.raises(ValueError, match=rf"the run files disagree: {re.escape(a)} has index 1 in one run and 2 in another"):
+        benchmark_table([run(1, a, 0), run(2, a, 1)])
+    with pytest.raises(ValueError, match=rf"the run files disagree: index 1 is {re.escape(a)} in one run and {re.escape(b)} in another"):
+        benchmark_table([run(1, a, 0), run(1, b, 1)])

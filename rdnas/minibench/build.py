@@ -327,10 +327,17 @@ def benchmark_table(runs: list[dict], seeds=None) -> dict:
     index (NB201 runs) or the architecture string (other spaces), keeping only architectures that have every seed in
     ``seeds`` (default: every seed present in the runs)."""
     seeds = sorted({r["seed"] for r in runs}) if seeds is None else sorted(seeds)
-    by_arch = {}
+    by_arch, key_of_arch, arch_of_key = {}, {}, {}
     for r in runs:
+        key = r.get("enumeration_index", r["arch_str"])
+        # runs are matched by architecture: an index that names two architectures (or the reverse) is refused
+        arch, other_key = arch_of_key.setdefault(key, r["arch_str"]), key_of_arch.setdefault(r["arch_str"], key)
+        if arch != r["arch_str"] or other_key != key:
+            what = (f"index {key} is {arch} in one run and {r['arch_str']} in another" if arch != r["arch_str"] else
+                    f"{r['arch_str']} has index {other_key} in one run and {key} in another")
+            raise ValueError(f"rdnas.minibench.benchmark_table: the run files disagree: {what}")
         if r["seed"] in seeds:
-            by_arch.setdefault(r.get("enumeration_index", r["arch_str"]), {})[r["seed"]] = r
+            by_arch.setdefault(key, {})[r["seed"]] = r
     table = {}
     for index, per_seed in sorted(by_arch.items()):
         if len(per_seed) != len(seeds):
