@@ -330,3 +330,16 @@ def test_an_image_size_the_network_cannot_take_is_refused_by_every_command(argv,
     err = _error(argv + (["--out", "run"] if argv[0] == "train" else []), capsys)
     assert err.startswith(f"rdnas {command}: error: {option}: ") and "does not fit the NB201 macro network" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_teacher_table_that_misses_architectures_is_refused_before_the_run_folder(tmp_path, capsys):
+    err = _error(["train", "--method", "rdnas", "--paths", "2", "--teacher-table", str(SHIPPED / "nb201_digits.csv"),
+                  "--teacher", "digits_valid_acc", "--out", str(tmp_path / "run")], capsys)
+    assert err.startswith("rdnas train: error: --teacher-table: ") and "15625" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_demo_column_that_is_not_there_writes_nothing(tmp_path, capsys):
+    err = _error(["demo", "--gt-column", "nope", "--out", str(tmp_path / "demo"), "--quiet"], capsys)
+    assert err.startswith("rdnas demo: error: ") and "'nope'" in err
+    assert not (tmp_path / "demo").exists()

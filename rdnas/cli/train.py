@@ -79,12 +79,11 @@ def add_parser(commands) -> None:
 
 def run(args) -> int:
     from rdnas import distributed, run_folder
-    from rdnas.train import OneShotTrainer, TrainConfig
+    from rdnas.train import OneShotTrainer, TrainConfig, make_teacher
 
     space_options = _space_options(args)
     _check_inputs(args, space_options)  # before any work
     world, _ = distributed.init(args.device)
-    run_folder.claim_folder(args.out, "train", world)  # one writer per run folder: a second is refused
     config = TrainConfig(
         space=args.space, distill=args.distill, teacher_samples=args.teacher_samples, min_hamming=args.min_hamming,
         data=args.data, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -95,7 +94,13 @@ def run(args) -> int:
         groups=args.groups, margin=args.margin, margin_mode=args.margin_mode,
         sampler=args.sampler, rank_schedule=args.rank_schedule, rank_weight=args.rank_weight,
         bn_statistics=args.bn_statistics, parallel=args.parallel, **space_options)
-    history = OneShotTrainer(config, progress=not args.quiet).fit(resume=args.resume)
+    config.check()
+    try:
+        teacher = make_teacher(config) if config.method == "rdnas" else None  # before the folder is claimed
+    except ValueError as error:
+        raise ValueError(f"--teacher-table: {error}" if config.teacher_table else str(error)) from None
+    run_folder.claim_folder(args.out, "train", world)  # one writer per run folder: a second is refused
+    history = OneShotTrainer(config, progress=not args.quiet, teacher=teacher).fit(resume=args.resume)
     last = history[-1] if history else {}
     if not world.is_main:
         return 0
