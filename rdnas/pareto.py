@@ -199,7 +199,7 @@ def pareto_evolution(fitness: Fitness, budget: int, cost: str = "flops", seed: i
 
 
 def plot_front(path, cost, estimate, front, cost_name: str = "flops", estimate_name: str = "estimate",
-               truth=None, true_front=None, title: str | None = None) -> None:
+               truth=None, true_front=None, title: str | None = None, truth_name: str | None = None) -> None:
     """Writes a PNG (matplotlib, Agg): every evaluated architecture (grey), the found front (a line with markers)
     and, where given, the true accuracy of the front's architectures and the true front.
 
@@ -209,6 +209,8 @@ def plot_front(path, cost, estimate, front, cost_name: str = "flops", estimate_n
         front (LongTensor[F]): indices of the found front.
         truth (Tensor[F]): the ground truth of the front's architectures (plotted against the same cost).
         true_front (tuple[Tensor[T], Tensor[T]]): (cost, truth) of the true front, in order of cost.
+        truth_name (str): when given, the ground truth gets a second y axis with this label (an estimate on
+            another scale than the ground truth); otherwise both share one.
     """
     import matplotlib
 
@@ -223,15 +225,21 @@ def plot_front(path, cost, estimate, front, cost_name: str = "flops", estimate_n
     axis.scatter(cost.numpy(), estimate.numpy(), s=8, color="0.7", label=f"evaluated ({len(cost)})")
     axis.step(cost[front].numpy(), estimate[front].numpy(), where="post", marker="o", markersize=4, color="C0",
               label=f"found front, {estimate_name} ({len(front)})")
+    truth_axis = axis.twinx() if truth_name and (truth is not None or true_front is not None) else axis
     if truth is not None:
-        axis.scatter(cost[front].numpy(), torch.as_tensor(truth, dtype=torch.float64).numpy(), marker="x",
+        truth_axis.scatter(cost[front].numpy(), torch.as_tensor(truth, dtype=torch.float64).numpy(), marker="x",
                      color="C1", label="found front, ground truth")
     if true_front is not None:
-        axis.step(torch.as_tensor(true_front[0]).numpy(), torch.as_tensor(true_front[1]).numpy(), where="post",
+        truth_axis.step(torch.as_tensor(true_front[0]).numpy(), torch.as_tensor(true_front[1]).numpy(), where="post",
                   color="C3", label="true front")
     axis.set_xlabel(cost_name)
     axis.set_ylabel(estimate_name)
-    axis.legend(fontsize=8)
+    if truth_axis is not axis:
+        truth_axis.set_ylabel(truth_name)
+        handles = [h for a in (axis, truth_axis) for h in a.get_legend_handles_labels()[0]]
+        axis.legend(handles, [h.get_label() for h in handles], fontsize=8)
+    else:
+        axis.legend(fontsize=8)
     if title:
         axis.set_title(title, fontsize=9)
     figure.tight_layout()
