@@ -215,3 +215,92 @@ def test_dass_cli_bad_input_files_exit_2(tmp_path, capsys):
     (tmp_path / "t.json").write_text(json.dumps(_tasks_dict(**{"tasks/0/train": 0})))
     assert main(["dass", "bench", "--tasks", str(tmp_path / "t.json"), "--out", str(tmp_path / "o")]) == 2
     assert "tasks[0].train: expected an integer >= 1" in capsys.readouterr().err
+
+
+# -- the DaSS predictor ---------------------------------------------------------------------------------------------
+def _tiny_meta_sgd(seed=0):
+    from rdnas.predictors.dass import DaSSNet, MetaSGD
+
+    torch.manual_seed(seed)
+    model = MetaSGD(DaSSNet(channels=3, arch_features=5, width=4, arch_width=3, hidden=4)).double()
+    with torch.no_grad():  # distinct step sizes, so a mix-up of parameters and steps shows
+        for step in model.steps.values():
+            step.copy_(torch.rand(step.shape, dtype=torch.float64) * 0.01 + 0.001)
+    generator = torch.Generator().manual_seed(seed + 1)
+
+    def batch(n):
+        return (torch.randn(n, 3, 4, 4, generator=generator, dtype=torch.float64),
+                torch.randn(n, 3, 4, 4, generator=generator, dtype=torch.float64),
+                torch.randn(n, 5, generator=generator, dtype=torch.float64),
+                torch.rand(n, generator=generator, dtype=torch.float64))
+
+    return model, batch(1), batch(6)
+
+
+def _coordinates(model, generator):
+    """A few (parameter name, flat index) pairs from every parameter tensor of the network."""
+    for name, p in model.net.named_parameters():
+        for index in torch.randint(0, p.numel(), (2,), generator=generator).tolist():
+            yield name, p, index
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_inner_step_is_theta_minus_alpha_times_the_finite_difference_gradient(seed):
+    model, support, _ = _tiny_meta_sgd(seed)
+    adapted = model.adapt(support, create_graph=False)
+    eps = 1e-6
+    for name, p, index in _coordinates(model, torch.Generator().manual_seed(seed)):
+        flat = p.data.view(-1)
+        original = float(flat[index])
+        with torch.no_grad():
+            flat[index] = original + eps
+            up = float(model.support_loss(model.parameters_dict(), support))
+            flat[index] = original - eps
+            down = float(model.support_loss(model.parameters_dict(), support))
+            flat[index] = original
+        gradient = (up - down) / (2 * eps)
+        step = float(model.steps[name.replace(".", "__")].detach().view(-1)[index])
+        assert float(adapted[name].view(-1)[index]) == pytest.approx(original - step * gradient, abs=1e-9), name
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_second_order_outer_gradient_matches_finite_differences(seed):
+    from rdnas.predictors.dass import episode_loss
+
+    model, support, query = _tiny_meta_sgd(seed)
+    loss = episode_loss(model, support, query)
+    tensors = dict(model.net.named_parameters())
+    tensors.update({f"step:{k}": v for k, v in model.steps.items()})
+    grads = dict(zip(tensors, torch.autograd.grad(loss, list(tensors.values()))))
+    eps = 1e-6
+    generator = torch.Generator().manual_seed(seed + 10)
+    checked = 0
+    for key, tensor in tensors.items():
+        for index in torch.randint(0, tensor.numel(), (2,), generator=generator).tolist():
+            flat = tensor.data.view(-1)
+            original = float(flat[index])
+            flat[index] = original + eps
+            up = float(episode_loss(model, support, query))
+            flat[index] = original - eps
+            down = float(episode_loss(model, support, query))
+            flat[index] = original
+            numeric = (up - down) / (2 * eps)
+            assert float(grads[key].view(-1)[index]) == pytest.approx(numeric, rel=1e-5, abs=1e-9), key
+            checked += 1
+    assert checked == 2 * len(tensors)
+    # the step sizes matter: without adaptation they get no gradient
+    plain = episode_loss(model, support, query, adapt=False)
+    assert torch.autograd.grad(plain, list(model.steps.values()), allow_unused=True)[0] is None
+
+
+def test_step_sizes_start_at_dass_value_and_ablations_zero_their_input():
+    from rdnas.predictors.dass import STEP_INIT, DaSSNet, MetaSGD, pad_channels
+
+    model = MetaSGD(DaSSNet(3, 5, width=4, arch_width=3, hidden=4, use_teacher=False))
+    assert all(torch.all(step == STEP_INIT) for step in model.steps.values()) and STEP_INIT == 0.005
+    s, a = torch.randn(2, 3, 2, 2), torch.randn(2, 5)
+    first = model.net(s, torch.randn(2, 3, 2, 2), a)
+    assert torch.equal(first, model.net(s, torch.randn(2, 3, 2, 2), a))  # the teacher input is ignored
+    assert pad_channels(torch.ones(1, 2, 1, 1), 3)[0, :, 0, 0].tolist() == [1.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="have 4 channels, the predictor takes at most 3"):
+        pad_channels(torch.ones(1, 4, 1, 1), 3)

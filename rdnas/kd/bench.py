@@ -24,7 +24,6 @@ probe through the teacher, the remapped students and freshly initialised student
 import csv
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,8 @@ from rdnas.kd.teacher import Teacher, load_teacher, save_teacher, train_teacher
 from rdnas.kd.train import teacher_logits, train_student
 
 REGIMES = ("kd", "ce", "remap-ce")
-RUN_COLUMNS = ("task", "teacher", "arch_str", "seed", "regime", "valid_acc", "valid_loss", "train_loss", "seconds")
+RUN_COLUMNS = ("task", "teacher", "arch_str", "seed", "regime", "valid_acc", "valid_loss", "train_loss", "seconds",
+               "cpu_seconds")
 BENCH_KIND = "rdnas-dass-kdbench"
 EMBEDDINGS_KIND = "rdnas-dass-embeddings"
 
@@ -95,7 +95,7 @@ def read_runs(out_dir) -> list[dict]:
         for number, row in enumerate(rows, start=2):
             try:
                 row["seed"] = int(row["seed"])
-                for name in ("valid_acc", "valid_loss", "train_loss", "seconds"):
+                for name in ("valid_acc", "valid_loss", "train_loss", "seconds", "cpu_seconds"):
                     row[name] = float(row[name])
             except (KeyError, TypeError, ValueError) as error:
                 raise ValueError(f"{path}:{number}: not a KD run row ({type(error).__name__}: {error})") from None

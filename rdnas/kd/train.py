@@ -94,7 +94,8 @@ def train_student(student: nn.Module, train_x: Tensor, train_y: Tensor, valid_x:
             (:func:`teacher_logits`); given, the loss is :func:`rdnas.kd.kd_loss`, otherwise cross-entropy
             (with the recipe's label smoothing).
 
-    Returns ``{"valid_acc", "valid_loss", "train_loss" (last epoch's mean), "seconds"}``.
+    Returns ``{"valid_acc", "valid_loss", "train_loss" (last epoch's mean), "seconds" (wall clock, training and
+    evaluation), "cpu_seconds" (this process's CPU time over the same span, all threads)}``.
     """
     if cached_teacher_logits is not None and cached_teacher_logits.shape[0] != len(train_x):
         raise ValueError(f"rdnas.kd.train_student: cached_teacher_logits has {cached_teacher_logits.shape[0]} rows "
@@ -108,7 +109,7 @@ def train_student(student: nn.Module, train_x: Tensor, train_y: Tensor, valid_x:
                                 weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.epochs * steps)
     padding = max(1, train_x.shape[-1] // 8)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     student.train()
     epoch_loss = 0.0
     for _ in range(recipe.epochs):
@@ -134,4 +135,5 @@ def train_student(student: nn.Module, train_x: Tensor, train_y: Tensor, valid_x:
     result = evaluate(student, valid_x, valid_y)
     result["train_loss"] = float(epoch_loss) / steps
     result["seconds"] = time.perf_counter() - start
+    result["cpu_seconds"] = time.process_time() - cpu_start  # this process's CPU time: the cost on a shared machine
     return result
