@@ -19,7 +19,6 @@ cells and are scored on each seed's 180 evaluation cells like the others. One JS
     python benchmarks/learned_teacher_experiment.py report
 """
 
-import argparse
 import json
 import sys
 import time
@@ -28,9 +27,10 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import ttest_rel
 
+from experiment_harness import command_line, comma_list, load_results, run_pending
 from rdnas.atomic_file import write_text_atomic
 from rdnas.pipeline import PipelineConfig, build_teacher, load_ground_truth, train_and_rank
-from rdnas.predictors import ArchFeatures, get_predictor
+from rdnas.predictors import ArchFeatures, NARPredictor, get_predictor
 from rdnas.rank import kendall_tau
 from rdnas.spaces import nb201
 from rdnas.train import Teacher
@@ -41,7 +41,7 @@ RUNS = RESULTS / "learned_teacher"
 WORK = ROOT.parent / "runs" / "learned_teacher"
 TEACHER_FRACTION = 4  # a quarter of the cells train the teacher
 # fitted predictors: (predictor, its NB201 input, its options; NAR ran at the authors' batch size, as recorded)
-TEACHERS = {"nar": ("nar", dict(cells="stages", edges="all"), dict(batch_size=128)),
+TEACHERS = {"nar": ("nar", dict(cells="stages", edges="all"), dict(batch_size=NARPredictor.AUTHORS_BATCH_SIZE)),
             "gbt": ("gbt", dict(cells="all", edges="all"), {}), "gbt-live": ("gbt", dict(cells="all", edges="live"), {})}
 METHODS = ("spos", "synflow", "gbt", "nar", "gbt-live")
 LABELS = {"spos": "SPOS (K=4)", "synflow": "RD-NAS (K=4), synflow teacher (the main suite's)",
@@ -70,46 +70,48 @@ def base_config() -> PipelineConfig:
     return PipelineConfig(space="nb201", out_dir=str(WORK), epochs=30, eval_every=10, teacher_proxies="synflow")
 
 
+def run_one(context, method: str, seed: int) -> dict:
+    config, archs, truth, index, synflow = context
+    teacher_rows, eval_rows = split(len(archs), seed)
+    teacher, fit_s = None, 0.0
+    if method == "synflow":
+        teacher = synflow
+    elif method in TEACHERS:
+        scores, fit_s = fit_teacher(method, archs, truth, teacher_rows, seed)
+        teacher = Teacher(scores, config.groups, f"{method} fitted on {len(teacher_rows)} cells")
+    teacher_tau = None if teacher is None else kendall_tau(teacher.scores.numpy()[index][eval_rows], truth[eval_rows])
+    config.out_dir = str(WORK / method)
+    result = train_and_rank(config, "spos" if method == "spos" else "rdnas", seed, archs, truth, teacher=teacher,
+                            paths_per_step=4)
+    estimates = np.asarray(result["estimates"])
+    result.update(name=LABELS[method], teacher_rows=teacher_rows.tolist(), eval_rows=eval_rows.tolist(),
+                  teacher_fit_s=fit_s, teacher_kendall_tau_eval=teacher_tau,
+                  kendall_tau_eval=kendall_tau(estimates[eval_rows], truth[eval_rows]), truth=truth.tolist())
+    return result
+
+
+def progress_line(result: dict, seconds: float) -> str:
+    teacher_tau = result["teacher_kendall_tau_eval"]
+    teacher_text = "" if teacher_tau is None else f"teacher tau {teacher_tau:.3f}, "
+    return (f"{teacher_text}supernet tau {result['kendall_tau_eval']:.3f} on the {len(result['eval_rows'])} "
+            f"evaluation cells ({seconds:.0f} s)")
+
+
 def run(args) -> int:
-    config = base_config()
-    _, archs, truth = load_ground_truth(config)
-    index = nb201.SPACE.index(archs).numpy()
-    synflow = build_teacher(config) if "synflow" in args.methods else None  # one whole-space table, all seeds
-    RUNS.mkdir(parents=True, exist_ok=True)
-    for method in args.methods:
-        for seed in args.seeds:
-            path = RUNS / f"{method}_seed{seed}.json"
-            if path.exists():
-                print(f"{method} seed {seed}: done already")
-                continue
-            teacher_rows, eval_rows = split(len(archs), seed)
-            teacher, fit_s = None, 0.0
-            if method == "synflow":
-                teacher = synflow
-            elif method in TEACHERS:
-                scores, fit_s = fit_teacher(method, archs, truth, teacher_rows, seed)
-                teacher = Teacher(scores, config.groups, f"{method} fitted on {len(teacher_rows)} cells")
-            teacher_tau = None if teacher is None else kendall_tau(teacher.scores.numpy()[index][eval_rows],
-                                                                    truth[eval_rows])
-            config.out_dir = str(WORK / method)
-            started = time.perf_counter()
-            result = train_and_rank(config, "spos" if method == "spos" else "rdnas", seed, archs, truth,
-                                    teacher=teacher, paths_per_step=4)
-            estimates = np.asarray(result["estimates"])
-            result.update(name=LABELS[method], teacher_rows=teacher_rows.tolist(), eval_rows=eval_rows.tolist(),
-                          teacher_fit_s=fit_s, teacher_kendall_tau_eval=teacher_tau,
-                          kendall_tau_eval=kendall_tau(estimates[eval_rows], truth[eval_rows]), truth=truth.tolist())
-            write_text_atomic(path, json.dumps(result))
-            teacher_text = "" if teacher_tau is None else f"teacher tau {teacher_tau:.3f}, "
-            print(f"{method} seed {seed}: {teacher_text}supernet tau {result['kendall_tau_eval']:.3f} on the "
-                  f"{len(eval_rows)} evaluation cells ({time.perf_counter() - started:.0f} s)", flush=True)
-    return 0
+    def prepare():
+        config = base_config()
+        _, archs, truth = load_ground_truth(config)
+        synflow = build_teacher(config) if "synflow" in args.methods else None  # one whole-space table, all seeds
+        return config, archs, truth, nb201.SPACE.index(archs).numpy(), synflow
+
+    jobs = [(method, seed) for method in args.methods for seed in args.seeds]
+    return run_pending(jobs, lambda method, seed: RUNS / f"{method}_seed{seed}.json", run_one,
+                       lambda method, seed: f"{method} seed {seed}", progress_line, dry_run=args.dry_run, prepare=prepare)
 
 
 def report(args) -> int:
     rows = {}
-    for path in sorted(RUNS.glob("*_seed*.json")):
-        result = json.loads(path.read_text())
+    for result in load_results(RUNS, "*_seed*.json"):
         rows.setdefault(result["name"], {})[result["seed"]] = (result["kendall_tau_eval"],
                                                                result["teacher_kendall_tau_eval"])
     if not rows:
@@ -143,23 +145,11 @@ def report(args) -> int:
     return 0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    steps = parser.add_subparsers(dest="step", required=True)
-    run_parser = steps.add_parser("run", help="fit the teachers and train the RD-NAS supernets; resumable")
-    run_parser.add_argument("--methods", type=lambda t: [x for x in t.split(",") if x], default=list(METHODS),
-                            help=f"default: {','.join(METHODS)}")
-    run_parser.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",") if x],
-                            default=list(range(7)), help="default 0-6")
-    steps.add_parser("report", help="the Markdown table and benchmarks/results/learned_teacher_experiment.json")
-    args = parser.parse_args()
-    if args.step == "run":
-        unknown = set(args.methods) - set(METHODS)
-        if unknown:
-            parser.error(f"unknown method(s) {sorted(unknown)}; methods: {', '.join(METHODS)}")
-        return run(args)
-    return report(args)
+def run_options(parser) -> None:
+    parser.add_argument("--seeds", type=comma_list(int), default=list(range(7)), help="default 0-6")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command_line(__doc__, run, report, "--methods", METHODS, run_options=run_options,
+                          run_help="fit the teachers and train the RD-NAS supernets; resumable",
+                          report_help="the Markdown table and benchmarks/results/learned_teacher_experiment.json"))

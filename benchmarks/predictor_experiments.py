@@ -5,8 +5,8 @@ Train on N random cells (``rdnas.predictors.protocol.training_rows``: seed s giv
 published protocol counts the training cells too), plus the transfer columns ``cifar100_test_acc`` and
 ``imagenet16_120_test_acc``. N in 78, 156, 469, 781, 1563 (0.5 % to 10 %), seeds 0-4 (>= 5 training sets).
 
-NAR on the authors' input (``nar``, ``nar+zc``, ``nar-notiers``, ``nar-31tok``) trains on their batch size (128),
-as those rows were measured; the ``-live`` models use rdnas's defaults (batches of 64).
+NAR on the authors' input (``nar``, ``nar+zc``, ``nar-notiers``, ``nar-31tok``) trains on their batch size (128,
+``NARPredictor.AUTHORS_BATCH_SIZE``), as those rows were measured; the ``-live`` models use rdnas's defaults (batches of 64).
 ``nar-live``, ``nar-live+zc``, ``nar-notiers-live``, ``gbt-live``, ``gbt-live+zc``, ``mlp-live``, ``mlp-live+zc``: the
 same models on the live cell (``edges="live"``: dead edges as ``none`` plus the path token; still structure only,
 computed from the cell alone).
@@ -30,7 +30,6 @@ stopped and restarted, and several processes can share the work (``--models`` / 
     python benchmarks/predictor_experiments.py report   # Markdown table, benchmarks/results/predictor_experiments.json
 """
 
-import argparse
 import json
 import platform
 import sys
@@ -40,8 +39,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiment_harness import comma_list, command_line, load_results, run_pending
 from rdnas.atomic_file import write_text_atomic
-from rdnas.predictors import ArchFeatures, ProxyFeatures
+from rdnas.predictors import ArchFeatures, NARPredictor, ProxyFeatures
 from rdnas.predictors.protocol import fit_on_table
 from rdnas.rank import GroundTruth, kendall_tau, precision_at_top, spearman_rho
 
@@ -112,7 +112,7 @@ def run_one(model: str, size: int, seed: int, gt: GroundTruth, features_path: Pa
         cells = "stages" if base == "nar" and "31tok" not in variants else "all"
         options = {"tier_weight": 0.0} if "notiers" in variants else {}
         if base == "nar" and "live" not in variants:  # the authors'-input rows were measured at their batch size
-            options["batch_size"] = 128
+            options["batch_size"] = NARPredictor.AUTHORS_BATCH_SIZE
         features = ArchFeatures("nb201", ProxyFeatures.from_table(features_path, PROXY_COLUMNS + COST_COLUMNS)
                                 if extra == "zc" else None, cells=cells, edges="live" if "live" in variants else "all")
         predictor, rows = fit_on_table(base, gt, TRAIN_COLUMN, size, seed, features, progress=sys.stderr.isatty(),
@@ -132,25 +132,21 @@ def run_one(model: str, size: int, seed: int, gt: GroundTruth, features_path: Pa
 
 
 def run(args) -> int:
-    gt = GroundTruth.load(args.gt)
-    features_path = zc_table(Path(args.gt), Path(args.zc))
-    RUNS.mkdir(parents=True, exist_ok=True)
+    def prepare():
+        return GroundTruth.load(args.gt), zc_table(Path(args.gt), Path(args.zc))
+
+    def run_job(context, model, size, seed):
+        return run_one(model, size, seed, *context)
+
     jobs = [(model, size, seed) for model in args.models for size in args.n for seed in args.seeds
             if model != "proxies" or seed == 0]
-    for model, size, seed in jobs:
-        path = result_path(model, size, seed)
-        if path.exists():
-            print(f"{model:8} N={size:5} seed {seed}: done already ({path.name})")
-            continue
-        result = run_one(model, size, seed, gt, features_path)
-        write_text_atomic(path, json.dumps(result, indent=1))
-        print(f"{model:8} N={size:5} seed {seed}: Kendall tau {result['kendall_tau']:.4f} "
-              f"(fit {result['fit_s']:.1f} s, predict {result['predict_s']:.1f} s)", flush=True)
-    return 0
+    return run_pending(jobs, result_path, run_job, lambda model, size, seed: f"{model:8} N={size:5} seed {seed}",
+                       lambda result, seconds: f"Kendall tau {result['kendall_tau']:.4f} (fit {result['fit_s']:.1f} "
+                       f"s, predict {result['predict_s']:.1f} s)", dry_run=args.dry_run, prepare=prepare, indent=1)
 
 
 def report(args) -> int:
-    results = [json.loads(path.read_text()) for path in sorted(RUNS.glob("*.json"))]
+    results = load_results(RUNS)
     table = {}
     for result in results:
         table.setdefault(result["model"], {}).setdefault(result["n"], []).append(result)
@@ -185,29 +181,15 @@ def report(args) -> int:
     return 0
 
 
-def _list(kind):
-    return lambda text: [kind(item) for item in text.split(",") if item]
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    steps = parser.add_subparsers(dest="step", required=True)
-    run_parser = steps.add_parser("run", help="fit and evaluate, one JSON per (model, N, seed); resumable")
-    run_parser.add_argument("--models", type=_list(str), default=list(DEFAULT_MODELS),
-                            help=f"default: {','.join(DEFAULT_MODELS)}; also nar-31tok")
-    run_parser.add_argument("--n", type=_list(int), default=list(SIZES), help="training sizes (default 78,...,1563)")
-    run_parser.add_argument("--seeds", type=_list(int), default=list(SEEDS), help="training sets (default 0-4)")
-    run_parser.add_argument("--gt", default=str(DATA / "nb201_gt.csv"))
-    run_parser.add_argument("--zc", default=str(DATA / "nb201_zc_proxies.csv"))
-    steps.add_parser("report", help="the Markdown table and benchmarks/results/predictor_experiments.json")
-    args = parser.parse_args()
-    if args.step == "run":
-        unknown = set(args.models) - set(MODELS)
-        if unknown:
-            parser.error(f"unknown model(s) {sorted(unknown)}; models: {', '.join(MODELS)}")
-        return run(args)
-    return report(args)
+def run_options(parser) -> None:
+    parser.add_argument("--n", type=comma_list(int), default=list(SIZES), help="training sizes (default 78,...,1563)")
+    parser.add_argument("--seeds", type=comma_list(int), default=list(SEEDS), help="training sets (default 0-4)")
+    parser.add_argument("--gt", default=str(DATA / "nb201_gt.csv"))
+    parser.add_argument("--zc", default=str(DATA / "nb201_zc_proxies.csv"))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command_line(__doc__, run, report, "--models", MODELS, DEFAULT_MODELS, run_options=run_options,
+                          run_help="fit and evaluate, one JSON per (model, N, seed); resumable",
+                          report_help="the Markdown table and benchmarks/results/predictor_experiments.json",
+                          choices_help=f"default: {','.join(DEFAULT_MODELS)}; also nar-31tok"))

@@ -17,7 +17,6 @@ predicted top tier, ranked by score). NAR runs on NB201's 7 stage tokens (``cell
 predictor sees the live cell (``edges="live"``, see rdnas.predictors.features).
 """
 
-import argparse
 import json
 import platform
 import sys
@@ -28,8 +27,9 @@ import numpy as np
 import torch
 from scipy.stats import mannwhitneyu
 
+from experiment_harness import command_line, load_results, run_pending
 from rdnas.atomic_file import write_text_atomic
-from rdnas.predictors import ArchFeatures, get_predictor
+from rdnas.predictors import ArchFeatures, NARPredictor, get_predictor
 from rdnas.predictors.sampling_search import sampling_search
 from rdnas.rank import GroundTruth
 from rdnas.search import evolution_search, random_search
@@ -54,37 +54,40 @@ def run_method(method: str, seed: int, valid: torch.Tensor):
         return evolution_search(fitness, BUDGET, seed=seed, population=20, sample_size=5, batch=1)
     kind, _, edges = method.split("+")[1].partition("-")
     features = ArchFeatures("nb201", cells="stages" if kind == "nar" else "all", edges=edges or "all")
-    # NAR on the authors' input ran at their batch size (128), as recorded; "-live": rdnas's defaults
-    options = {"batch_size": 128} if kind == "nar" and not edges else {}
+    # NAR on the authors' input ran at their batch size, as recorded; "-live": rdnas's defaults
+    options = {"batch_size": NARPredictor.AUTHORS_BATCH_SIZE} if kind == "nar" and not edges else {}
     return sampling_search(fitness, BUDGET, lambda: get_predictor(kind)(features=features, seed=seed, **options),
                            seed=seed)
 
 
+def result_path(method: str, seed: int) -> Path:
+    return RUNS / f"{method.replace('+', '_')}_seed{seed}.json"
+
+
+def run_one(context, method: str, seed: int) -> dict:
+    valid, test = context
+    started = time.perf_counter()
+    history = run_method(method, seed, valid)
+    seconds = time.perf_counter() - started
+    archs = torch.tensor(history.archs, dtype=torch.long)
+    index = nb201.SPACE.index(archs).numpy()
+    best = np.maximum.accumulate(np.asarray(history.scores))  # best validation accuracy after q queries
+    pick = [int(index[int(np.argmax(np.asarray(history.scores[:q])))]) for q in range(1, len(index) + 1)]
+    return {"method": method, "seed": seed, "budget": BUDGET, "queried_index": index.tolist(),
+            "best_valid": best.tolist(), "picked_test": [float(test[i]) for i in pick],
+            "seconds": seconds, "torch": torch.__version__, "machine": platform.machine()}
+
+
 def run(args) -> int:
-    gt = GroundTruth.load(args.gt)
-    everything = nb201.all_archs()
-    valid = torch.from_numpy(gt.values(everything, "cifar10_valid_acc"))
-    test = gt.values(everything, "cifar10_test_acc")
-    RUNS.mkdir(parents=True, exist_ok=True)
-    for method in args.methods:
-        for seed in range(args.runs):
-            path = RUNS / f"{method.replace('+', '_')}_seed{seed}.json"
-            if path.exists():
-                continue
-            started = time.perf_counter()
-            history = run_method(method, seed, valid)
-            seconds = time.perf_counter() - started
-            archs = torch.tensor(history.archs, dtype=torch.long)
-            index = nb201.SPACE.index(archs).numpy()
-            best = np.maximum.accumulate(np.asarray(history.scores))  # best validation accuracy after q queries
-            pick = [int(index[int(np.argmax(np.asarray(history.scores[:q])))]) for q in range(1, len(index) + 1)]
-            result = {"method": method, "seed": seed, "budget": BUDGET, "queried_index": index.tolist(),
-                      "best_valid": best.tolist(), "picked_test": [float(test[i]) for i in pick],
-                      "seconds": seconds, "torch": torch.__version__, "machine": platform.machine()}
-            write_text_atomic(path, json.dumps(result))
-            print(f"{method:13} seed {seed:2}: final pick test {result['picked_test'][-1]:.2f} % "
-                  f"({seconds:.0f} s)", flush=True)
-    return 0
+    def prepare():
+        gt = GroundTruth.load(args.gt)
+        everything = nb201.all_archs()
+        return torch.from_numpy(gt.values(everything, "cifar10_valid_acc")), gt.values(everything, "cifar10_test_acc")
+
+    jobs = [(method, seed) for method in args.methods for seed in range(args.runs)]
+    return run_pending(jobs, result_path, run_one, lambda method, seed: f"{method:13} seed {seed:2}",
+                       lambda result, seconds: f"final pick test {result['picked_test'][-1]:.2f} % "
+                       f"({result['seconds']:.0f} s)", dry_run=args.dry_run, prepare=prepare)
 
 
 def report(args) -> int:
@@ -92,8 +95,7 @@ def report(args) -> int:
     test = gt.values(nb201.all_archs(), "cifar10_test_acc")
     top = np.sort(test)[::-1][max(1, len(test) // 1000) - 1]  # the 0.1 % cut
     results = {}
-    for path in sorted(RUNS.glob("*_seed*.json")):
-        result = json.loads(path.read_text())
+    for result in load_results(RUNS, "*_seed*.json"):
         results.setdefault(result["method"], []).append(result)
     if not results:
         print("no runs yet: run `python benchmarks/search_experiments.py run` first", file=sys.stderr)
@@ -130,23 +132,16 @@ def report(args) -> int:
     return 0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    steps = parser.add_subparsers(dest="step", required=True)
-    run_parser = steps.add_parser("run", help="run every method for seeds 0..runs-1; resumable")
-    run_parser.add_argument("--methods", type=lambda t: [x for x in t.split(",") if x], default=list(METHODS))
-    run_parser.add_argument("--runs", type=int, default=25)
-    run_parser.add_argument("--gt", default=str(DATA / "nb201_gt.csv"))
-    report_parser = steps.add_parser("report", help="the Markdown table and benchmarks/results/search_experiments.json")
-    report_parser.add_argument("--gt", default=str(DATA / "nb201_gt.csv"))
-    args = parser.parse_args()
-    if args.step == "run":
-        unknown = set(args.methods) - set(METHODS)
-        if unknown:
-            parser.error(f"unknown method(s) {sorted(unknown)}; methods: {', '.join(METHODS)}")
-        return run(args)
-    return report(args)
+def run_options(parser) -> None:
+    parser.add_argument("--runs", type=int, default=25, help="seeds 0..runs-1 (default 25)")
+    parser.add_argument("--gt", default=str(DATA / "nb201_gt.csv"))
+
+
+def report_options(parser) -> None:
+    parser.add_argument("--gt", default=str(DATA / "nb201_gt.csv"))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command_line(__doc__, run, report, "--methods", METHODS, run_options=run_options,
+                          report_options=report_options, run_help="run every method for seeds 0..runs-1; resumable",
+                          report_help="the Markdown table and benchmarks/results/search_experiments.json"))

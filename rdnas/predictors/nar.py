@@ -120,11 +120,11 @@ class NARModel(nn.Module):
 class NARPredictor(ModulePredictor):
     """The NAR tier ranker behind the predictor interface (module docstring). Options (saved with the model):
     ``tiers`` (5), ``d_model`` (128), ``layers`` (6), ``heads`` (4), ``ffn`` (512), ``dropout`` (0.1),
-    ``tier_hidden`` (256), ``score_hidden`` (1024), ``epochs`` (55), ``batch_size`` (64; the authors' 128),
-    ``lr_mul`` (0.14; the authors' 0.07), ``warmup`` (30 steps), ``weight_decay`` (0.01), ``tier_weight`` and
-    ``rank_weight`` (1, 2: the loss is ``tier_weight * CE + rank_weight * pairwise``; ``tier_weight=0`` trains the
-    encoder and score head on the ranking loss alone, an ablation without NAR's tiers: the decoder stays at its
-    initialisation and ``predict_tiers`` means nothing then)."""
+    ``tier_hidden`` (256), ``score_hidden`` (1024), ``epochs`` (55), ``batch_size`` (64; the authors' 128,
+    :attr:`AUTHORS_BATCH_SIZE`), ``lr_mul`` (0.14; the authors' 0.07), ``warmup`` (30 steps), ``weight_decay``
+    (0.01), ``tier_weight`` and ``rank_weight`` (1, 2: the loss is ``tier_weight * CE + rank_weight * pairwise``;
+    ``tier_weight=0`` trains the encoder and score head on the ranking loss alone, an ablation without NAR's tiers:
+    the decoder stays at its initialisation and ``predict_tiers`` means nothing then)."""
 
     name = "nar"
     MODEL_OPTIONS = {"tiers": 5, "d_model": 128, "layers": 6, "heads": 4, "ffn": 512, "dropout": 0.1,
@@ -134,6 +134,10 @@ class NARPredictor(ModulePredictor):
     # 0.547 (README, "Predictors"). batch_size likewise on the live cell (tiers off, sets 100-101): 128 -> 64 gave
     # 0.707 -> 0.729 at N = 156 and 0.773 -> 0.791 at N = 781 for the same epochs and time (110 epochs of 128: 0.737
     # and 0.803 on set 100, at twice the time).
+    AUTHORS_BATCH_SIZE = 128
+    """The NAR authors' batch size: the README's rows on the authors' input (benchmarks/predictor_experiments.py's
+    ``nar``, ``nar+zc``, ...; search_experiments.py's ``sampling+nar``; learned_teacher_experiment.py's ``nar``)
+    were measured at it, so those scripts pass ``batch_size=AUTHORS_BATCH_SIZE`` to reproduce them."""
     TRAIN_OPTIONS = {"epochs": 55, "batch_size": 64, "lr_mul": 0.14, "warmup": 30, "weight_decay": 0.01,
                      "tier_weight": 1.0, "rank_weight": 2.0}
 
