@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from rdnas.spaces import base
+from rdnas.spaces.nb201_cost import network_cost
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NONE, SKIP, CONV1X1, CONV3X3, AVG_POOL = range(5)
@@ -307,16 +308,14 @@ class NB201Space(base.SearchSpace):
     def is_trivial(self, archs) -> Tensor:
         return ~connected(self.validate(archs))
 
-    def cost(self, archs) -> dict[str, Tensor]:
-        """The benchmark's own counts for its CIFAR-10 network (C=16, N=5, 32x32, 10 classes): ``flops`` (Conv2d
-        and Linear multiply-accumulates, every non-``none`` edge included) and ``params`` = ``trainable_params``
-        (the table's ``flops_M`` and ``params_M`` times 1e6), float64 Tensor[K]."""
-        from rdnas.proxies import flops, params, scoring_supernet
-
-        supernet = scoring_supernet(channels=16, cells_per_stage=5, num_classes=10, in_channels=3)
-        cells = [tuple(a) for a in self.validate(archs).tolist()]
-        count = params(supernet, cells)
-        return {"params": count, "trainable_params": count.clone(), "flops": flops(supernet, cells)}
+    def cost(self, archs, **options) -> dict[str, Tensor]:
+        """The benchmark's own counts (:mod:`rdnas.spaces.nb201_cost`), by default for its CIFAR-10 network (C=16,
+        N=5, 32x32, 10 classes): ``flops`` (Conv2d and Linear multiply-accumulates, every non-``none`` edge
+        included) and ``params`` = ``trainable_params`` (the table's ``flops_M`` and ``params_M`` times 1e6),
+        float64 Tensor[K] for LongTensor[K, 6]. ``options``: those of :func:`rdnas.spaces.nb201_cost.network_cost`
+        (``channels``, ``cells_per_stage``, ``num_classes``, ``in_channels``, ``image_size``, ``bn_affine``)."""
+        rows = self.validate(archs)
+        return network_cost((rows == CONV1X1).sum(1), (rows == CONV3X3).sum(1), **options)
 
 
 SPACE = NB201Space()
