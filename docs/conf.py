@@ -19,7 +19,6 @@ import inspect
 import os
 import pkgutil
 import re
-import shutil
 from pathlib import Path
 
 import rdnas
@@ -153,15 +152,21 @@ def _directive(module_name: str, name: str, value) -> str:
 
 def write_api_pages(app) -> None:
     """Writes api/<module>.rst for every module that has public names or a docstring (the build's first step)."""
-    shutil.rmtree(API_DIR, ignore_errors=True)
-    API_DIR.mkdir()
+    API_DIR.mkdir(exist_ok=True)
+    wanted = set()
     for module_name, entries in api_pages().items():
         lines = [module_name, "=" * len(module_name), "", f".. automodule:: {module_name}", "   :no-members:", ""]
         if entries:
             lines += [".. rubric:: Public names", "", ".. autosummary::", "   :nosignatures:", ""]
             lines += [f"   {name}" for name, _ in entries] + ["", ".. rubric:: Reference", ""]
             lines += [_directive(module_name, name, value) for name, value in entries]
-        (API_DIR / f"{module_name}.rst").write_text("\n".join(lines) + "\n")
+        page, text = API_DIR / f"{module_name}.rst", "\n".join(lines) + "\n"
+        wanted.add(page.name)
+        if not page.exists() or page.read_text() != text:  # unchanged pages keep their time: incremental builds
+            page.write_text(text)
+    for page in API_DIR.glob("*.rst"):
+        if page.name not in wanted:  # a module that was removed or renamed
+            page.unlink()
 
 
 # --- docstrings: plain-text maths ----------------------------------------------------------------------------------
