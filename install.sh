@@ -2,6 +2,7 @@
 # Installs rdnas and everything it needs into the current Python environment (a virtual environment is best).
 #   ./install.sh        the package, its native extension rdnas._C and its run-time dependencies
 #   ./install.sh test   the same plus the test dependencies (pytest, pytest-benchmark, ...)
+#   ./install.sh docs   the same plus the documentation tools (Sphinx, MyST; pinned in pyproject.toml's docs extra)
 # A torch that is already installed is kept (rdnas needs >= 2.4); without one, torch==2.13.0 is installed
 # (see DEVELOPERS.md). The extension is built against that torch with --no-build-isolation.
 set -euo pipefail
@@ -19,6 +20,7 @@ fi
 case "${1:-}" in
   "") target="." ;;
   test) target=".[test]" ;;
-  *) echo "install.sh: unknown argument '$1' (expected nothing or 'test')" >&2; exit 2 ;;
+  docs) target=".[docs]" ;;
+  *) echo "install.sh: unknown argument '$1' (expected nothing, 'test' or 'docs')" >&2; exit 2 ;;
 esac
 "$PYTHON" -m pip install --no-build-isolation "$target"
