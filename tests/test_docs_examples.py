@@ -217,3 +217,13 @@ def test_help_lists_every_command_on_one_line(tmp_path):
         line = next((line for line in lines if line.split()[:1] == [name]), None)
         assert line is not None, f"`rdnas --help` does not list {name}:\n{result.stdout}"
         assert len(line.split()) > 1, f"`rdnas --help`: {name}'s summary is not on its line: {line!r}"
+
+
+def test_relative_links_of_the_readme_point_at_files():
+    """README.md is read on GitHub, outside the Sphinx build (which checks the docs' own links)."""
+    text = (ROOT / "README.md").read_text()
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path = target.split("#")[0]
+        assert (ROOT / path).exists(), f"README.md links to {target}, which does not exist"
