@@ -23,7 +23,7 @@ from rdnas.minibench.build import benchmark_table, write_table
 from rdnas.predictors import get_predictor
 from rdnas.predictors.features import ArchFeatures, ProxyFeatures
 from rdnas.proxies import Proxy, ScoreTable, merge_tables, score_space
-from rdnas.rank import GroundTruth, MalformedTable
+from rdnas.rank import GroundTruth, MalformedTable, MissingColumn
 from rdnas.spaces import get_space
 from rdnas.train import Teacher
 
@@ -202,6 +202,17 @@ class TestTableErrors:
         with pytest.raises(ValueError, match=r"has no column 'nope'; its columns: enum"):
             ScoreTable.read(tables["proxies"]).require_columns("nope")
 
+    def test_a_missing_column_is_a_key_error_and_a_value_error(self, tables):
+        """A KeyError for code that treats columns as a mapping, a ValueError so that the command line reports it
+        as bad input rather than a traceback."""
+        assert issubclass(MissingColumn, KeyError) and issubclass(MissingColumn, ValueError)
+        with pytest.raises(MissingColumn, match=rf"^rdnas.rank.GroundTruth: {tables['gt']} has no column 'nope'; "
+                                                r"it has \['acc'\]$"):
+            GroundTruth.load(tables["gt"]).values(ALL[:3], "nope")
+        with pytest.raises(MissingColumn, match=rf"^rdnas.proxies.ScoreTable: {tables['proxies']} has no column "
+                                                r"'nope'; columns: \['enum'\]$"):
+            ScoreTable.read(tables["proxies"]).column("nope")
+
     def test_an_architecture_twice_names_both_lines(self, tables, tmp_path):
         lines = tables["proxies_gt"].read_text().splitlines(keepends=True)
         arch = lines[5].split(",")[1]
@@ -236,7 +247,9 @@ def test_bench_runs_that_disagree_on_an_architectures_index_are_refused():
         return {"enumeration_index": index, "arch_str": arch, "seed": seed, "valid_acc": 90.0, "valid_loss": 0.3}
 
     assert list(benchmark_table([run(1, a, 0), run(1, a, 1), run(2, b, 0), run(2, b, 1)])) == [1, 2]
-    with pytest.raises(ValueError, match=rf"the run files disagree: {re.escape(a)} has index 1 in one run and 2 in another"):
+    with pytest.raises(ValueError, match=rf"the run files disagree: {re.escape(a)} has index 1 in one run and 2 in "
+                                         "another"):
         benchmark_table([run(1, a, 0), run(2, a, 1)])
-    with pytest.raises(ValueError, match=rf"the run files disagree: index 1 is {re.escape(a)} in one run and {re.escape(b)} in another"):
+    with pytest.raises(ValueError, match=rf"the run files disagree: index 1 is {re.escape(a)} in one run and "
+                                         rf"{re.escape(b)} in another"):
         benchmark_table([run(1, a, 0), run(1, b, 1)])

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from rdnas.atomic_file import prepare_output_file, write_text_atomic
+from rdnas.rank.ground_truth import MissingColumn
 
 META_SUFFIX = ".meta.json"
 
@@ -80,13 +81,14 @@ class ScoreTable:
         missing = [name for name in names if name not in self.columns]
         if missing:
             where = self.info.get("path") or "the score table"
-            raise ValueError(f"{where} has no column {missing[0]!r}; its columns: {', '.join(self.columns)}")
+            raise MissingColumn(f"{where} has no column {missing[0]!r}; its columns: {', '.join(self.columns)}")
 
     def column(self, name: str) -> np.ndarray:
         """The scores of proxy ``name`` (float64 [N]), in row order: match rows to architectures with
         :meth:`rows_of` (or by :attr:`archs`), never by position."""
         if name not in self.columns:
-            raise KeyError(f"rdnas.proxies.ScoreTable: no column {name!r}; columns: {list(self.columns)}")
+            raise MissingColumn(f"rdnas.proxies.ScoreTable: {self.info.get('path') or 'the table'} has no column "
+                                f"{name!r}; columns: {list(self.columns)}")
         return self.columns[name]
 
     def rows_of(self, archs, space) -> torch.Tensor:

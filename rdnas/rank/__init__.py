@@ -1,6 +1,6 @@
 """Rank consistency: ground-truth tables and metrics."""
 
-from rdnas.rank.ground_truth import GroundTruth, MalformedTable
+from rdnas.rank.ground_truth import GroundTruth, MalformedTable, MissingColumn
 from rdnas.rank.supernet_accuracy import recalibrated_accuracy_fn, supernet_accuracy
 from rdnas.rank.metrics import (
     best_and_worst_rank_in_top,
@@ -14,7 +14,7 @@ from rdnas.rank.metrics import (
 )
 
 __all__ = [
-    "GroundTruth", "MalformedTable", "best_and_worst_rank_in_top", "bootstrap_interval", "concordant_pair_ratio",
-    "kendall_tau", "pearson_r", "precision_at_top", "rank_report", "recalibrated_accuracy_fn", "spearman_rho",
-    "supernet_accuracy",
+    "GroundTruth", "MalformedTable", "MissingColumn", "best_and_worst_rank_in_top", "bootstrap_interval",
+    "concordant_pair_ratio", "kendall_tau", "pearson_r", "precision_at_top", "rank_report", "recalibrated_accuracy_fn",
+    "spearman_rho", "supernet_accuracy",
 ]

@@ -27,6 +27,14 @@ class MalformedTable(ValueError):
     """A ground-truth table that cannot be read; the message names the file and the line."""
 
 
+class MissingColumn(KeyError, ValueError):
+    """A column a table does not have. A KeyError (a table's columns are a mapping) and a ValueError (bad input:
+    the command line reports it as a usage error, not a traceback); the message names the table and its columns."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class GroundTruth:
     """A ground-truth table: architectures, their official indices and numeric columns.
 
@@ -126,7 +134,7 @@ class GroundTruth:
         names = [names] if isinstance(names, str) else list(names)
         missing = [name for name in names if name not in self.columns]
         if missing:
-            raise ValueError(f"the table {self.path} has no column {missing[0]!r}; its columns: "
+            raise MissingColumn(f"the table {self.path} has no column {missing[0]!r}; its columns: "
                              f"{', '.join(self.columns) or '(none)'}")
 
     def require_common(self, archs, what: str = "the architectures") -> Tensor:
@@ -145,7 +153,8 @@ class GroundTruth:
         """The values of a numeric column, one per row (float64), in the table's row order (match rows to
         architectures with :meth:`rows_of`, or use :meth:`values`)."""
         if name not in self.columns:
-            raise KeyError(f"rdnas.rank.GroundTruth: {self.path} has no column {name!r}; it has {sorted(self.columns)}")
+            raise MissingColumn(f"rdnas.rank.GroundTruth: {self.path} has no column {name!r}; it has "
+                                f"{sorted(self.columns)}")
         return self.columns[name]
 
     def rows_of(self, archs: Tensor) -> Tensor:
