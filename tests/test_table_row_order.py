@@ -25,7 +25,7 @@ from rdnas.predictors.features import ArchFeatures, ProxyFeatures
 from rdnas.proxies import Proxy, ScoreTable, merge_tables, score_space
 from rdnas.rank import GroundTruth, MalformedTable, MissingColumn
 from rdnas.spaces import get_space
-from rdnas.train import Teacher
+from rdnas.train import Teacher, TrainConfig, make_teacher
 
 SPACE = get_space("nb201")
 ALL = SPACE.enumerate()  # LongTensor[15625, 6], enumeration order
@@ -112,6 +112,13 @@ def test_teacher_from_table_matches_rows_by_architecture(tables, writer):
     assert torch.equal(teacher.scores, _expected(tables, writer))
     probe = ALL[torch.randperm(SPACE.size, generator=torch.Generator().manual_seed(3))[:50]]
     assert torch.equal(teacher.score(probe), _expected(tables, writer)[SPACE.index(probe)])
+
+
+@pytest.mark.parametrize("writer", ["proxies_gt", "ranking"])
+def test_the_training_run_teacher_matches_rows_by_architecture(tables, writer):
+    """What `rdnas train --method rdnas --teacher-table T --teacher C` builds."""
+    config = TrainConfig(method="rdnas", teacher_table=str(tables[writer]), teacher_proxies=WHOLE_SPACE[writer])
+    assert torch.equal(make_teacher(config).scores, _expected(tables, writer))
 
 
 @pytest.mark.parametrize("writer", ["proxies", "proxies_gt", "merged"])
