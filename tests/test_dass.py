@@ -175,7 +175,7 @@ def test_embeddings_are_the_probe_through_teacher_and_remapped_students(tmp_path
     assert emb["archs"] == [SPACE.to_string(torch.tensor(a)) for a in archs]
 
 
-def test_dass_cli_end_to_end_teacher_and_bench(tmp_path, capsys):
+def test_dass_cli_end_to_end_teacher_bench_fit_rank_evaluate(tmp_path, capsys):
     tasks = _write(tmp_path, _tasks_dict())
     t = tmp_path / "t.pt"
     assert main(["dass", "teacher", "--data", "digits", "--classes", "3,4,5", "--image-size", "8", "--train", "64",
@@ -184,14 +184,40 @@ def test_dass_cli_end_to_end_teacher_and_bench(tmp_path, capsys):
     assert teacher.task["classes"] == [3, 4, 5] and teacher.network.config["width_divisor"] == 8
     assert teacher.network.config["resnet_stem"] == "small"
     out = tmp_path / "kdbench"
-    assert main(["dass", "bench", "--tasks", str(tasks), "--archs", "1", "--seeds", "1", "--quiet",
-                 "--out", str(out)]) == 0  # 2 tasks x 1 student x 2 regimes = 4 students
+    assert main(["dass", "bench", "--tasks", str(tasks), "--archs", "2", "--seeds", "1", "--regimes", "kd",
+                 "--quiet", "--out", str(out)]) == 0  # 2 tasks x 2 students
     rows = list(csv.DictReader(open(out / "kdbench.csv")))
-    assert [r["task"] for r in rows] == ["digits-a", "glyphs-a"]
-    assert {"kd_valid_acc", "ce_valid_acc", "teacher", "split"} <= set(rows[0])
+    assert [r["task"] for r in rows] == ["digits-a", "digits-a", "glyphs-a", "glyphs-a"]
+    assert {"kd_valid_acc", "teacher", "split"} <= set(rows[0])
     embeddings = bench.read_embeddings(out / "embeddings.pt")
     assert set(embeddings["tasks"]) == {"digits-a", "glyphs-a"}
-    assert "2 of 2 (task, student) rows complete" in capsys.readouterr().out
+    assert "4 of 4 (task, student) rows complete" in capsys.readouterr().out
+    model = tmp_path / "dass.pt"
+    assert main(["dass", "fit", "--bench", str(out), "--episodes", "3", "--query", "2", "--width", "8",
+                 "--quiet", "--out", str(model)]) == 0
+    ranking = tmp_path / "ranking.csv"
+    assert main(["dass", "rank", "--model", str(model), "--teacher", str(t), "--archs", "5", "--out",
+                 str(ranking)]) == 0
+    ranked = list(csv.DictReader(open(ranking)))
+    assert len(ranked) == 5 and set(ranked[0]) == {"arch", "score"}
+    scores = [float(r["score"]) for r in ranked]
+    assert scores == sorted(scores, reverse=True)
+    report = tmp_path / "report.json"
+    assert main(["dass", "evaluate", "--bench", str(out), "--model", str(model), "--out", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert set(result["tasks"]) == {"glyphs-a"} and "flops_spearman" in result["tasks"]["glyphs-a"]
+    spearman = result["tasks"]["glyphs-a"]["spearman"]  # None where both students tie (two 1-epoch students)
+    assert (spearman is None or -1.0 <= spearman <= 1.0) and result["mean_top1_regret"] >= 0
+    # a teacher at another image size gives other map sides than the model was trained on: a probe mismatch
+    t16 = tmp_path / "t16.pt"
+    assert main(["dass", "teacher", "--data", "digits", "--classes", "0,1", "--image-size", "16", "--train", "64",
+                 "--valid", "20", "--width-divisor", "8", "--epochs", "1", "--out", str(t16)]) == 0
+    capsys.readouterr()
+    assert main(["dass", "rank", "--model", str(model), "--teacher", str(t16), "--archs", "2", "--out",
+                 str(ranking)]) == 2
+    assert "probe mismatch" in capsys.readouterr().err
+    assert main(["dass", "rank", "--model", str(t), "--teacher", str(t16), "--out", str(ranking)]) == 2
+    assert "is not a DaSS model file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,match", [

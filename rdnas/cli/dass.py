@@ -38,7 +38,8 @@ def add_parser(commands) -> None:
     teacher.add_argument("--epochs", type=positive_int, default=10, help="training epochs (default 10)")
     teacher.add_argument("--seed", type=non_negative_int, default=0, help="initial weights and data order (default 0)")
     teacher.add_argument("--lr", type=positive_float, default=0.05, help="learning rate (default 0.05)")
-    teacher.add_argument("--tasks", type=input_file, metavar="FILE", help="a tasks.json; with --task, train that task's teacher")
+    teacher.add_argument("--tasks", type=input_file, metavar="FILE",
+                         help="a tasks.json; with --task, train that task's teacher")
     teacher.add_argument("--task", metavar="NAME", help="the task of --tasks")
     teacher.add_argument("--out", required=True, help="the teacher file to write")
     teacher.set_defaults(usage_error=teacher.error)
@@ -71,12 +72,68 @@ def add_parser(commands) -> None:
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(usage_error=bench.error)
 
+    fit = sub.add_parser(
+        "fit", help="meta-train the DaSS predictor on a KD benchmark's meta-train tasks",
+        description="Meta-trains DaSS (S/T/A inputs, Meta-SGD teacher-guided step) on the meta-train tasks of a KD "
+        "benchmark folder, one task per episode, keeping the episode with the best mean Spearman on its meta-valid "
+        "tasks, and saves the model atomically. Example: rdnas dass fit --bench kdbench --seed 0 --out dass.pt")
+    fit.add_argument("--bench", required=True, help="a folder written by rdnas dass bench")
+    fit.add_argument("--seed", type=non_negative_int, default=0, help="initialisation and episodes (default 0)")
+    fit.add_argument("--episodes", type=positive_int, default=1000, help="meta-training episodes (default 1000)")
+    fit.add_argument("--query", type=positive_int, default=50, help="query students per episode (default 50)")
+    fit.add_argument("--eval-every", type=positive_int, default=50, help="meta-valid check interval (default 50)")
+    fit.add_argument("--label", choices=("kd", "ce", "remap-ce"), default="kd",
+                     help="the regime whose accuracy is learned (default kd; ce: the no-KD baseline)")
+    fit.add_argument("--no-adapt", action="store_true", help="ablation: no teacher-guided step")
+    fit.add_argument("--embedding", choices=("remap", "random"), default="remap",
+                     help="student maps of the remapped (default) or of freshly initialised students (ablation)")
+    fit.add_argument("--without", default="", metavar="LIST", help="ablation: inputs left out, some of s,t,a")
+    fit.add_argument("--width", type=positive_int, default=256, help="encoder features (default 256, DaSS's)")
+    fit.add_argument("--out", required=True, help="the model file to write")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.set_defaults(usage_error=fit.error)
+
+    rank = sub.add_parser(
+        "rank", help="rank students of a new task (a teacher trained by rdnas dass teacher) with a DaSS model",
+        description="Adapts the model to the teacher (one step on the teacher's own embedding and accuracy), "
+        "predicts the KD accuracy of each student remapped from it, and writes OUT (columns arch, score = the "
+        "predicted KD validation accuracy in %%, best first). The dataset reaches DaSS only through its teacher. "
+        "Example: rdnas dass rank --model dass.pt --teacher t.pt --archs 1000 --seed 0 --out ranking.csv")
+    rank.add_argument("--model", required=True, help="a model file of rdnas dass fit")
+    rank.add_argument("--teacher", required=True, help="a teacher file of rdnas dass teacher")
+    rank.add_argument("--archs", type=positive_int, default=1000, help="students to sample (default 1000)")
+    rank.add_argument("--seed", type=non_negative_int, default=0, help="seed of the student sample (default 0)")
+    rank.add_argument("--archs-file", metavar="FILE", help="these students instead of a sample, one per line")
+    rank.add_argument("--no-adapt", action="store_true", help="skip the teacher-guided step")
+    rank.add_argument("--out", required=True, help="the ranking CSV to write")
+    rank.set_defaults(usage_error=rank.error)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="judge a DaSS model on a KD benchmark's meta-test tasks (rank metrics, seed ceiling)",
+        description="For every meta-test task of the benchmark: Spearman and Kendall of predicted against KD "
+        "accuracy, precision at the top 10 %%, the top-1 pick's regret (points below the pool's best), the seed "
+        "ceiling (Spearman between the first two seeds' KD accuracies), the FLOPs and params baselines and the "
+        "KD-vs-CE Spearman of the same students; writes OUT as JSON. Example: rdnas dass evaluate --bench kdbench "
+        "--model dass.pt --out report.json")
+    evaluate.add_argument("--bench", required=True, help="a folder written by rdnas dass bench")
+    evaluate.add_argument("--model", required=True, help="a model file of rdnas dass fit")
+    evaluate.add_argument("--split", choices=("meta-test", "meta-valid", "meta-train"), default="meta-test",
+                          help="the tasks to judge (default meta-test)")
+    evaluate.add_argument("--out", required=True, help="the JSON report to write")
+    evaluate.set_defaults(usage_error=evaluate.error)
+
 
 def run(args) -> int:
     if args.dass_command == "teacher":
         return _teacher(args)
     if args.dass_command == "bench":
         return _bench(args)
+    if args.dass_command == "fit":
+        return _fit(args)
+    if args.dass_command == "rank":
+        return _rank(args)
+    if args.dass_command == "evaluate":
+        return _evaluate(args)
     raise AssertionError(f"unhandled dass command {args.dass_command}")
 
 
@@ -188,3 +245,166 @@ def _bench(args) -> int:
     print(f"rdnas dass bench: {len(rows)} of {expected} (task, student) rows complete -> {table}; embeddings -> "
           f"{embeddings}")
     return 0
+
+
+def _fit(args) -> int:
+    from rdnas.atomic_file import prepare_output_file
+    from rdnas.kd.bench import read_bench_tasks
+    from rdnas.predictors import dass
+
+    left_out = {x.strip() for x in args.without.split(",") if x.strip()}
+    if not left_out <= {"s", "t", "a"} or len(left_out) == 3:
+        args.usage_error(f"--without: expected some (not all) of s, t, a, got {args.without!r}")
+    prepare_output_file(args.out, "--out")
+    tasks, info = dass.read_bench(args.bench, args.label)
+    bench_tasks = read_bench_tasks(args.bench)
+    student_options = {repr(t.student_options): t.student_options for t in bench_tasks.tasks if t.name in tasks}
+    net = dict(width=args.width, use_student="s" not in left_out, use_teacher="t" not in left_out,
+               use_arch="a" not in left_out)
+    model, report = dass.fit(tasks, info["space"], info["channels"], seed=args.seed, episodes=args.episodes,
+                             query=args.query, eval_every=args.eval_every, adapt=not args.no_adapt,
+                             embedding=args.embedding, progress=not args.quiet, **net)
+    features = model.net.arch_encoder.in_features
+    config = {"channels": info["channels"], "arch_features": features, "width": args.width,
+              "arch_width": model.net.arch_encoder.out_features, "hidden": model.net.hidden.out_features,
+              "use_student": net["use_student"], "use_teacher": net["use_teacher"], "use_arch": net["use_arch"],
+              "space": info["space"], "probe_seed": info["probe_seed"], "image_sides": info["image_sides"],
+              "label": args.label, "adapt": not args.no_adapt, "embedding": args.embedding, "seed": args.seed,
+              "episodes": args.episodes,
+              "student_options": next(iter(student_options.values())) if len(student_options) == 1 else None,
+              "best_episode": report["best_episode"], "best_valid_spearman": report["best_valid_spearman"],
+              "bench": str(args.bench)}
+    dass.save_model(args.out, model, config)
+    print(f"rdnas dass fit: {sum(t.split == 'meta-train' for t in tasks.values())} meta-train tasks, "
+          f"{args.episodes} episodes; kept episode {report['best_episode']} (meta-valid Spearman "
+          f"{report['best_valid_spearman']:.3f}) -> {args.out}")
+    return 0
+
+
+def _rank(args) -> int:
+    import csv
+
+    import torch
+
+    from rdnas.atomic_file import atomic_open, prepare_output_file
+    from rdnas.cli.arguments import read_archs_file
+    from rdnas.kd.bench import task_embeddings
+    from rdnas.kd.tasks import TaskSpec
+    from rdnas.kd.teacher import load_teacher
+    from rdnas.minibench.build import sample_architectures
+    from rdnas.predictors import dass
+    from rdnas.spaces import get_space
+
+    prepare_output_file(args.out, "--out")
+    model, config = dass.load_model(args.model)
+    teacher = load_teacher(args.teacher, config["space"])
+    space = get_space(config["space"])
+    if args.archs_file:
+        try:
+            archs = read_archs_file(args.archs_file, space)
+        except ValueError as error:
+            args.usage_error(str(error))
+    else:
+        archs = sample_architectures(args.archs, seed=args.seed, space=space)
+    task = TaskSpec.from_dict({**teacher.task, "split": "meta-test", "teacher": teacher.recipe.to_dict(),
+                               "student_options": config["student_options"] or {}}, f"{args.teacher}: task",
+                              space)
+    embeddings = task_embeddings(teacher, task, archs, config["probe_seed"])
+    side = list(embeddings["teacher"].shape[-2:])
+    if side not in config["image_sides"]:
+        raise ValueError(f"{args.teacher}: its task's image_size {task.image_size} gives {side[0]}x{side[1]} "
+                         f"last-stage maps, but {args.model} was trained on {config['image_sides']} (probe "
+                         "mismatch: use a teacher trained at the benchmark's image size)")
+    try:
+        inputs = dass.task_inputs(space, embeddings, config["channels"], None, task.name)
+    except ValueError as error:
+        raise ValueError(f"{args.teacher}: {error}") from None
+    scores = 100.0 * dass.predict_task(model, inputs, adapt=not args.no_adapt, embedding=config["embedding"])
+    order = torch.argsort(scores, descending=True, stable=True).tolist()
+    with atomic_open(args.out, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["arch", "score"])
+        for k in order:
+            writer.writerow([inputs.archs[k], f"{float(scores[k]):.4f}"])
+    print(f"rdnas dass rank: {len(order)} students of {args.teacher} ranked -> {args.out} (best predicted "
+          f"{float(scores[order[0]]):.2f} %)")
+    return 0
+
+
+def _evaluate(args) -> int:
+    import statistics
+
+    import torch
+
+    from rdnas.cli.arguments import json_output, write_json
+    from rdnas.kd.bench import read_bench_tasks, read_runs
+    from rdnas.predictors import dass
+    from rdnas.rank import kendall_tau, precision_at_top, spearman_rho
+    from rdnas.spaces import get_space
+
+    json_output(args.out)
+    model, config = dass.load_model(args.model)
+    tasks, info = dass.read_bench(args.bench, "kd", config["channels"])
+    if info["probe_seed"] != config["probe_seed"] or info["space"] != config["space"]:
+        raise ValueError(f"{args.bench}: embeddings of space {info['space']} with probe_seed {info['probe_seed']}, "
+                         f"but {args.model} was trained on space {config['space']} with probe_seed "
+                         f"{config['probe_seed']} (probe mismatch)")
+    specs = {t.name: t for t in read_bench_tasks(args.bench).tasks}
+    runs = read_runs(args.bench)
+    space = get_space(config["space"])
+    report = {"model": str(args.model), "bench": str(args.bench), "split": args.split, "tasks": {}}
+    for name, task in tasks.items():
+        if task.split != args.split:
+            continue
+        truth = (100.0 * task.labels).tolist()
+        predicted = dass.predict_task(model, task, config["adapt"], config["embedding"]).tolist()
+        best = max(truth)
+        entry = {"students": len(truth), "spearman": _defined(spearman_rho, predicted, truth),
+                 "kendall": _defined(kendall_tau, predicted, truth),
+                 "precision_top10": _defined(lambda p, t: precision_at_top(p, t, 10), predicted, truth),
+                 "top1_regret": best - truth[max(range(len(truth)), key=predicted.__getitem__)]}
+        by_seed = {}
+        for r in runs:
+            if r["task"] == name and r["regime"] == "kd":
+                by_seed.setdefault(r["seed"], {})[r["arch_str"]] = r["valid_acc"]
+        seeds = sorted(by_seed)
+        if len(seeds) >= 2:
+            common = [a for a in task.archs if a in by_seed[seeds[0]] and a in by_seed[seeds[1]]]
+            entry["seed_ceiling_spearman"] = _defined(spearman_rho, [by_seed[seeds[0]][a] for a in common],
+                                                          [by_seed[seeds[1]][a] for a in common])
+        ce = {}
+        for r in runs:
+            if r["task"] == name and r["regime"] == "ce":
+                ce.setdefault(r["arch_str"], []).append(r["valid_acc"])
+        if all(a in ce for a in task.archs):
+            entry["kd_vs_ce_spearman"] = _defined(spearman_rho, [statistics.mean(ce[a]) for a in task.archs], truth)
+        spec = specs[name]
+        try:
+            cost = space.cost(space.validate(task.archs), image_size=spec.image_size,
+                              num_classes=max(len(spec.classes), 2), in_channels=spec.channels or 1,
+                              **spec.student_network_options())
+            entry["flops_spearman"] = _defined(spearman_rho, cost["flops"].tolist(), truth)
+            entry["params_spearman"] = _defined(spearman_rho, cost["params"].tolist(), truth)
+        except (TypeError, NotImplementedError):
+            pass  # a space whose cost model takes other options: no cost baselines
+        report["tasks"][name] = entry
+    if not report["tasks"]:
+        raise ValueError(f"{args.bench} has no {args.split} task with KD labels")
+    for key in ("spearman", "kendall", "precision_top10", "top1_regret"):
+        values = [e[key] for e in report["tasks"].values() if e[key] is not None]
+        report[f"mean_{key}"] = statistics.mean(values) if values else None
+        report[f"tasks_with_{key}"] = len(values)
+    write_json(args.out, report)
+    spearman = "undefined" if report["mean_spearman"] is None else f"{report['mean_spearman']:.3f}"
+    print(f"rdnas dass evaluate: {len(report['tasks'])} {args.split} tasks, mean Spearman {spearman} (over "
+          f"{report['tasks_with_spearman']}), mean top-1 regret {report['mean_top1_regret']:.2f} points -> {args.out}")
+    return 0
+
+
+def _defined(metric, predicted, truth):
+    """``metric(predicted, truth)``, or None where it is undefined (a constant column: every student of a task at
+    the same accuracy)."""
+    try:
+        return metric(predicted, truth)
+    except ValueError:
+        return None

@@ -119,3 +119,190 @@ def episode_loss(model: MetaSGD, support, query, adapt: bool = True) -> Tensor:
     params = model.adapt(support) if adapt else model.parameters_dict()
     *inputs, target = query
     return F.mse_loss(model.predict(params, *inputs), target)
+
+
+# -- meta-training, prediction, model files -----------------------------------------------------------------------
+MODEL_KIND = "rdnas-dass-model"
+LABELS = ("kd", "ce", "remap-ce")
+
+
+class TaskInputs:
+    """One task's inputs and labels as tensors: ``student`` / ``random`` [K, channels, H, W] (remapped / fresh
+    students' maps), ``teacher`` [1, channels, H, W], ``arch_features`` [K, F], ``teacher_features`` [1, F],
+    ``teacher_acc`` [1] and ``labels`` [K] (accuracy fractions; labels None where the bench has no row),
+    ``archs`` (K strings), ``name``, ``split``."""
+
+    def __init__(self, name, split, student, random, teacher, arch_features, teacher_features, teacher_acc, labels,
+                 archs):
+        self.name, self.split = name, split
+        self.student, self.random, self.teacher = student, random, teacher
+        self.arch_features, self.teacher_features = arch_features, teacher_features
+        self.teacher_acc, self.labels, self.archs = teacher_acc, labels, archs
+
+    def support(self) -> tuple:
+        """The teacher as the single support example: (its map as S, its map as T, its features, its accuracy)."""
+        return self.teacher, self.teacher, self.teacher_features, self.teacher_acc
+
+    def query(self, index=None, embedding: str = "remap") -> tuple:
+        """(S, T, A, y) of the students at ``index`` (all by default); ``embedding="random"`` takes the fresh
+        students' maps as S (an ablation)."""
+        index = torch.arange(len(self.archs)) if index is None else index
+        maps = self.student if embedding == "remap" else self.random
+        labels = None if self.labels is None else self.labels[index]
+        return maps[index], self.teacher.expand(len(index), -1, -1, -1), self.arch_features[index], labels
+
+
+def task_inputs(space, embeddings: dict, channels: int, labels: dict | None = None, name: str = "task",
+                dtype=torch.float32) -> TaskInputs:
+    """A :class:`TaskInputs` from one task's entry of an embeddings file (:func:`rdnas.kd.bench.task_embeddings`),
+    maps zero-padded to ``channels``; ``labels``: {arch string: accuracy %} of every student (or None)."""
+    from rdnas.spaces import get_space
+
+    space = get_space(space)
+    archs = list(embeddings["archs"])
+    features = space.encode(space.validate(archs)).to(dtype)
+    teacher_features = space.encode(space.validate([embeddings["teacher_arch"]])).to(dtype)
+    y = None
+    if labels is not None:
+        missing = [a for a in archs if a not in labels]
+        if missing:
+            raise ValueError(f"task {name}: no label for student {missing[0]}")
+        y = torch.tensor([labels[a] / 100.0 for a in archs], dtype=dtype)
+    return TaskInputs(name, embeddings["split"], pad_channels(embeddings["students"], channels).to(dtype),
+                      pad_channels(embeddings["random"], channels).to(dtype),
+                      pad_channels(embeddings["teacher"].unsqueeze(0), channels).to(dtype), features,
+                      teacher_features, torch.tensor([embeddings["teacher_valid_acc"] / 100.0], dtype=dtype), y, archs)
+
+
+def read_bench(bench_dir, label: str = "kd", channels: int | None = None) -> tuple[dict, dict]:
+    """Every task of a KD benchmark folder (``kdbench.csv`` + ``embeddings.pt``) as :class:`TaskInputs` labelled
+    with the ``label`` regime's mean validation accuracy, keeping the students that have a table row: returns
+    ({task name: TaskInputs}, info) with info = {"space", "probe_seed", "channels", "image_sides"}."""
+    import csv
+    from pathlib import Path
+
+    from rdnas.kd.bench import read_embeddings
+
+    if label not in LABELS:
+        raise ValueError(f"rdnas.predictors.dass: label must be one of {', '.join(LABELS)}, got {label!r}")
+    folder = Path(bench_dir)
+    table_path = folder / "kdbench.csv"
+    if not table_path.is_file() or not (folder / "embeddings.pt").is_file():
+        raise ValueError(f"{folder} is not a KD benchmark folder (expected kdbench.csv and embeddings.pt, written by "
+                         "rdnas dass bench)")
+    column = f"{label.replace('-', '_')}_valid_acc"
+    labels = {}
+    with open(table_path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if column not in row:
+                raise ValueError(f"{table_path} has no column {column} (build it with --regimes including {label})")
+            labels.setdefault(row["task"], {})[row["arch_str"]] = float(row[column])
+    embeddings = read_embeddings(folder / "embeddings.pt")
+    widest = max(e["teacher"].shape[0] for e in embeddings["tasks"].values())
+    channels = widest if channels is None else channels
+    tasks = {}
+    for name, entry in embeddings["tasks"].items():
+        if name not in labels:
+            continue
+        keep = [k for k, a in enumerate(entry["archs"]) if a in labels[name]]
+        entry = {**entry, "archs": [entry["archs"][k] for k in keep], "students": entry["students"][keep],
+                 "random": entry["random"][keep]}
+        tasks[name] = task_inputs(embeddings["space"], entry, channels, labels[name], name)
+    sides = sorted({tuple(t.teacher.shape[-2:]) for t in tasks.values()})
+    return tasks, {"space": embeddings["space"], "probe_seed": embeddings["probe_seed"], "channels": channels,
+                   "image_sides": [list(s) for s in sides]}
+
+
+def predict_task(model: MetaSGD, task: TaskInputs, adapt: bool = True, embedding: str = "remap") -> Tensor:
+    """Predicted accuracy fractions [K] of every student of ``task``, after the teacher-guided step (``adapt``)."""
+    params = model.adapt(task.support(), create_graph=False) if adapt else model.parameters_dict()
+    s, t, a, _ = task.query(embedding=embedding)
+    with torch.no_grad():
+        return model.predict({k: v.detach() for k, v in params.items()}, s, t, a)
+
+
+def fit(tasks: dict, space, channels: int, seed: int = 0, episodes: int = 1000, query: int = 50, lr: float = 5e-4,
+        eval_every: int = 50, adapt: bool = True, embedding: str = "remap", progress: bool = False,
+        **net_options) -> tuple[MetaSGD, dict]:
+    """Meta-trains DaSS: each episode one meta-train task (uniformly at random), ``query`` of its students
+    (without replacement), the outer loss through the teacher-guided step, Adam (lr 5e-4) on the weights and the
+    step sizes. Every ``eval_every`` episodes (and at the end) the mean Spearman over the meta-valid tasks is
+    measured and the best model kept (the last one when there is no meta-valid task).
+
+    Args:
+        tasks ({name: TaskInputs}): from :func:`read_bench`; their ``split`` says meta-train / meta-valid.
+        space: the space (its ``encode`` width sizes the architecture input).
+        channels (int): the maps' channels. seed (int): initialisation and episode draws.
+        adapt (bool): the teacher-guided step (False: the no-adaptation ablation).
+        embedding (str): "remap" (DaSS) or "random" (fresh students' maps: an ablation).
+        **net_options: :class:`DaSSNet` options (width, arch_width, hidden, use_student, use_teacher, use_arch).
+
+    Returns (model, {"best_episode", "best_valid_spearman", "history": [(episode, loss, valid spearman)]}).
+    """
+    from rdnas.rank import spearman_rho
+    from rdnas.spaces import get_space
+
+    train = [t for t in tasks.values() if t.split == "meta-train"]
+    valid = [t for t in tasks.values() if t.split == "meta-valid"]
+    if not train:
+        raise ValueError("rdnas.predictors.dass.fit: no meta-train task with labels")
+    features = get_space(space).encode(get_space(space).largest().unsqueeze(0)).shape[1]
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MetaSGD(DaSSNet(channels, features, **net_options))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history, best, best_state, best_episode = [], float("-inf"), None, 0
+
+    def valid_spearman() -> float:
+        if not valid:
+            return float("nan")
+        return float(sum(spearman_rho(predict_task(model, t, adapt, embedding).tolist(), t.labels.tolist())
+                         for t in valid) / len(valid))
+
+    from tqdm.auto import tqdm
+
+    for episode in tqdm(range(1, episodes + 1), desc="meta-training", disable=not progress):
+        task = train[int(torch.randint(len(train), (1,), generator=generator))]
+        index = torch.randperm(len(task.archs), generator=generator)[:query]
+        loss = episode_loss(model, task.support(), task.query(index, embedding), adapt)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if episode % eval_every == 0 or episode == episodes:
+            score = valid_spearman()
+            history.append((episode, float(loss.detach()), score))
+            if not valid or score > best:
+                best, best_episode = score, episode
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    return model, {"best_episode": best_episode, "best_valid_spearman": best, "history": history}
+
+
+def save_model(path, model: MetaSGD, config: dict) -> None:
+    """Writes a DaSS model file atomically: ``{"kind", "version", "config", "state"}`` (``config``: the
+    :class:`DaSSNet` arguments plus what the model was trained on: space, probe_seed, image_sides, label, ...)."""
+    from rdnas.atomic_file import atomic_open
+
+    with atomic_open(path, "wb") as handle:
+        torch.save({"kind": MODEL_KIND, "version": 1, "config": config,
+                    "state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, handle)
+
+
+NET_OPTIONS = ("channels", "arch_features", "width", "arch_width", "hidden", "use_student", "use_teacher", "use_arch")
+
+
+def load_model(path) -> tuple[MetaSGD, dict]:
+    """A model file of :func:`save_model`: (model, config); ValueError naming the file when it is not one."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001
+        raise ValueError(f"{path} is not a DaSS model file (cannot be read: {type(error).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("kind") != MODEL_KIND:
+        kind = payload.get("kind") if isinstance(payload, dict) else None
+        raise ValueError(f"{path} is not a DaSS model file: its kind is {kind!r}, expected {MODEL_KIND!r} (written "
+                         "by rdnas dass fit)")
+    config = payload["config"]
+    model = MetaSGD(DaSSNet(**{k: config[k] for k in NET_OPTIONS}))
+    model.load_state_dict(payload["state"])
+    return model, config
