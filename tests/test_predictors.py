@@ -491,6 +491,22 @@ def test_predictor_fit_with_proxy_features(full_table, tmp_path):
     assert load_predictor(model).features.proxies.columns == ["proxy"]
 
 
+def test_predictor_fit_with_a_feature_table_defaults_to_the_trees_and_without_one_to_nar(full_table, tmp_path,
+                                                                                        capsys):
+    with_features = tmp_path / "trees.pt"
+    assert main(fit_args(full_table, with_features, "--option", "n_estimators=5", "--feature-table",
+                         str(full_table), "--features", "proxy")) == 0
+    assert load_predictor(with_features).name == "gbt"
+    assert "rdnas predictor fit: gbt on 64" in capsys.readouterr().out
+    chosen = tmp_path / "mlp.pt"  # --model still wins
+    assert main(fit_args(full_table, chosen, "--model", "mlp", "--option", "epochs=2", "--feature-table",
+                         str(full_table), "--features", "proxy")) == 0
+    assert load_predictor(chosen).name == "mlp"
+    structure_only = tmp_path / "nar.pt"
+    assert main(fit_args(full_table, structure_only, *[f"--option={k}={v}" for k, v in TINY["nar"].items()])) == 0
+    assert load_predictor(structure_only).name == "nar"
+
+
 def test_predictor_fit_defaults_to_the_live_cell_on_stage_tokens(full_table, tmp_path):
     model = tmp_path / "model.pt"
     assert main(fit_args(full_table, model, *[f"--option={k}={v}" for k, v in TINY["nar"].items()])) == 0

@@ -42,7 +42,9 @@ def add_parser(commands) -> None:
                      help="how many random architectures of the table to train on (at least 2; nar: at least its "
                      "tiers, 5 by default)")
     fit.add_argument("--seed", type=non_negative_int, default=0, help="training-set draw and training seed (default 0)")
-    fit.add_argument("--model", choices=["nar", "gbt", "mlp"], default="nar", help="the predictor (default nar)")
+    fit.add_argument("--model", choices=["nar", "gbt", "mlp"],
+                     help="the predictor (default: gbt with --feature-table, the best measured on proxy features: "
+                     "Kendall tau 0.807 at N = 156 against NAR's 0.726 on the same features; nar otherwise)")
     fit.add_argument("--feature-table", type=input_file, help="a table keyed by architecture string with zero-cost proxy columns "
                      "(an rdnas proxies output, or nb201_zc_proxies.csv); it must cover the space")
     fit.add_argument("--features", type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
@@ -82,6 +84,7 @@ def _fit(args) -> int:
     features = make_features(args.space, args.feature_table, args.features, cells=args.cells,
                              edges=args.edges)
     out = prepare_output_file(args.out, "--out")
+    args.model = args.model or ("gbt" if args.feature_table else "nar")  # the measured best for each input
     predictor, rows = fit_on_table(args.model, table, args.column, args.train_archs, args.seed, features,
                                    progress=not args.quiet, **dict(args.option))
     predictor.save(out)
