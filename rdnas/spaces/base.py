@@ -137,6 +137,17 @@ def register_space(space: SearchSpace) -> SearchSpace:
     return space
 
 
+def unregister_space(name) -> SearchSpace:
+    """Removes the space called ``name`` (or that SearchSpace) from the registry and returns it (e.g. a test's
+    teardown; unregister its supernet first, :func:`rdnas.supernet.unregister_supernet`). An unknown name is an
+    error."""
+    name = name.name if isinstance(name, SearchSpace) else name
+    if name not in _SPACES:
+        raise ValueError(f"rdnas.spaces.unregister_space: no space named {name!r} is registered; registered: "
+                         f"{', '.join(space_names())}")
+    return _SPACES.pop(name)
+
+
 def get_space(name) -> SearchSpace:
     """The registered space called ``name`` (a SearchSpace is returned as it is)."""
     if isinstance(name, SearchSpace):

@@ -1,6 +1,6 @@
 """Weight-sharing supernets with path-sampled and K-subnet forwards, built per space through a registry."""
 
-from rdnas.supernet.base import SupernetSpec, build_supernet, register_supernet, supernet_spec
+from rdnas.supernet.base import SupernetSpec, build_supernet, register_supernet, supernet_spec, unregister_supernet
 from rdnas.supernet.batchnorm import BNStatistics, SubnetBatchNorm
 from rdnas.supernet.nb201 import NB201Network, NB201Supernet, SearchCell, cell_plan
 from rdnas.supernet.nb201 import check_image_size as _nb201_image_size
@@ -17,4 +17,5 @@ register_supernet(SupernetSpec(
     _resnet48_image_size, ResNet48Network))
 
 __all__ = ["BNStatistics", "NB201Network", "NB201Supernet", "ResNet48Network", "ResNet48Supernet", "SearchCell",
-           "SubnetBatchNorm", "SupernetSpec", "build_supernet", "cell_plan", "register_supernet", "supernet_spec"]
+           "SubnetBatchNorm", "SupernetSpec", "build_supernet", "cell_plan", "register_supernet", "supernet_spec",
+           "unregister_supernet"]

@@ -59,6 +59,16 @@ def register_supernet(spec: SupernetSpec) -> SupernetSpec:
     return spec
 
 
+def unregister_supernet(space) -> SupernetSpec:
+    """Removes the supernet of ``space`` (a name or a SearchSpace) from the registry and returns its spec (e.g. a
+    test's teardown, before :func:`rdnas.spaces.unregister_space`). A space without one is an error."""
+    name = space.name if hasattr(space, "name") else space
+    if name not in _SUPERNETS:
+        raise ValueError(f"rdnas.supernet.unregister_supernet: no supernet is registered for space {name!r}; "
+                         f"registered: {', '.join(_SUPERNETS)}")
+    return _SUPERNETS.pop(name)
+
+
 def supernet_spec(space) -> SupernetSpec:
     """The registered :class:`SupernetSpec` of ``space`` (a name or a SearchSpace)."""
     name = get_space(space).name
