@@ -17,10 +17,21 @@ the front of the 100 queried cells by their validation accuracy (what the querie
 predictor over the whole space (what a perfect search over this predictor would find). Hypervolume reference:
 (median test accuracy of the space, largest FLOPs of the space); reported as a fraction of the true front's.
 
+Digits (``digits``, with ``--checkpoint``): the same caps over the 240 cells of the shipped digits mini-benchmark
+(``rdnas/minibench/data/nb201_digits.csv``, ``digits_valid_acc``), with a trained supernet as the fitness (its
+accuracy on the run's validation split, BN recalibrated per cell; computed once for the 240 cells, which gives the
+same values as calling it during the search) and a budget of 30 evaluations inside the 240 cells (``domain``):
+regularised evolution (population 10, tournament 4, one child per evaluation) against random search, both picking
+the best cell by the supernet; the table reports the picked cell's ``digits_valid_acc``. The supernet of the
+recorded runs: ``rdnas train --data digits --channels 8 --cells 1 --epochs 30 --seed 0 --out
+runs/constrained_search/spos_digits`` (SPOS; the checkpoint is not committed).
+
 Seeds 0..R-1, one JSON per (experiment, method, cap, seed) in ``benchmarks/results/constrained_search/``; finished
 runs are skipped, so the script can be stopped and restarted::
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/constrained_search_experiments.py run --runs 25
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/constrained_search_experiments.py digits --runs 25 \
+        --checkpoint runs/constrained_search/spos_digits/checkpoint.pt
     python benchmarks/constrained_search_experiments.py report
 """
 
@@ -29,6 +40,7 @@ import json
 import platform
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +53,7 @@ from rdnas.pareto import hypervolume, pareto_evolution, pareto_front, plot_front
 from rdnas.predictors import ArchFeatures, ProxyFeatures, get_predictor
 from rdnas.predictors.sampling_search import sampling_search
 from rdnas.rank import GroundTruth
-from rdnas.search import CostConstraint, random_search
+from rdnas.search import CostConstraint, evolution_search, random_search
 from rdnas.spaces import nb201
 from search_experiments import BUDGET
 
@@ -131,8 +143,10 @@ def run(args) -> int:
     bench = Bench(args.gt, args.zc)
     RUNS.mkdir(parents=True, exist_ok=True)
     jobs = [("cap", m, q) for q in PERCENTILES for m in METHODS] + [("pareto", None, None)]
+    jobs = [job for job in jobs if job[0] in args.experiments]
+    seeds = list(range(args.runs))[::-1 if args.reverse else 1]  # a second process can start from the other end
     for experiment, method, percentile in jobs:  # the capped searches of every seed first
-        for seed in range(args.runs):
+        for seed in seeds:
             name = (f"cap{percentile}_{method.replace('+', '_')}" if experiment == "cap" else "pareto")
             path = RUNS / f"{name}_seed{seed}.json"
             if path.exists():
@@ -207,6 +221,41 @@ def report(args) -> int:
                          f"{np.std(diff, ddof=1):.3f} (n = {len(diff)}), Wilcoxon p = {p:.3g}.")
             summary["pareto"]["nsga2_vs_queried"] = {"diff_mean": float(np.mean(diff)), "n": len(diff), "p": p}
         plot_pareto(pareto[0], args)
+    digit_runs = [r for r in results if r["experiment"] == "digits"]
+    if digit_runs:
+        lines += ["", "| digits: FLOPs cap (percentile) | cells under it | best / mean digits_valid_acc under it | "
+                  "method | runs | picked (mean ± std) | vs random: paired diff, Wilcoxon p |",
+                  "|---|---:|---:|---|---:|---:|---:|"]
+        for q in PERCENTILES:
+            by_method = {m: {r["seed"]: r for r in digit_runs if r["percentile"] == q and r["method"] == m}
+                         for m in DIGITS_METHODS}
+            for method in DIGITS_METHODS:
+                runs = by_method[method]
+                if not runs:
+                    continue
+                first = next(iter(runs.values()))
+                picked = [r["picked_truth"] for r in runs.values()]
+                versus = "-"
+                entry = {"runs": len(runs), "picked_mean": float(np.mean(picked)),
+                         "picked_std": float(np.std(picked, ddof=1)) if len(picked) > 1 else None,
+                         "best_under_cap": first["best_truth_under_cap"],
+                         "mean_under_cap": first["mean_truth_under_cap"], "cap_flops": first["cap_flops"]}
+                if method != "random":
+                    seeds = sorted(set(runs) & set(by_method["random"]))
+                    diff = [runs[s]["picked_truth"] - by_method["random"][s]["picked_truth"] for s in seeds]
+                    if len(seeds) > 1:
+                        p = wilcoxon(diff).pvalue if any(diff) else 1.0
+                        versus = f"{np.mean(diff):+.2f} ± {np.std(diff, ddof=1):.2f} (n = {len(seeds)}), p = {p:.3g}"
+                        entry.update(paired_diff_mean=float(np.mean(diff)), paired_n=len(seeds), wilcoxon_p=float(p))
+                lines.append(f"| {first['cap_flops'] / 1e6:.2f} M ({q}th) | {first['cells_under_cap']} | "
+                             f"{first['best_truth_under_cap']:.2f} / {first['mean_truth_under_cap']:.2f} | {method} | "
+                             f"{len(runs)} | {_spread(picked)} | {versus} |")
+                summary.setdefault("digits", {})[f"{q}:{method}"] = entry
+        tau_file = RUNS / "digits_supernet_accuracy.json"
+        if tau_file.exists():
+            tau = json.loads(tau_file.read_text())["kendall_tau"]
+            lines.append(f"\nThe supernet's Kendall tau with digits_valid_acc over the 240 cells: {tau:.3f}.")
+            summary.setdefault("digits", {})["supernet_kendall_tau"] = tau
     text = ("Test accuracy (CIFAR-10, %) of the best-by-validation cell after 100 ground-truth queries under a FLOPs "
             "cap, NB201; mean ± std over seeds.\n\n" + "\n".join(lines))
     print(text)
@@ -230,20 +279,85 @@ def plot_pareto(result: dict, args) -> None:
                title=f"NB201: NSGA-II over gbt-live+zc (seed {result['seed']}); grey: evaluated cells' test accuracy")
 
 
+DIGITS_BUDGET = 30
+DIGITS_METHODS = ("evolution", "random")
+
+
+def digits(args) -> int:
+    """The digits experiment (module docstring): supernet accuracies of the 240 cells once, then the searches."""
+    from rdnas.cli.checkpoint import load_supernet
+    from rdnas.rank import kendall_tau, recalibrated_accuracy_fn
+
+    table = GroundTruth.load(args.digits_gt)
+    cells = table.archs[~nb201.SPACE.is_trivial(table.archs)]
+    truth = dict(zip(map(tuple, cells.tolist()), table.values(cells, "digits_valid_acc").tolist()))
+    cached = RUNS / "digits_supernet_accuracy.json"
+    if cached.exists():
+        recorded = json.loads(cached.read_text())
+        accuracy = {tuple(nb201.SPACE.from_string(a).tolist()): v for a, v in recorded["accuracy"].items()}
+    else:
+        supernet, config, data = load_supernet(args.checkpoint, "cpu")
+        fitness = recalibrated_accuracy_fn(supernet, data, "cpu", calibration_batch_size=config.batch_size, seed=0,
+                                           subnets_per_pass=32)
+        accuracy = dict(zip(map(tuple, cells.tolist()), fitness(cells).double().tolist()))
+        tau = kendall_tau(np.array([accuracy[a] for a in truth]), np.array(list(truth.values())))
+        RUNS.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(cached, json.dumps({"checkpoint": str(args.checkpoint), "config": asdict(config),
+                                              "kendall_tau": tau,
+                                              "accuracy": {nb201.to_string(a): v for a, v in accuracy.items()}}))
+    flops = CostConstraint("nb201").costs(cells)["flops"].numpy()
+    for q in PERCENTILES:
+        cap = float(np.percentile(flops, q))
+        constraint = CostConstraint("nb201", maximum={"flops": cap})
+        under = [a for a, f in zip(map(tuple, cells.tolist()), flops) if f <= cap]
+        for method in DIGITS_METHODS:
+            for seed in range(args.runs):
+                path = RUNS / f"digits_cap{q}_{method}_seed{seed}.json"
+                if path.exists():
+                    continue
+
+                def fitness(archs):
+                    return torch.tensor([accuracy[tuple(a)] for a in archs.tolist()], dtype=torch.float64)
+
+                if method == "random":
+                    history = random_search(fitness, DIGITS_BUDGET, seed=seed, constraint=constraint, domain=cells)
+                else:
+                    history = evolution_search(fitness, DIGITS_BUDGET, seed=seed, population=10, sample_size=4,
+                                               batch=1, constraint=constraint, domain=cells)
+                pick = history.top(1)[0][0]
+                result = {"experiment": "digits", "method": method, "percentile": q, "cap_flops": cap, "seed": seed,
+                          "budget": DIGITS_BUDGET, "evaluated": [nb201.to_string(a) for a in history.archs],
+                          "picked": nb201.to_string(pick), "picked_truth": truth[pick],
+                          "best_truth_under_cap": max(truth[a] for a in under), "cells_under_cap": len(under),
+                          "mean_truth_under_cap": float(np.mean([truth[a] for a in under]))}
+                write_text_atomic(path, json.dumps(result))
+                print(f"digits cap{q} {method:9} seed {seed:2}: {result['picked_truth']:.2f} % (best under cap "
+                      f"{result['best_truth_under_cap']:.2f})", flush=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     steps = parser.add_subparsers(dest="step", required=True)
-    for name in ("run", "report"):
+    for name in ("run", "digits", "report"):
         step = steps.add_parser(name)
         step.add_argument("--gt", default=str(DATA / "nb201_gt.csv"))
         step.add_argument("--zc", default=str(DATA / "nb201_zc_proxies.csv"))
-        if name == "run":
+        step.add_argument("--digits-gt", default=str(ROOT.parent / "rdnas" / "minibench" / "data" / "nb201_digits.csv"))
+        if name in ("run", "digits"):
             step.add_argument("--runs", type=int, default=25)
+        if name == "run":
+            step.add_argument("--experiments", type=lambda t: t.split(","), default=["cap", "pareto"],
+                              help="cap, pareto or both (default)")
+            step.add_argument("--reverse", action="store_true", help="seeds from the last one down")
+        if name == "digits":
+            step.add_argument("--checkpoint", default=str(ROOT.parent / "runs" / "constrained_search" / "spos_digits"
+                                                          / "checkpoint.pt"))
     args = parser.parse_args()
-    for path in (args.gt, args.zc):
+    for path in (args.gt, args.zc) if args.step != "digits" else (args.digits_gt,):
         if not Path(path).is_file():
-            parser.error(f"{path} is not a file (the NB201 ground truth and proxy tables)")
-    return run(args) if args.step == "run" else report(args)
+            parser.error(f"{path} is not a file (the ground-truth and proxy tables)")
+    return {"run": run, "digits": digits, "report": report}[args.step](args)
 
 
 if __name__ == "__main__":

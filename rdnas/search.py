@@ -68,7 +68,7 @@ class CostConstraint:
         self.space = get_space(space)
         self.minimum, self.maximum = dict(minimum or {}), dict(maximum or {})
         self._table = None
-        names = self.names()
+        names = self.names() if self.minimum or self.maximum else []
         for kind, bounds in (("minimum", self.minimum), ("maximum", self.maximum)):
             for name, value in bounds.items():
                 if name not in names:

@@ -153,6 +153,26 @@ def test_the_cli_reports_an_impossible_bound_and_exits_2(tmp_path):
     assert result.returncode == 2 and "--table and --table-column go together" in result.stderr
 
 
+def test_the_cli_writes_the_front_under_a_cap_with_its_ground_truth_and_a_plot(tmp_path):
+    table = tmp_path / "scores.csv"
+    archs = nb201.all_archs()
+    score = (archs == 3).sum(1) - 0.5 * (archs == 0).sum(1)
+    table.write_text("index,arch_str,score\n" + "".join(f"{i},{nb201.to_string(tuple(a))},{float(s)}\n"
+                                                         for i, (a, s) in enumerate(zip(archs.tolist(), score))))
+    result = subprocess.run([sys.executable, "-m", "rdnas", "search", "--table", str(table), "--table-column", "score",
+                             "--max-flops", "1e8", "--pareto", "flops", "--budget", "150", "--population", "16",
+                             "--gt", str(table), "--column", "score", "--out", str(tmp_path / "out" / "top.json")],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in (tmp_path / "out" / "front.jsonl").read_text().splitlines()]
+    assert lines and all(line["cost"] <= 1e8 and line["cost_name"] == "flops" for line in lines)
+    assert all(line["ground_truth"] == line["estimate"] for line in lines)  # the table is its own ground truth
+    estimate, cost = [line["estimate"] for line in lines], [line["cost"] for line in lines]
+    assert brute_force_front(estimate, cost) == list(range(len(lines)))  # no front line dominates another
+    assert (tmp_path / "out" / "front.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "out" / "top.json").read_text())["front"] == len(lines)
+
+
 # ------------------------------------------------------------------------------------------------------ fronts
 
 

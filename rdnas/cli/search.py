@@ -144,6 +144,9 @@ def run(args) -> int:
         raise ValueError(f"{str(error).removeprefix('rdnas.search: ')} (--max-*/--min-* bounds)") from None
     front_path = plot_path = None
     if args.pareto:
+        if args.pareto not in constraint.names():
+            raise ValueError(f"--pareto: the space {space.name} has no cost {args.pareto!r}; its costs: "
+                             f"{', '.join(constraint.names())}")
         from pathlib import Path
 
         from rdnas.atomic_file import prepare_output_file
@@ -153,8 +156,12 @@ def run(args) -> int:
         plot_path = prepare_output_file(args.front_plot or front_path.with_suffix(".png"), "--front-plot")
     journal = None
     if args.journal:
+        import os
+
+        fitness_file = os.path.abspath(args.checkpoint or args.predictor or args.table)
         settings = {"strategy": args.strategy, "seed": args.seed, "budget": args.budget,
                     "population": args.population, "space": space.name, "fitness": label,
+                    "fitness_file": fitness_file, "subnets_per_pass": args.subnets_per_pass,
                     "constraint": str(constraint), "pareto": args.pareto, "within_gt": args.within_gt,
                     "sampler_model": args.sampler_model if args.strategy == "sampling" else None}
         journal = SearchJournal(args.journal, settings, space, write=world.is_main)
