@@ -124,10 +124,12 @@ def test_kd_loss_defaults_are_dass_and_its_gradient_ignores_the_teacher():
     teacher = torch.randn(4, 3, generator=generator, dtype=torch.float64, requires_grad=True)
     labels = torch.tensor([0, 2, 1, 1])
     loss = kd_loss(student, teacher, labels)
-    assert float(loss.detach()) == pytest.approx(_kd_reference(student.detach(), teacher.detach(), labels, 0.5, 6.0), rel=1e-12)
+    reference = _kd_reference(student.detach(), teacher.detach(), labels, 0.5, 6.0)
+    assert float(loss.detach()) == pytest.approx(reference, rel=1e-12)
     loss.backward()
     assert teacher.grad is None and student.grad is not None
-    assert torch.autograd.gradcheck(lambda s: kd_loss(s, teacher.detach(), labels), (student.detach().requires_grad_(),))
+    assert torch.autograd.gradcheck(lambda s: kd_loss(s, teacher.detach(), labels),
+                                    (student.detach().requires_grad_(),))
 
 
 def test_kd_loss_of_a_student_equal_to_its_teacher_is_the_weighted_cross_entropy():

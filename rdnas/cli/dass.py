@@ -20,7 +20,8 @@ def add_parser(commands) -> None:
         "options, or from a tasks file (--tasks FILE --task NAME, whose teacher recipe is then used). Example: "
         "rdnas dass teacher --space resnet48 --data digits --classes 0,1,2,3,4 --train 600 --valid 300 "
         "--width-divisor 8 --epochs 10 --seed 0 --out t.pt")
-    teacher.add_argument("--space", choices=list(space_names()), default="resnet48", help="search space (default resnet48)")
+    teacher.add_argument("--space", choices=list(space_names()), default="resnet48",
+                         help="search space (default resnet48)")
     teacher.add_argument("--data", metavar="SPEC",
                          help="dataset spec: fashion_mnist[:DIR], digits, glyphs or folder:DIR (an image folder "
                          "DIR/<class>/<images>)")
@@ -155,6 +156,8 @@ def _network_options(args, space) -> dict:
 
 
 def _teacher(args) -> int:
+    import re
+
     from rdnas.atomic_file import prepare_output_file
     from rdnas.kd.tasks import TaskSpec, read_tasks
     from rdnas.kd.teacher import save_teacher, train_teacher
@@ -199,11 +202,14 @@ def _teacher(args) -> int:
         try:
             task = TaskSpec.from_dict(values, "rdnas dass teacher", args.space)
         except ValueError as error:
-            args.usage_error(str(error).replace("rdnas dass teacher.teacher.", "--").replace("rdnas dass teacher.", "--"))
+            field = re.match(r"rdnas dass teacher\.(?:teacher\.)?(\w+)", str(error))
+            option = "--" + field.group(1).replace("_", "-") if field else "rdnas dass teacher"
+            args.usage_error(f"{option}: {str(error).split(': ', 1)[-1]}")
     teacher = train_teacher(task, args.space)
     save_teacher(teacher, args.out)
     print(f"rdnas dass teacher: {args.space} largest network, {task.teacher.options}, on {task.dataset} "
-          f"({len(teacher.task['classes']) or 'all'} classes, {task.train} + {task.valid} images at {task.image_size} px): "
+          f"({len(teacher.task['classes']) or 'all'} classes, {task.train} + {task.valid} images at "
+          f"{task.image_size} px): "
           f"validation accuracy {teacher.valid_acc:.2f} % -> {args.out}")
     return 0
 
@@ -309,7 +315,7 @@ def _rank(args) -> int:
     task = TaskSpec.from_dict({**teacher.task, "split": "meta-test", "teacher": teacher.recipe.to_dict(),
                                "student_options": config["student_options"] or {}}, f"{args.teacher}: task",
                               space)
-    embeddings = task_embeddings(teacher, task, archs, config["probe_seed"])
+    embeddings = task_embeddings(teacher, task, archs, config["probe_seed"], fresh=config["embedding"] == "random")
     side = list(embeddings["teacher"].shape[-2:])
     if side not in config["image_sides"]:
         raise ValueError(f"{args.teacher}: its task's image_size {task.image_size} gives {side[0]}x{side[1]} "

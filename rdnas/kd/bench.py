@@ -110,7 +110,8 @@ def _check_bench_file(out: Path, tasks: TaskFile) -> None:
     """``OUT/bench.json`` records the space, the students' recipe, the probe and every task; a resume may add
     tasks but not change one."""
     path = out / "bench.json"
-    record = {"kind": BENCH_KIND, "version": 1, **{k: v for k, v in tasks.to_dict().items() if k not in ("kind", "version")}}
+    record = {"kind": BENCH_KIND, "version": 1,
+              **{k: v for k, v in tasks.to_dict().items() if k not in ("kind", "version")}}
     if path.exists():
         saved = json.loads(path.read_text())
         for name in ("space", "student", "probe_seed"):
@@ -198,7 +199,8 @@ def build(out_dir, tasks: TaskFile, archs: list, seeds: list, regimes=("kd", "ce
                 teacher = task_teacher(out, task, space, data, progress)
                 digest = teacher.digest()
                 if digests.setdefault(task.name, digest) != digest:
-                    raise ValueError(f"task {task.name}: the runs in {out} were made with teacher {digests[task.name]}, "
+                    raise ValueError(f"task {task.name}: the runs in {out} were made with teacher "
+                                     f"{digests[task.name]}, "
                                      f"but {teacher_path(out, task)} is teacher {digest}; restore that teacher or "
                                      "use another --out")
                 teacher.network.to(device)
@@ -318,10 +320,11 @@ def _padded(maps: list[Tensor], channels: int) -> Tensor:
     return out
 
 
-def task_embeddings(teacher: Teacher, task: TaskSpec, archs: list, probe_seed: int) -> dict:
+def task_embeddings(teacher: Teacher, task: TaskSpec, archs: list, probe_seed: int, fresh: bool = True) -> dict:
     """The functional embeddings of one task: ``probe`` [1, C_in, S, S]; ``teacher`` [C_t, H, W] (the teacher's
     last-stage map); ``students`` [K, C_t, H, W] (each remapped student's, channels zero-padded to the teacher's);
-    ``random`` [K, C_t, H, W] (freshly initialised students', seeded by architecture: an ablation input);
+    ``random`` [K, C_t, H, W] (freshly initialised students', seeded by architecture: an ablation input; zeros
+    without ``fresh``, which halves the work where only the remapped students count);
     ``archs`` (K strings), ``teacher_arch``, ``teacher_valid_acc``, ``teacher_digest``, ``split``."""
     from rdnas.minibench.build import network_seed
     from rdnas.spaces import get_space
@@ -335,6 +338,9 @@ def task_embeddings(teacher: Teacher, task: TaskSpec, archs: list, probe_seed: i
     students, randoms = [], []
     for arch in archs:
         students.append(last_stage_map(remap(teacher.network, arch, space, **task.student_options), probe))
+        if not fresh:
+            randoms.append(torch.zeros_like(students[-1]))
+            continue
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(network_seed(0, arch, space))
             fresh = _fresh(space, arch, config["num_classes"], config["in_channels"],
@@ -370,6 +376,6 @@ def read_embeddings(path) -> dict:
     except Exception as error:  # noqa: BLE001
         raise ValueError(f"{path} is not an embeddings file (cannot be read: {type(error).__name__})") from None
     if not isinstance(payload, dict) or payload.get("kind") != EMBEDDINGS_KIND:
-        raise ValueError(f"{path} is not an embeddings file (kind {payload.get('kind') if isinstance(payload, dict) else None!r}, "
-                         f"expected {EMBEDDINGS_KIND!r})")
+        kind = payload.get("kind") if isinstance(payload, dict) else None
+        raise ValueError(f"{path} is not an embeddings file (kind {kind!r}, expected {EMBEDDINGS_KIND!r})")
     return payload

@@ -79,7 +79,8 @@ def check_classes(spec: str, classes) -> tuple:
         if len(classes) < 2 or not all(isinstance(c, str) and len(c) == 1 and not c.isspace() for c in classes):
             raise ValueError(f"a glyphs task lists at least 2 single printable characters, got {list(classes)}")
     elif not all(isinstance(c, str) and c for c in classes) or len(classes) == 1:
-        raise ValueError(f"a folder task lists at least 2 class-folder names, or none (every class), got {list(classes)}")
+        raise ValueError(f"a folder task lists at least 2 class-folder names, or none (every class), got "
+                         f"{list(classes)}")
     return classes
 
 
