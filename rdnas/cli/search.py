@@ -47,8 +47,8 @@ def add_parser(commands) -> None:
     for bound in ("max", "min"):
         for cost in BOUNDED_COSTS:
             search.add_argument(f"--{bound}-{cost}", type=non_negative_float, metavar="N",
-                                help=f"only cells with {cost} {'<=' if bound == 'max' else '>='} N (space.cost's units, "
-                                "e.g. 80e6)")
+                                help=f"only cells with {cost} {'<=' if bound == 'max' else '>='} N (space.cost's "
+                                "units, e.g. 80e6)")
     search.add_argument("--pareto", choices=["flops", "params", "trainable_params"],
                         help="keep the front of fitness against this cost; writes --front and --front-plot")
     search.add_argument("--front", help="--pareto: the front as JSON lines (default front.jsonl beside --out, else "

@@ -118,7 +118,7 @@ def sampling_search(fitness: Fitness, budget: int, make_predictor: Callable[[], 
         weights = top_tier_weights(draws, top, smoothing)
         picked = draws[torch.multinomial(weights, min(candidates, len(draws)), replacement=False,
                                          generator=generator)]
-        picked = _within_top_cost(space, picked, top)
+        picked = _within_top_cost(space, picked, top, constraint)
         order = torch.sort(-predictor.predict(picked), stable=True).indices
         if hasattr(predictor, "predict_tiers"):  # predicted top tier first, each part by score
             outside_top = predictor.predict_tiers(picked).argmax(-1)[order] != 0
@@ -143,11 +143,12 @@ def _round_pool(space, pool: int, candidates: int, generator: torch.Generator, c
     return kept
 
 
-def _within_top_cost(space, picked: Tensor, top: Tensor) -> Tensor:
+def _within_top_cost(space, picked: Tensor, top: Tensor, constraint: CostConstraint | None = None) -> Tensor:
     """``picked`` without the candidates whose FLOPs lie outside the top tier's range (all of them when the space
-    has no cost model, or when none is inside)."""
+    has no cost model, or when none is inside). The costs come from ``constraint`` where given (its cached table)."""
+    cost = space.cost if constraint is None else constraint.costs
     try:
-        flops, top_flops = space.cost(picked)["flops"], space.cost(top)["flops"]
+        flops, top_flops = cost(picked)["flops"], cost(top)["flops"]
     except NotImplementedError:
         return picked
     inside = (flops >= top_flops.min()) & (flops <= top_flops.max())
