@@ -5,7 +5,8 @@
   or data we do not have) is preceded by ``<!-- skip-example: <why> -->``; the reason is required.
 - Every `rdnas ...` command in a shell block (also `python -m rdnas` and `torchrun ... -m rdnas`) is checked against
   the real parser: a concrete command line must parse (``build_parser().parse_args``), and in a synopsis (with
-  placeholders: ``<dir>``, ``[--opt]``, ``a|b``, ``...``, ``$var``) every ``--option`` must be one of its command's.
+  placeholders: ``<dir>``, ``[--opt]``, ``a|b``, ``...``, ``$var``) and in a console line (``$ rdnas ...``, which
+  may show input that rdnas refuses) every ``--option`` must be one of its command's.
 - ``rdnas --version`` and ``rdnas --help`` as the docs describe them.
 """
 
@@ -110,10 +111,11 @@ class Command:
     where: str
     argv: list[str]  # after "rdnas"
     text: str
+    prompted: bool = False  # "$ rdnas ...": a console session, often showing input that rdnas refuses
 
 
 # where a command starts: a line's start or after a shell operator (with optional VAR=value prefixes), or torchrun's -m
-_START = re.compile(r"(?:(?:^|[;&(|]\s*|\bdo\s+)(?:\w+=\S*\s+)*(?:python3? -m rdnas|rdnas)|\s-m rdnas)(?=\s|$)")
+_START = re.compile(r"(?:(?:^|[;&(|]\s*|\bdo\s+|^\$\s+)(?:\w+=\S*\s+)*(?:python3? -m rdnas|rdnas)|\s-m rdnas)(?=\s|$)")
 _PLACEHOLDER = re.compile(r"<[^>]*>|\[|\]|\||\.\.\.|\$|\{|\}")
 
 
@@ -136,14 +138,14 @@ def cli_commands():
         for block in code_blocks(path):
             if block.info not in SHELL_INFOS:
                 continue
-            for offset, line in enumerate(_logical_lines(block.text)):
+            for line in _logical_lines(block.text):
+                if re.match(r"\s*rdnas(\s+[\w-]+)*?[\w-]*:(\s|$)", line):
+                    continue  # a program's output quoted in the docs ("rdnas bench build: error: ..."), not a command
                 for match in _START.finditer(line):
                     rest = line[match.end():]
                     rest = re.split(r"\s(?:&&|&|;|\|\||>|2>|\))\s?|\s&$|;\s*$", rest)[0] if not \
                         _is_synopsis(rest) else rest
-                    if rest.split()[:1] and rest.split()[0].endswith(":"):
-                        continue  # a program's output quoted in the docs ("rdnas train: error: ..."), not a command
-                    yield Command(f"{_name(path)}:{block.line}", rest.split(), line.strip())
+                    yield Command(f"{_name(path)}:{block.line}", rest.split(), line.strip(), line.startswith("$"))
 
 
 def _is_synopsis(rest: str) -> bool:
@@ -173,7 +175,7 @@ COMMANDS = list(cli_commands())
 def test_cli_examples_use_real_options(command, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # --out checks look at the working directory; nothing is run
     parser = _parser()
-    if not _is_synopsis(" ".join(command.argv)):
+    if not _is_synopsis(" ".join(command.argv)) and not command.prompted:
         stderr = io.StringIO()
         try:
             with contextlib.redirect_stderr(stderr):
@@ -181,7 +183,7 @@ def test_cli_examples_use_real_options(command, tmp_path, monkeypatch):
         except SystemExit as exit_:
             pytest.fail(f"{command.where}: `{command.text}` does not parse (exit {exit_.code}): {stderr.getvalue()}")
         return
-    # a synopsis: the command it names, and each --option against that command's own options
+    # a synopsis or a console line: the command it names, and each --option against that command's own options
     words = [w for w in command.argv if not w.startswith("-")]
     sub, used = _subcommand_parser(parser, words[:2])
     if used == 0 and command.argv and not command.argv[0].startswith("-"):
