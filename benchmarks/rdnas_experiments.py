@@ -36,6 +36,7 @@ from scipy.stats import ttest_ind
 from rdnas.atomic_file import write_text_atomic
 from rdnas.pipeline import PipelineConfig, build_teacher, load_ground_truth, train_and_rank
 from rdnas.rank import kendall_tau, precision_at_top
+from rdnas.run_folder import RunFolderInUse, claim_file
 from rdnas.spaces import nb201
 from rdnas.train import Teacher
 
@@ -110,6 +111,14 @@ def run(suite: str, seeds: list[int], epochs: int, only=None) -> None:
             path = RUNS / f"{slug(name)}_seed{seed}.json"
             if path.exists():
                 continue
+            try:  # one process per run: another process running the suite beside this one skips it
+                lock = claim_file(path, "experiments")
+            except RunFolderInUse as busy:
+                print(f"{name} seed {seed}: skipped, {busy}", flush=True)
+                continue
+            if path.exists():  # finished by that other process meanwhile
+                lock.release()
+                continue
             teacher = None
             if method == "rdnas" and overrides.get("random_teacher"):
                 scores = np.random.default_rng(12345).random(nb201.NUM_ARCHS)  # no information about any cell
@@ -127,6 +136,7 @@ def run(suite: str, seeds: list[int], epochs: int, only=None) -> None:
             result.update(name=name, suite=suite, truth=truth.tolist())
             RUNS.mkdir(parents=True, exist_ok=True)
             write_text_atomic(path, json.dumps(result))
+            lock.release()
             print(f"{name} seed {seed}: Kendall tau {result['report']['kendall_tau']:.3f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
 

@@ -148,11 +148,14 @@ class RunLock:
 
     def release(self) -> None:
         """Removes the lock file and drops the lock (nothing when not held)."""
+        if self in _CLAIMS:
+            _CLAIMS.remove(self)
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
         try:
-            if self._flock or _read_holder(fd) == self.record():
+            mine = self.record().pid == os.getpid()  # not a forked child's copy of the lock
+            if mine and (self._flock or _read_holder(fd) == self.record()):
                 self.path.unlink(missing_ok=True)  # while still holding it: a waiting opener sees another inode
         finally:
             os.close(fd)

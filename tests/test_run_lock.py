@@ -228,7 +228,8 @@ def test_kill_9_of_torchrun_s_process_group_stops_its_workers_and_a_resume_finds
                 if running(pid):
                     os.kill(pid, signal.SIGKILL)
     text = log.read_text()
-    assert text.count(f"the launcher (pid {launcher.pid}) is gone; stopping") == 2, text[-3000:]
+    # the first rank to notice stops; the other may instead fail on its lost gloo peer, which ends it too
+    assert f"the launcher (pid {launcher.pid}) is gone; stopping" in text, text[-3000:]
     rank0 = holder_pid(folder_lock_path(out))
     assert rank0 in workers  # rank 0 held the folder; its lock is stale now
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] < epochs, "the job finished before it was killed"
