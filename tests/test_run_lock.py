@@ -87,6 +87,23 @@ def test_shards_of_one_folder_lock_separately_and_a_file_lock_guards_one_file(tm
         claim_file(tmp_path / "a.csv", "proxies")
 
 
+def test_under_torchrun_rank_0_alone_takes_the_lock_and_every_rank_gets_its_outcome(tmp_path, monkeypatch):
+    from rdnas import distributed
+
+    sent = []
+    monkeypatch.setattr(distributed, "broadcast_object", lambda value, world: sent.append(value) or value)
+    assert claim_folder(tmp_path, "train", distributed.World(0, 2)).held and sent == [None]
+    with pytest.raises(RunFolderInUse, match="is in use by pid") as refused:
+        claim_folder(tmp_path, "train", distributed.World(0, 2))
+    assert sent[-1] is refused.value  # rank 0 sends its refusal to the others
+    monkeypatch.setattr(distributed, "broadcast_object", lambda value, world: RunFolderInUse("rank 0's refusal"))
+    with pytest.raises(RunFolderInUse, match="rank 0's refusal"):
+        claim_folder(tmp_path / "other", "train", distributed.World(1, 2))
+    assert not folder_lock_path(tmp_path / "other").exists()  # rank 1 never takes a lock
+    monkeypatch.setattr(distributed, "broadcast_object", lambda value, world: None)
+    assert claim_folder(tmp_path / "other", "train", distributed.World(1, 2)) is None
+
+
 def test_a_file_where_the_run_folder_should_be_is_a_clear_error(tmp_path):
     (tmp_path / "x").write_text("")
     with pytest.raises(ValueError, match=f"--out {tmp_path / 'x'} is a file, expected a folder"):
