@@ -1,0 +1,246 @@
+"""When does ranking distillation help? RD-NAS's gain over SPOS as a function of the teacher's quality (issue 27).
+
+Ground truth: NB201 on digits over the whole space (``benchmarks/nb201_digits_full.py``; while the build runs, its
+``table_partial.csv`` of the seeds finished so far). Every supernet is evaluated on one representative of every
+connected isomorphism class that the table holds (6,461 when complete), Kendall tau against ``digits_valid_acc``.
+
+Teachers (scores over all 15,625 cells; disconnected cells last, as the proxies rank them):
+
+- ``oracle-<tau>`` (0.3, 0.45, 0.6, 0.75, 0.9): the table's own accuracy, perturbed. A controlled experiment, not a
+  teacher anyone has: each class's normal score of its accuracy rank plus seeded Gaussian noise whose scale is set
+  by bisection so that the teacher's Kendall tau on the evaluation classes is the target (within 0.005).
+- ``synflow``, ``zen``, ``flops``: zero-cost proxies on the pipeline's network at initialisation (whole-space tables).
+- ``trees-60``, ``trees-240``: gradient-boosted trees on the live cell (``rdnas predictor`` gbt, default input)
+  fitted on the accuracy of 60 / 240 random classes (seeded by the run's seed), scoring the whole space; scored
+  against the classes they were not fitted on, like the supernets.
+
+Methods at equal budget, the README's main setting: SPOS with K = 4 subnets per step, and RD-NAS with K = 4, the
+margin sampler, 5 groups (``rdnas.pipeline.PipelineConfig`` defaults), at 10 and 30 epochs. One JSON per run in
+``benchmarks/results/teacher_curve/``; finished runs are skipped, so the script can be stopped and restarted::
+
+    OMP_NUM_THREADS=1 python benchmarks/teacher_curve_experiment.py run --epochs 10 --seeds 0,1,2,3,4
+    python benchmarks/teacher_curve_experiment.py report     # table, teacher_curve.json and teacher_curve.png
+
+``report`` pairs each RD-NAS run with the SPOS run of the same seed and budget: the gain is the mean paired
+difference of Kendall tau, with a bootstrap interval over seeds (10,000 resamples) and a paired t-test.
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import ttest_rel
+
+from rdnas.atomic_file import write_text_atomic
+from rdnas.pipeline import PipelineConfig, build_teacher, train_and_rank
+from rdnas.predictors import ArchFeatures, get_predictor
+from rdnas.rank import GroundTruth, kendall_tau
+from rdnas.spaces import nb201
+from rdnas.train import Teacher
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+RUNS = RESULTS / "teacher_curve"
+WORK = ROOT.parent / "runs" / "teacher_curve"
+BUILD = RESULTS / "nb201_digits_full"
+ORACLE_TAUS = (0.3, 0.45, 0.6, 0.75, 0.9)
+TEACHERS = tuple(f"oracle-{t}" for t in ORACLE_TAUS) + ("synflow", "zen", "flops", "trees-60", "trees-240")
+COLUMN = "digits_valid_acc"
+
+
+def ground_truth(path: Path, classes: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(evaluation architectures int [A, 6]: the build's class representatives the table holds, or a seeded sample of
+    ``classes`` of them; their accuracy)."""
+    table = GroundTruth.load(path, "nb201")
+    lines = (BUILD / "archs.txt").read_text().splitlines()
+    archs = np.array([nb201.from_string(line.strip()) for line in lines if line.strip() and not line.startswith("#")])
+    archs = archs[table.values(archs, "trained") == 1]
+    if classes:
+        archs = archs[np.sort(np.random.default_rng(0).permutation(len(archs))[:classes])]
+    return archs, table.values(archs, COLUMN)
+
+
+def spread_to_space(archs: np.ndarray, class_scores: np.ndarray) -> np.ndarray:
+    """Scores of class representatives -> scores of all 15,625 cells in enumeration order (a cell takes its class's
+    score; disconnected cells -inf, classes without a representative here NaN: both rank last)."""
+    score_of_class = {nb201.canonical_string(tuple(a)): s for a, s in zip(archs.tolist(), class_scores)}
+    scores = np.full(nb201.NUM_ARCHS, np.nan)
+    for index, arch in enumerate(nb201.all_archs().tolist()):
+        arch = tuple(arch)
+        scores[index] = (score_of_class.get(nb201.canonical_string(arch), np.nan) if nb201.is_connected(arch)
+                         else -np.inf)
+    return scores
+
+
+def perturbed_oracle(truth: np.ndarray, target: float, seed: int) -> tuple[np.ndarray, float]:
+    """(class scores whose Kendall tau against ``truth`` is ``target`` within 0.005, that tau): normal scores of
+    the truth's ranks plus noise of a bisected scale (one seeded noise draw, scaled)."""
+    from scipy.stats import norm, rankdata
+
+    base = norm.ppf(rankdata(truth) / (len(truth) + 1))
+    noise = np.random.default_rng(seed).standard_normal(len(truth))
+    low, high = 0.0, 100.0
+    for _ in range(60):
+        scale = (low + high) / 2
+        tau = kendall_tau(base + scale * noise, truth)
+        if abs(tau - target) < 0.005:
+            break
+        low, high = (scale, high) if tau > target else (low, scale)
+    return base + scale * noise, tau
+
+
+def make_teacher(name: str, seed: int, archs: np.ndarray, truth: np.ndarray, config: PipelineConfig, work: Path):
+    """(Teacher over the whole space, its tau on the evaluation classes, the evaluation rows it is scored on)."""
+    rows = np.arange(len(truth))
+    if name.startswith("oracle-"):
+        scores, tau = perturbed_oracle(truth, float(name.split("-")[1]), 7000 + seed)
+        return Teacher(spread_to_space(archs, scores), config.groups, name), tau, rows
+    if name.startswith("trees-"):
+        labelled = np.random.default_rng(3000 + seed).permutation(len(truth))[:int(name.split("-")[1])]
+        predictor = get_predictor("gbt")(features=ArchFeatures("nb201"), seed=seed)
+        predictor.fit(archs[labelled], truth[labelled])
+        scores = predictor.predict(nb201.all_archs()).numpy().astype(np.float64)
+        scores[~nb201.connected(nb201.all_archs()).numpy()] = -np.inf
+        rows = np.setdiff1d(rows, labelled)
+        index = nb201.enumeration_indices(torch.as_tensor(archs)).numpy()
+        return Teacher(scores, config.groups, name), kendall_tau(scores[index][rows], truth[rows]), rows
+    teacher = build_teacher(dataclasses.replace(config, teacher_proxies=name, out_dir=str(work / "proxy_tables")))
+    index = nb201.enumeration_indices(torch.as_tensor(archs)).numpy()
+    return teacher, kendall_tau(teacher.scores.numpy()[index], truth), rows
+
+
+def run(args) -> int:
+    archs, truth = ground_truth(args.gt, args.eval_classes)
+    print(f"ground truth: {len(truth)} classes of {args.gt}", flush=True)
+    args.runs.mkdir(parents=True, exist_ok=True)
+    for epochs in args.epochs:
+        for seed in args.seeds:
+            for name in ["spos"] + args.teachers:
+                path = args.runs / f"{name}_e{epochs}_seed{seed}.json"
+                if path.exists():
+                    continue
+                config = PipelineConfig(space="nb201", out_dir=str(args.work / f"{name}_e{epochs}"), epochs=epochs,
+                                        eval_every=epochs, gt=str(args.gt))
+                started = time.perf_counter()
+                teacher, teacher_tau, rows = (None, None, np.arange(len(truth))) if name == "spos" else \
+                    make_teacher(name, seed, archs, truth, config, args.work)
+                result = train_and_rank(config, "spos" if name == "spos" else "rdnas", seed,
+                                        torch.as_tensor(archs), truth, teacher=teacher, paths_per_step=4)
+                estimates = np.asarray(result["estimates"])
+                summary = {"teacher": name, "epochs": epochs, "seed": seed, "classes": len(truth),
+                           "teacher_kendall_tau": teacher_tau, "evaluation_rows": len(rows),
+                           "kendall_tau": kendall_tau(estimates, truth),
+                           "kendall_tau_teacher_rows": kendall_tau(estimates[rows], truth[rows]),
+                           "report": result["report"], "history": result["history"],
+                           "config": result["config"], "seconds": time.perf_counter() - started}
+                write_text_atomic(path, json.dumps(summary))
+                teacher_text = "" if teacher_tau is None else f"teacher tau {teacher_tau:.3f}, "
+                print(f"{name} {epochs} epochs seed {seed}: {teacher_text}supernet tau {summary['kendall_tau']:.3f} "
+                      f"({summary['seconds']:.0f} s)", flush=True)
+    return 0
+
+
+def bootstrap_mean_interval(values: np.ndarray, samples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the mean of ``values`` over resamples (with replacement)."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (samples, len(values)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def report(args) -> int:
+    runs = [json.loads(p.read_text()) for p in sorted(args.runs.glob("*.json"))]
+    if not runs:
+        print("no runs yet: run `python benchmarks/teacher_curve_experiment.py run` first", file=sys.stderr)
+        return 1
+    spos = {(r["epochs"], r["seed"]): r for r in runs if r["teacher"] == "spos"}
+    points = []
+    lines = ["| epochs | teacher | seeds | teacher tau | RD-NAS tau | SPOS tau | gain (RD-NAS - SPOS) | 95% bootstrap | "
+             "paired t p |", "|---:|---|---:|---:|---:|---:|---:|---|---:|"]
+    for epochs in sorted({r["epochs"] for r in runs}):
+        for name in TEACHERS:
+            mine = [r for r in runs if r["teacher"] == name and r["epochs"] == epochs and (epochs, r["seed"]) in spos]
+            if not mine:
+                continue
+            # trees teachers are scored on the classes they were not fitted on: SPOS on the same rows would need
+            # its estimates; the whole-table tau of both is used for every teacher (the rows differ by <= 4%)
+            gain = np.array([r["kendall_tau"] - spos[(epochs, r["seed"])]["kendall_tau"] for r in mine])
+            teacher_tau = float(np.mean([r["teacher_kendall_tau"] for r in mine]))
+            low, high = bootstrap_mean_interval(gain) if len(gain) > 1 else (float("nan"), float("nan"))
+            p_value = float(ttest_rel([r["kendall_tau"] for r in mine],
+                                      [spos[(epochs, r["seed"])]["kendall_tau"] for r in mine]).pvalue) \
+                if len(mine) > 1 else float("nan")
+            base = float(np.mean([spos[(epochs, r["seed"])]["kendall_tau"] for r in mine]))
+            point = {"epochs": epochs, "teacher": name, "seeds": [r["seed"] for r in mine],
+                     "teacher_kendall_tau": teacher_tau, "rdnas_kendall_tau": float(np.mean([r["kendall_tau"] for r in mine])),
+                     "spos_kendall_tau": base, "gain": float(gain.mean()), "gain_ci95": [low, high], "paired_t_p": p_value}
+            points.append(point)
+            lines.append(f"| {epochs} | {name} | {len(mine)} | {teacher_tau:.3f} | {point['rdnas_kendall_tau']:.3f} | "
+                         f"{base:.3f} | {gain.mean():+.3f} | {low:+.3f}..{high:+.3f} | {p_value:.2g} |")
+    print("\n".join(lines))
+    write_text_atomic(args.runs.parent / "teacher_curve.json", json.dumps(points, indent=1))
+    _plot(points, spos, args.runs.parent / "teacher_curve.png")
+    return 0
+
+
+def _plot(points: list[dict], spos: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for epochs, colour in zip(sorted({p["epochs"] for p in points}), ("tab:blue", "tab:orange", "tab:green")):
+        mine = sorted((p for p in points if p["epochs"] == epochs), key=lambda p: p["teacher_kendall_tau"])
+        x = [p["teacher_kendall_tau"] for p in mine]
+        y = [p["gain"] for p in mine]
+        error = np.array([[p["gain"] - p["gain_ci95"][0], p["gain_ci95"][1] - p["gain"]] for p in mine]).T
+        axes.errorbar(x, y, yerr=error, fmt="o", color=colour, capsize=3, label=f"{epochs} epochs")
+        for p in mine:
+            axes.annotate(p["teacher"], (p["teacher_kendall_tau"], p["gain"]), fontsize=6, xytext=(3, 3),
+                          textcoords="offset points")
+        own = np.mean([r["kendall_tau"] for (e, _), r in spos.items() if e == epochs])
+        axes.axvline(own, color=colour, linestyle="--", linewidth=1, label=f"SPOS's own tau, {epochs} epochs")
+    axes.axhline(0, color="black", linewidth=0.8)
+    axes.set_xlabel("teacher's Kendall tau against the digits accuracy of every class")
+    axes.set_ylabel("RD-NAS tau - SPOS tau (same seed)")
+    axes.set_title("NB201 on digits, whole space: the gain of distilling a teacher (K = 4)")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = parser.add_subparsers(dest="step", required=True)
+    run_parser = steps.add_parser("run", help="train SPOS and the RD-NAS supernets of each teacher; resumable")
+    run_parser.add_argument("--teachers", type=lambda t: [x for x in t.split(",") if x], default=list(TEACHERS),
+                            help=f"default: {','.join(TEACHERS)}")
+    run_parser.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",") if x], default=list(range(5)),
+                            help="default 0-4")
+    run_parser.add_argument("--epochs", type=lambda t: [int(x) for x in t.split(",") if x], default=[10, 30],
+                            help="budgets (default 10,30)")
+    run_parser.add_argument("--eval-classes", type=int, default=0,
+                            help="evaluate on a seeded sample of this many classes (default 0: all; a quick look only)")
+    run_parser.add_argument("--gt", type=Path, default=BUILD / "table_partial.csv",
+                            help="the whole-space table (default: the build's table_partial.csv; the shipped "
+                            "rdnas/minibench/data/nb201_digits_full.csv once it exists)")
+    report_parser = steps.add_parser("report", help="the Markdown table and teacher_curve.{json,png} beside the runs")
+    for step in (run_parser, report_parser):
+        step.add_argument("--runs", type=Path, default=RUNS, help=f"one JSON per run (default {RUNS})")
+    run_parser.add_argument("--work", type=Path, default=WORK, help=f"checkpoints and proxy tables (default {WORK})")
+    args = parser.parse_args()
+    if args.step == "run":
+        unknown = set(args.teachers) - set(TEACHERS)
+        if unknown:
+            parser.error(f"unknown teacher(s) {sorted(unknown)}; teachers: {', '.join(TEACHERS)}")
+        return run(args)
+    return report(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
