@@ -4,7 +4,7 @@ docs/guides/adding_a_space.md, proved.
 The space: a chain of three positions on 8 x 8 images, each position one of four ops (conv 3x3, conv 1x1,
 max-pool 3x3, skip): 64 architectures, enumerable. Its supernet holds every op of every position; it is registered
 with ``register_space`` / ``register_supernet`` for the tests of this file only and unregistered after them. With
-it: training (SPOS, and RD-NAS with a table teacher read from a score table), evaluation (supernet accuracy with
+it: training (SPOS; RD-NAS with a table teacher read from a score table, and with a sampled teacher), evaluation (supernet accuracy with
 per-subnet BN recalibration), zero-cost proxies (through ``export``), predictors (fit, predict, save and load) and
 search (random and evolution).
 """
@@ -23,7 +23,7 @@ from rdnas.search import evolution_search, random_search
 from rdnas.spaces import InvalidArchitecture, SearchSpace, get_space, register_space, space_names, unregister_space
 from rdnas.supernet import BNStatistics, SubnetBatchNorm, SupernetSpec, build_supernet, register_supernet
 from rdnas.supernet import unregister_supernet
-from rdnas.train import OneShotTrainer, Teacher, TrainConfig
+from rdnas.train import OneShotTrainer, SampledTeacher, Teacher, TrainConfig
 
 NAME = "toy_chain"
 OPS = ("conv3x3", "conv1x1", "maxpool3x3", "skip")
@@ -281,6 +281,22 @@ def test_rdnas_trains_with_a_table_teacher_read_from_a_score_table(space, tmp_pa
     assert isinstance(trainer.teacher, Teacher) and torch.equal(trainer.teacher.scores, scores)
     trainer.fit()
     assert len(trainer.history) == 1 and "rank_loss" in trainer.history[0]
+
+
+def test_rdnas_trains_with_a_sampled_teacher_that_scores_new_architectures_on_demand(space, tmp_path):
+    supernet = scoring_supernet(num_classes=10, in_channels=1, space=NAME)
+
+    def params(archs):
+        return get_proxy("params").score(supernet, space.validate(archs), None)
+
+    reference = space.sample_distinct(24, torch.Generator().manual_seed(0))
+    teacher = SampledTeacher(reference, params(reference), 4, "params", NAME, params)
+    outside = next(a for a in space.enumerate() if space.key(a) not in {space.key(r) for r in reference})
+    assert torch.equal(teacher.score(outside), params(outside))  # not in the reference set: scored on demand
+    trainer = OneShotTrainer(config(tmp_path, method="rdnas", paths_per_step=2), progress=False, teacher=teacher)
+    trainer.fit()
+    assert trainer.teacher is teacher and len(trainer.history) == 1 and "rank_loss" in trainer.history[0]
+    assert "archs" in torch.load(trainer.checkpoint_path, weights_only=True)["teacher"]
 
 
 @pytest.mark.parametrize("kind, options", [("gbt", dict(n_estimators=30)), ("mlp", dict(epochs=60)),
