@@ -205,7 +205,9 @@ def test_dass_cli_end_to_end_teacher_bench_fit_rank_evaluate(tmp_path, capsys):
     report = tmp_path / "report.json"
     assert main(["dass", "evaluate", "--bench", str(out), "--model", str(model), "--out", str(report)]) == 0
     result = json.loads(report.read_text())
-    assert set(result["tasks"]) == {"glyphs-a"} and "flops_spearman" in result["tasks"]["glyphs-a"]
+    assert set(result["tasks"]) == {"glyphs-a"}
+    baselines = {"flops_spearman", "zero_shot_acc_spearman", "neg_kl_spearman", "map_cosine_spearman"}
+    assert baselines <= set(result["tasks"]["glyphs-a"])
     spearman = result["tasks"]["glyphs-a"]["spearman"]  # None where both students tie (two 1-epoch students)
     assert (spearman is None or -1.0 <= spearman <= 1.0) and result["mean_top1_regret"] >= 0
     # a teacher at another image size gives other map sides than the model was trained on: a probe mismatch
@@ -331,3 +333,24 @@ def test_step_sizes_start_at_dass_value_and_ablations_zero_their_input():
     assert pad_channels(torch.ones(1, 2, 1, 1), 3)[0, :, 0, 0].tolist() == [1.0, 1.0, 0.0]
     with pytest.raises(ValueError, match="have 4 channels, the predictor takes at most 3"):
         pad_channels(torch.ones(1, 4, 1, 1), 3)
+
+
+def test_training_free_signals_are_the_remapped_students_zero_shot_accuracy_kl_and_map_cosine(tmp_path):
+    tasks, archs = _build_args(tmp_path)
+    task = tasks.tasks[0]
+    teacher = bench.task_teacher(tmp_path / "b", task, SPACE)
+    data = task.data()
+    emb = bench.task_embeddings(teacher, task, archs, probe_seed=0)
+    signals = bench.training_free_signals(teacher, task, archs, data, emb)
+    student = remap(teacher.network, archs[0], SPACE).eval()
+    with torch.no_grad():
+        z_s, z_t = student(data.valid_x).double(), teacher.network(data.valid_x).double()
+    accuracy = 100.0 * float((z_s.argmax(1) == data.valid_y).double().mean())
+    p_t = z_t.softmax(1)
+    kl = float((p_t * (p_t.log() - z_s.log_softmax(1))).sum(1).mean())
+    assert float(signals["zero_shot_acc"][0]) == pytest.approx(accuracy)
+    assert float(signals["neg_kl"][0]) == pytest.approx(-kl, rel=1e-6)
+    s, t = emb["students"][0].flatten().double(), emb["teacher"].flatten().double()
+    assert float(signals["map_cosine"][0]) == pytest.approx(float(s @ t / (s.norm() * t.norm())), rel=1e-9)
+    full = bench.training_free_signals(teacher, task, SPACE.largest().unsqueeze(0), data)
+    assert float(full["neg_kl"][0]) == pytest.approx(0.0, abs=1e-9)  # the largest student is the teacher

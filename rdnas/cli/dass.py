@@ -113,9 +113,10 @@ def add_parser(commands) -> None:
         "evaluate", help="judge a DaSS model on a KD benchmark's meta-test tasks (rank metrics, seed ceiling)",
         description="For every meta-test task of the benchmark: Spearman and Kendall of predicted against KD "
         "accuracy, precision at the top 10 %%, the top-1 pick's regret (points below the pool's best), the seed "
-        "ceiling (Spearman between the first two seeds' KD accuracies), the FLOPs and params baselines and the "
-        "KD-vs-CE Spearman of the same students; writes OUT as JSON. Example: rdnas dass evaluate --bench kdbench "
-        "--model dass.pt --out report.json")
+        "ceiling (Spearman between the first two seeds' KD accuracies), the baselines' Spearman (FLOPs, params, "
+        "the remapped students' zero-shot accuracy, -KL to the teacher, cosine of student and teacher probe maps) "
+        "and the KD-vs-CE Spearman of the same students; writes OUT as JSON. Example: rdnas dass evaluate "
+        "--bench kdbench --model dass.pt --out report.json")
     evaluate.add_argument("--bench", required=True, help="a folder written by rdnas dass bench")
     evaluate.add_argument("--model", required=True, help="a model file of rdnas dass fit")
     evaluate.add_argument("--split", choices=("meta-test", "meta-valid", "meta-train"), default="meta-test",
@@ -339,11 +340,13 @@ def _rank(args) -> int:
 
 def _evaluate(args) -> int:
     import statistics
+    from pathlib import Path
 
     import torch
 
     from rdnas.cli.arguments import json_output, write_json
-    from rdnas.kd.bench import read_bench_tasks, read_runs
+    from rdnas.kd.bench import read_bench_tasks, read_embeddings, read_runs, teacher_path, training_free_signals
+    from rdnas.kd.teacher import load_teacher
     from rdnas.predictors import dass
     from rdnas.rank import kendall_tau, precision_at_top, spearman_rho
     from rdnas.spaces import get_space
@@ -357,6 +360,7 @@ def _evaluate(args) -> int:
                          f"{config['probe_seed']} (probe mismatch)")
     specs = {t.name: t for t in read_bench_tasks(args.bench).tasks}
     runs = read_runs(args.bench)
+    embeddings = read_embeddings(Path(args.bench) / "embeddings.pt")
     space = get_space(config["space"])
     report = {"model": str(args.model), "bench": str(args.bench), "split": args.split, "tasks": {}}
     for name, task in tasks.items():
@@ -385,6 +389,12 @@ def _evaluate(args) -> int:
         if all(a in ce for a in task.archs):
             entry["kd_vs_ce_spearman"] = _defined(spearman_rho, [statistics.mean(ce[a]) for a in task.archs], truth)
         spec = specs[name]
+        teacher_file = teacher_path(args.bench, spec)
+        if teacher_file.exists():
+            signals = training_free_signals(load_teacher(teacher_file, config["space"]), spec, task.archs,
+                                            embeddings=embeddings["tasks"].get(name))
+            for signal, values in signals.items():
+                entry[f"{signal}_spearman"] = _defined(spearman_rho, values.tolist(), truth)
         try:
             cost = space.cost(space.validate(task.archs), image_size=spec.image_size,
                               num_classes=max(len(spec.classes), 2), in_channels=spec.channels or 1,

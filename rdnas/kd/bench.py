@@ -379,3 +379,39 @@ def read_embeddings(path) -> dict:
         kind = payload.get("kind") if isinstance(payload, dict) else None
         raise ValueError(f"{path} is not an embeddings file (kind {kind!r}, expected {EMBEDDINGS_KIND!r})")
     return payload
+
+
+# -- training-free KD signals (baselines of the predictor) --------------------------------------------------------
+@torch.no_grad()
+def training_free_signals(teacher: Teacher, task: TaskSpec, archs: list, data=None, embeddings: dict | None = None,
+                          batch_size: int = 500) -> dict:
+    """Signals of each remapped student that need no training, higher = predicted better: float64 Tensor[K] each.
+
+    - ``zero_shot_acc``: the remapped student's validation accuracy (%) before any training (eval-mode BN);
+    - ``neg_kl``: minus the mean KL(softmax(z_t) || softmax(z_s)) over the validation images;
+    - ``map_cosine`` (with ``embeddings`` of the task): the cosine of the student's and the teacher's flattened
+      last-stage probe maps (channels zero-padded to the teacher's).
+    """
+    import torch.nn.functional as F
+
+    from rdnas.kd.train import predict_logits
+    from rdnas.spaces import get_space
+
+    space = get_space(teacher.space)
+    data = task.data() if data is None else data
+    teacher_logits_valid = predict_logits(teacher.network, data.valid_x, batch_size).double()
+    log_teacher = F.log_softmax(teacher_logits_valid, 1)
+    accuracy, neg_kl = [], []
+    for arch in space.validate(archs):
+        student = remap(teacher.network, arch, space, **task.student_options)
+        logits = predict_logits(student, data.valid_x, batch_size).double()
+        accuracy.append(100.0 * float((logits.argmax(1) == data.valid_y).double().mean()))
+        kl = F.kl_div(F.log_softmax(logits, 1), log_teacher, reduction="batchmean", log_target=True)
+        neg_kl.append(-float(kl))
+    signals = {"zero_shot_acc": torch.tensor(accuracy, dtype=torch.float64),
+               "neg_kl": torch.tensor(neg_kl, dtype=torch.float64)}
+    if embeddings is not None:
+        students = embeddings["students"].flatten(1).double()
+        teacher_map = embeddings["teacher"].flatten().double().unsqueeze(0)
+        signals["map_cosine"] = F.cosine_similarity(students, teacher_map.expand_as(students), dim=1)
+    return signals
