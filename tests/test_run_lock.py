@@ -247,12 +247,14 @@ def test_kill_9_of_torchrun_s_process_group_stops_its_workers_and_a_resume_finds
     text = log.read_text()
     # the first rank to notice stops; the other may instead fail on its lost gloo peer, which ends it too
     assert f"the launcher (pid {launcher.pid}) is gone; stopping" in text, text[-3000:]
+    # rank 0 held the folder: stopped by the watch its lock is stale now; failing first on its lost peer, it released it
     rank0 = holder_pid(folder_lock_path(out))
-    assert rank0 in workers  # rank 0 held the folder; its lock is stale now
+    assert rank0 is None or rank0 in workers
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] < epochs, "the job finished before it was killed"
 
     assert main([*args, "--resume"]) == 0  # one process, the same folder
-    assert f"was left locked by pid {rank0} on host {HOST}" in capsys.readouterr().err
+    if rank0 is not None:
+        assert f"was left locked by pid {rank0} on host {HOST}" in capsys.readouterr().err
     state = load_checkpoint(out / "checkpoint.pt")
     assert state["epoch"] == epochs and state["world_size"] == 1  # the last checkpoint is the resume's
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
