@@ -8,11 +8,11 @@ import argparse
 import os
 import sys
 
-from rdnas.cli import arch, bench, dass, demo, evaluate, merge_tables, predictor, proxies, search, train
+from rdnas.cli import arch, bench, dass, demo, evaluate, merge_tables, predictor, proxies, search, teacher, train
 
 COMMANDS = {"demo": demo, "train": train, "eval": evaluate, "proxies": proxies, "merge-tables": merge_tables,
             "search": search, "arch": arch, "bench": bench, "predictor": predictor,
-            "dass": dass}  # in the order of `rdnas --help`
+            "teacher": teacher, "dass": dass}  # in the order of `rdnas --help`
 
 
 class _CommandListFormatter(argparse.HelpFormatter):
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that run under torchrun (WORLD_SIZE > 1): each splits its work across the ranks (see rdnas.distributed);
 # proxies shards with --shard env. The others run in one process.
-DISTRIBUTED_COMMANDS = ("train", "eval", "search", "bench", "proxies")
+DISTRIBUTED_COMMANDS = ("demo", "train", "eval", "search", "bench", "proxies")
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,99 @@
+"""Is a teacher worth distilling? Its rank quality on a user's few labelled architectures, beside the supernet's.
+
+RD-NAS distils a teacher's ranking into a supernet. Whether that helps depends on how the teacher ranks compared
+with the supernet itself (benchmarks/teacher_curve_experiment.py measures the gain against the teacher's quality
+on a fully known benchmark). :func:`teacher_check` measures what a user can measure: Kendall tau of the teacher's
+scores, and of the supernet's estimates, against the accuracy of the architectures the user has trained, with
+bootstrap intervals over those architectures, and the paired difference.
+"""
+
+import numpy as np
+
+from rdnas.rank.metrics import kendall_tau
+
+
+def _bootstrap_taus(columns: list[np.ndarray], truth: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    """Kendall tau of each column against ``truth`` on the same resamples of the architectures: [samples, C]
+    (a resample whose truth has no pair of distinct values is redrawn)."""
+    rng = np.random.default_rng(seed)
+    n = len(truth)
+    taus = np.empty((samples, len(columns)))
+    done = 0
+    while done < samples:
+        rows = rng.integers(0, n, n)
+        if np.unique(truth[rows]).size < 2 or any(np.unique(c[rows]).size < 2 for c in columns):
+            continue
+        taus[done] = [kendall_tau(c[rows], truth[rows]) for c in columns]
+        done += 1
+    return taus
+
+
+def teacher_check(teacher_scores, truth, supernet_estimates=None, *, bootstrap_samples: int = 1000,
+                  seed: int = 0) -> dict:
+    """The teacher's rank quality on labelled architectures, and the supernet's where its estimates are given.
+
+    Args:
+        teacher_scores (array-like [A]): the teacher's score of each labelled architecture (higher = better).
+        truth (array-like [A]): their accuracy (ground truth), A >= 4.
+        supernet_estimates (array-like [A] or None): the supernet's accuracy estimate of each.
+        bootstrap_samples: resamples of the architectures for the 95% intervals.
+        seed: the resampling seed.
+
+    Returns:
+        {"architectures", "teacher_kendall_tau", "teacher_kendall_tau_ci95"} and, with estimates,
+        {"supernet_kendall_tau", "supernet_kendall_tau_ci95", "teacher_minus_supernet",
+        "teacher_minus_supernet_ci95", "teacher_better_share"} (the share of resamples in which the teacher ranks
+        better: paired, on the same resampled architectures).
+
+    Raises:
+        ValueError: lengths differ, fewer than 4 architectures, or non-finite values.
+    """
+    teacher = np.asarray(teacher_scores, dtype=np.float64).reshape(-1)
+    truth = np.asarray(truth, dtype=np.float64).reshape(-1)
+    columns = [teacher]
+    if supernet_estimates is not None:
+        columns.append(np.asarray(supernet_estimates, dtype=np.float64).reshape(-1))
+    for name, column in zip(("teacher_scores", "supernet_estimates"), columns):
+        if column.shape != truth.shape:
+            raise ValueError(f"rdnas.rank.teacher_check: {name} has {column.size} values for {truth.size} "
+                             "architectures")
+    if truth.size < 4:
+        raise ValueError(f"rdnas.rank.teacher_check: at least 4 labelled architectures are needed, got {truth.size}")
+    for name, column in zip(("truth", "teacher_scores", "supernet_estimates"), [truth] + columns):
+        if not np.isfinite(column).all():
+            raise ValueError(f"rdnas.rank.teacher_check: {name} holds non-finite values (NaN or inf)")
+    taus = _bootstrap_taus(columns, truth, bootstrap_samples, seed)
+
+    def interval(values):
+        return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+
+    result = {"architectures": int(truth.size), "teacher_kendall_tau": kendall_tau(teacher, truth),
+              "teacher_kendall_tau_ci95": interval(taus[:, 0]), "bootstrap_samples": bootstrap_samples}
+    if supernet_estimates is not None:
+        supernet_tau = kendall_tau(columns[1], truth)
+        difference = taus[:, 0] - taus[:, 1]
+        result.update(supernet_kendall_tau=supernet_tau, supernet_kendall_tau_ci95=interval(taus[:, 1]),
+                      teacher_minus_supernet=result["teacher_kendall_tau"] - supernet_tau,
+                      teacher_minus_supernet_ci95=interval(difference),
+                      teacher_better_share=float((difference > 0).mean()))
+    return result
+
+
+def expected_gain(curve: list[dict], teacher_tau: float, epochs: int | None = None) -> dict | None:
+    """What the measured curve (``benchmarks/results/teacher_curve.json``: points with ``epochs``,
+    ``teacher_kendall_tau``, ``gain``, ``gain_ci95``, ``spos_kendall_tau``) says for a teacher of Kendall tau
+    ``teacher_tau``: the gain linearly interpolated between the two nearest measured teachers of the budget
+    (``epochs``; default the largest measured), or None when the curve has no point of that budget."""
+    budgets = sorted({p["epochs"] for p in curve})
+    if not budgets:
+        return None
+    epochs = budgets[-1] if epochs is None else epochs
+    points = sorted((p for p in curve if p["epochs"] == epochs), key=lambda p: p["teacher_kendall_tau"])
+    if not points:
+        return None
+    x = np.array([p["teacher_kendall_tau"] for p in points])
+    y = np.array([p["gain"] for p in points])
+    inside = bool(x[0] <= teacher_tau <= x[-1])
+    return {"epochs": epochs, "gain": float(np.interp(teacher_tau, x, y)), "within_measured_range": inside,
+            "measured_teacher_taus": [float(v) for v in x],
+            "spos_kendall_tau": float(np.mean([p["spos_kendall_tau"] for p in points]))}
