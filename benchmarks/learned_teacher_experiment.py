@@ -106,7 +106,8 @@ def run(args) -> int:
 
     jobs = [(method, seed) for method in args.methods for seed in args.seeds]
     return run_pending(jobs, lambda method, seed: RUNS / f"{method}_seed{seed}.json", run_one,
-                       lambda method, seed: f"{method} seed {seed}", progress_line, dry_run=args.dry_run, prepare=prepare)
+                       lambda method, seed: f"{method} seed {seed}", progress_line, dry_run=args.dry_run,
+                       prepare=prepare)
 
 
 def report(args) -> int:

@@ -6,7 +6,8 @@ published protocol counts the training cells too), plus the transfer columns ``c
 ``imagenet16_120_test_acc``. N in 78, 156, 469, 781, 1563 (0.5 % to 10 %), seeds 0-4 (>= 5 training sets).
 
 NAR on the authors' input (``nar``, ``nar+zc``, ``nar-notiers``, ``nar-31tok``) trains on their batch size (128,
-``NARPredictor.AUTHORS_BATCH_SIZE``), as those rows were measured; the ``-live`` models use rdnas's defaults (batches of 64).
+``NARPredictor.AUTHORS_BATCH_SIZE``), as those rows were measured; the ``-live`` models use rdnas's defaults
+(batches of 64).
 ``nar-live``, ``nar-live+zc``, ``nar-notiers-live``, ``gbt-live``, ``gbt-live+zc``, ``mlp-live``, ``mlp-live+zc``: the
 same models on the live cell (``edges="live"``: dead edges as ``none`` plus the path token; still structure only,
 computed from the cell alone).

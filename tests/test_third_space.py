@@ -1,12 +1,12 @@
 """A third search space, defined here and nowhere in rdnas, runs through rdnas's public API: the contract of
 docs/guides/adding_a_space.md, proved.
 
-The space: a chain of three positions on 8 x 8 images, each position one of four ops (conv 3x3, conv 1x1,
-max-pool 3x3, skip): 64 architectures, enumerable. Its supernet holds every op of every position; it is registered
-with ``register_space`` / ``register_supernet`` for the tests of this file only and unregistered after them. With
-it: training (SPOS; RD-NAS with a table teacher read from a score table, and with a sampled teacher), evaluation (supernet accuracy with
-per-subnet BN recalibration), zero-cost proxies (through ``export``), predictors (fit, predict, save and load) and
-search (random and evolution).
+The space: a chain of three positions on 8 x 8 images, each position one of four ops (conv 3x3, conv 1x1, max-pool
+3x3, skip): 64 architectures, enumerable. Its supernet holds every op of every position; it is registered with
+``register_space`` / ``register_supernet`` for the tests of this file only and unregistered after them. With it:
+training (SPOS; RD-NAS with a table teacher read from a score table, and with a sampled teacher), evaluation
+(supernet accuracy with per-subnet BN recalibration), zero-cost proxies (through ``export``), predictors (fit,
+predict, save and load) and search (random and evolution).
 """
 
 import copy

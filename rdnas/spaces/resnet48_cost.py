@@ -37,8 +37,8 @@ def cost(archs, image_size: int = 224, num_classes: int = 1000, in_channels: int
 
     Conventions: those of the competition (PaddlePaddle ``paddle.flops`` and its parameter count on the ImageNet
     network, batch 1); with the defaults they give exactly 34,067,880 params (34,043,688 trainable) and
-    5,292,349,440 FLOPs for :meth:`rdnas.spaces.resnet48.ResNet48Space.largest`, 5,839,800 (5,833,080) and 946,450,400 for
-    :meth:`rdnas.spaces.resnet48.ResNet48Space.smallest`.
+    5,292,349,440 FLOPs for :meth:`rdnas.spaces.resnet48.ResNet48Space.largest`, 5,839,800 (5,833,080) and
+    946,450,400 for :meth:`rdnas.spaces.resnet48.ResNet48Space.smallest`.
 
     - conv: multiply-accumulates k*k*C_in*C_out*H_out*W_out (no bias);
     - BatchNorm: FLOPs 2 x output elements; 4 parameters per channel (weight, bias, running mean and variance),

@@ -1,0 +1,78 @@
+"""benchmarks/experiment_harness.py, the run / report harness of the experiment scripts: finished runs are skipped
+(and what they share is not even loaded), each result is one JSON written when its run ends, --dry-run runs
+nothing, and a name outside the script's choices is a usage error."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from experiment_harness import command_line, comma_list, load_results, run_pending  # noqa: E402
+
+
+def test_run_pending_runs_each_job_once_and_loads_what_jobs_share_only_when_one_runs(tmp_path, capsys):
+    calls = []
+
+    def prepare():
+        calls.append("prepare")
+        return 10
+
+    def run_one(context, name, seed):
+        calls.append((name, seed))
+        return {"name": name, "seed": seed, "value": context * seed}
+
+    jobs = [("a", 1), ("b", 2)]
+    arguments = (jobs, lambda name, seed: tmp_path / f"{name}_{seed}.json", run_one,
+                 lambda name, seed: f"{name}/{seed}", lambda result, seconds: f"value {result['value']}")
+    assert run_pending(*arguments, prepare=prepare) == 0
+    assert calls == ["prepare", ("a", 1), ("b", 2)]
+    assert json.loads((tmp_path / "b_2.json").read_text()) == {"name": "b", "seed": 2, "value": 20}
+    assert "a/1: value 10" in capsys.readouterr().out
+    assert run_pending(*arguments, prepare=prepare) == 0  # everything done: nothing runs, nothing is loaded
+    assert calls == ["prepare", ("a", 1), ("b", 2)]
+    assert capsys.readouterr().out.count("done already") == 2
+    assert [r["name"] for r in load_results(tmp_path)] == ["a", "b"]
+
+
+def test_dry_run_lists_and_runs_nothing(tmp_path, capsys):
+    (tmp_path / "a.json").write_text("{}")
+    ran = []
+    run_pending([("a",), ("b",)], lambda name: tmp_path / f"{name}.json", lambda name: ran.append(name),
+                lambda name: name, lambda result, seconds: "", dry_run=True)
+    out = capsys.readouterr().out
+    assert ran == [] and "a: done already" in out and "b: to run (b.json)" in out and "1 job(s) to run" in out
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_a_failing_run_writes_no_result_and_keeps_the_finished_ones(tmp_path):
+    def run_one(name):
+        if name == "b":
+            raise RuntimeError("boom")
+        return {"name": name}
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run_pending([("a",), ("b",)], lambda name: tmp_path / f"{name}.json", run_one, lambda name: name,
+                    lambda result, seconds: "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def test_command_line_parses_choices_and_refuses_unknown_ones(capsys):
+    seen = {}
+
+    def run(args):
+        seen.update(vars(args))
+        return 0
+
+    def options(parser):
+        parser.add_argument("--seeds", type=comma_list(int), default=[0])
+
+    assert command_line("doc", run, lambda args: 3, "--methods", ("x", "y"), ("x",), run_options=options,
+                        argv=["run", "--methods", "y,x", "--seeds", "1,,2"]) == 0
+    assert seen["methods"] == ["y", "x"] and seen["seeds"] == [1, 2] and seen["dry_run"] is False
+    assert command_line("doc", run, lambda args: 3, "--methods", ("x", "y"), argv=["report"]) == 3
+    with pytest.raises(SystemExit) as exit_info:
+        command_line("doc", run, lambda args: 3, "--methods", ("x", "y"), argv=["run", "--methods", "z"])
+    assert exit_info.value.code == 2
+    assert "unknown method(s) ['z']; methods: x, y" in capsys.readouterr().err
