@@ -52,19 +52,15 @@ def pareto_front(estimate, cost) -> Tensor:
     estimate, cost = _objectives(estimate, cost)
     if len(cost) == 0:
         return torch.zeros(0, dtype=torch.long)
-    order = torch.from_numpy(np.lexsort((-estimate.numpy(), cost.numpy())))  # cost up, estimate down
-    front, best = [], -math.inf
-    i = 0
-    while i < len(order):
-        j = i  # the group of equal cost, best estimate first
-        while j < len(order) and cost[order[j]] == cost[order[i]]:
-            j += 1
-        top = float(estimate[order[i]])
-        if top > best or (best == -math.inf and top == -math.inf and not front):
-            front.extend(int(order[k]) for k in range(i, j) if float(estimate[order[k]]) == top)
-            best = top
-        i = j
-    return torch.tensor(front, dtype=torch.long)
+    e, c = estimate.numpy(), cost.numpy()
+    order = np.lexsort((-e, c))  # cost up, then estimate down
+    e, c = e[order], c[order]
+    starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])  # the groups of equal cost
+    group = np.cumsum(np.r_[True, c[1:] != c[:-1]]) - 1
+    top = e[starts][group]  # each group's best estimate
+    before = np.r_[-np.inf, np.maximum.accumulate(e)][starts][group]  # the best estimate at a strictly lower cost
+    on_front = (e == top) & ((group == 0) | (e > before))
+    return torch.from_numpy(order[on_front]).long()
 
 
 def non_dominated_sort(estimate, cost) -> list[Tensor]:
