@@ -242,9 +242,8 @@ def _bench(args) -> int:
     else:
         archs = sample_architectures(args.archs, seed=args.sample_seed, space=tasks.space)
     seeds = list(range(args.seeds))
-    runs = bench.build(args.out, tasks, archs, seeds, regimes, shard, progress=not args.quiet,
-                       max_runs=args.max_runs)
-    rows = bench.kd_table(runs, tasks, seeds, regimes)
+    bench.build(args.out, tasks, archs, seeds, regimes, shard, progress=not args.quiet, max_runs=args.max_runs)
+    rows = bench.kd_table(bench.read_runs(args.out), tasks, seeds, regimes)  # every shard's runs finished so far
     table = Path(args.out) / "kdbench.csv"
     bench.write_kd_table(table, rows, regimes)
     embeddings = bench.write_embeddings(args.out, tasks, archs)
