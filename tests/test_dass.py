@@ -220,6 +220,21 @@ def test_dass_cli_end_to_end_teacher_bench_fit_rank_evaluate(tmp_path, capsys):
     assert "probe mismatch" in capsys.readouterr().err
     assert main(["dass", "rank", "--model", str(t), "--teacher", str(t16), "--out", str(ranking)]) == 2
     assert "is not a DaSS model file" in capsys.readouterr().err
+    # a model trained with another probe than the benchmark's embeddings
+    from rdnas.predictors.dass import load_model, save_model
+
+    loaded, config = load_model(model)
+    save_model(tmp_path / "other_probe.pt", loaded, {**config, "probe_seed": 5})
+    assert main(["dass", "evaluate", "--bench", str(out), "--model", str(tmp_path / "other_probe.pt"), "--out",
+                 str(report)]) == 2
+    assert "probe mismatch" in capsys.readouterr().err
+    # a teacher from a tasks file: the task's data and teacher recipe
+    t2 = tmp_path / "t2.pt"
+    assert main(["dass", "teacher", "--tasks", str(tasks), "--task", "glyphs-a", "--out", str(t2)]) == 0
+    assert load_teacher(t2).task == read_tasks(tasks).task("glyphs-a").data_dict()
+    with pytest.raises(SystemExit):
+        main(["dass", "teacher", "--tasks", str(tasks), "--task", "nope", "--out", str(t2)])
+    assert "--task: no task named 'nope'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,match", [
