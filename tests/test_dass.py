@@ -369,3 +369,24 @@ def test_training_free_signals_are_the_remapped_students_zero_shot_accuracy_kl_a
     assert float(signals["map_cosine"][0]) == pytest.approx(float(s @ t / (s.norm() * t.norm())), rel=1e-9)
     full = bench.training_free_signals(teacher, task, SPACE.largest().unsqueeze(0), data)
     assert float(full["neg_kl"][0]) == pytest.approx(0.0, abs=1e-9)  # the largest student is the teacher
+
+
+@pytest.mark.parametrize("teacher_divisor", [8, 4])
+def test_the_supernet_path_gives_each_remapped_students_own_last_stage_map(teacher_divisor):
+    from rdnas.kd import largest_network
+
+    teacher = largest_network(SPACE, num_classes=3, in_channels=1, resnet_stem="small", width_divisor=teacher_divisor)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # random weights and BN statistics (a fresh BN is the identity and hides mis-slicing)
+        for name, tensor in teacher.state_dict().items():
+            if tensor.is_floating_point():
+                values = torch.randn(tensor.shape, generator=generator) * (0.3 if tensor.dim() == 4 else 1.0)
+                tensor.copy_(values.abs() + 0.5 if name.endswith("running_var") else values)
+    teacher.eval()
+    archs = SPACE.sample(5, torch.Generator().manual_seed(teacher_divisor))
+    probe = bench.probe_image(1, 16, 0)
+    maps = bench.remapped_last_stage_maps(teacher, archs, SPACE, probe, width_divisor=8)
+    for arch, got in zip(archs, maps):
+        expected = bench.last_stage_map(remap(teacher, arch, SPACE, width_divisor=8), probe)
+        assert got.shape == expected.shape and got.shape[-1] == 2
+        assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)

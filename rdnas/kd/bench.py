@@ -313,6 +313,42 @@ def last_stage_map(network: nn.Module, probe: Tensor) -> Tensor:
     return captured[0][0].detach().cpu().float()
 
 
+@torch.no_grad()
+def remapped_last_stage_maps(teacher: nn.Module, archs, space, probe: Tensor, **options) -> list[Tensor]:
+    """The last-stage maps [C_k, H, W] of the students ``archs`` remapped from ``teacher`` (with ``options`` as in
+    :func:`rdnas.kd.remap`) on ``probe``, equal to ``last_stage_map(remap(teacher, arch, space, **options),
+    probe)`` but computed through one supernet that holds the teacher's first entries at the students' widths, so
+    no network is built per student (building them is most of the cost of ranking many students)."""
+    from rdnas.kd.remap import remap_state
+    from rdnas.supernet import build_supernet, supernet_spec
+
+    spec = supernet_spec(space)
+    config = {**teacher.config, **options}
+    supernet = build_supernet(space, config["num_classes"], config["in_channels"],
+                              **{k: v for k, v in config.items() if k in spec.options})
+    reference = next(iter(teacher.parameters()))
+    supernet.to(device=reference.device, dtype=reference.dtype)
+    supernet.load_state_dict(remap_state(teacher.state_dict(), supernet.state_dict(), "rdnas.kd.bench"))
+    supernet.eval()
+    blocks = getattr(supernet, "stages", None)
+    if not isinstance(blocks, nn.ModuleList) or not len(blocks):
+        raise ValueError(f"rdnas.kd.bench: the {spec.space} supernet has no stages whose blocks give the last-stage "
+                         "activation map")
+    captured = []
+    handles = [block.register_forward_hook(lambda module, args, output: captured.append(output))
+               for block in blocks[-1]]
+    maps = []
+    try:
+        for arch in archs:
+            captured.clear()
+            supernet(probe, arch)
+            maps.append(captured[-1][0].detach().cpu().float())  # the last block the subnet ran
+    finally:
+        for handle in handles:
+            handle.remove()
+    return maps
+
+
 def _padded(maps: list[Tensor], channels: int) -> Tensor:
     out = torch.zeros(len(maps), channels, *maps[0].shape[1:]) if maps else torch.zeros(0, channels, 1, 1)
     for k, m in enumerate(maps):
@@ -335,11 +371,11 @@ def task_embeddings(teacher: Teacher, task: TaskSpec, archs: list, probe_seed: i
     teacher_map = last_stage_map(teacher.network, probe)
     channels = teacher_map.shape[0]
     archs = [tuple(a) for a in space.validate(archs).tolist()]
-    students, randoms = [], []
-    for arch in archs:
-        students.append(last_stage_map(remap(teacher.network, arch, space, **task.student_options), probe))
+    students = remapped_last_stage_maps(teacher.network, archs, space, probe, **task.student_options)
+    randoms = []
+    for arch, student in zip(archs, students):
         if not fresh:
-            randoms.append(torch.zeros_like(students[-1]))
+            randoms.append(torch.zeros_like(student))
             continue
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(network_seed(0, arch, space))
