@@ -199,9 +199,11 @@ def test_teacher_scores_of_an_enumeration_order_table_are_those_positional_readi
 
 class TestTableErrors:
     def test_missing_column_names_file_column_and_columns(self, tables):
-        with pytest.raises(ValueError, match=rf"the table {tables['proxies']} has no column 'snip'; its columns: "
-                                             "enum"):
+        with pytest.raises(MissingColumn, match=rf"the teacher table {tables['proxies']} has no column 'snip'; its "
+                                                "columns: enum$"):
             Teacher.from_table(tables["proxies"], "enum,snip")
+        with pytest.raises(MissingColumn, match=rf"the score table {tables['proxies']} has no column 'snip'"):
+            Teacher.from_score_table(ScoreTable.read(tables["proxies"]), ["enum", "snip"])
         table = GroundTruth.load(tables["gt"])
         with pytest.raises(ValueError, match=rf"the table {tables['gt']} has no column 'nope'; its columns: acc"):
             table.require_columns(["acc", "nope"])
@@ -228,6 +230,15 @@ class TestTableErrors:
         path.write_text("".join(lines))
         with pytest.raises(MalformedTable, match=rf"{path}:10: architecture .* is also on line 6"):
             Teacher.from_table(path, "enum")
+
+    def test_score_table_rows_of_names_a_repeated_or_invalid_architecture(self):
+        a = SPACE.to_string(ALL[3])
+        table = ScoreTable([0, 1, 2], [a, SPACE.to_string(ALL[4]), a], {"x": [1.0, 2.0, 3.0]})
+        with pytest.raises(ValueError, match=r"ScoreTable: row 3: architecture .* is also at row 1"):
+            table.rows_of(ALL[:2], SPACE)
+        bad = ScoreTable([0], ["|conv~0|"], {"x": [1.0]}, {"path": "t.csv"})
+        with pytest.raises(ValueError, match=r"ScoreTable: t.csv:2: .*invalid architecture string"):
+            bad.rows_of(ALL[:1], SPACE)
 
     def test_an_interrupted_score_table_is_refused(self, tables, tmp_path):
         path = tmp_path / "cut.csv"

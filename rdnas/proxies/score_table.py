@@ -34,6 +34,7 @@ from rdnas.rank.ground_truth import MissingColumn
 
 META_SUFFIX = ".meta.json"
 
+
 class ScoreTable:
     """Proxy scores of N architectures, rows in increasing index.
 
@@ -51,7 +52,7 @@ class ScoreTable:
         self.archs = list(archs)
         self.columns = {name: np.asarray(values, dtype=np.float64).reshape(-1) for name, values in columns.items()}
         self.info = dict(info or {})
-        self._row_of_arch = None  # (space, {arch string: row}), built by rows_of
+        self._row_of_arch = None  # (space, row per enumeration index or {arch string: row}), built by rows_of
         n = len(self.indices)
         if len(self.archs) != n or any(len(values) != n for values in self.columns.values()):
             raise ValueError(f"rdnas.proxies.ScoreTable: {n} indices but {len(self.archs)} archs and column lengths "
@@ -98,22 +99,26 @@ class ScoreTable:
         from rdnas.spaces import get_space
 
         space = get_space(space)
-        where = self.info.get("path") or "the score table"
+        path = self.info.get("path")
+
+        def where(row: int) -> str:  # the file's line (the header is line 1), or the row of a table in memory
+            return f"{path}:{row + 2}" if path else f"row {row + 1}"
+
         if self._row_of_arch is None or self._row_of_arch[0] is not space:
             parsed = []
             for row, text in enumerate(self.archs):
                 try:
                     parsed.append(space.from_string(text))
                 except ValueError as error:
-                    raise ValueError(f"rdnas.proxies.ScoreTable: {where}: row {row + 1}: {error}") from None
+                    raise ValueError(f"rdnas.proxies.ScoreTable: {where(row)}: {error}") from None
             parsed = torch.stack(parsed) if parsed else torch.zeros(0, space.width, dtype=torch.long)
             # enumerable spaces: a tensor over the enumeration index (whole-space look-ups); others: by string
             keys = space.index(parsed).tolist() if space.enumerable else [space.to_string(a) for a in parsed]
             row_of = {}
             for row, key in enumerate(keys):
                 if key in row_of:
-                    raise ValueError(f"rdnas.proxies.ScoreTable: {where}: architecture {self.archs[row]} is in rows "
-                                     f"{row_of[key] + 1} and {row + 1}")
+                    raise ValueError(f"rdnas.proxies.ScoreTable: {where(row)}: architecture {self.archs[row]} is also "
+                                     f"at {where(row_of[key])} (each architecture belongs to one row)")
                 row_of[key] = row
             if space.enumerable:
                 lookup = torch.full((space.size,), -1, dtype=torch.long)
@@ -149,7 +154,10 @@ class ScoreTable:
                              "interrupted); resume it (same command) before reading it")
         info = {"path": str(path)}
         if meta_path(path).is_file():
-            info["order"] = _recorded_settings(meta_path(path), "rdnas.proxies.ScoreTable.read").get("order")
+            try:
+                info["order"] = _recorded_settings(meta_path(path), "rdnas.proxies.ScoreTable.read").get("order")
+            except ValueError:
+                pass  # a broken sidecar is for resuming and merging to report; the rows are keyed by arch anyway
         return _table(header, rows, info=info)
 
     def write(self, path) -> None:

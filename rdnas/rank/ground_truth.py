@@ -135,7 +135,7 @@ class GroundTruth:
         missing = [name for name in names if name not in self.columns]
         if missing:
             raise MissingColumn(f"the table {self.path} has no column {missing[0]!r}; its columns: "
-                             f"{', '.join(self.columns) or '(none)'}")
+                                f"{', '.join(self.columns) or '(none)'}")
 
     def require_common(self, archs, what: str = "the architectures") -> Tensor:
         """The row of each of ``archs`` (LongTensor[K, space.width] -> LongTensor[K], -1 where the table lacks it);

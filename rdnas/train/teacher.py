@@ -91,33 +91,19 @@ class Teacher:
                              "(use SampledTeacher)")
         names = _column_names(proxies, path)
         table = GroundTruth.load(Path(path), space)
-        try:
-            table.require_columns(names)
-        except ValueError as error:
-            raise ValueError(f"rdnas.train.Teacher: teacher column: {error}") from None
-        rows = table.rows_of(space.enumerate())  # row of each enumeration index, -1 where the table lacks it
-        missing = (rows < 0).nonzero().flatten()
-        if len(missing):
-            raise ValueError(f"rdnas.train.Teacher: the teacher table {path} must hold all {space.size} {space.name} "
-                             f"architectures (rows are matched by their architecture string); it has {len(table)} "
-                             f"rows and lacks {len(missing)}, e.g. {space.to_string(space.enumerate()[missing[0]])}")
-        return cls.from_columns([table.column(n)[rows.numpy()] for n in names], num_groups, "+".join(names), space)
+        columns = _whole_space_columns(table, table.rows_of, names, space, f"the teacher table {path}")
+        return cls.from_columns(columns, num_groups, "+".join(names), space)
 
     @classmethod
     def from_score_table(cls, table, proxies, num_groups: int = 5, space="nb201") -> "Teacher":
         """A teacher from a :class:`rdnas.proxies.ScoreTable` in memory (e.g. what :func:`score_space` returns),
-        its rows matched to architectures by their ``arch`` strings (any row order); ValueError as
+        its rows matched to architectures by their ``arch`` strings (any row order); errors as
         :meth:`from_table`."""
         space = get_space(space)
-        names = _column_names(proxies, table.info.get("path") or "the score table")
-        table.require_columns(names)
-        rows = table.rows_of(space.enumerate(), space)
-        missing = (rows < 0).nonzero().flatten()
-        if len(missing):
-            raise ValueError(f"rdnas.train.Teacher: the score table must hold all {space.size} {space.name} "
-                             f"architectures; it has {len(table)} rows and lacks {len(missing)}, e.g. "
-                             f"{space.to_string(space.enumerate()[missing[0]])}")
-        return cls.from_columns([table.column(n)[rows.numpy()] for n in names], num_groups, "+".join(names), space)
+        what = f"the score table {table.info['path']}" if table.info.get("path") else "the score table"
+        names = _column_names(proxies, what)
+        columns = _whole_space_columns(table, lambda archs: table.rows_of(archs, space), names, space, what)
+        return cls.from_columns(columns, num_groups, "+".join(names), space)
 
     @classmethod
     def from_columns(cls, columns, num_groups: int = 5, name: str = "teacher", space="nb201") -> "Teacher":
@@ -286,6 +272,26 @@ def _column_names(proxies, source) -> list[str]:
     if not names:
         raise ValueError(f"rdnas.train.Teacher: no teacher column named for {source} (e.g. 'synflow')")
     return names
+
+
+def _whole_space_columns(table, rows_of, names: list[str], space, what: str) -> list[np.ndarray]:
+    """Columns ``names`` of ``table`` (a GroundTruth or ScoreTable) in enumeration order, float64 [space.size]
+    each, rows matched by ``rows_of(LongTensor[K, space.width]) -> LongTensor[K]`` (-1: absent). MissingColumn
+    (a ValueError) for a column it lacks, ValueError naming an architecture it lacks."""
+    from rdnas.rank import MissingColumn
+
+    missing = [name for name in names if name not in table.columns]
+    if missing:
+        raise MissingColumn(f"rdnas.train.Teacher: teacher column: {what} has no column {missing[0]!r}; its "
+                            f"columns: {', '.join(table.columns) or '(none)'}")
+    everything = space.enumerate()
+    rows = rows_of(everything)  # the row of each enumeration index
+    absent = (rows < 0).nonzero().flatten()
+    if len(absent):
+        raise ValueError(f"rdnas.train.Teacher: {what} must hold all {space.size} {space.name} architectures (rows "
+                         f"are matched by their architecture string); it has {len(table)} rows and lacks "
+                         f"{len(absent)}, e.g. {space.to_string(everything[absent[0]])}")
+    return [np.asarray(table.columns[name], dtype=np.float64)[rows.numpy()] for name in names]
 
 
 def rank_average(columns) -> np.ndarray:
