@@ -313,12 +313,10 @@ def last_stage_map(network: nn.Module, probe: Tensor) -> Tensor:
     return captured[0][0].detach().cpu().float()
 
 
-@torch.no_grad()
-def remapped_last_stage_maps(teacher: nn.Module, archs, space, probe: Tensor, **options) -> list[Tensor]:
-    """The last-stage maps [C_k, H, W] of the students ``archs`` remapped from ``teacher`` (with ``options`` as in
-    :func:`rdnas.kd.remap`) on ``probe``, equal to ``last_stage_map(remap(teacher, arch, space, **options),
-    probe)`` but computed through one supernet that holds the teacher's first entries at the students' widths, so
-    no network is built per student (building them is most of the cost of ranking many students)."""
+def remapped_supernet(teacher: nn.Module, space, **options) -> nn.Module:
+    """A supernet of ``space`` (eval mode) at the students' widths (the teacher's ``config`` overridden by
+    ``options``) holding the teacher's first entries: ``remapped_supernet(t, space, **o)(x, arch)`` equals
+    ``remap(t, arch, space, **o).eval()(x)`` with no network built per student."""
     from rdnas.kd.remap import remap_state
     from rdnas.supernet import build_supernet, supernet_spec
 
@@ -329,11 +327,22 @@ def remapped_last_stage_maps(teacher: nn.Module, archs, space, probe: Tensor, **
     reference = next(iter(teacher.parameters()))
     supernet.to(device=reference.device, dtype=reference.dtype)
     supernet.load_state_dict(remap_state(teacher.state_dict(), supernet.state_dict(), "rdnas.kd.bench"))
-    supernet.eval()
+    return supernet.eval()
+
+
+@torch.no_grad()
+def remapped_last_stage_maps(teacher: nn.Module, archs, space, probe: Tensor, **options) -> list[Tensor]:
+    """The last-stage maps [C_k, H, W] of the students ``archs`` remapped from ``teacher`` (with ``options`` as in
+    :func:`rdnas.kd.remap`) on ``probe``, equal to ``last_stage_map(remap(teacher, arch, space, **options),
+    probe)`` but computed through one :func:`remapped_supernet`, so no network is built per student (building
+    them is most of the cost of ranking many students)."""
+    from rdnas.supernet import supernet_spec
+
+    supernet = remapped_supernet(teacher, space, **options)
     blocks = getattr(supernet, "stages", None)
     if not isinstance(blocks, nn.ModuleList) or not len(blocks):
-        raise ValueError(f"rdnas.kd.bench: the {spec.space} supernet has no stages whose blocks give the last-stage "
-                         "activation map")
+        raise ValueError(f"rdnas.kd.bench: the {supernet_spec(space).space} supernet has no stages whose blocks give "
+                         "the last-stage activation map")
     captured = []
     handles = [block.register_forward_hook(lambda module, args, output: captured.append(output))
                for block in blocks[-1]]
@@ -437,10 +446,11 @@ def training_free_signals(teacher: Teacher, task: TaskSpec, archs: list, data=No
     data = task.data() if data is None else data
     teacher_logits_valid = predict_logits(teacher.network, data.valid_x, batch_size).double()
     log_teacher = F.log_softmax(teacher_logits_valid, 1)
+    supernet = remapped_supernet(teacher.network, space, **task.student_options)
     accuracy, neg_kl = [], []
     for arch in space.validate(archs):
-        student = remap(teacher.network, arch, space, **task.student_options)
-        logits = predict_logits(student, data.valid_x, batch_size).double()
+        logits = torch.cat([supernet(data.valid_x[start:start + batch_size], arch)
+                            for start in range(0, len(data.valid_x), batch_size)]).double()
         accuracy.append(100.0 * float((logits.argmax(1) == data.valid_y).double().mean()))
         kl = F.kl_div(F.log_softmax(logits, 1), log_teacher, reduction="batchmean", log_target=True)
         neg_kl.append(-float(kl))
