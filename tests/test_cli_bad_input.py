@@ -46,6 +46,10 @@ NUMERIC = {
                      "--epochs": POSITIVE, "--seed": NON_NEGATIVE, "--lr": POSITIVE},
     "dass bench": {"--archs": POSITIVE, "--sample-seed": NON_NEGATIVE, "--seeds": POSITIVE,
                    "--max-runs": POSITIVE},
+    "dass fit": {"--seed": NON_NEGATIVE, "--episodes": POSITIVE, "--query": POSITIVE, "--eval-every": POSITIVE,
+                 "--width": POSITIVE},
+    "dass rank": {"--archs": POSITIVE, "--seed": NON_NEGATIVE},
+    "teacher check": {"--bootstrap": POSITIVE},
 }
 
 INPUT_FILES = {
@@ -54,6 +58,7 @@ INPUT_FILES = {
     "search": {"--checkpoint", "--predictor", "--table", "--gt"}, "bench build": {"--archs-file"},
     "predictor fit": {"--gt", "--feature-table"}, "predictor rank": {"--model", "--gt"},
     "dass teacher": {"--tasks"}, "dass bench": {"--tasks", "--archs-file"},
+    "dass rank": {"--model", "--teacher", "--archs-file"}, "teacher check": {"--teacher-table", "--gt", "--checkpoint"},
 }
 
 
@@ -343,3 +348,19 @@ def test_a_demo_column_that_is_not_there_writes_nothing(tmp_path, capsys):
     err = _error(["demo", "--gt-column", "nope", "--out", str(tmp_path / "demo"), "--quiet"], capsys)
     assert err.startswith("rdnas demo: error: ") and "'nope'" in err
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_hamming_distance_beyond_the_space_width_is_refused(tmp_path, capsys):
+    err = _error(["train", "--method", "rdnas", "--paths", "2", "--sampler", "min_hamming", "--min-hamming", "7",
+                  "--teacher-table", str(SHIPPED / "nb201_digits.csv"), "--out", str(tmp_path / "run")], capsys)
+    assert err.startswith("rdnas train: error: --min-hamming: ") and "has 6" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("gt, message", [("missing.csv", "--gt: no such file: missing.csv"),
+                                         (str(SHIPPED / "resnet48_digits.csv"), "a table of resnet48 architectures")])
+def test_proxies_check_the_ground_truth_table_before_scoring(gt, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    err = _error(["proxies", "--proxy", "flops", "--gt", gt, "--out", "t.csv"], capsys)
+    assert err.startswith("rdnas proxies: error: ") and message in err
+    assert list(tmp_path.iterdir()) == []

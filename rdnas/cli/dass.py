@@ -100,11 +100,12 @@ def add_parser(commands) -> None:
         "predicts the KD accuracy of each student remapped from it, and writes OUT (columns arch, score = the "
         "predicted KD validation accuracy in %%, best first). The dataset reaches DaSS only through its teacher. "
         "Example: rdnas dass rank --model dass.pt --teacher t.pt --archs 1000 --seed 0 --out ranking.csv")
-    rank.add_argument("--model", required=True, help="a model file of rdnas dass fit")
-    rank.add_argument("--teacher", required=True, help="a teacher file of rdnas dass teacher")
+    rank.add_argument("--model", required=True, type=input_file, help="a model file of rdnas dass fit")
+    rank.add_argument("--teacher", required=True, type=input_file, help="a teacher file of rdnas dass teacher")
     rank.add_argument("--archs", type=positive_int, default=1000, help="students to sample (default 1000)")
     rank.add_argument("--seed", type=non_negative_int, default=0, help="seed of the student sample (default 0)")
-    rank.add_argument("--archs-file", metavar="FILE", help="these students instead of a sample, one per line")
+    rank.add_argument("--archs-file", type=input_file, metavar="FILE",
+                      help="these students instead of a sample, one per line")
     rank.add_argument("--no-adapt", action="store_true", help="skip the teacher-guided step")
     rank.add_argument("--out", required=True, help="the ranking CSV to write")
     rank.set_defaults(usage_error=rank.error)

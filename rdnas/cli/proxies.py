@@ -4,6 +4,7 @@ import sys
 
 from rdnas.cli.arguments import (check_image_size, device, input_file, non_negative_int, positive_int, proxy_names,
                                  read_archs, shard)
+from rdnas.cli.checkpoint import read_table
 from rdnas.spaces import space_names
 
 
@@ -19,7 +20,8 @@ def add_parser(commands) -> None:
     )
     proxies.add_argument("--space", choices=list(space_names()), default="nb201",
                          help="search space (default nb201); resnet48 needs --archs-file")
-    proxies.add_argument("--archs-file", type=input_file, help="the architectures to score: one code per line, or a competition "
+    proxies.add_argument("--archs-file", type=input_file,
+                         help="the architectures to score: one code per line, or a competition "
                          "JSON ({\"arch1\": {\"arch\": ...}}); table index = position in the file")
     proxies.add_argument("--resnet-stem", choices=["imagenet", "small"], help="resnet48: stem (default imagenet)")
     proxies.add_argument("--width-divisor", type=int, choices=[1, 2, 4, 8],
@@ -31,7 +33,8 @@ def add_parser(commands) -> None:
                          help="the minibatch: random (Gaussian, default), random:C,H,W,classes, npz:<path>, "
                          "cifar10:<dir>, cifar100:<dir>, imagenet16:<dir> or digits")
     proxies.add_argument("--batch-size", type=positive_int, default=64, help="images in the minibatch (default 64)")
-    proxies.add_argument("--batch-index", type=non_negative_int, default=0, help="which batch of the source (default 0)")
+    proxies.add_argument("--batch-index", type=non_negative_int, default=0,
+                         help="which batch of the source (default 0)")
     proxies.add_argument("--image-size", type=positive_int, help="digits: the side (default 32); other sources: resize")
     proxies.add_argument("--init", choices=["pytorch", "kaiming_normal"], default="pytorch",
                          help="supernet initialisation (default pytorch)")
@@ -40,7 +43,8 @@ def add_parser(commands) -> None:
                          help="C of the scoring supernet's macro network (default 16, the benchmark's)")
     proxies.add_argument("--cells", type=positive_int, default=5,
                          help="N, cells per stage of the scoring supernet (default 5, the benchmark's)")
-    proxies.add_argument("--gt", type=input_file, help="ground-truth table (nb201_gt.csv format): index = official NB201 index "
+    proxies.add_argument("--gt", type=input_file,
+                         help="ground-truth table (nb201_gt.csv format): index = official NB201 index "
                          "(without it: the enumeration index of rdnas.spaces.nb201)")
     proxies.add_argument("--limit", type=positive_int, help="score only the first N architectures (quick runs)")
     proxies.add_argument("--archs-per-chunk", type=positive_int, default=64,
@@ -77,6 +81,8 @@ def run(args) -> int:
                                                    ("width_divisor", args.width_divisor)) if value is not None}
     # input checks before any work (a usage error, exit status 2, nothing written)
     archs = torch.tensor(read_archs(args.archs_file, args.space)) if args.archs_file else None
+    if args.gt:
+        read_table(args.gt, args.space, None, "--gt")  # there, readable and of the space
     if args.image_size is not None:
         check_image_size(args.space, args.image_size, options)
     try:

@@ -19,7 +19,8 @@ def add_parser(commands) -> None:
     train.add_argument("--method", choices=list(METHODS), default="spos",
                        help="spos (uniform paths, default), rdnas (ranking distillation; nb201 needs --teacher-table), "
                        "fairnas (nb201), sandwich")
-    train.add_argument("--teacher-table", type=input_file, default="", help="rdnas on nb201: a score table over the whole space "
+    train.add_argument("--teacher-table", type=input_file, default="",
+                       help="rdnas on nb201: a score table over the whole space "
                        "(rdnas proxies --out, without --gt)")
     train.add_argument("--teacher", default=None, help="rdnas: teacher column(s) of the table, rank-averaged "
                        "(nb201, default synflow); resnet48: a cost of its cost model (default flops)")
@@ -124,6 +125,9 @@ def _check_inputs(args, space_options: dict) -> None:
         check_image_size(args.space, args.image_size, options)
     if args.method != "rdnas":
         return
+    if args.sampler == "min_hamming" and args.min_hamming > space.width:
+        raise ValueError(f"--min-hamming: {args.min_hamming} differing choices, but a {space.name} architecture has "
+                         f"{space.width} (use 1..{space.width})")
     if space.enumerable:
         if args.groups > space.size:
             raise ValueError(f"--groups: {args.groups} teacher groups, but the {space.name} space has only "
