@@ -9,6 +9,11 @@
 5. Each supernet ranks the benchmark's architectures by supernet accuracy (BN recalibrated per subnet) every few
    epochs; the report gives Kendall tau, Spearman rho and P@top-10% for every proxy and both supernets, a JSON
    file and two PNG plots (tau per epoch; supernet estimate against ground truth).
+
+Under torchrun (``torchrun --nproc_per_node P -m rdnas demo``) the supernets train on the P processes
+(:class:`rdnas.train.OneShotTrainer`: subnet- or batch-parallel, ``TrainConfig.parallel="auto"``) and the rank
+evaluations split the architectures across them; rank 0 scores the proxies and a whole-space teacher (which reaches
+the other ranks in one broadcast; a sampled teacher is built on every rank), writes every file and prints.
 """
 
 import json
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rdnas import distributed
 from rdnas.pipeline import (PipelineConfig, build_teacher, load_ground_truth, rank_quality, score_proxies,
                             train_and_rank)
 from rdnas.spaces import get_space
@@ -51,17 +57,24 @@ def _proxy_reports(config, archs, truth) -> dict:
 
 def run_demo(config: PipelineConfig, seed: int = 0, progress: bool = True) -> dict:
     """Runs the pipeline and returns the report (JSON-serialisable); writes report.json and the plots to
-    ``config.out_dir``."""
+    ``config.out_dir``. Several processes (an initialised default process group): every rank returns the report;
+    rank 0 alone scores the proxies (and a whole-space teacher), writes and prints."""
+    world = distributed.current()
     out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    say = print if progress else (lambda *args, **kwargs: None)
-    table, archs, truth = load_ground_truth(config)
+    say = print if progress and world.is_main else (lambda *args, **kwargs: None)
+    table, archs, truth = load_ground_truth(config)  # a bad table or column: before anything is written
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     say(f"[{time.perf_counter() - started:5.0f} s] ground truth: {len(archs)} architectures, column "
         f"{config.gt_column} of {table.path}")
-    proxies = _proxy_reports(config, archs, truth)
+    proxies = _proxy_reports(config, archs, truth) if world.is_main else None
     say(f"[{time.perf_counter() - started:5.0f} s] zero-cost proxies scored on those architectures")
-    teacher = build_teacher(config, progress=False)
+    proxies = distributed.broadcast_object(proxies, world)
+    if get_space(config.space).enumerable:  # a whole-space table, cached in out_dir: rank 0 scores it
+        teacher = distributed.broadcast_object(build_teacher(config) if world.is_main else None, world)
+    else:  # a seeded reference sample scored by a cost model: every rank builds the same, writing nothing
+        teacher = build_teacher(config)
     scope = "all" if get_space(config.space).enumerable else "a reference sample of"
     say(f"[{time.perf_counter() - started:5.0f} s] teacher {teacher.name}: {scope} {len(teacher.scores)} "
         f"architectures, {teacher.num_groups} groups")
@@ -76,8 +89,9 @@ def run_demo(config: PipelineConfig, seed: int = 0, progress: bool = True) -> di
               "supernets": {m: {k: r[k] for k in ("report", "history", "estimates", "seconds", "config")}
                             for m, r in runs.items()},
               "truth": truth.tolist(), "seconds": time.perf_counter() - started}
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    _plots(report, out)
+    if world.is_main:
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+        _plots(report, out)
     return report
 
 
@@ -193,6 +207,9 @@ def config_from_args(args) -> PipelineConfig:
 
 
 def main(args) -> int:
+    """``rdnas demo``; under torchrun each rank joins the job (rdnas.distributed.init) and rank 0 prints."""
+    world, _ = distributed.init(args.device)
     report = run_demo(config_from_args(args), seed=args.seed, progress=not args.quiet)
-    print(format_report(report))
+    if world.is_main:
+        print(format_report(report))
     return 0

@@ -47,6 +47,7 @@ class PipelineConfig:
     lr: float = 0.025
     paths_per_step: int = 4  # K for RD-NAS and for the equal-budget baselines
     teacher_proxies: str = "synflow"
+    teacher_samples: int = 10000  # non-enumerable spaces (resnet48): the teacher's seeded reference set
     proxies: str = ("synflow,logsynflow,naswot,zen,snip,grad_norm,fisher,grasp,jacov,plain,l2_norm,flops,"
                     "params")  # reported against ground truth
     proxy_init: str = "pytorch"
@@ -67,7 +68,8 @@ class PipelineConfig:
         values = dict(space=self.space, data=self.data, image_size=self.image_size, epochs=self.epochs,
                       batch_size=self.batch_size, lr=self.lr, channels=self.channels,
                       cells_per_stage=self.cells_per_stage, resnet_stem=self.resnet_stem,
-                      width_divisor=self.width_divisor, teacher_proxies=self.teacher_proxies, seed=seed,
+                      width_divisor=self.width_divisor, teacher_proxies=self.teacher_proxies,
+                      teacher_samples=self.teacher_samples, seed=seed,
                       device=self.device, out_dir=str(out_dir), method=method, groups=self.groups,
                       margin=self.margin, margin_mode=self.margin_mode, sampler=self.sampler,
                       rank_schedule=self.rank_schedule, rank_weight=self.rank_weight,

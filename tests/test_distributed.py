@@ -223,6 +223,227 @@ def test_a_global_batch_that_does_not_split_evenly_is_a_clear_error(two_processe
         two_processes[3]["odd"]
 
 
+# ------------------------------------------------------------------------- float64: subnet- and batch-parallel
+
+
+# Every method on both spaces, 2 processes in both parallel modes against 1, in float64 (OneShotTrainer(dtype=...)),
+# where rounding stays near 1e-15 over many steps and any real difference shows (in float32 these small networks
+# amplify rounding erratically: one process at 1 against 2 threads already differs by up to 1e-2 after 14 steps).
+# Batch 64 for one epoch: 14 steps, and the digits' partial last batch (898 = 14 x 64 + 2) is dropped on both sides.
+EXACT = dict(data="digits", image_size=8, channels=4, cells_per_stage=1, batch_size=64, epochs=1)
+RESNET_EXACT = dict(space="resnet48", resnet_stem="small", width_divisor=8)
+EXACT_CASES = {
+    "spos": dict(method="spos", paths_per_step=2, image_size=16),
+    "rdnas_margin": dict(method="rdnas", paths_per_step=4),
+    "rdnas_sandwich": dict(method="rdnas", sampler="sandwich", paths_per_step=4, distill=True),
+    "fairnas": dict(method="fairnas"),  # K = 5 on 2 processes: 2 and 3 subnets
+    "sandwich": dict(method="sandwich", paths_per_step=4, distill=True),
+    "resnet48_rdnas": dict(RESNET_EXACT, method="rdnas", paths_per_step=2, teacher_proxies="flops",
+                           teacher_samples=100),
+    "resnet48_sandwich": dict(RESNET_EXACT, method="sandwich", paths_per_step=2, distill=True),
+}
+# Resumed across process counts and modes: 2 epochs of 7 steps, the interruption after the first.
+RESUMED = dict(EXACT, batch_size=128, epochs=2, method="rdnas", paths_per_step=2)
+# float32 after one step (both modes): within 1e-6.
+ONE_STEP_CASES = ("rdnas_margin", "resnet48_sandwich")
+EXACT_TOLERANCE = 1e-9
+ONE_STEP_TOLERANCE = 1e-6
+
+
+def exact_trainer(name_or_values, out, dtype=torch.float64, evaluate=None, **overrides):
+    values = EXACT_CASES[name_or_values] if isinstance(name_or_values, str) else name_or_values
+    cfg = TrainConfig(**{**EXACT, **values, "out_dir": str(out), **overrides})
+    teacher = random_teacher() if cfg.method == "rdnas" and cfg.space == "nb201" else None
+    return OneShotTrainer(cfg, progress=False, teacher=teacher, evaluate=evaluate, dtype=dtype)
+
+
+def final_state(t) -> dict:
+    return {"model": {k: v.clone() for k, v in t.model.state_dict().items()}, "history": t.history,
+            "layout": (t.layout.mode, t.layout.subnet_groups, t.layout.first, t.layout.stop)}
+
+
+def one_step(name, out, parallel="auto") -> dict:
+    t = exact_trainer(name, out, dtype=torch.float32, parallel=parallel)
+    images, labels = next(iter(t.batches))
+    step = t.train_step(images, labels)
+    return {"model": {k: v.clone() for k, v in t.model.state_dict().items()}, "loss": float(step["loss"])}
+
+
+def demo_config(out):
+    """A small `rdnas demo` pipeline: ResNet48 (its teacher needs no table), 1 epoch of 3 steps, K = 4, 4 cells."""
+    from rdnas.pipeline import PipelineConfig
+
+    return PipelineConfig(space="resnet48", epochs=1, batch_size=256, eval_archs=4, calibration_steps=1,
+                          proxies="flops,params", teacher_proxies="flops", teacher_samples=200, out_dir=str(out))
+
+
+def exact_worker(rank, port, root):
+    """Rank ``rank`` of 2: first, its half of the one-process references (no process group yet); then every
+    two-process run of the float64 comparison."""
+    torch.set_num_threads(1)
+    root = Path(root)
+    jobs = [(f"ref_{name}", name) for name in EXACT_CASES] + [("ref_resumed", None)] + \
+        [(f"ref_step_{name}", name) for name in ONE_STEP_CASES] + [("ref_demo", None)]
+    for i, (label, name) in enumerate(jobs):
+        if i % 2 != rank:
+            continue
+        if label == "ref_resumed":
+            def copy_epoch_one(t):
+                if t.epoch == 2:
+                    shutil.copytree(t.out_dir, root / "one_then_two_subnets")
+                return {}
+            t = exact_trainer(RESUMED, root / label, evaluate=copy_epoch_one)
+            t.fit()
+            torch.save(final_state(t), root / f"{label}.pt")
+        elif label == "ref_demo":
+            from rdnas.demo import run_demo
+
+            torch.save(run_demo(demo_config(root / "demo_one"), progress=False), root / f"{label}.pt")
+        elif label.startswith("ref_step_"):
+            torch.save(one_step(name, root / label), root / f"{label}.pt")
+        else:
+            t = exact_trainer(name, root / label)
+            t.fit()
+            torch.save(final_state(t), root / f"{label}.pt")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    dist.init_process_group("gloo")
+    try:
+        results = {}
+        for name in EXACT_CASES:
+            for parallel in ("subnets", "batch"):
+                t = exact_trainer(name, root / f"two_{name}_{parallel}", parallel=parallel)
+                t.fit()
+                results[name, parallel] = final_state(t)
+        for name in ONE_STEP_CASES:
+            for parallel in ("subnets", "batch"):
+                results["step", name, parallel] = one_step(name, root / f"two_step_{name}_{parallel}", parallel)
+        # subnets for epoch 1 (copied for a one-process resume), then batch; and a one-process epoch 1 resumed in
+        # subnet-parallel mode (the folder the reference copied)
+        try:
+            exact_trainer(RESUMED, root / "two_subnets_then_batch", parallel="subnets",
+                          evaluate=stop_before_epoch_two_is_saved(root / "two_subnets_then_one")).fit()
+        except Interrupted:
+            pass
+        for folder, parallel in (("two_subnets_then_batch", "batch"), ("one_then_two_subnets", "subnets")):
+            t = exact_trainer(RESUMED, root / folder, parallel=parallel)
+            t.fit(resume=True)
+            results[folder] = final_state(t)
+        from rdnas.demo import run_demo
+
+        demo = run_demo(demo_config(root / "demo_two"), progress=False)  # `rdnas demo` under torchrun runs this
+        demos = [None, None]
+        dist.all_gather_object(demos, demo)
+        results["demo"] = demos
+        if rank == 0:
+            torch.save(results, root / "results.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def exact_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("exact")
+    mp.spawn(exact_worker, args=(free_port(), str(root)), nprocs=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t = exact_trainer(RESUMED, root / "two_subnets_then_one")
+        t.fit(resume=True)
+        resumed_on_one = final_state(t)
+    finally:
+        torch.set_num_threads(threads)
+    refs = {path.stem[4:]: torch.load(path, weights_only=False) for path in root.glob("ref_*.pt")}
+    return root, refs, torch.load(root / "results.pt", weights_only=False), resumed_on_one
+
+
+def assert_same_run(one: dict, two: dict, tolerance: float, what: str):
+    assert max_difference(one["model"], two["model"]) <= tolerance, what
+    for a, b in zip(one["history"], two["history"], strict=True):
+        for key in ("train_loss", "train_acc", "rank_loss"):
+            assert a.get(key, 0.0) == pytest.approx(b.get(key, 0.0), abs=tolerance), (what, key)
+
+
+@pytest.mark.parametrize("parallel", ["subnets", "batch"])
+@pytest.mark.parametrize("name", list(EXACT_CASES))
+def test_two_processes_in_float64_end_14_steps_with_the_weights_and_metrics_of_one(exact_runs, name, parallel):
+    _, refs, two, _ = exact_runs
+    run = two[name, parallel]
+    assert run["layout"][:2] == ((parallel, 2) if parallel == "subnets" else ("batch", 1))
+    assert refs[name]["history"][0]["epoch"] == 1 and len(refs[name]["history"]) == 1
+    assert_same_run(refs[name], run, EXACT_TOLERANCE, f"{name} {parallel}")
+
+
+def test_fairnas_splits_its_five_subnets_two_and_three(exact_runs):
+    assert exact_runs[2]["fairnas", "subnets"]["layout"] == ("subnets", 2, 0, 2)  # rank 0's share
+
+
+def test_a_run_resumed_across_process_counts_and_modes_ends_with_the_weights_of_one(exact_runs):
+    _, refs, two, resumed_on_one = exact_runs
+    ref = refs["resumed"]
+    assert len(ref["history"]) == 2
+    assert_same_run(ref, two["two_subnets_then_batch"], EXACT_TOLERANCE, "2 subnets -> 2 batch")
+    assert_same_run(ref, two["one_then_two_subnets"], EXACT_TOLERANCE, "1 -> 2 subnets")
+    assert_same_run(ref, resumed_on_one, EXACT_TOLERANCE, "2 subnets -> 1")
+    assert two["two_subnets_then_batch"]["layout"][0] == "batch"
+
+
+def without_timings(value):
+    """A report without its wall-clock entries (``seconds``, ``eval_seconds``), which differ from rank to rank."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if not k.endswith("seconds")}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def test_the_demo_on_two_processes_trains_and_evaluates_there_and_rank_zero_writes(exact_runs):
+    root, refs, two, _ = exact_runs
+    one, (first, second) = refs["demo"], two["demo"]
+    assert without_timings(first) == without_timings(second)  # every rank returns the same report
+    assert sorted(p.name for p in (root / "demo_two").iterdir()) == [
+        "estimate_vs_truth.png", "rdnas_seed0", "report.json", "spos_seed0", "tau_per_epoch.png"]
+    for method in ("spos", "rdnas"):
+        run, ref = first["supernets"][method], one["supernets"][method]
+        assert run["config"]["parallel"] == "auto" and run["history"][0]["epoch"] == 1
+        assert load_checkpoint(root / "demo_two" / f"{method}_seed0" / "checkpoint.pt")["world_size"] == 2
+        # float32, 3 steps (subnet-parallel: K = 4 on 2 processes): the same supernet up to rounding
+        assert run["history"][0]["train_loss"] == pytest.approx(ref["history"][0]["train_loss"], abs=1e-5)
+        assert run["estimates"] == pytest.approx(ref["estimates"], abs=0.02)
+
+
+@pytest.mark.parametrize("parallel", ["subnets", "batch"])
+@pytest.mark.parametrize("name", ONE_STEP_CASES)
+def test_two_processes_in_float32_after_one_step_equal_one(exact_runs, name, parallel):
+    _, refs, two, _ = exact_runs
+    one, run = refs[f"step_{name}"], two["step", name, parallel]
+    assert max_difference(one["model"], run["model"]) <= ONE_STEP_TOLERANCE
+    assert one["loss"] == pytest.approx(run["loss"], abs=ONE_STEP_TOLERANCE)
+
+
+def test_subnet_parallel_step_layouts():
+    layout = distributed.step_layout
+    four = [layout("subnets", 4, distributed.World(r, 2)) for r in range(2)]
+    assert [(x.mode, x.first, x.stop, x.batch_ranks) for x in four] == [("subnets", 0, 2, 1), ("subnets", 2, 4, 1)]
+    assert layout("auto", 3, distributed.World(0, 2)).mode == "batch"  # 2 does not divide 3
+    assert layout("auto", 4, distributed.World(0, 2)).mode == "subnets"
+    one = layout("subnets", 1, distributed.World(1, 2))
+    assert (one.mode, one.batch_ranks, one.batch_rank) == ("batch", 2, 1)  # one subnet: every rank shares its batch
+    five = [layout("subnets", 5, distributed.World(r, 3)) for r in range(3)]
+    assert [(x.first, x.stop) for x in five] == [(0, 1), (1, 3), (3, 5)]
+    single = layout("auto", 4, distributed.World())
+    assert (single.first, single.stop, single.batch_ranks) == (0, 4, 1)
+    with pytest.raises(ValueError, match=r"'subnets' on more processes than subnets \(WORLD_SIZE=3, K = 2\)"):
+        layout("subnets", 2, distributed.World(0, 3))
+    with pytest.raises(ValueError, match="parallel must be one of"):
+        layout("rows", 2, distributed.World(0, 2))
+    padded = four[1].pad(torch.tensor([1.0, 2.0]), 4)
+    assert padded.tolist() == [0.0, 0.0, 1.0, 2.0]
+    assert four[0].pad(torch.tensor([5.0]), 3, -1).tolist() == [5.0, 0.0, 0.0]  # subnet 1's distillation term
+    with pytest.raises(ValueError, match="parallel must be one of"):
+        TrainConfig(**TINY, parallel="rows").check()
+
+
 # ------------------------------------------------------------------------------------------------ torchrun
 
 

@@ -16,8 +16,13 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
+    from rdnas import distributed
+    from rdnas.demo import config_from_args
     from rdnas.demo import main as demo_main
+    from rdnas.pipeline import load_ground_truth
     from rdnas.run_folder import claim_folder
 
-    claim_folder(args.out, "demo")  # one writer per run folder: a second is refused
+    load_ground_truth(config_from_args(args))  # a bad --gt, --gt-column or --data: refused before the folder is claimed
+    world, _ = distributed.init(args.device)  # under torchrun: rank 0 alone holds the lock
+    claim_folder(args.out, "demo", world)  # one writer per run folder: a second is refused
     return demo_main(args)

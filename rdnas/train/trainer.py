@@ -399,7 +399,7 @@ class OneShotTrainer:
             losses, accuracy = merged[:k], merged[-k:].mean()
             distilled = merged[k:-k] if distilled is not None else None
         else:
-            accuracy = (logits.argmax(-1) == labels).float().mean()
+            accuracy = (logits.argmax(-1) == labels).to(losses.dtype).mean()
         objective = losses[0] + distilled.sum() if distilled is not None else losses.sum()
         result = {}
         if self.config.method == "rdnas":
