@@ -1,7 +1,9 @@
 """Architecture samplers for one-shot training, over any registered search space.
 
 Every sampler's ``sample()`` returns LongTensor[K, space.width] on the CPU (where supernets read architectures),
-is seeded, and checkpoints its random state (``state_dict`` / ``load_state_dict``). ``space`` defaults to
+is seeded, and checkpoints its random state (``state_dict`` / ``load_state_dict``). ``num_paths`` is that K, the
+same every step: subnet-parallel training (:func:`rdnas.distributed.step_layout`) splits the step's subnets over
+the processes by it before the first draw, and every process draws the same K from its own copy of the sampler. ``space`` defaults to
 ``"nb201"``; on NB201 every sampler draws exactly the random stream it drew before spaces were generic.
 """
 
