@@ -148,6 +148,9 @@ def cli_commands():
                     yield Command(f"{_name(path)}:{block.line}", rest.split(), line.strip(), line.startswith("$"))
 
 
+_MISSING_FILE = re.compile(r"does not exist|no such file|not found", re.I)
+
+
 def _is_synopsis(rest: str) -> bool:
     return bool(_PLACEHOLDER.search(rest))
 
@@ -181,8 +184,9 @@ def test_cli_examples_use_real_options(command, tmp_path, monkeypatch):
             with contextlib.redirect_stderr(stderr):
                 parser.parse_args(command.argv)
         except SystemExit as exit_:
-            pytest.fail(f"{command.where}: `{command.text}` does not parse (exit {exit_.code}): {stderr.getvalue()}")
-        return
+            if not _MISSING_FILE.search(stderr.getvalue()):
+                pytest.fail(f"{command.where}: `{command.text}` does not parse (exit {exit_.code}): {stderr.getvalue()}")
+        return  # an option that checks its file while parsing may not find the reader's file here: that is fine
     # a synopsis or a console line: the command it names, and each --option against that command's own options
     words = [w for w in command.argv if not w.startswith("-")]
     sub, used = _subcommand_parser(parser, words[:2])
