@@ -364,3 +364,19 @@ def test_proxies_check_the_ground_truth_table_before_scoring(gt, message, tmp_pa
     err = _error(["proxies", "--proxy", "flops", "--gt", gt, "--out", "t.csv"], capsys)
     assert err.startswith("rdnas proxies: error: ") and message in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_search_says_when_the_ground_truth_shares_no_architecture_with_it(tmp_path, capsys):
+    from rdnas.rank import GroundTruth
+    from rdnas.spaces import get_space
+
+    space = get_space("nb201")
+    fitness = GroundTruth.load(SHIPPED / "nb201_digits.csv", "nb201")
+    others = [a for a in space.enumerate()[:400] if fitness.rows_of(a.unsqueeze(0))[0] < 0][:3]
+    gt = tmp_path / "other.csv"
+    gt.write_text("index,arch_str,acc\n" + "".join(f"{k},{space.to_string(a)},{50.0 + k}\n"
+                                                   for k, a in enumerate(others)))
+    assert main(["search", "--table", str(SHIPPED / "nb201_digits.csv"), "--table-column", "digits_valid_acc",
+                 "--strategy", "random", "--budget", "20", "--top-k", "3", "--gt", str(gt), "--column", "acc"]) == 0
+    out = capsys.readouterr().out
+    assert "--gt: none of the top 3 cells has a row in" in out and "no ground truth to compare" in out
