@@ -324,9 +324,9 @@ def test_the_second_order_outer_gradient_matches_finite_differences(seed):
             flat = tensor.data.view(-1)
             original = float(flat[index])
             flat[index] = original + eps
-            up = float(episode_loss(model, support, query))
+            up = float(episode_loss(model, support, query).detach())
             flat[index] = original - eps
-            down = float(episode_loss(model, support, query))
+            down = float(episode_loss(model, support, query).detach())
             flat[index] = original
             numeric = (up - down) / (2 * eps)
             assert float(grads[key].view(-1)[index]) == pytest.approx(numeric, rel=1e-5, abs=1e-9), key
