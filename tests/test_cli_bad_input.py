@@ -274,11 +274,15 @@ def test_the_competition_file_with_an_nb201_checkpoint_is_a_short_error(tmp_path
 
 
 @pytest.mark.parametrize("command", ["proxies", "bench build"])
-@pytest.mark.parametrize("archs", ["resnet48", "comments only"])
+@pytest.mark.parametrize("archs", ["resnet48", "resnet48 json", "comments only"])
 def test_an_archs_file_of_another_space_or_of_nothing_is_refused(command, archs, tmp_path, monkeypatch, capsys):
+    """Both commands read --archs-file with one reader: one string per line, or a competition JSON."""
     monkeypatch.chdir(tmp_path)
-    Path("archs.txt").write_text("\n".join(_resnet48_codes()) + "\n" if archs == "resnet48" else "# none\n\n")
-    argv = command.split() + ["--archs-file", "archs.txt", "--out", "out" if command != "proxies" else "t.csv"]
+    name = "archs.json" if archs.endswith("json") else "archs.txt"
+    Path(name).write_text(json.dumps({f"arch{k}": {"acc": 0, "arch": c} for k, c in enumerate(_resnet48_codes())})
+                          if archs.endswith("json") else
+                          "\n".join(_resnet48_codes()) + "\n" if archs == "resnet48" else "# none\n\n")
+    argv = command.split() + ["--archs-file", name, "--out", "out" if command != "proxies" else "t.csv"]
     argv += ["--proxy", "flops"] if command == "proxies" else ["--quiet"]
     if command == "bench build":
         with pytest.raises(SystemExit) as stop:
@@ -288,8 +292,8 @@ def test_an_archs_file_of_another_space_or_of_nothing_is_refused(command, archs,
     else:
         err = _error(argv, capsys)
     assert err.startswith(f"rdnas {command}: error: ") and "--archs-file" in err
-    assert ("holds resnet48 architectures" if archs == "resnet48" else "lists no architecture") in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["archs.txt"]
+    assert ("holds resnet48 architectures" if archs.startswith("resnet48") else "lists no architecture") in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
 @pytest.mark.parametrize("command", ["eval", "search"])

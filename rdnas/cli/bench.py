@@ -1,7 +1,7 @@
 """rdnas bench build: build a mini-benchmark (stand-alone training of sampled architectures)."""
 
 from rdnas.cli.arguments import (check_image_size, device, input_file, int_at_least, non_negative_int, positive_float,
-                                 positive_int, read_archs_file, shard)
+                                 positive_int, read_archs, shard)
 from rdnas.minibench.build import DATASETS, Recipe
 from rdnas.spaces import space_names
 
@@ -25,7 +25,8 @@ def add_parser(commands) -> None:
     bench_build.add_argument("--archs", type=int_at_least(3, "the reliability ranks them"), default=240, help="architectures to sample (default 240)")
     bench_build.add_argument("--archs-file", type=input_file, metavar="FILE",
                              help="train these architectures instead of a sample: one architecture string per line "
-                             "(blank lines and lines starting with # skipped); --archs and --sample-seed then do not apply")
+                             "(blank lines and lines starting with # skipped), or a competition JSON "
+                             "({\"arch1\": {\"arch\": ...}}); --archs and --sample-seed then do not apply")
     bench_build.add_argument("--seeds", type=positive_int, default=10, help="training seeds per architecture (default 10)")
     bench_build.add_argument("--sample-seed", type=non_negative_int, default=0, help="seed of the architecture sample (default 0)")
     bench_build.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
@@ -73,7 +74,7 @@ def run(args) -> int:
     check_image_size(args.space, args.image_size, recipe.network_options())  # before any work
     if args.archs_file:
         try:
-            archs = read_archs_file(args.archs_file, space)
+            archs = read_archs(args.archs_file, space)
         except ValueError as error:
             args.usage_error(str(error))
         if len(archs) < 3:
