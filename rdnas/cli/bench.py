@@ -27,8 +27,10 @@ def add_parser(commands) -> None:
                              help="train these architectures instead of a sample: one architecture string per line "
                              "(blank lines and lines starting with # skipped), or a competition JSON "
                              "({\"arch1\": {\"arch\": ...}}); --archs and --sample-seed then do not apply")
-    bench_build.add_argument("--seeds", type=positive_int, default=10, help="training seeds per architecture (default 10)")
-    bench_build.add_argument("--sample-seed", type=non_negative_int, default=0, help="seed of the architecture sample (default 0)")
+    bench_build.add_argument("--seeds", type=positive_int, default=10,
+                             help="training seeds per architecture (default 10)")
+    bench_build.add_argument("--sample-seed", type=non_negative_int, default=0,
+                             help="seed of the architecture sample (default 0)")
     bench_build.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
     bench_build.add_argument("--table", help="where to write the table (default OUT/<space>_<dataset>.csv)")
     recipe = Recipe()
