@@ -129,6 +129,7 @@ def test_every_numeric_option_is_in_the_table_and_checked():
                for command in COMMANDS}
     derived = {command: names for command, names in derived.items() if names}
     assert derived == {command: set(options) for command, options in NUMERIC.items()}
+    assert all(refused for options in NUMERIC.values() for refused in options.values())  # each refuses a class
     unchecked = [(command, name) for command in COMMANDS for name, action in _options(command).items()
                  if action.type in (int, float) and not action.choices]
     assert not unchecked, f"numeric options parsed with a bare int/float (nothing refused): {unchecked}"
