@@ -21,7 +21,7 @@ def add_parser(commands) -> None:
                        "fairnas (nb201), sandwich")
     train.add_argument("--teacher-table", type=input_file, default="",
                        help="rdnas on nb201: a score table over the whole space "
-                       "(rdnas proxies --out, without --gt)")
+                       "(rdnas proxies --out, with or without --gt; rows are matched by architecture)")
     train.add_argument("--teacher", default=None, help="rdnas: teacher column(s) of the table, rank-averaged "
                        "(nb201, default synflow); resnet48: a cost of its cost model (default flops)")
     train.add_argument("--teacher-samples", type=int_at_least(2), default=10000,

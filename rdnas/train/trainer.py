@@ -102,7 +102,7 @@ class TrainConfig:
     out_dir: str = "runs/spos"
     method: str = "spos"  # see METHODS
     # RD-NAS (method "rdnas"): the teacher, the pairs and the ranking term.
-    teacher_table: str = ""  # a score table over the whole space (score_space without gt), or "" to pass a Teacher
+    teacher_table: str = ""  # a table over the whole space, rows matched by architecture; "" to pass a Teacher
     teacher_proxies: str = "synflow"  # column(s) of teacher_table; several are rank-averaged
     groups: int = 5  # G
     margin: float = 0.1  # m0: margin per unit of group distance ("group") or per pair ("constant")
