@@ -22,7 +22,7 @@ def run(args) -> int:
     from rdnas.pipeline import load_ground_truth
     from rdnas.run_folder import claim_folder
 
-    load_ground_truth(config_from_args(args))  # a bad --gt, --gt-column or --data: refused before the folder is claimed
+    load_ground_truth(config_from_args(args))  # a bad --gt, --gt-column or --data: refused before the folder claim
     world, _ = distributed.init(args.device)  # under torchrun: rank 0 alone holds the lock
     claim_folder(args.out, "demo", world)  # one writer per run folder: a second is refused
     return demo_main(args)
