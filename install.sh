@@ -9,6 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 
+case "${1:-}" in
+  "") target="." ;;
+  test) target=".[test]" ;;
+  docs) target=".[docs]" ;;
+  *) echo "install.sh: unknown argument '$1' (expected nothing, 'test' or 'docs')" >&2; exit 2 ;;
+esac
+
 if "$PYTHON" -c "import torch" 2>/dev/null; then
   echo "install.sh: keeping torch $("$PYTHON" -c 'import torch; print(torch.__version__)')"
 else
@@ -16,11 +23,4 @@ else
   "$PYTHON" -m pip install torch==2.13.0
 fi
 "$PYTHON" -m pip install "setuptools>=64" wheel ninja pybind11 numpy packaging
-
-case "${1:-}" in
-  "") target="." ;;
-  test) target=".[test]" ;;
-  docs) target=".[docs]" ;;
-  *) echo "install.sh: unknown argument '$1' (expected nothing, 'test' or 'docs')" >&2; exit 2 ;;
-esac
 "$PYTHON" -m pip install --no-build-isolation "$target"
