@@ -385,3 +385,13 @@ def test_search_says_when_the_ground_truth_shares_no_architecture_with_it(tmp_pa
                  "--strategy", "random", "--budget", "20", "--top-k", "3", "--gt", str(gt), "--column", "acc"]) == 0
     out = capsys.readouterr().out
     assert "--gt: none of the top 3 cells has a row in" in out and "no ground truth to compare" in out
+
+
+def test_dass_teacher_refuses_an_image_size_the_network_cannot_take(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["dass", "teacher", "--space", "nb201", "--data", "digits", "--image-size", "10", "--out", "t.pt"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("rdnas dass teacher: error: --image-size: ") and "NB201 macro network" in err
+    assert list(tmp_path.iterdir()) == []

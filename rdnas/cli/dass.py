@@ -1,6 +1,6 @@
 """rdnas dass: DaSS's KD machinery: train a task's teacher, build the KD mini-benchmark."""
 
-from rdnas.cli.arguments import input_file, non_negative_int, positive_float, positive_int, shard
+from rdnas.cli.arguments import check_image_size, input_file, non_negative_int, positive_float, positive_int, shard
 
 DEFAULT_OPTIONS = {"resnet_stem": "small"}
 """Network options a teacher gets unless told otherwise, where its space takes them (CPU-sized inputs)."""
@@ -207,6 +207,11 @@ def _teacher(args) -> int:
             field = re.match(r"rdnas dass teacher\.(?:teacher\.)?(\w+)", str(error))
             option = "--" + field.group(1).replace("_", "-") if field else "rdnas dass teacher"
             args.usage_error(f"{option}: {str(error).split(': ', 1)[-1]}")
+    try:
+        check_image_size(args.space, task.image_size, task.teacher.options,
+                         option="--tasks" if args.tasks else "--image-size")
+    except ValueError as error:
+        args.usage_error(str(error))
     teacher = train_teacher(task, args.space)
     save_teacher(teacher, args.out)
     print(f"rdnas dass teacher: {args.space} largest network, {task.teacher.options}, on {task.dataset} "
