@@ -259,9 +259,6 @@ def test_proxies_score_the_third_space_through_export(space):
     assert params[0] > params[1] > params[2]
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="rdnas.proxies.score_space accepts only the spaces in its SPACES tuple ('nb201', "
-                          "'resnet48') and orders an enumerable space's architectures with NB201's code")
 def test_score_space_scores_the_whole_third_space(space):
     from rdnas.proxies import score_space
 

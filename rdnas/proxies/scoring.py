@@ -21,16 +21,16 @@ import torch
 
 from rdnas.atomic_file import prepare_output_file, write_text_atomic
 from rdnas.distributed import parse_shard
-from rdnas.proxies.base import (Minibatch, Proxy, check_archs, clear_plan_caches, get_proxy, network_state_restored,
+from rdnas.proxies.base import (Minibatch, Proxy, clear_plan_caches, get_proxy, network_state_restored,
                                 scoring_supernet)
 # META_SUFFIX and merge_tables are re-exported: they were importable from here before the file format moved
 from rdnas.proxies.score_table import (META_SUFFIX, ScoreTable, _compact, _first_difference,  # noqa: F401
                                        _header_line, _parse_row, _recorded_settings, _row_line, _scan, merge_tables,
                                        meta_path)
-from rdnas.spaces import get_space, nb201
+from rdnas.spaces import get_space
+from rdnas.supernet import supernet_spec
 from torch import nn
 
-SPACES = ("nb201", "resnet48")  # the registered spaces with a supernet that score_space can score
 FORMAT_VERSION = 1
 _WHERE = "rdnas.proxies.score_space"
 
@@ -72,12 +72,12 @@ def _positioned_archs(space, archs, gt) -> list[tuple[int, tuple]]:
 
 
 def _ordered_archs(space, archs, gt, limit) -> tuple[list[tuple[int, tuple]], str]:
-    """[(index, arch)] in increasing index, and the name of the index: for the enumerable NB201 space the
-    official or enumeration index, for a space that cannot be enumerated the position in ``archs``."""
+    """[(index, arch)] in increasing index, and the name of the index: for an enumerable space the official
+    index (``gt``) or the enumeration index, for a space that cannot be enumerated the position in ``archs``."""
     if not space.enumerable:
         entries, order = _positioned_archs(space, archs, gt), "position"
     else:
-        entries, order = _nb201_ordered_archs(archs, gt), ("official" if gt is not None else "enumeration")
+        entries, order = _enumerated_archs(space, archs, gt), ("official" if gt is not None else "enumeration")
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ValueError(f"{_WHERE}: limit must be a non-negative integer or None, got {limit!r}")
@@ -85,37 +85,38 @@ def _ordered_archs(space, archs, gt, limit) -> tuple[list[tuple[int, tuple]], st
     return entries, order
 
 
-def _nb201_ordered_archs(archs, gt) -> list[tuple[int, tuple]]:
-    """[(official or enumeration index, arch)] of NB201 cells, in increasing index."""
+def _enumerated_archs(space, archs, gt) -> list[tuple[int, tuple]]:
+    """[(official or enumeration index, arch)] of an enumerable space's architectures, in increasing index."""
     if gt is not None and not hasattr(gt, "index_of_arch"):
         from rdnas.rank import GroundTruth
 
-        gt = GroundTruth.load(gt)
+        gt = GroundTruth.load(gt, space)
     if gt is not None and not getattr(gt, "has_index", True):
-        raise ValueError(f"{_WHERE}: gt: {gt.path} has no index column; gt gives the official NB201 index of each "
+        raise ValueError(f"{_WHERE}: gt: {gt.path} has no index column; gt gives the official index of each "
                          "architecture (nb201_gt.csv format: index,arch_str,...)")
     if archs is None:
         if gt is not None:
             entries = list(zip(gt.indices.tolist(), map(tuple, gt.archs.tolist())))
         else:
-            entries = list(enumerate(map(tuple, nb201.all_archs().tolist())))
+            entries = list(enumerate(map(tuple, space.enumerate().tolist())))
     else:
         try:
             if isinstance(archs, Sequence) and not isinstance(archs, str) and archs and isinstance(archs[0], str):
-                archs = [nb201.from_string(a) for a in archs]
-            archs = check_archs("score_space", archs)
+                archs = torch.stack([space.from_string(a) for a in archs])
+            rows = space.validate(archs)
         except (ValueError, TypeError) as error:
             raise type(error)(f"{_WHERE}: archs: {error}") from None
+        archs = [tuple(row) for row in rows.tolist()]
         if len(set(archs)) != len(archs):
             repeated = next(a for k, a in enumerate(archs) if a in archs[:k])
-            raise ValueError(f"{_WHERE}: archs lists an architecture more than once ({nb201.to_string(repeated)})")
+            raise ValueError(f"{_WHERE}: archs lists an architecture more than once ({space.to_string(repeated)})")
         if gt is not None:
             try:
                 entries = [(gt.index_of_arch(a), a) for a in archs]
             except KeyError as error:
                 raise ValueError(f"{_WHERE}: gt: {error.args[0]}") from None
         else:
-            entries = [(nb201.enumeration_index(a), a) for a in archs]
+            entries = list(zip(space.index(rows).tolist(), archs))
     entries.sort()
     return entries
 
@@ -195,7 +196,7 @@ def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb
             (the sidecar records its digest).
         gt (GroundTruth | path, optional): a ground-truth table (nb201_gt.csv format). With it, ``index`` is the
             official NB201 index and, without ``archs``, the table's architectures are scored; without it,
-            ``index`` is :func:`nb201.enumeration_index`. Rows always come in increasing index.
+            ``index`` is the enumeration index (``space.index``). Rows always come in increasing index.
         limit (int, optional): score only the first ``limit`` architectures of that order (quick runs).
         out (path, optional): the CSV to write or resume (and ``<out>.meta.json`` beside it). ``{shard}`` and
             ``{num_shards}`` in the path are replaced by i and n (needed with ``shard="env"`` and n > 1). Without
@@ -229,9 +230,11 @@ def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb
     started = time.perf_counter()
     proxy_list = _proxy_list(proxies)
     names = [p.name for p in proxy_list]
-    if space not in SPACES:
-        raise ValueError(f"{_WHERE}: unknown space {space!r}; known spaces: {', '.join(SPACES)}")
-    space_object = get_space(space)
+    try:  # any registered space with a registered supernet
+        space_object = get_space(space)
+        supernet_spec(space_object)
+    except ValueError as error:
+        raise ValueError(f"{_WHERE}: space: {error}") from None
     if not isinstance(archs_per_chunk, int) or archs_per_chunk < 1:
         raise ValueError(f"{_WHERE}: archs_per_chunk must be a positive integer, got {archs_per_chunk!r}")
     from_env = shard == "env"
