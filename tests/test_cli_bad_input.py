@@ -395,3 +395,14 @@ def test_dass_teacher_refuses_an_image_size_the_network_cannot_take(tmp_path, mo
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("rdnas dass teacher: error: --image-size: ") and "NB201 macro network" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "rdnas", "--paths", "1"], "--method 'rdnas' needs --paths >= 2, got 1"),
+    (["--method", "rdnas", "--sampler", "sandwich", "--paths", "3"], "--sampler 'sandwich' ranks"),
+    (["--distill"], "--distill (in-place distillation"),
+])
+def test_train_settings_that_do_not_go_together_are_named_by_their_options(argv, message, tmp_path, capsys):
+    err = _error(["train", *argv, "--out", str(tmp_path / "run")], capsys)
+    assert err.startswith("rdnas train: error: ") and message in err and "TrainConfig" not in err
+    assert not (tmp_path / "run").exists()

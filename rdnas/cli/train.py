@@ -95,7 +95,10 @@ def run(args) -> int:
         groups=args.groups, margin=args.margin, margin_mode=args.margin_mode,
         sampler=args.sampler, rank_schedule=args.rank_schedule, rank_weight=args.rank_weight,
         bn_statistics=args.bn_statistics, parallel=args.parallel, **space_options)
-    config.check()
+    try:
+        config.check()
+    except ValueError as error:
+        raise ValueError(_in_option_words(str(error), args)) from None
     try:
         teacher = make_teacher(config) if config.method == "rdnas" else None  # before the folder is claimed
     except ValueError as error:
@@ -108,6 +111,23 @@ def run(args) -> int:
     print(f"rdnas train: {len(history)} epochs in {args.out} (last: loss {last.get('train_loss', float('nan')):.4f}, "
           f"accuracy {last.get('train_acc', float('nan')):.3f})")
     return 0
+
+
+# TrainConfig fields set by an option of another name; the other fields are set by --<field-with-dashes>
+FIELD_OPTIONS = {"paths_per_step": "--paths", "cells_per_stage": "--cells", "teacher_proxies": "--teacher"}
+
+
+def _in_option_words(message: str, args) -> str:
+    """A TrainConfig message in the command's words: the fields it names become the options that set them
+    ("method 'rdnas' needs paths_per_step >= 2" -> "--method 'rdnas' needs --paths >= 2")."""
+    import re
+
+    names = {name: "--" + name.replace("_", "-") for name in vars(args)
+             if "_" in name or name in ("method", "sampler", "distill", "groups", "margin", "epochs")}
+    names.update(FIELD_OPTIONS)
+    pattern = r"\b(" + "|".join(sorted(names, key=len, reverse=True)) + r")\b"
+    text = message.removeprefix("rdnas.train.TrainConfig: ")
+    return re.sub(pattern, lambda match: names[match.group(1)], text)
 
 
 def _check_inputs(args, space_options: dict) -> None:
