@@ -406,3 +406,13 @@ def test_train_settings_that_do_not_go_together_are_named_by_their_options(argv,
     err = _error(["train", *argv, "--out", str(tmp_path / "run")], capsys)
     assert err.startswith("rdnas train: error: ") and message in err and "TrainConfig" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_bench_build_refuses_fewer_training_images_than_a_batch_before_writing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["bench", "build", "--archs", "3", "--train-images", "10", "--batch-size", "64",
+              "--out", str(tmp_path / "bench"), "--quiet"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("rdnas bench build: error: --train-images 10 make no batch of --batch-size 64")
+    assert not (tmp_path / "bench").exists()  # no recipe.json, no runs.csv

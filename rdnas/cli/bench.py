@@ -74,6 +74,9 @@ def run(args) -> int:
                     resnet_stem=args.resnet_stem, width_divisor=args.width_divisor, valid_images=args.valid_images)
     space = get_space(args.space)
     check_image_size(args.space, args.image_size, recipe.network_options())  # before any work
+    if 0 < args.train_images < args.batch_size:
+        args.usage_error(f"--train-images {args.train_images} make no batch of --batch-size {args.batch_size} (batches "
+                         "drop the remainder): raise --train-images or lower --batch-size")
     if args.archs_file:
         try:
             archs = read_archs(args.archs_file, space)
