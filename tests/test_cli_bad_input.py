@@ -416,3 +416,10 @@ def test_bench_build_refuses_fewer_training_images_than_a_batch_before_writing(t
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("rdnas bench build: error: --train-images 10 make no batch of --batch-size 64")
     assert not (tmp_path / "bench").exists()  # no recipe.json, no runs.csv
+
+
+def test_a_batch_larger_than_the_training_data_is_refused_before_the_run_folder(tmp_path, capsys):
+    err = _error(["train", "--image-size", "8", "--channels", "4", "--cells", "1", "--batch-size", "5000",
+                  "--out", str(tmp_path / "run")], capsys)
+    assert err.startswith("rdnas train: error: --batch-size 5000 exceeds the ") and "training images" in err
+    assert not (tmp_path / "run").exists()

@@ -103,8 +103,12 @@ def run(args) -> int:
         teacher = make_teacher(config) if config.method == "rdnas" else None  # before the folder is claimed
     except ValueError as error:
         raise ValueError(f"--teacher-table: {error}" if config.teacher_table else str(error)) from None
+    try:  # data, supernet, sampler: built (and refused, e.g. a batch larger than the data) before any write
+        trainer = OneShotTrainer(config, progress=not args.quiet, teacher=teacher)
+    except ValueError as error:
+        raise ValueError(_in_option_words(str(error), args)) from None
     run_folder.claim_folder(args.out, "train", world)  # one writer per run folder: a second is refused
-    history = OneShotTrainer(config, progress=not args.quiet, teacher=teacher).fit(resume=args.resume)
+    history = trainer.fit(resume=args.resume)
     last = history[-1] if history else {}
     if not world.is_main:
         return 0
