@@ -26,6 +26,9 @@ the best cell by the supernet; the table reports the picked cell's ``digits_vali
 recorded runs: ``rdnas train --data digits --channels 8 --cells 1 --epochs 30 --seed 0 --out
 runs/constrained_search/spos_digits`` (SPOS; the checkpoint is not committed).
 
+The ``*_index`` fields of the run files are positions in ``nb201.all_archs()`` (``nb201.SPACE.index``), as in
+benchmarks/search_experiments.py.
+
 Seeds 0..R-1, one JSON per (experiment, method, cap, seed) in ``benchmarks/results/constrained_search/``; finished
 runs are skipped, so the script can be stopped and restarted::
 
