@@ -139,7 +139,7 @@ def test_arch_command_names_a_malformed_code(capsys):
 
 
 def test_nb201_image_size_the_macro_network_cannot_take_is_a_clear_error(tmp_path, capsys):
-    assert main(["train", "--image-size", "14", "--epochs", "0", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert main(["train", "--image-size", "14", "--epochs", "1", "--out", str(tmp_path / "r"), "--quiet"]) == 2
     assert "image_size 14 does not fit the NB201 macro network" in capsys.readouterr().err
 
 
@@ -160,10 +160,10 @@ def test_eval_writes_a_competition_submission(tmp_path, capsys):
 
 
 def test_resnet48_options_are_refused_for_nb201_and_nb201_runs_keep_their_defaults(tmp_path, capsys):
-    assert main(["train", "--width-divisor", "4", "--epochs", "0", "--out", str(tmp_path / "a"), "--quiet"]) == 2
+    assert main(["train", "--width-divisor", "4", "--epochs", "1", "--out", str(tmp_path / "a"), "--quiet"]) == 2
     assert "--width-divisor is an option of resnet48, not of the nb201 space" in capsys.readouterr().err
     # a CLI run of NB201 records TrainConfig's defaults for the other space's fields, so the API resumes it
-    assert main(["train", "--image-size", "8", "--channels", "4", "--cells", "1", "--epochs", "0",
+    assert main(["train", "--image-size", "8", "--channels", "4", "--cells", "1", "--epochs", "1",
                  "--out", str(tmp_path / "b"), "--quiet"]) == 0
     saved = json.loads((tmp_path / "b" / "config.json").read_text())
     assert (saved["resnet_stem"], saved["width_divisor"]) == (TrainConfig.resnet_stem, TrainConfig.width_divisor)

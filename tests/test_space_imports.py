@@ -62,7 +62,7 @@ def test_the_import_scan_sees_function_level_and_relative_imports(tmp_path):
     assert flagged == ["rdnas.proxies", "rdnas", "rdnas.supernet", "rdnas.train"]
 
 
-def test_using_every_space_loads_no_rdnas_module_outside_rdnas_spaces():
+def test_using_every_space_loads_no_rdnas_module_outside_rdnas_spaces(tmp_path):
     code = """
 import sys, torch
 import rdnas
@@ -79,7 +79,9 @@ loaded = {m for m in sys.modules if m.startswith("rdnas.") and m not in before}
 print(",".join(sorted(m for m in loaded if not m.startswith("rdnas.spaces"))))
 """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SPACES_DIR.parents[1]), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    # cwd: outside the checkout, whose rdnas/ (first on sys.path for `python -c` run there) may hold no built _C
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
 
