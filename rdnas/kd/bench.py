@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from rdnas.atomic_file import atomic_open
+from rdnas.kd.files import load_kinded_file
 from rdnas.kd.remap import remap
 from rdnas.kd.tasks import TaskFile, TaskSpec, parse_tasks
 from rdnas.kd.teacher import Teacher, load_teacher, save_teacher, train_teacher
@@ -416,14 +417,7 @@ def write_embeddings(out_dir, tasks: TaskFile, archs: list) -> Path:
 
 def read_embeddings(path) -> dict:
     """An ``embeddings.pt`` written by :func:`write_embeddings`; ValueError naming the file when it is not one."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001
-        raise ValueError(f"{path} is not an embeddings file (cannot be read: {type(error).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("kind") != EMBEDDINGS_KIND:
-        kind = payload.get("kind") if isinstance(payload, dict) else None
-        raise ValueError(f"{path} is not an embeddings file (kind {kind!r}, expected {EMBEDDINGS_KIND!r})")
-    return payload
+    return load_kinded_file(path, EMBEDDINGS_KIND, "an embeddings file", "rdnas dass bench")
 
 
 # -- training-free KD signals (baselines of the predictor) --------------------------------------------------------

@@ -15,6 +15,7 @@ from torch import nn
 
 from rdnas.atomic_file import atomic_open
 from rdnas.kd.data import TaskData
+from rdnas.kd.files import load_kinded_file
 from rdnas.kd.remap import largest_network
 from rdnas.kd.tasks import TaskSpec, TeacherRecipe
 from rdnas.kd.train import train_student
@@ -96,17 +97,7 @@ def load_teacher(path, space=None) -> Teacher:
     from rdnas.supernet import supernet_spec
 
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"teacher file {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ValueError(f"{path} is not a teacher file (cannot be read as a torch file: "
-                         f"{type(error).__name__})") from None
-    kind = payload.get("kind") if isinstance(payload, dict) else None
-    if kind != TEACHER_KIND:
-        raise ValueError(f"{path} is not a teacher file: its kind is {kind!r}, expected {TEACHER_KIND!r} "
-                         "(written by rdnas dass teacher)")
+    payload = load_kinded_file(path, TEACHER_KIND, "a teacher file", "rdnas dass teacher")
     if payload.get("version") != 1:
         raise ValueError(f"{path}: teacher file version {payload.get('version')!r}, expected 1")
     if space is not None and payload["space"] != get_space(space).name:

@@ -294,14 +294,9 @@ NET_OPTIONS = ("channels", "arch_features", "width", "arch_width", "hidden", "us
 
 def load_model(path) -> tuple[MetaSGD, dict]:
     """A model file of :func:`save_model`: (model, config); ValueError naming the file when it is not one."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001
-        raise ValueError(f"{path} is not a DaSS model file (cannot be read: {type(error).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("kind") != MODEL_KIND:
-        kind = payload.get("kind") if isinstance(payload, dict) else None
-        raise ValueError(f"{path} is not a DaSS model file: its kind is {kind!r}, expected {MODEL_KIND!r} (written "
-                         "by rdnas dass fit)")
+    from rdnas.kd.files import load_kinded_file
+
+    payload = load_kinded_file(path, MODEL_KIND, "a DaSS model file", "rdnas dass fit")
     config = payload["config"]
     model = MetaSGD(DaSSNet(**{k: config[k] for k in NET_OPTIONS}))
     model.load_state_dict(payload["state"])
