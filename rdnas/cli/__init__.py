@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that run under torchrun (WORLD_SIZE > 1): each splits its work across the ranks (see rdnas.distributed);
-# proxies shards with --shard env. The others run in one process.
-DISTRIBUTED_COMMANDS = ("demo", "train", "eval", "search", "bench", "proxies")
+# proxies shards with --shard env. A command with sub-commands is named whole ("bench") or by one sub-command
+# ("dass bench"). The others run in one process.
+DISTRIBUTED_COMMANDS = ("demo", "train", "eval", "search", "bench", "proxies", "dass bench")
 
 
 def main(argv=None) -> int:
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     size = _launched_size()
     if size <= 1:
         return _handled(args, "")
-    if args.command not in DISTRIBUTED_COMMANDS:
+    if args.command not in DISTRIBUTED_COMMANDS and command_name(args) not in DISTRIBUTED_COMMANDS:
         print(f"rdnas {args.command}: error: this command runs in one process, but WORLD_SIZE={size} (torchrun); the "
               f"commands that run on several are {', '.join(DISTRIBUTED_COMMANDS)}", file=sys.stderr)
         return 2

@@ -64,6 +64,7 @@ def run(args) -> int:
     import torch
 
     from rdnas import distributed
+    from rdnas.cli.sharding import shard_and_world
     from rdnas.minibench import benchmark_table, build, read_all_runs, reliability, sample_architectures, write_table
     from rdnas.run_folder import claim_folder
     from rdnas.spaces import get_space
@@ -88,7 +89,7 @@ def run(args) -> int:
     else:
         archs = sample_architectures(args.archs, seed=args.sample_seed, space=space)
     seeds = list(range(args.seeds))
-    shard, world, device = _shard_and_world(args)
+    shard, world, device = shard_and_world(args)
     claim_folder(args.out, "bench build", shard=shard)  # one writer per (folder, shard): other shards run beside it
     build(args.out, archs, seeds, recipe, device=device, progress=not args.quiet and world.is_main, shard=shard)
     distributed.barrier(world)  # the table below is every rank's runs
@@ -113,22 +114,3 @@ def run(args) -> int:
               f"{result['kendall_tau_valid_loss']:.3f} on validation loss")
     return 0
 
-
-def _shard_and_world(args):
-    """(shard (i, n), World, this rank's device): under torchrun (WORLD_SIZE > 1) the rank's shard, with a gloo
-    group whose only collective is the final barrier (so its timeout is long: RDNAS_DIST_TIMEOUT, default a week);
-    otherwise --shard (default 0/1; env: RANK/WORLD_SIZE of another launcher) and no group."""
-    import os
-
-    from rdnas import distributed
-
-    size = distributed.launched_size()
-    if size <= 1:
-        shard = (0, 1) if args.shard is None else distributed.parse_shard(args.shard, "--shard")
-        return shard, distributed.World(), args.device
-    if args.shard not in (None, "env"):
-        args.usage_error(f"--shard {args.shard[0]}/{args.shard[1]} and torchrun's WORLD_SIZE={size} both split "
-                         "the runs; leave --shard out under torchrun (each rank takes RANK/WORLD_SIZE)")
-    timeout = float(os.environ.get("RDNAS_DIST_TIMEOUT", 7 * 24 * 3600))
-    world, device = distributed.init(args.device, timeout_s=timeout, backend="gloo")
-    return (world.rank, world.size), world, device

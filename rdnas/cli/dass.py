@@ -6,6 +6,35 @@ DEFAULT_OPTIONS = {"resnet_stem": "small"}
 """Network options a teacher gets unless told otherwise, where its space takes them (CPU-sized inputs)."""
 
 
+def _add_students(parser, default: int, seed_option: str, what: str) -> None:
+    """The student options of bench / rank / search: a seeded sample of ``--archs`` students or ``--archs-file``."""
+    parser.add_argument("--archs", type=positive_int, default=default, help=f"{what} (default {default})")
+    parser.add_argument(seed_option, type=non_negative_int, default=0, help="seed of the student sample (default 0)")
+    parser.add_argument("--archs-file", type=input_file, metavar="FILE",
+                        help="these students instead of a sample: one architecture string per line")
+
+
+def _students(args, space, seed: int) -> list:
+    """The students the options of :func:`_add_students` name (a usage error names a bad --archs-file)."""
+    from rdnas.cli.arguments import read_archs_file
+    from rdnas.minibench.build import sample_architectures
+
+    if args.archs_file:
+        try:
+            return read_archs_file(args.archs_file, space)
+        except ValueError as error:
+            args.usage_error(str(error))
+    return sample_architectures(args.archs, seed=seed, space=space)
+
+
+def _add_model_and_teacher(parser) -> None:
+    """The inputs of rank / search: a DaSS model and the new task's teacher (which brings the task's data)."""
+    parser.add_argument("--model", required=True, type=input_file, help="a model file of rdnas dass fit")
+    parser.add_argument("--teacher", required=True, type=input_file,
+                        help="a teacher file of rdnas dass teacher (it records its task: data spec, classes, split)")
+    parser.add_argument("--no-adapt", action="store_true", help="skip the teacher-guided step")
+
+
 def add_parser(commands) -> None:
     from rdnas.spaces import space_names
 
@@ -53,22 +82,25 @@ def add_parser(commands) -> None:
         "finished run to OUT/runs.csv (rerun the same command to resume: a finished run is never trained again); "
         "then writes OUT/kdbench.csv (task, split, teacher, arch_str, <regime>_valid_acc, ...) and "
         "OUT/embeddings.pt (last-stage maps of a fixed N(0, 1) probe through teacher, remapped and fresh students). "
-        "Run with OMP_NUM_THREADS=1, one process per core with --shard i/n. Example: rdnas dass bench --tasks "
-        "tasks.json --archs 48 --seeds 2 --out kdbench")
+        "Run with OMP_NUM_THREADS=1, one process per core with --shard i/n, or under torchrun (each rank trains "
+        "every n-th teacher, then every n-th run; rank 0 writes the table). --ship writes the finished build as "
+        "package data. Example: rdnas dass bench --tasks tasks.json --archs 48 --seeds 2 --out kdbench")
     bench.add_argument("--tasks", required=True, type=input_file, metavar="FILE", help="the tasks.json")
-    bench.add_argument("--archs", type=positive_int, default=48, help="students per task (default 48)")
-    bench.add_argument("--archs-file", type=input_file, metavar="FILE",
-                       help="these students instead of a sample: one architecture string per line")
-    bench.add_argument("--sample-seed", type=non_negative_int, default=0, help="seed of the student sample (default 0)")
+    _add_students(bench, 48, "--sample-seed", "students per task")
     bench.add_argument("--seeds", type=positive_int, default=2, help="training seeds per student (default 2)")
     bench.add_argument("--regimes", default="kd,ce", help="comma-separated: kd, ce, remap-ce (default kd,ce)")
     bench.add_argument("--shard", type=shard, default=None, metavar="i/n",
                        help="train only every n-th run from the i-th (n processes side by side; each writes "
-                       "OUT/runs.<i>of<n>.csv; with --teachers-only, every n-th task's teacher)")
+                       "OUT/runs.<i>of<n>.csv; with --teachers-only, every n-th task's teacher). Under torchrun "
+                       "the ranks shard themselves (RANK/WORLD_SIZE): leave it out")
     bench.add_argument("--teachers-only", action="store_true",
                        help="train the teachers (of this shard's tasks) and stop: run the shards' teachers first so "
                        "that no teacher is trained twice")
     bench.add_argument("--max-runs", type=positive_int, help="stop after this many new runs (rerun to continue)")
+    bench.add_argument("--ship", nargs="?", const="", metavar="DIR",
+                       help="once the build is finished, write its package data (kdbench.csv, embeddings.pt, "
+                       "runs.csv, bench.json, recipe.json; < 20 MiB) into DIR (default: the package's "
+                       "rdnas/kd/shipped/, which rdnas.kd.bench.load_shipped reads); an unfinished build is refused")
     bench.add_argument("--out", required=True, help="the build folder")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(usage_error=bench.error)
@@ -100,15 +132,34 @@ def add_parser(commands) -> None:
         "predicts the KD accuracy of each student remapped from it, and writes OUT (columns arch, score = the "
         "predicted KD validation accuracy in %%, best first). The dataset reaches DaSS only through its teacher. "
         "Example: rdnas dass rank --model dass.pt --teacher t.pt --archs 1000 --seed 0 --out ranking.csv")
-    rank.add_argument("--model", required=True, type=input_file, help="a model file of rdnas dass fit")
-    rank.add_argument("--teacher", required=True, type=input_file, help="a teacher file of rdnas dass teacher")
-    rank.add_argument("--archs", type=positive_int, default=1000, help="students to sample (default 1000)")
-    rank.add_argument("--seed", type=non_negative_int, default=0, help="seed of the student sample (default 0)")
-    rank.add_argument("--archs-file", type=input_file, metavar="FILE",
-                      help="these students instead of a sample, one per line")
-    rank.add_argument("--no-adapt", action="store_true", help="skip the teacher-guided step")
+    _add_model_and_teacher(rank)
+    _add_students(rank, 1000, "--seed", "students to sample")
     rank.add_argument("--out", required=True, help="the ranking CSV to write")
     rank.set_defaults(usage_error=rank.error)
+
+    search = sub.add_parser(
+        "search", help="pick a student under a FLOPs cap with a DaSS model and KD-train it against a FLOPs-matched "
+        "random pick and the best-by-proxy pick",
+        description="On the teacher's task (its file records the data spec): from --archs candidates (a seeded "
+        "sample), those with at most --max-flops FLOPs are eligible; picks the one DaSS predicts best, a random one "
+        "with FLOPs within --flops-tolerance of it, and the best by a zero-cost proxy (--proxy, at a freshly "
+        "initialised supernet on a minibatch of the task's training images); KD-trains each pick from its remapped "
+        "start for --seeds seeds (journal OUT.runs.csv: rerun to resume) and writes OUT (JSON: picks, FLOPs, "
+        "predictions, proxy scores, per-seed accuracies, mean and std) and OUT with .csv (one row per pick and "
+        "seed). Example: rdnas dass search --model dass.pt --teacher t.pt --max-flops 2e6 --out search.json")
+    _add_model_and_teacher(search)
+    _add_students(search, 500, "--seed", "candidates to sample")
+    search.add_argument("--max-flops", required=True, type=positive_float, help="the FLOPs cap of the picks")
+    search.add_argument("--flops-tolerance", type=positive_float, default=0.1,
+                        help="relative FLOPs window of the random pick around the DaSS pick (default 0.1)")
+    search.add_argument("--proxy", default="synflow", help="the zero-cost proxy of the proxy pick (default synflow)")
+    search.add_argument("--seeds", type=positive_int, default=3, help="KD training seeds per pick (default 3)")
+    search.add_argument("--epochs", type=positive_int, default=5, help="KD epochs of each pick (default 5)")
+    search.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default 64)")
+    search.add_argument("--lr", type=positive_float, default=0.05, help="learning rate (default 0.05)")
+    search.add_argument("--out", required=True, help="the JSON report to write (and OUT with .csv)")
+    search.add_argument("--quiet", action="store_true", help="no per-run lines")
+    search.set_defaults(usage_error=search.error)
 
     evaluate = sub.add_parser(
         "evaluate", help="judge a DaSS model on a KD benchmark's meta-test tasks (rank metrics, seed ceiling)",
@@ -135,6 +186,8 @@ def run(args) -> int:
         return _fit(args)
     if args.dass_command == "rank":
         return _rank(args)
+    if args.dass_command == "search":
+        return _search(args)
     if args.dass_command == "evaluate":
         return _evaluate(args)
     raise AssertionError(f"unhandled dass command {args.dass_command}")
@@ -225,30 +278,33 @@ def _bench(args) -> int:
     from pathlib import Path
 
     from rdnas import distributed
-    from rdnas.cli.arguments import read_archs_file
+    from rdnas.cli.sharding import shard_and_world
     from rdnas.kd import bench
     from rdnas.kd.tasks import read_tasks
-    from rdnas.minibench.build import sample_architectures
+    from rdnas.run_folder import claim_folder
 
     try:
         regimes = bench.check_regimes(r.strip() for r in args.regimes.split(","))
     except ValueError as error:
         args.usage_error(f"--regimes: {error}")
+    if args.ship is not None and (args.teachers_only or args.max_runs):
+        args.usage_error("--ship writes a finished build: leave out --teachers-only and --max-runs")
     tasks = read_tasks(args.tasks)
-    shard = (0, 1) if args.shard is None else distributed.parse_shard(args.shard, "--shard")
-    if args.teachers_only:
-        teachers = bench.train_teachers(args.out, tasks, shard, progress=not args.quiet)
-        print(f"rdnas dass bench: {len(teachers)} teachers in {Path(args.out) / 'teachers'}")
-        return 0
-    if args.archs_file:
-        try:
-            archs = read_archs_file(args.archs_file, tasks.space)
-        except ValueError as error:
-            args.usage_error(str(error))
-    else:
-        archs = sample_architectures(args.archs, seed=args.sample_seed, space=tasks.space)
+    archs = None if args.teachers_only else _students(args, tasks.space, args.sample_seed)  # checked before work
+    shard, world, _ = shard_and_world(args)
+    claim_folder(args.out, "dass bench", shard=shard)  # one writer per (folder, shard): other shards run beside it
+    progress = not args.quiet and world.is_main
+    if args.teachers_only or world.distributed:  # under torchrun every teacher exists before any student run
+        teachers = bench.train_teachers(args.out, tasks, shard, progress=progress)
+        if args.teachers_only:
+            print(f"rdnas dass bench: {len(teachers)} teachers in {Path(args.out) / 'teachers'}")
+            return 0
+        distributed.barrier(world)
     seeds = list(range(args.seeds))
-    bench.build(args.out, tasks, archs, seeds, regimes, shard, progress=not args.quiet, max_runs=args.max_runs)
+    bench.build(args.out, tasks, archs, seeds, regimes, shard, progress=progress, max_runs=args.max_runs)
+    distributed.barrier(world)  # the table below is every rank's runs
+    if not world.is_main:
+        return 0
     rows = bench.kd_table(bench.read_runs(args.out), tasks, seeds, regimes)  # every shard's runs finished so far
     table = Path(args.out) / "kdbench.csv"
     bench.write_kd_table(table, rows, regimes)
@@ -256,6 +312,9 @@ def _bench(args) -> int:
     expected = len(tasks.tasks) * len(archs)
     print(f"rdnas dass bench: {len(rows)} of {expected} (task, student) rows complete -> {table}; embeddings -> "
           f"{embeddings}")
+    if args.ship is not None:
+        shipped = bench.ship(args.out, tasks, archs, seeds, regimes, args.ship or None)
+        print(f"rdnas dass bench: package data -> {shipped}")
     return 0
 
 
@@ -299,47 +358,90 @@ def _rank(args) -> int:
     import torch
 
     from rdnas.atomic_file import atomic_open, prepare_output_file
-    from rdnas.cli.arguments import read_archs_file
-    from rdnas.kd.bench import task_embeddings
-    from rdnas.kd.tasks import TaskSpec
     from rdnas.kd.teacher import load_teacher
-    from rdnas.minibench.build import sample_architectures
     from rdnas.predictors import dass
-    from rdnas.spaces import get_space
 
     prepare_output_file(args.out, "--out")
     model, config = dass.load_model(args.model)
     teacher = load_teacher(args.teacher, config["space"])
-    space = get_space(config["space"])
-    if args.archs_file:
-        try:
-            archs = read_archs_file(args.archs_file, space)
-        except ValueError as error:
-            args.usage_error(str(error))
-    else:
-        archs = sample_architectures(args.archs, seed=args.seed, space=space)
-    task = TaskSpec.from_dict({**teacher.task, "split": "meta-test", "teacher": teacher.recipe.to_dict(),
-                               "student_options": config["student_options"] or {}}, f"{args.teacher}: task",
-                              space)
-    embeddings = task_embeddings(teacher, task, archs, config["probe_seed"], fresh=config["embedding"] == "random")
-    side = list(embeddings["teacher"].shape[-2:])
-    if side not in config["image_sides"]:
-        raise ValueError(f"{args.teacher}: its task's image_size {task.image_size} gives {side[0]}x{side[1]} "
-                         f"last-stage maps, but {args.model} was trained on {config['image_sides']} (probe "
-                         "mismatch: use a teacher trained at the benchmark's image size)")
-    try:
-        inputs = dass.task_inputs(space, embeddings, config["channels"], None, task.name)
-    except ValueError as error:
-        raise ValueError(f"{args.teacher}: {error}") from None
-    scores = 100.0 * dass.predict_task(model, inputs, adapt=not args.no_adapt, embedding=config["embedding"])
+    archs = _students(args, config["space"], args.seed)
+    names, scores = dass.predict_for_teacher(model, config, teacher, archs, not args.no_adapt, args.model,
+                                             args.teacher)
     order = torch.argsort(scores, descending=True, stable=True).tolist()
     with atomic_open(args.out, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["arch", "score"])
         for k in order:
-            writer.writerow([inputs.archs[k], f"{float(scores[k]):.4f}"])
+            writer.writerow([names[k], f"{float(scores[k]):.4f}"])
     print(f"rdnas dass rank: {len(order)} students of {args.teacher} ranked -> {args.out} (best predicted "
           f"{float(scores[order[0]]):.2f} %)")
+    return 0
+
+
+def _search(args) -> int:
+    import csv
+    from pathlib import Path
+
+    import torch
+
+    from rdnas.atomic_file import atomic_open, prepare_output_file
+    from rdnas.cli.arguments import write_json
+    from rdnas.kd import search
+    from rdnas.kd.teacher import load_teacher
+    from rdnas.kd.train import StudentRecipe
+    from rdnas.predictors import dass
+    from rdnas.proxies import PROXIES
+
+    if args.proxy not in PROXIES:
+        args.usage_error(f"--proxy: expected one of {', '.join(sorted(PROXIES))}, got {args.proxy!r}")
+    out = prepare_output_file(args.out, "--out")
+    table_path, journal = out.with_suffix(".csv"), out.with_suffix(".runs.csv")
+    if table_path == out:
+        args.usage_error(f"--out {out}: give the JSON report a name that does not end in .csv")
+    model, config = dass.load_model(args.model)
+    teacher = load_teacher(args.teacher, config["space"])
+    archs = _students(args, config["space"], args.seed)
+    if len(archs) < 2:
+        args.usage_error(f"--archs: a search compares picks among at least 2 candidates, got {len(archs)}")
+    recipe = StudentRecipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    options = config["student_options"] or {}
+    names, predicted = dass.predict_for_teacher(model, config, teacher, archs, not args.no_adapt, args.model,
+                                                args.teacher)
+    costs = search.student_costs(teacher, names, options)
+    eligible = costs["flops"] <= args.max_flops
+    data = teacher.task_spec(options).data()
+    proxy = torch.full((len(names),), float("-inf"), dtype=torch.float64)  # scored where eligible only
+    if int(eligible.sum()) >= 2:
+        chosen = torch.nonzero(eligible).flatten()
+        proxy[chosen] = search.proxy_scores(teacher, [names[k] for k in chosen.tolist()], args.proxy, options, data)
+    try:
+        picks = search.choose(names, predicted.double(), proxy, costs["flops"], args.max_flops, args.seed,
+                              args.flops_tolerance)
+    except ValueError as error:
+        args.usage_error(str(error))
+    seeds = list(range(args.seeds))
+    runs = search.train_picks(teacher, [names[k] for k in picks.values()], seeds, recipe, journal, options, data,
+                              progress=not args.quiet)
+    report = {"model": str(args.model), "teacher": str(args.teacher), "teacher_digest": teacher.digest(),
+              "task": teacher.task, "max_flops": args.max_flops, "candidates": len(names),
+              "eligible": int(eligible.sum()), "proxy": args.proxy, "flops_tolerance": args.flops_tolerance,
+              "seeds": seeds, "recipe": recipe.to_dict(), "adapt": not args.no_adapt, "picks": {}}
+    with atomic_open(table_path, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["pick", "arch", "flops", "params", "predicted", "proxy_score", "seed", "kd_valid_acc"])
+        for pick, k in picks.items():
+            accuracies = [runs[(names[k], s)]["valid_acc"] for s in seeds]
+            report["picks"][pick] = {"arch": names[k], "flops": float(costs["flops"][k]),
+                                     "params": float(costs["params"][k]), "predicted": float(predicted[k]),
+                                     "proxy_score": float(proxy[k]), "kd_valid_acc": search.summary(accuracies)}
+            for s, accuracy in zip(seeds, accuracies):
+                writer.writerow([pick, names[k], f"{float(costs['flops'][k]):.0f}", f"{float(costs['params'][k]):.0f}",
+                                 f"{float(predicted[k]):.4f}", f"{float(proxy[k]):.6g}", s, f"{accuracy:.4f}"])
+    write_json(out, report)
+    line = ", ".join(f"{pick} {p['kd_valid_acc']['mean']:.2f} ± {p['kd_valid_acc']['std']:.2f} %"
+                     for pick, p in report["picks"].items())
+    print(f"rdnas dass search: {report['eligible']} of {len(names)} candidates under {args.max_flops:g} FLOPs; KD "
+          f"accuracy over {len(seeds)} seeds: {line} -> {out}, {table_path}")
     return 0
 
 

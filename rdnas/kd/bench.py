@@ -420,6 +420,110 @@ def read_embeddings(path) -> dict:
     return load_kinded_file(path, EMBEDDINGS_KIND, "an embeddings file", "rdnas dass bench")
 
 
+# -- the shipped benchmark (package data) -------------------------------------------------------------------------
+SHIPPED_FOLDER = Path(__file__).resolve().parent / "shipped"
+"""Where the finished KD benchmark ships inside the package (``rdnas/kd/shipped/``)."""
+SHIPPED_FILES = ("recipe.json", "bench.json", "kdbench.csv", "runs.csv", "embeddings.pt")
+RECIPE_KIND = "rdnas-dass-kdbench-recipe"
+MAX_SHIPPED_BYTES = 20 * 2 ** 20
+"""The shipped files' size limit (20 MiB): the tables and embeddings ship; teachers are rebuilt from the recipe."""
+
+
+def ship(out_dir, tasks: TaskFile, archs: list, seeds, regimes, dest=None) -> Path:
+    """Writes a finished build's package data into ``dest`` (default :data:`SHIPPED_FOLDER`): ``kdbench.csv``,
+    ``embeddings.pt`` and ``bench.json`` as the build wrote them, ``runs.csv`` (every shard's runs of the build's
+    tasks, students, seeds and regimes in one file, in build order) and ``recipe.json`` (kind
+    ``rdnas-dass-kdbench-recipe``: the tasks file, the students, seeds and regimes, each task's teacher digest and
+    validation accuracy, and the measured cost: CPU and wall seconds per run by regime). ``dest`` is then itself
+    a KD benchmark folder (``rdnas dass fit --bench DEST`` reads it) and :func:`load_shipped` reads it.
+
+    Raises ValueError before writing anything when the build is not finished (a (task, student) row or a task's
+    embeddings missing) or the files would exceed :data:`MAX_SHIPPED_BYTES`. Each file is written atomically.
+    """
+    from rdnas.spaces import get_space
+
+    out = Path(out_dir)
+    regimes, seeds = check_regimes(regimes), sorted(seeds)
+    space = get_space(tasks.space)
+    names = [space.to_string(torch.as_tensor(a)) for a in space.validate(archs)]
+    runs = read_runs(out)
+    rows = kd_table(runs, tasks, seeds, regimes)
+    complete = {(r["task"], r["arch_str"]) for r in rows}
+    missing = [(t.name, a) for t in tasks.tasks for a in names if (t.name, a) not in complete]
+    if missing:
+        raise ValueError(f"{out}: cannot ship an unfinished build: {len(missing)} of {len(tasks.tasks) * len(names)} "
+                         f"(task, student) rows lack a run (the first: task {missing[0][0]}, {missing[0][1]}); "
+                         "rerun rdnas dass bench to finish it")
+    embeddings = read_embeddings(out / "embeddings.pt")
+    for task in tasks.tasks:
+        entry = embeddings["tasks"].get(task.name)
+        if entry is None or list(entry["archs"]) != names:
+            raise ValueError(f"{out / 'embeddings.pt'}: task {task.name} has no embeddings of these students; rerun "
+                             "rdnas dass bench with the same students to write them")
+    order = {(t.name, s, a, g): p for p, (t, s, a, g) in
+             enumerate((t, s, a, g) for t in tasks.tasks for s in seeds for a in names for g in regimes)}
+    kept = sorted((r for r in runs if (r["task"], r["seed"], r["arch_str"], r["regime"]) in order),
+                  key=lambda r: order[(r["task"], r["seed"], r["arch_str"], r["regime"])])
+    cost = {}
+    for regime in regimes:
+        mine = [r for r in kept if r["regime"] == regime]
+        cost[regime] = {"runs": len(mine), "mean_cpu_seconds": float(np.mean([r["cpu_seconds"] for r in mine])),
+                        "mean_seconds": float(np.mean([r["seconds"] for r in mine])),
+                        "total_cpu_seconds": float(np.sum([r["cpu_seconds"] for r in mine]))}
+    teachers = {name: {"digest": entry["teacher_digest"], "valid_acc": entry["teacher_valid_acc"]}
+                for name, entry in embeddings["tasks"].items() if name in {t.name for t in tasks.tasks}}
+    recipe = {"kind": RECIPE_KIND, "version": 1, "tasks": tasks.to_dict(), "archs": names, "seeds": seeds,
+              "regimes": list(regimes), "teachers": teachers, "cost": cost,
+              "rebuild": "rdnas dass bench --tasks TASKS --archs-file ARCHS --seeds S --regimes R --out DIR "
+                         "(TASKS: this recipe's tasks, ARCHS: its archs one per line)"}
+    runs_text = [",".join(RUN_COLUMNS)]
+    for r in kept:
+        runs_text.append(",".join(str(r[c]) for c in RUN_COLUMNS))
+    texts = {"recipe.json": json.dumps(recipe, indent=1) + "\n", "runs.csv": "\n".join(runs_text) + "\n"}
+    sources = {name: out / name for name in ("bench.json", "kdbench.csv", "embeddings.pt")}
+    size = sum(len(t.encode()) for t in texts.values()) + sum(p.stat().st_size for p in sources.values())
+    if size > MAX_SHIPPED_BYTES:
+        raise ValueError(f"{out}: the package data would be {size / 2 ** 20:.1f} MiB, over the "
+                         f"{MAX_SHIPPED_BYTES / 2 ** 20:.0f} MiB limit")
+    dest = Path(SHIPPED_FOLDER if dest is None else dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, path in sources.items():
+        with atomic_open(dest / name, "wb") as handle:
+            handle.write(path.read_bytes())
+    for name, text in texts.items():  # recipe.json last: its presence says the folder is complete
+        with atomic_open(dest / name, newline="") as handle:
+            handle.write(text)
+    return dest
+
+
+def shipped_folder(folder=None) -> Path:
+    """The folder of the shipped KD benchmark (:data:`SHIPPED_FOLDER`, or ``folder``), checked: every file of
+    :data:`SHIPPED_FILES` present and ``recipe.json`` of its kind; ValueError saying how to make it otherwise."""
+    folder = Path(SHIPPED_FOLDER if folder is None else folder)
+    missing = [name for name in SHIPPED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise ValueError(f"the KD benchmark is not shipped in {folder} yet (no {', '.join(missing)}): build it with "
+                         "bash benchmarks/dass_build.sh, then write the package data with rdnas dass bench ... "
+                         "--ship (docs/guides/dass.md)")
+    recipe = json.loads((folder / "recipe.json").read_text())
+    if not isinstance(recipe, dict) or recipe.get("kind") != RECIPE_KIND:
+        got = recipe.get("kind") if isinstance(recipe, dict) else None
+        raise ValueError(f"{folder / 'recipe.json'}: kind {got!r}, expected {RECIPE_KIND!r}")
+    return folder
+
+
+def load_shipped(folder=None) -> dict:
+    """The shipped KD benchmark (:func:`shipped_folder`): ``{"folder": Path, "recipe": dict, "tasks": TaskFile,
+    "table": [kdbench.csv rows as dicts of strings], "runs": [:func:`read_runs` rows], "embeddings": dict}``;
+    ValueError when it is not shipped (yet)."""
+    folder = shipped_folder(folder)
+    with open(folder / "kdbench.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    return {"folder": folder, "recipe": json.loads((folder / "recipe.json").read_text()),
+            "tasks": read_bench_tasks(folder), "table": table, "runs": read_runs(folder),
+            "embeddings": read_embeddings(folder / "embeddings.pt")}
+
+
 # -- training-free KD signals (baselines of the predictor) --------------------------------------------------------
 @torch.no_grad()
 def training_free_signals(teacher: Teacher, task: TaskSpec, archs: list, data=None, embeddings: dict | None = None,

@@ -45,6 +45,12 @@ class Teacher:
     mean: tuple
     std: tuple
 
+    def task_spec(self, student_options: dict | None = None, split: str = "meta-test") -> TaskSpec:
+        """The task this teacher was trained on as a :class:`TaskSpec` (its data, its recipe), with the students'
+        network options ``student_options`` (e.g. ``{"width_divisor": 8}``; default: the teacher's own)."""
+        return TaskSpec.from_dict({**self.task, "split": split, "teacher": self.recipe.to_dict(),
+                                   "student_options": dict(student_options or {})}, "teacher file: task", self.space)
+
     def digest(self) -> str:
         """12 hex digits of a SHA-256 over the network's state (names, shapes, bytes): tells teachers apart."""
         hasher = hashlib.sha256()

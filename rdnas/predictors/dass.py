@@ -301,3 +301,37 @@ def load_model(path) -> tuple[MetaSGD, dict]:
     model = MetaSGD(DaSSNet(**{k: config[k] for k in NET_OPTIONS}))
     model.load_state_dict(payload["state"])
     return model, config
+
+
+def predict_for_teacher(model: MetaSGD, config: dict, teacher, archs, adapt: bool = True, model_name: str = "the model",
+                        teacher_name: str = "the teacher") -> tuple[list, Tensor]:
+    """Predicted KD validation accuracy (%) of the students ``archs`` of a new task, given by its teacher alone.
+
+    The model (from :func:`load_model`, with its ``config``) takes the teacher-guided step on the teacher (its own
+    embedding and accuracy; skipped when ``adapt`` is False), then scores each student remapped from the teacher
+    at the students' network options the model was trained on. The dataset reaches DaSS only through the teacher.
+
+    Args:
+        teacher (rdnas.kd.Teacher): the task's teacher (``rdnas dass teacher``).
+        archs: LongTensor[K, space.width] or a list of K architectures of the model's space.
+        model_name, teacher_name (str): how messages name the two files.
+
+    Returns (K architecture strings, float32 Tensor[K] of predicted accuracies in %).
+    Raises ValueError (probe mismatch) when the teacher's image size gives other map sides than the model's.
+    """
+    from rdnas.kd.bench import task_embeddings
+    from rdnas.spaces import get_space
+
+    space = get_space(config["space"])
+    task = teacher.task_spec(config["student_options"])
+    embeddings = task_embeddings(teacher, task, archs, config["probe_seed"], fresh=config["embedding"] == "random")
+    side = list(embeddings["teacher"].shape[-2:])
+    if side not in config["image_sides"]:
+        raise ValueError(f"{teacher_name}: its task's image_size {task.image_size} gives {side[0]}x{side[1]} "
+                         f"last-stage maps, but {model_name} was trained on {config['image_sides']} (probe "
+                         "mismatch: use a teacher trained at the benchmark's image size)")
+    try:
+        inputs = task_inputs(space, embeddings, config["channels"], None, task.name)
+    except ValueError as error:
+        raise ValueError(f"{teacher_name}: {error}") from None
+    return inputs.archs, 100.0 * predict_task(model, inputs, adapt=adapt, embedding=config["embedding"])
