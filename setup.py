@@ -86,7 +86,8 @@ def _extensions():
 
 setup(
     packages=find_packages(include=["rdnas", "rdnas.*"]),
-    package_data={"rdnas.minibench": ["data/*.csv", "data/*.json"]},
+    package_data={"rdnas.minibench": ["data/*.csv", "data/*.json"],
+                  "rdnas.kd": ["shipped/*.csv", "shipped/*.json", "shipped/*.pt"]},  # the KD benchmark (DaSS)
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},

@@ -1,12 +1,18 @@
 """DaSS's files: the one kinded-file loader behind the teacher, embeddings and model loaders, and the KD benchmark
 shipped as package data (written from a finished build folder, read back by rdnas.kd.bench.load_shipped)."""
 
+import fnmatch
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
-from rdnas.kd import load_teacher
+from rdnas.cli import main
+from rdnas.kd import bench, load_teacher, read_tasks
 from rdnas.kd.bench import read_embeddings
 from rdnas.kd.files import load_kinded_file
+from rdnas.minibench.build import sample_architectures
 from rdnas.predictors.dass import load_model
 
 
@@ -36,3 +42,57 @@ def test_a_kinded_file_is_read_with_weights_only(tmp_path):
     torch.save({"kind": "k", "object": __import__("argparse").Namespace(a=1)}, tmp_path / "pickled.pt")
     with pytest.raises(ValueError, match=r"pickled.pt is not a k file \(cannot be read as a torch file"):
         load_kinded_file(tmp_path / "pickled.pt", "k", "a k file")
+
+
+# -- the shipped KD benchmark -------------------------------------------------------------------------------------
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "benchmarks" / "dass_tasks" / "tiny.json"
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def test_the_shipped_benchmark_is_package_data_and_its_absence_is_a_clear_error(tmp_path):
+    setup = (REPO / "setup.py").read_text()
+    patterns = re.search(r'"rdnas\.kd": \[([^\]]*)\]', setup)
+    assert patterns, "setup.py lists no package_data of rdnas.kd"
+    globs = re.findall(r'"([^"]+)"', patterns.group(1))
+    for name in bench.SHIPPED_FILES:  # each shipped file is matched by a package_data pattern of its folder
+        assert any(fnmatch.fnmatch(f"shipped/{name}", g) for g in globs), name
+    assert bench.SHIPPED_FOLDER == Path(bench.__file__).resolve().parent / "shipped"
+    with pytest.raises(ValueError, match=r"the KD benchmark is not shipped in .* yet \(no recipe.json, bench.json, "
+                       r"kdbench.csv, runs.csv, embeddings.pt\): build it with bash benchmarks/dass_build.sh"):
+        bench.load_shipped(tmp_path)
+
+
+@pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason=f"Debian's dataset-fashion-mnist is not installed "
+                    f"({FASHION_MNIST} is absent); .ci/run installs it")
+def test_a_tiny_build_ships_and_the_shipped_folder_is_a_kd_benchmark(tmp_path, capsys):
+    out, shipped = tmp_path / "kdbench", tmp_path / "shipped"
+    base = ["dass", "bench", "--tasks", str(TINY), "--archs", "2", "--seeds", "2", "--regimes", "kd,ce", "--quiet",
+            "--out", str(out)]
+    assert main([*base, "--max-runs", "5"]) == 0  # an unfinished build (8 runs) cannot ship
+    with pytest.raises(ValueError, match=r"cannot ship an unfinished build: 2 of 2 \(task, student\) rows lack a run"):
+        bench.ship(out, read_tasks(TINY), sample_architectures(2, 0, "resnet48"), [0, 1], ["kd", "ce"], shipped)
+    with pytest.raises(SystemExit):
+        main([*base, "--max-runs", "5", "--ship", str(shipped)])
+    assert "--ship writes a finished build" in capsys.readouterr().err
+    assert main([*base, "--ship", str(shipped)]) == 0
+    assert f"package data -> {shipped}" in capsys.readouterr().out
+    data = bench.load_shipped(shipped)
+    assert sorted(p.name for p in shipped.iterdir()) == sorted(bench.SHIPPED_FILES)
+    assert sum(p.stat().st_size for p in shipped.iterdir()) < bench.MAX_SHIPPED_BYTES
+    assert (shipped / "kdbench.csv").read_bytes() == (out / "kdbench.csv").read_bytes()
+    recipe = data["recipe"]
+    assert recipe["kind"] == "rdnas-dass-kdbench-recipe" and recipe["seeds"] == [0, 1]
+    assert recipe["regimes"] == ["kd", "ce"] and len(recipe["archs"]) == 2
+    assert recipe["tasks"] == read_tasks(TINY).to_dict()
+    assert set(recipe["teachers"]) == {"fmnist-tiny"} and recipe["cost"]["kd"]["runs"] == 4
+    assert recipe["cost"]["kd"]["mean_cpu_seconds"] > 0
+    assert len(data["runs"]) == 8 and [r["arch_str"] for r in data["table"]] == recipe["archs"]
+    assert data["embeddings"]["tasks"]["fmnist-tiny"]["archs"] == recipe["archs"]
+    assert data["tasks"].tasks[0].name == "fmnist-tiny"
+    # the shipped folder is a KD benchmark folder: fit reads it, and its table is the runs' table again
+    rows = bench.kd_table(data["runs"], data["tasks"], [0, 1], ["kd", "ce"])
+    assert [r["arch_str"] for r in rows] == recipe["archs"]
+    assert main(["dass", "fit", "--bench", str(shipped), "--episodes", "2", "--query", "2", "--width", "8",
+                 "--quiet", "--out", str(tmp_path / "dass.pt")]) == 0
+    load_model(tmp_path / "dass.pt")
