@@ -8,12 +8,22 @@ from rdnas.distributed import current as current_world
 from rdnas.supernet import BNStatistics, NB201Supernet
 
 BN_MODES = ("batch", "recalibrate", "running")
+PATHS = ("auto", "shared", "subnets")
+SHARED_PATHS = {}  # supernet class -> (chunk class, order): see register_shared_path
+
+
+def register_shared_path(supernet_class, chunk, order) -> None:
+    """Registers a faster recalibrated evaluation for ``supernet_class`` (exact type): ``chunk(supernet, archs)``
+    with ``calibrate(images)`` per calibration batch, then ``logits(images) -> Tensor[K, B, classes]``, equal to
+    ``forward_subnets`` with per-subnet recalibrated statistics; ``order(archs) -> LongTensor[A]``, the order in
+    which chunks share the most work. (NB201's: :mod:`rdnas.rank.nb201_accuracy`.)"""
+    SHARED_PATHS[supernet_class] = (chunk, order)
 
 
 @torch.no_grad()
 def supernet_accuracy(supernet: NB201Supernet, archs: Tensor, valid_batches, *, bn: str = "recalibrate",
                       calibration_batches=None, calibration_steps: int = 4, subnets_per_pass: int = 32,
-                      progress: bool = False, distributed: bool = False) -> Tensor:
+                      progress: bool = False, distributed: bool = False, path: str = "auto") -> Tensor:
     """Top-1 accuracy (in [0, 1]) of each architecture with the supernet's weights.
 
     Args:
@@ -29,6 +39,10 @@ def supernet_accuracy(supernet: NB201Supernet, archs: Tensor, valid_batches, *, 
             calls this with the same arguments; chunk c of ``subnets_per_pass`` architectures is evaluated by rank
             c mod P and the accuracies are gathered on every rank, identical to a single process's. Ignored in a
             single process.
+        path (str): "subnets": every chunk through ``supernet.forward_subnets``. "shared": the supernet's registered
+            shared path (:func:`register_shared_path`; NB201: the stem and first-cell prefixes computed once per
+            chunk, chunks ordered by cell plan), equal up to float rounding; needs ``bn="recalibrate"``. "auto"
+            (default): "shared" where it applies, else "subnets".
 
     Returns:
         Tensor[A]: accuracy per architecture (float64).
@@ -37,6 +51,15 @@ def supernet_accuracy(supernet: NB201Supernet, archs: Tensor, valid_batches, *, 
         raise ValueError(f"rdnas.rank.supernet_accuracy: bn must be one of {BN_MODES}, got {bn!r}")
     if bn == "recalibrate" and calibration_batches is None:
         raise ValueError("rdnas.rank.supernet_accuracy: bn='recalibrate' needs calibration_batches (training data)")
+    if path not in PATHS:
+        raise ValueError(f"rdnas.rank.supernet_accuracy: path must be one of {PATHS}, got {path!r}")
+    shared = SHARED_PATHS.get(type(supernet)) if bn == "recalibrate" else None
+    if path == "shared" and shared is None:
+        raise ValueError(f"rdnas.rank.supernet_accuracy: path='shared' needs bn='recalibrate' and a supernet with a "
+                         f"shared path (registered: {sorted(c.__name__ for c in SHARED_PATHS)}), got bn={bn!r} and "
+                         f"{type(supernet).__name__}")
+    if path == "subnets":
+        shared = None
     valid = list(valid_batches)
     calibration = []
     if bn == "recalibrate":
@@ -50,9 +73,19 @@ def supernet_accuracy(supernet: NB201Supernet, archs: Tensor, valid_batches, *, 
     from tqdm.auto import tqdm
 
     world = current_world() if distributed else World()
+    order = shared[1](archs) if shared is not None else None
+    ordered = archs[order] if order is not None else archs
     starts = my_chunks(len(archs), subnets_per_pass, world)
     for start in tqdm(starts, disable=not (progress and world.is_main), desc="architectures"):
-        chunk = archs[start:start + subnets_per_pass]
+        chunk = ordered[start:start + subnets_per_pass]
+        if shared is not None:
+            evaluator = shared[0](supernet, chunk)
+            for images, _ in calibration:
+                evaluator.calibrate(images)
+            for images, labels in valid:
+                logits = evaluator.logits(images)  # [K, B, classes]
+                correct[start:start + len(chunk)] += (logits.argmax(-1) == labels).sum(-1).double().cpu()
+            continue
         if bn == "recalibrate":
             stats = BNStatistics("calibrate", len(chunk))
             for images, _ in calibration:
@@ -63,7 +96,10 @@ def supernet_accuracy(supernet: NB201Supernet, archs: Tensor, valid_batches, *, 
         for images, labels in valid:
             logits = supernet.forward_subnets(images, chunk, bn=stats)  # [K, B, classes]
             correct[start:start + len(chunk)] += (logits.argmax(-1) == labels).sum(-1).double().cpu()
-    return sum_disjoint(correct, world) / max(total, 1)
+    accuracy = sum_disjoint(correct, world) / max(total, 1)
+    if order is not None:
+        accuracy = torch.empty_like(accuracy).index_copy_(0, order, accuracy)
+    return accuracy
 
 
 def recalibrated_accuracy_fn(supernet: NB201Supernet, data, device, *, calibration_batch_size: int,
