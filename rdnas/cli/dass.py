@@ -162,18 +162,36 @@ def add_parser(commands) -> None:
     search.set_defaults(usage_error=search.error)
 
     evaluate = sub.add_parser(
-        "evaluate", help="judge a DaSS model on a KD benchmark's meta-test tasks (rank metrics, seed ceiling)",
-        description="For every meta-test task of the benchmark: Spearman and Kendall of predicted against KD "
-        "accuracy, precision at the top 10 %%, the top-1 pick's regret (points below the pool's best), the seed "
-        "ceiling (Spearman between the first two seeds' KD accuracies), the baselines' Spearman (FLOPs, params, "
-        "the remapped students' zero-shot accuracy, -KL to the teacher, cosine of student and teacher probe maps) "
-        "and the KD-vs-CE Spearman of the same students; writes OUT as JSON. Example: rdnas dass evaluate "
-        "--bench kdbench --model dass.pt --out report.json")
+        "evaluate", help="judge DaSS, its ablations and its baselines on a KD benchmark's meta-test tasks",
+        description="Meta-trains DaSS and every meta-trained method (its ablations: no adaptation, without S / T / A, "
+        "random-init student embedding; DaSS on CE labels; a MetaD2A-style dataset-conditioned predictor; trees and "
+        "an MLP on the pooled meta-train KD labels) with --seeds meta-training seeds, scores every meta-test task's "
+        "students with them and with the seed-free baselines (FLOPs, params, zero-cost proxies on the task's "
+        "minibatch, the remapped students' zero-shot accuracy, -KL to the teacher, cosine of student and teacher "
+        "probe maps), and reports per method Spearman and Kendall against the KD accuracy, P@top-10 %%, the top-1 "
+        "pick's regret, mean over tasks and spread over seeds, a Wilcoxon signed-rank test of DaSS against each "
+        "method, the seed ceiling and the KD-vs-CE premise; writes OUT (JSON) and its Markdown table (--markdown, "
+        "default OUT with .md). With --model, that DaSS model file is judged instead of meta-training DaSS (the "
+        "other meta-trained methods then run only when --methods names them). Example: rdnas dass evaluate "
+        "--bench kdbench --seeds 5 --out report.json")
     evaluate.add_argument("--bench", required=True, help="a folder written by rdnas dass bench")
-    evaluate.add_argument("--model", required=True, help="a model file of rdnas dass fit")
+    evaluate.add_argument("--model", type=input_file, help="judge this model file of rdnas dass fit as DaSS")
+    evaluate.add_argument("--seeds", type=positive_int, default=5, help="meta-training seeds 0..N-1 (default 5)")
+    evaluate.add_argument("--methods", metavar="LIST",
+                          help="comma-separated meta-trained methods to run (default all, or none with --model): "
+                          "dass, dass-no-adapt, dass-without-s, dass-without-t, dass-without-a, "
+                          "dass-random-embedding, dass-ce, metad2a, gbt, mlp")
+    evaluate.add_argument("--proxies", metavar="LIST",
+                          help="zero-cost proxies scored (default every registered one; 'none' for none)")
+    evaluate.add_argument("--episodes", type=positive_int, default=1000, help="meta-training episodes (default 1000)")
+    evaluate.add_argument("--query", type=positive_int, default=50, help="query students per episode (default 50)")
+    evaluate.add_argument("--width", type=positive_int, default=256, help="DaSS encoder features (default 256)")
+    evaluate.add_argument("--eval-every", type=positive_int, default=50, help="meta-valid check interval (default 50)")
     evaluate.add_argument("--split", choices=("meta-test", "meta-valid", "meta-train"), default="meta-test",
                           help="the tasks to judge (default meta-test)")
     evaluate.add_argument("--out", required=True, help="the JSON report to write")
+    evaluate.add_argument("--markdown", help="the Markdown table to write (default: OUT with the suffix .md)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress lines")
     evaluate.set_defaults(usage_error=evaluate.error)
 
 
@@ -446,88 +464,61 @@ def _search(args) -> int:
 
 
 def _evaluate(args) -> int:
-    import statistics
     from pathlib import Path
 
-    import torch
-
+    from rdnas.atomic_file import prepare_output_file, write_text_atomic
     from rdnas.cli.arguments import json_output, write_json
-    from rdnas.kd.bench import read_bench_tasks, read_embeddings, read_runs, teacher_path, training_free_signals
-    from rdnas.kd.teacher import load_teacher
+    from rdnas.kd import evaluation
+    from rdnas.kd.baselines import proxy_names
     from rdnas.predictors import dass
-    from rdnas.rank import kendall_tau, precision_at_top, spearman_rho
-    from rdnas.spaces import get_space
 
+    if args.methods is None:
+        methods = [] if args.model else list(evaluation.SEEDED_METHODS)
+    else:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = [m for m in methods if m not in evaluation.SEEDED_METHODS]
+        if unknown or not methods:
+            args.usage_error(f"--methods: expected some of {', '.join(evaluation.SEEDED_METHODS)}, got "
+                             f"{args.methods!r}")
+    if args.model and "dass" in methods:
+        args.usage_error("--methods: 'dass' is the --model file; leave it out of --methods or drop --model")
+    if args.proxies is None:
+        proxies = list(proxy_names())
+    elif args.proxies.strip() == "none":
+        proxies = []
+    else:
+        proxies = [p.strip() for p in args.proxies.split(",") if p.strip()]
+        unknown = [p for p in proxies if p not in proxy_names()]
+        if unknown or not proxies:
+            args.usage_error(f"--proxies: expected 'none' or some of {', '.join(proxy_names())}, got "
+                             f"{args.proxies!r}")
     json_output(args.out)
-    model, config = dass.load_model(args.model)
-    tasks, info = dass.read_bench(args.bench, "kd", config["channels"])
-    if info["probe_seed"] != config["probe_seed"] or info["space"] != config["space"]:
-        raise ValueError(f"{args.bench}: embeddings of space {info['space']} with probe_seed {info['probe_seed']}, "
-                         f"but {args.model} was trained on space {config['space']} with probe_seed "
-                         f"{config['probe_seed']} (probe mismatch)")
-    specs = {t.name: t for t in read_bench_tasks(args.bench).tasks}
-    runs = read_runs(args.bench)
-    embeddings = read_embeddings(Path(args.bench) / "embeddings.pt")
-    space = get_space(config["space"])
-    report = {"model": str(args.model), "bench": str(args.bench), "split": args.split, "tasks": {}}
-    for name, task in tasks.items():
-        if task.split != args.split:
-            continue
-        truth = (100.0 * task.labels).tolist()
-        predicted = dass.predict_task(model, task, config["adapt"], config["embedding"]).tolist()
-        best = max(truth)
-        entry = {"students": len(truth), "spearman": _defined(spearman_rho, predicted, truth),
-                 "kendall": _defined(kendall_tau, predicted, truth),
-                 "precision_top10": _defined(lambda p, t: precision_at_top(p, t, 10), predicted, truth),
-                 "top1_regret": best - truth[max(range(len(truth)), key=predicted.__getitem__)]}
-        by_seed = {}
-        for r in runs:
-            if r["task"] == name and r["regime"] == "kd":
-                by_seed.setdefault(r["seed"], {})[r["arch_str"]] = r["valid_acc"]
-        seeds = sorted(by_seed)
-        if len(seeds) >= 2:
-            common = [a for a in task.archs if a in by_seed[seeds[0]] and a in by_seed[seeds[1]]]
-            entry["seed_ceiling_spearman"] = _defined(spearman_rho, [by_seed[seeds[0]][a] for a in common],
-                                                          [by_seed[seeds[1]][a] for a in common])
-        ce = {}
-        for r in runs:
-            if r["task"] == name and r["regime"] == "ce":
-                ce.setdefault(r["arch_str"], []).append(r["valid_acc"])
-        if all(a in ce for a in task.archs):
-            entry["kd_vs_ce_spearman"] = _defined(spearman_rho, [statistics.mean(ce[a]) for a in task.archs], truth)
-        spec = specs[name]
-        teacher_file = teacher_path(args.bench, spec)
-        if teacher_file.exists():
-            signals = training_free_signals(load_teacher(teacher_file, config["space"]), spec, task.archs,
-                                            embeddings=embeddings["tasks"].get(name))
-            for signal, values in signals.items():
-                entry[f"{signal}_spearman"] = _defined(spearman_rho, values.tolist(), truth)
-        try:
-            cost = space.cost(space.validate(task.archs), image_size=spec.image_size,
-                              num_classes=max(len(spec.classes), 2), in_channels=spec.channels or 1,
-                              **spec.student_network_options())
-            entry["flops_spearman"] = _defined(spearman_rho, cost["flops"].tolist(), truth)
-            entry["params_spearman"] = _defined(spearman_rho, cost["params"].tolist(), truth)
-        except (TypeError, NotImplementedError):
-            pass  # a space whose cost model takes other options: no cost baselines
-        report["tasks"][name] = entry
-    if not report["tasks"]:
-        raise ValueError(f"{args.bench} has no {args.split} task with KD labels")
-    for key in ("spearman", "kendall", "precision_top10", "top1_regret"):
-        values = [e[key] for e in report["tasks"].values() if e[key] is not None]
-        report[f"mean_{key}"] = statistics.mean(values) if values else None
-        report[f"tasks_with_{key}"] = len(values)
+    markdown = Path(args.markdown) if args.markdown else Path(args.out).with_suffix(".md")
+    prepare_output_file(markdown, "--markdown")
+    channels = dass.load_model(args.model)[1]["channels"] if args.model else None
+    bench = evaluation.EvaluationBench(args.bench, args.split, channels)
+    settings = evaluation.FitSettings(episodes=args.episodes, query=args.query, width=args.width,
+                                      eval_every=args.eval_every)
+    say = (lambda text: None) if args.quiet else (lambda text: print(f"rdnas dass evaluate: {text}", flush=True))
+    results = []
+    if args.model:
+        results.append(evaluation.model_scores(bench, args.model))
+    for name in bench.judged:
+        results.append(evaluation.fixed_scores(bench, name, proxies))
+        say(f"baselines of task {name}: {', '.join(results[-1]['scores'])}")
+    for method in methods:
+        for seed in range(args.seeds):
+            results.append(evaluation.seeded_scores(bench, method, seed, settings))
+            say(f"{method} seed {seed} meta-trained")
+    report = evaluation.build_report(bench, results)
+    report["model"] = str(args.model) if args.model else None
+    report["settings"] = settings.to_dict()
     write_json(args.out, report)
-    spearman = "undefined" if report["mean_spearman"] is None else f"{report['mean_spearman']:.3f}"
-    print(f"rdnas dass evaluate: {len(report['tasks'])} {args.split} tasks, mean Spearman {spearman} (over "
-          f"{report['tasks_with_spearman']}), mean top-1 regret {report['mean_top1_regret']:.2f} points -> {args.out}")
+    write_text_atomic(markdown, evaluation.markdown_report(report))
+    spearman = "undefined" if report.get("mean_spearman") is None else f"{report['mean_spearman']:.3f}"
+    regret = report.get("mean_top1_regret")
+    print(f"rdnas dass evaluate: {len(bench.judged)} {args.split} tasks ({len(report['ranked_tasks'])} with varying KD "
+          f"accuracy), DaSS mean Spearman {spearman}, mean top-1 regret "
+          f"{'undefined' if regret is None else f'{regret:.2f} points'}; {report['verdict']['text']} -> {args.out}, "
+          f"{markdown}")
     return 0
-
-
-def _defined(metric, predicted, truth):
-    """``metric(predicted, truth)``, or None where it is undefined (a constant column: every student of a task at
-    the same accuracy)."""
-    try:
-        return metric(predicted, truth)
-    except ValueError:
-        return None

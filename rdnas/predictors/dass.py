@@ -109,8 +109,10 @@ class MetaSGD(nn.Module):
         """One Meta-SGD step on ``support``: ``{name: theta - alpha_name * dL_support/dtheta}``."""
         params = self.parameters_dict() if params is None else params
         loss = self.support_loss(params, support)
-        grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
-        return {name: p - self.steps[name.replace(".", "__")] * g for (name, p), g in zip(params.items(), grads)}
+        # allow_unused: an ablation's left-out encoder (use_student=False, ...) takes no part in the loss
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph, allow_unused=True)
+        return {name: p if g is None else p - self.steps[name.replace(".", "__")] * g
+                for (name, p), g in zip(params.items(), grads)}
 
 
 def episode_loss(model: MetaSGD, support, query, adapt: bool = True) -> Tensor:
@@ -239,7 +241,7 @@ def fit(tasks: dict, space, channels: int, seed: int = 0, episodes: int = 1000, 
 
     Returns (model, {"best_episode", "best_valid_spearman", "history": [(episode, loss, valid spearman)]}).
     """
-    from rdnas.rank import spearman_rho
+    from rdnas.kd.baselines import spearman_or_zero
     from rdnas.spaces import get_space
 
     train = [t for t in tasks.values() if t.split == "meta-train"]
@@ -257,7 +259,8 @@ def fit(tasks: dict, space, channels: int, seed: int = 0, episodes: int = 1000, 
     def valid_spearman() -> float:
         if not valid:
             return float("nan")
-        return float(sum(spearman_rho(predict_task(model, t, adapt, embedding).tolist(), t.labels.tolist())
+        # a meta-valid task whose labels (or predictions) are all equal ranks nothing: it counts as 0
+        return float(sum(spearman_or_zero(predict_task(model, t, adapt, embedding).tolist(), t.labels.tolist())
                          for t in valid) / len(valid))
 
     from tqdm.auto import tqdm

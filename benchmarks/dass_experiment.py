@@ -1,0 +1,160 @@
+"""DaSS against its baselines and ablations on the KD mini-benchmark's meta-test tasks (issue 26, section 3).
+
+The benchmark is the folder ``benchmarks/dass_build.sh`` writes (``benchmarks/results/dass_kdbench``: kdbench.csv,
+embeddings.pt, teachers/, runs*.csv). Jobs, one JSON each in ``benchmarks/results/dass/`` (written atomically when
+the job ends; a finished job is never run again, so the script can be stopped and restarted at any time, and
+several processes can share the work through ``--methods`` / ``--seeds``):
+
+- ``baselines``: per meta-test task, every seed-free baseline (FLOPs, params, the zero-cost proxies on the task's
+  minibatch, the remapped students' zero-shot accuracy, -KL to the teacher, the probe-map cosine):
+  ``baselines_<task>.json``;
+- per meta-trained method and meta-training seed (``<method>_seed<s>.json``): ``dass``; its ablations
+  ``dass-no-adapt``, ``dass-without-s``, ``dass-without-t``, ``dass-without-a``, ``dass-random-embedding``; the
+  learned baselines ``dass-ce`` (DaSS on no-KD labels), ``metad2a`` (dataset-conditioned, no teacher), ``gbt``
+  and ``mlp`` (architecture only, pooled meta-train KD labels).
+
+Every job records the benchmark's table digest and the meta-training settings; ``run`` refuses to add jobs to a
+results folder made with another benchmark or other settings, and ``report`` refuses to mix them::
+
+    OMP_NUM_THREADS=1 python benchmarks/dass_experiment.py run                         # everything, seeds 0-4
+    OMP_NUM_THREADS=1 python benchmarks/dass_experiment.py run --methods dass,gbt --seeds 0,1
+    python benchmarks/dass_experiment.py run --dry-run                                # what is done, what is left
+    python benchmarks/dass_experiment.py report   # benchmarks/results/dass_report.{json,md}, the table printed
+
+``report`` is :func:`rdnas.kd.evaluation.build_report` over the finished jobs, the same report ``rdnas dass
+evaluate`` writes: per method Spearman / Kendall / P@top-10 % / top-1 regret (mean over tasks, spread over
+seeds), Wilcoxon signed-rank tests of DaSS against each method, the seed ceiling and the KD-vs-CE premise.
+"""
+
+import hashlib
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from experiment_harness import comma_list, command_line, load_results, run_pending
+from rdnas.atomic_file import write_text_atomic
+from rdnas.cli.arguments import positive_int
+from rdnas.kd import evaluation
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+BENCH = RESULTS / "dass_kdbench"
+RUNS = RESULTS / "dass"
+SEEDS = (0, 1, 2, 3, 4)
+CHOICES = ("baselines",) + evaluation.SEEDED_METHODS
+
+
+def bench_digest(folder) -> str:
+    """The first 16 hex digits of the SHA-256 of the benchmark's ``kdbench.csv`` (which students, which labels)."""
+    return hashlib.sha256((Path(folder) / "kdbench.csv").read_bytes()).hexdigest()[:16]
+
+
+def result_path(runs: Path, job: str, key) -> Path:
+    """``baselines_<task>.json`` or ``<method>_seed<s>.json`` in ``runs``."""
+    return runs / (f"baselines_{key}.json" if job == "baselines" else f"{job}_seed{key}.json")
+
+
+def settings_of(args) -> evaluation.FitSettings:
+    return evaluation.FitSettings(episodes=args.episodes, query=args.query, width=args.width,
+                                  eval_every=args.eval_every)
+
+
+def check_folder(runs: Path, digest: str, settings: dict, proxies: list | None) -> None:
+    """Refuses a results folder whose finished jobs were made with another benchmark, other meta-training
+    settings or (unless ``proxies`` is None) other proxies: a resume must add to the same experiment."""
+    for path in sorted(runs.glob("*.json")):
+        result = json.loads(path.read_text())
+        if result.get("bench_digest") != digest:
+            sys.exit(f"dass_experiment.py: {path} was made with benchmark table {result.get('bench_digest')}, this "
+                     f"benchmark's is {digest}; use another --results folder")
+        if result["kind"] == "seeded" and result["settings"] != settings:
+            sys.exit(f"dass_experiment.py: {path} was meta-trained with {result['settings']}, now {settings}; use "
+                     "the same options or another --results folder")
+        if result["kind"] == "fixed" and proxies is not None and result.get("proxies") != proxies:
+            sys.exit(f"dass_experiment.py: {path} scored the proxies {result.get('proxies')}, now {proxies}; use "
+                     "the same --proxies or another --results folder")
+
+
+def run(args) -> int:
+    runs = Path(args.results)
+    bench = evaluation.EvaluationBench(args.bench)
+    digest = bench_digest(args.bench)
+    settings = settings_of(args)
+    proxies = None if args.proxies is None else [p for p in args.proxies if p != "none"]
+    scored = list(evaluation.baselines.proxy_names()) if proxies is None else proxies
+    check_folder(runs, digest, settings.to_dict(), scored if "baselines" in args.methods else None)
+    jobs = [("baselines", task) for task in bench.judged if "baselines" in args.methods]
+    jobs += [(method, seed) for method in evaluation.SEEDED_METHODS if method in args.methods for seed in args.seeds]
+
+    def run_one(job: str, key) -> dict:
+        if job == "baselines":
+            result = {**evaluation.fixed_scores(bench, key, scored), "proxies": scored}
+        else:
+            result = evaluation.seeded_scores(bench, job, key, settings)
+        return {**result, "bench": str(args.bench), "bench_digest": digest, "torch": torch.__version__,
+                "threads": torch.get_num_threads(), "machine": platform.machine()}
+
+    def summary(result: dict, seconds: float) -> str:
+        return f"{seconds:.1f} s"
+
+    return run_pending(jobs, lambda job, key: result_path(runs, job, key), run_one,
+                       lambda job, key: f"{job} {'task' if job == 'baselines' else 'seed'} {key}", summary,
+                       dry_run=args.dry_run)
+
+
+def report(args) -> int:
+    runs = Path(args.results)
+    results = load_results(runs)
+    if not results:
+        sys.exit(f"dass_experiment.py: no results in {runs}; run first")
+    digests = {r.get("bench_digest") for r in results}
+    settings = {json.dumps(r["settings"], sort_keys=True) for r in results if r["kind"] == "seeded"}
+    if len(digests) > 1 or len(settings) > 1:
+        sys.exit(f"dass_experiment.py: {runs} mixes benchmarks {sorted(map(str, digests))} or meta-training settings "
+                 f"{sorted(settings)}; report one experiment per folder")
+    bench = evaluation.EvaluationBench(args.bench)
+    if digests != {bench_digest(args.bench)}:
+        sys.exit(f"dass_experiment.py: the results were made with benchmark table {digests.pop()}, {args.bench} is "
+                 f"{bench_digest(args.bench)}")
+    full = evaluation.build_report(bench, results)
+    full["settings"] = json.loads(settings.pop()) if settings else None
+    full["jobs"] = len(results)
+    text = evaluation.markdown_report(full)
+    out = Path(args.out)
+    write_text_atomic(out, json.dumps(full, indent=1))
+    write_text_atomic(out.with_suffix(".md"), text)
+    print(text)
+    print(f"-> {out}, {out.with_suffix('.md')}")
+    return 0
+
+
+def common_options(parser) -> None:
+    parser.add_argument("--bench", default=str(BENCH), help=f"the KD benchmark folder (default {BENCH})")
+    parser.add_argument("--results", default=str(RUNS), help=f"the jobs' JSON folder (default {RUNS})")
+
+
+def run_options(parser) -> None:
+    common_options(parser)
+    parser.add_argument("--seeds", type=comma_list(int), default=list(SEEDS), help="meta-training seeds (default 0-4)")
+    parser.add_argument("--episodes", type=positive_int, default=1000, help="meta-training episodes (default 1000)")
+    parser.add_argument("--query", type=positive_int, default=50, help="query students per episode (default 50)")
+    parser.add_argument("--width", type=positive_int, default=256, help="DaSS encoder features (default 256)")
+    parser.add_argument("--eval-every", type=positive_int, default=50, help="meta-valid check interval (default 50)")
+    parser.add_argument("--proxies", type=comma_list(), default=None,
+                        help="zero-cost proxies of the baselines jobs (default every registered one; none: none)")
+
+
+def report_options(parser) -> None:
+    common_options(parser)
+    parser.add_argument("--out", default=str(RESULTS / "dass_report.json"),
+                        help="the report (JSON; the Markdown beside it with .md)")
+
+
+if __name__ == "__main__":
+    sys.exit(command_line(__doc__, run, report, "--methods", CHOICES, run_options=run_options,
+                          report_options=report_options,
+                          run_help="score the baselines and meta-train every method per seed, one JSON per job; "
+                          "resumable", report_help="the report and its Markdown table"))
