@@ -268,7 +268,7 @@ def supernet():
 
 def test_supernet_registry_options_and_config():
     spec = supernet_spec("resnet48")
-    assert spec.options == ("resnet_stem", "width_divisor", "bn_track_running_stats")
+    assert spec.option_names == ("resnet_stem", "width_divisor", "bn_track_running_stats")
     net = build_supernet("resnet48", num_classes=7, in_channels=1, **SMALL)
     assert isinstance(net, ResNet48Supernet) and net.space is SPACE
     assert net.config == dict(num_classes=7, in_channels=1, resnet_stem="small", width_divisor=8,

@@ -162,11 +162,16 @@ def test_eval_writes_a_competition_submission(tmp_path, capsys):
 def test_resnet48_options_are_refused_for_nb201_and_nb201_runs_keep_their_defaults(tmp_path, capsys):
     assert main(["train", "--width-divisor", "4", "--epochs", "1", "--out", str(tmp_path / "a"), "--quiet"]) == 2
     assert "--width-divisor is an option of resnet48, not of the nb201 space" in capsys.readouterr().err
-    # a CLI run of NB201 records TrainConfig's defaults for the other space's fields, so the API resumes it
+    # a CLI run of NB201 records every option of its own network and none of another space's, so the API resumes it
     assert main(["train", "--image-size", "8", "--channels", "4", "--cells", "1", "--epochs", "1",
                  "--out", str(tmp_path / "b"), "--quiet"]) == 0
     saved = json.loads((tmp_path / "b" / "config.json").read_text())
-    assert (saved["resnet_stem"], saved["width_divisor"]) == (TrainConfig.resnet_stem, TrainConfig.width_divisor)
+    assert saved["space_options"] == dict(channels=4, cells_per_stage=1, bn_affine=True, bn_track_running_stats=True)
+    assert "resnet_stem" not in saved and "width_divisor" not in saved
+    resumed = OneShotTrainer(TrainConfig(image_size=8, channels=4, cells_per_stage=1, epochs=1,
+                                         out_dir=str(tmp_path / "b")), progress=False)
+    resumed.fit(resume=True)
+    assert resumed.epoch == 1
 
 
 def test_train_and_eval_on_an_imagenet_style_folder(tmp_path, capsys):
@@ -185,7 +190,8 @@ def test_train_and_eval_on_an_imagenet_style_folder(tmp_path, capsys):
                  "--width-divisor", "8", "--batch-size", "4", "--epochs", "1", "--paths", "2", "--out", str(run),
                  "--quiet"]) == 0
     saved = json.loads((run / "config.json").read_text())
-    assert (saved["resnet_stem"], saved["width_divisor"]) == ("imagenet", 8)  # the competition's stem on folders
+    assert saved["space_options"] == dict(resnet_stem="imagenet", width_divisor=8,  # the competition's stem on folders
+                                          bn_track_running_stats=True)
     out = tmp_path / "eval.json"
     assert main(["eval", "--checkpoint", str(run / "checkpoint.pt"), "--archs", "3", "--batch-size", "4",
                  "--calibration-steps", "1", "--out", str(out), "--quiet"]) == 0

@@ -462,7 +462,7 @@ def test_cli_scores_merges_and_resumes(tmp_path):
 
     small = run_cli(*command, "--channels", "8", "--cells", "1", "--out", "small.csv", cwd=tmp_path)
     assert small.returncode == 0, small.stderr
-    assert "supernet C=8, N=1" in small.stdout
+    assert "nb201 supernet channels=8, cells_per_stage=1," in small.stdout
     np.testing.assert_array_equal(ScoreTable.read(tmp_path / "small.csv").column("params"),
                                   PROXIES["params"].score(scoring_supernet(channels=8, cells_per_stage=1), archs).numpy())
 

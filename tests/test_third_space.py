@@ -2,15 +2,19 @@
 docs/guides/adding_a_space.md, proved.
 
 The space: a chain of three positions on 8 x 8 images, each position one of four ops (conv 3x3, conv 1x1, max-pool
-3x3, skip): 64 architectures, enumerable. Its supernet holds every op of every position; it is registered with
-``register_space`` / ``register_supernet`` for the tests of this file only and unregistered after them. With it:
-training (SPOS; RD-NAS with a table teacher read from a score table, and with a sampled teacher), evaluation
-(supernet accuracy with per-subnet BN recalibration), zero-cost proxies (through ``export``), predictors (fit,
-predict, save and load) and search (random and evolution).
+3x3, skip): 64 architectures, enumerable. Its supernet holds every op of every position and takes two options of
+its own, declared as a NetworkOptions dataclass (:class:`ChainOptions`: ``chain_width``, ``stem_kernel``); it is
+registered with ``register_space`` / ``register_supernet`` for the tests of this file only and unregistered after
+them. With it: training (SPOS; RD-NAS with a table teacher read from a score table, and with a sampled teacher),
+its options through TrainConfig and ``rdnas train`` (flags derived from ChainOptions, refused for other spaces),
+evaluation (supernet accuracy with per-subnet BN recalibration), zero-cost proxies (through ``export``), predictors
+(fit, predict, save and load) and search (random and evolution).
 """
 
 import copy
 import itertools
+import json
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -20,7 +24,9 @@ from rdnas.predictors import get_predictor, load_predictor
 from rdnas.proxies import get_proxy, scoring_supernet
 from rdnas.rank import kendall_tau, recalibrated_accuracy_fn, supernet_accuracy
 from rdnas.search import evolution_search, random_search
-from rdnas.spaces import InvalidArchitecture, SearchSpace, get_space, register_space, space_names, unregister_space
+from rdnas.cli import main
+from rdnas.spaces import (InvalidArchitecture, NetworkOptions, SearchSpace, get_space, option, register_space,
+                          space_names, unregister_space)
 from rdnas.supernet import BNStatistics, SubnetBatchNorm, SupernetSpec, build_supernet, register_supernet
 from rdnas.supernet import unregister_supernet
 from rdnas.train import OneShotTrainer, SampledTeacher, Teacher, TrainConfig
@@ -28,7 +34,15 @@ from rdnas.train import OneShotTrainer, SampledTeacher, Teacher, TrainConfig
 NAME = "toy_chain"
 OPS = ("conv3x3", "conv1x1", "maxpool3x3", "skip")
 POSITIONS = 3
-CHANNELS = 8
+
+
+@dataclass(frozen=True)
+class ChainOptions(NetworkOptions):
+    """The toy network's options: what a third space declares so that TrainConfig, checkpoints and every command
+    take them (``rdnas train --space toy_chain --chain-width 4 --stem-kernel 1``)."""
+
+    chain_width: int = option(8, "channels of the stem and of every position", minimum=1)
+    stem_kernel: int = option(3, "the stem convolution's kernel side", choices=(1, 3))
 
 
 class ChainSpace(SearchSpace):
@@ -114,15 +128,17 @@ class ChainSupernet(nn.Module):
 
     space = None  # set when registered
 
-    def __init__(self, num_classes: int, in_channels: int):
+    def __init__(self, num_classes: int, in_channels: int, chain_width: int = 8, stem_kernel: int = 3):
         super().__init__()
+        ChainOptions(chain_width, stem_kernel).check("ChainSupernet")
         self.space = get_space(NAME)
-        self.config = dict(num_classes=num_classes, in_channels=in_channels)
-        self.stem = nn.Conv2d(in_channels, CHANNELS, 3, padding=1, bias=False)
-        self.stem_bn = SubnetBatchNorm(CHANNELS)
-        self.positions = nn.ModuleList(nn.ModuleList(make_op(op, CHANNELS) for op in range(len(OPS)))
+        self.config = dict(num_classes=num_classes, in_channels=in_channels, chain_width=chain_width,
+                           stem_kernel=stem_kernel)
+        self.stem = nn.Conv2d(in_channels, chain_width, stem_kernel, padding=stem_kernel // 2, bias=False)
+        self.stem_bn = SubnetBatchNorm(chain_width)
+        self.positions = nn.ModuleList(nn.ModuleList(make_op(op, chain_width) for op in range(len(OPS)))
                                        for _ in range(POSITIONS))
-        self.classifier = nn.Linear(CHANNELS, num_classes)
+        self.classifier = nn.Linear(chain_width, num_classes)
 
     def _head(self, x: Tensor) -> Tensor:
         return self.classifier(torch.relu(x).mean(dim=(2, 3)))
@@ -174,7 +190,7 @@ class ChainNetwork(nn.Module):
 @pytest.fixture(scope="module")
 def space():
     registered = register_space(ChainSpace())
-    register_supernet(SupernetSpec(NAME, ChainSupernet, (), "a toy chain of conv / pool choices (tests only)"))
+    register_supernet(SupernetSpec(NAME, ChainSupernet, ChainOptions, "a toy chain of conv / pool choices (tests only)"))
     yield registered
     unregister_supernet(NAME)
     unregister_space(NAME)
@@ -325,3 +341,47 @@ def test_random_and_evolution_search_the_third_space(space):
         space.validate(torch.tensor(history.archs))
     assert len(random.archs) == 20 and len(evolution.archs) == 40
     assert max(evolution.scores) == 6.0  # three conv 3x3: the best of the 64
+
+
+def test_the_spaces_options_reach_the_supernet_through_train_config_and_resume(space, tmp_path):
+    run = config(tmp_path, chain_width=4, stem_kernel=1)  # keyword arguments that are not fields: space options
+    assert run.space_options == dict(chain_width=4, stem_kernel=1)
+    trainer = OneShotTrainer(run, progress=False)
+    assert trainer.model.stem.weight.shape == (4, 1, 1, 1) and trainer.model.classifier.in_features == 4
+    trainer.fit()
+    saved = torch.load(trainer.checkpoint_path, weights_only=True)["config"]
+    assert saved["space_options"] == dict(chain_width=4, stem_kernel=1)
+    resumed = OneShotTrainer(config(tmp_path, chain_width=4, stem_kernel=1), progress=False)
+    resumed.fit(resume=True)
+    assert resumed.epoch == 1 and torch.equal(resumed.model.stem.weight, trainer.model.stem.weight)
+    with pytest.raises(ValueError, match="cannot resume: the checkpoint has chain_width=4, this run 8"):
+        OneShotTrainer(config(tmp_path, stem_kernel=1), progress=False).fit(resume=True)
+    with pytest.raises(ValueError, match="TrainConfig: stem_kernel must be one of \\(1, 3\\), got 5"):
+        config(tmp_path, stem_kernel=5).check()
+    with pytest.raises(ValueError, match="the toy_chain network takes the options chain_width, stem_kernel; got "
+                                         "width_divisor"):
+        config(tmp_path, width_divisor=8).check()
+
+
+def test_rdnas_train_derives_the_spaces_flags_and_refuses_them_for_other_spaces(space, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--space", NAME, "--chain-width", "4", "--stem-kernel", "1", "--image-size", "8",
+                 "--epochs", "1", "--paths", "2", "--batch-size", "32", "--out", str(out), "--quiet"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["space"] == NAME and saved["space_options"] == dict(chain_width=4, stem_kernel=1)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # the flags are in --help, with the space that takes them
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--chain-width CHAIN_WIDTH" in help_text and "toy_chain: channels of the stem" in help_text
+    for argv, flag, other in ((["--chain-width", "4"], "--chain-width", "nb201"),
+                              (["--space", NAME, "--width-divisor", "8"], "--width-divisor", NAME)):
+        assert main(["train", *argv, "--epochs", "1", "--out", str(tmp_path / "refused"), "--quiet"]) == 2
+        owner = NAME if flag == "--chain-width" else "resnet48"
+        assert f"rdnas train: error: {flag} is an option of {owner}, not of the {other} space" in \
+            capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # argparse's own refusal of a value outside the option's choices
+        main(["train", "--space", NAME, "--stem-kernel", "5", "--out", str(tmp_path / "refused")])
+    assert stop.value.code == 2
+    assert "--stem-kernel: invalid choice: 5" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()

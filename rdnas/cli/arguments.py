@@ -265,3 +265,84 @@ def architecture_space_of(text: str, exclude: str = "") -> str:
 def _quoted(text: str, limit: int = 120) -> str:
     """``text`` cut to ``limit`` characters, so an error line quotes a value, never a whole file."""
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def network_option_flag(field) -> str:
+    """The command-line flag of one network option (a field of a space's rdnas.spaces.NetworkOptions): its
+    ``flag`` metadata, or the name with dashes (``--no-<name>`` for a boolean that defaults to True)."""
+    if field.metadata.get("flag"):
+        return field.metadata["flag"]
+    return ("--no-" if field.type is bool and field.default is True else "--") + field.name.replace("_", "-")
+
+
+def _option_type(field):
+    """The argparse type of a network option: the shared checking types, by the field's type and minimum."""
+    minimum = field.metadata.get("minimum")
+    if field.type is int:
+        return positive_int if minimum == 1 else non_negative_int if minimum == 0 else \
+            integer if minimum is None else int_at_least(minimum)
+    if field.type is float:
+        return positive_float if minimum == 0 else finite_float
+    return str
+
+
+def add_network_options(parser, skip: tuple = (), data_defaults: bool = False) -> None:
+    """Adds a flag for every option of every registered space's network, derived from its NetworkOptions dataclass
+    (rdnas.supernet.SupernetSpec.options): the name (or the field's ``flag``), the type, the choices and the help,
+    prefixed with the spaces that take it. Every flag defaults to None, so :func:`network_options` tells given from
+    left out. ``skip``: option names this command sets with flags of its own. ``data_defaults``: say in the help
+    that the default depends on --data (``defaults_for_data``)."""
+    from rdnas.spaces import space_names
+    from rdnas.supernet import supernet_spec
+
+    flags, seen = {}, {}
+    for space in space_names():
+        options = supernet_spec(space).options
+        for field in options.option_fields():
+            if field.name in skip:
+                continue
+            if field.name in seen:
+                seen[field.name][1].append(space)
+                continue
+            seen[field.name] = (field, [space], options)
+    for name, (field, spaces, options) in seen.items():
+        flag = network_option_flag(field)
+        flags[name] = flag
+        default = field.default
+        small = options.defaults_for_data("digits").get(name, default) if data_defaults else default
+        note = f"default {default}" if small == default else f"default {default}; {small} on data other than imagenet"
+        text = f"{', '.join(spaces)}: {field.metadata.get('help', name)}"
+        if field.type is bool:
+            parser.add_argument(flag, dest=name, action="store_const", const=not default, default=None, help=text)
+            continue
+        choices = list(field.metadata.get("choices") or ()) or None
+        parser.add_argument(flag, dest=name, type=integer if choices and field.type is int else _option_type(field),
+                            choices=choices, default=None, metavar=None if choices else flag[2:].upper().replace("-", "_"),
+                            help=f"{text} ({note})")
+    parser.set_defaults(network_option_flags=flags)
+
+
+def network_options(args, space, data: str | None = None, defaults: dict | None = None) -> dict:
+    """The options of ``space``'s network from the flags :func:`add_network_options` added: those given, over
+    ``defaults`` (a command's own), over the space's defaults for ``data`` when given; every option of the network
+    filled in and checked. A flag of an option the space's network does not take is a ValueError naming the flag,
+    the spaces that take it and ``space``."""
+    from rdnas.spaces import space_names
+    from rdnas.supernet import supernet_spec
+
+    spec = supernet_spec(space)
+    flags = getattr(args, "network_option_flags", {})
+    given = {name: getattr(args, name) for name in flags if getattr(args, name, None) is not None}
+    for name in given:
+        if name not in spec.option_names:
+            takers = [other for other in space_names() if name in supernet_spec(other).option_names]
+            raise ValueError(f"{flags[name]} is an option of {', '.join(takers)}, not of the {spec.space} space")
+    values = {**(spec.options.defaults_for_data(data) if data is not None else {}),
+              **{name: value for name, value in (defaults or {}).items() if name in spec.option_names}, **given}
+    try:
+        return spec.check_options(values, "").as_dict()
+    except ValueError as error:
+        message = str(error).removeprefix(": ")
+        for name, flag in flags.items():
+            message = message.replace(f"{name} must", f"{flag} must")
+        raise ValueError(message) from None

@@ -171,7 +171,8 @@ def add_parser(commands) -> None:
         "probe maps), and reports per method Spearman and Kendall against the KD accuracy, P@top-10 %%, the top-1 "
         "pick's regret, mean over tasks and spread over seeds, a Wilcoxon signed-rank test of DaSS against each "
         "method, the seed ceiling and the KD-vs-CE premise; writes OUT (JSON) and its Markdown table (--markdown, "
-        "default OUT with .md). With --model, that DaSS model file is judged instead of meta-training DaSS (the "
+        "default OUT with .md). Each finished job (a task's baselines, a method's seed) is kept in --jobs (default OUT "
+        "with .jobs): rerun the same command to resume. With --model, that DaSS model file is judged instead of meta-training DaSS (the "
         "other meta-trained methods then run only when --methods names them). Example: rdnas dass evaluate "
         "--bench kdbench --seeds 5 --out report.json")
     evaluate.add_argument("--bench", required=True, help="a folder written by rdnas dass bench")
@@ -191,6 +192,9 @@ def add_parser(commands) -> None:
                           help="the tasks to judge (default meta-test)")
     evaluate.add_argument("--out", required=True, help="the JSON report to write")
     evaluate.add_argument("--markdown", help="the Markdown table to write (default: OUT with the suffix .md)")
+    evaluate.add_argument("--jobs", metavar="DIR",
+                          help="where each finished job (a task's baselines, a method's seed) is kept, so that a "
+                          "rerun of the same command does only what is missing (default: OUT with the suffix .jobs)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress lines")
     evaluate.set_defaults(usage_error=evaluate.error)
 
@@ -214,7 +218,7 @@ def run(args) -> int:
 def _network_options(args, space) -> dict:
     from rdnas.supernet import supernet_spec
 
-    names = supernet_spec(space).options
+    names = supernet_spec(space).option_names
     options = {name: value for name, value in DEFAULT_OPTIONS.items() if name in names}
     for item in args.network_option:
         name, equals, value = item.partition("=")
@@ -493,6 +497,8 @@ def _evaluate(args) -> int:
             args.usage_error(f"--proxies: expected 'none' or some of {', '.join(proxy_names())}, got "
                              f"{args.proxies!r}")
     json_output(args.out)
+    if args.jobs and Path(args.jobs).exists() and not Path(args.jobs).is_dir():
+        args.usage_error(f"--jobs: {args.jobs} exists and is not a folder")
     markdown = Path(args.markdown) if args.markdown else Path(args.out).with_suffix(".md")
     prepare_output_file(markdown, "--markdown")
     channels = dass.load_model(args.model)[1]["channels"] if args.model else None
@@ -500,16 +506,17 @@ def _evaluate(args) -> int:
     settings = evaluation.FitSettings(episodes=args.episodes, query=args.query, width=args.width,
                                       eval_every=args.eval_every)
     say = (lambda text: None) if args.quiet else (lambda text: print(f"rdnas dass evaluate: {text}", flush=True))
+    jobs_folder = Path(args.jobs) if args.jobs else Path(args.out).with_suffix(".jobs")
     results = []
     if args.model:
         results.append(evaluation.model_scores(bench, args.model))
-    for name in bench.judged:
-        results.append(evaluation.fixed_scores(bench, name, proxies))
-        say(f"baselines of task {name}: {', '.join(results[-1]['scores'])}")
-    for method in methods:
-        for seed in range(args.seeds):
-            results.append(evaluation.seeded_scores(bench, method, seed, settings))
-            say(f"{method} seed {seed} meta-trained")
+    jobs = [("baselines", name) for name in bench.judged]
+    jobs += [(method, seed) for method in methods for seed in range(args.seeds)]
+    for job, key in jobs:
+        result, kept = evaluation.cached_job(jobs_folder, bench, job, key, settings, proxies)
+        results.append(result)
+        say(f"{job} {'of task' if job == 'baselines' else 'seed'} {key}: "
+            f"{'done already' if kept else 'done'} ({evaluation.job_path(jobs_folder, job, key)})")
     report = evaluation.build_report(bench, results)
     report["model"] = str(args.model) if args.model else None
     report["settings"] = settings.to_dict()

@@ -2,8 +2,8 @@
 
 import sys
 
-from rdnas.cli.arguments import (check_image_size, device, input_file, non_negative_int, positive_int, proxy_names,
-                                 read_archs, shard)
+from rdnas.cli.arguments import (add_network_options, check_image_size, device, input_file, network_options,
+                                 non_negative_int, positive_int, proxy_names, read_archs, shard)
 from rdnas.cli.checkpoint import read_table
 from rdnas.spaces import space_names
 
@@ -23,9 +23,6 @@ def add_parser(commands) -> None:
     proxies.add_argument("--archs-file", type=input_file,
                          help="the architectures to score: one code per line, or a competition "
                          "JSON ({\"arch1\": {\"arch\": ...}}); table index = position in the file")
-    proxies.add_argument("--resnet-stem", choices=["imagenet", "small"], help="resnet48: stem (default imagenet)")
-    proxies.add_argument("--width-divisor", type=int, choices=[1, 2, 4, 8],
-                         help="resnet48: channel divisor 1, 2, 4 or 8 (default 1)")
     proxies.add_argument("--proxy", type=proxy_names, metavar="NAMES",
                          help="comma-separated proxy names, or 'all' (see --list)")
     proxies.add_argument("--out", help="the CSV table to write or resume ({shard} in the name becomes the shard)")
@@ -39,10 +36,7 @@ def add_parser(commands) -> None:
     proxies.add_argument("--init", choices=["pytorch", "kaiming_normal"], default="pytorch",
                          help="supernet initialisation (default pytorch)")
     proxies.add_argument("--seed", type=non_negative_int, default=0, help="initialisation and data seed (default 0)")
-    proxies.add_argument("--channels", type=positive_int, default=16,
-                         help="C of the scoring supernet's macro network (default 16, the benchmark's)")
-    proxies.add_argument("--cells", type=positive_int, default=5,
-                         help="N, cells per stage of the scoring supernet (default 5, the benchmark's)")
+    add_network_options(proxies)  # the scoring supernet's options, per space (defaults: the benchmarks' networks)
     proxies.add_argument("--gt", type=input_file,
                          help="ground-truth table (nb201_gt.csv format): index = official NB201 index "
                          "(without it: the enumeration index of rdnas.spaces.nb201)")
@@ -63,6 +57,7 @@ def run(args) -> int:
 
     from rdnas.data import DatasetError
     from rdnas.proxies import PROXIES, load_minibatch, score_space
+    from rdnas.spaces import get_space
 
     if args.list:
         width = max(map(len, PROXIES))
@@ -74,11 +69,10 @@ def run(args) -> int:
         args.usage_error("--proxy is required (or --list)")
     if not args.out:
         args.usage_error("--out is required")
-    if args.space == "nb201":
-        options = {"channels": args.channels, "cells_per_stage": args.cells}
-    else:
-        options = {name: value for name, value in (("resnet_stem", args.resnet_stem),
-                                                   ("width_divisor", args.width_divisor)) if value is not None}
+    try:
+        options = network_options(args, args.space)
+    except ValueError as error:
+        args.usage_error(str(error))
     # input checks before any work (a usage error, exit status 2, nothing written)
     archs = torch.tensor(read_archs(args.archs_file, args.space)) if args.archs_file else None
     if args.gt:
@@ -108,11 +102,11 @@ def run(args) -> int:
     shard_note = "" if info["shard"] == (0, 1) else f" (shard {info['shard'][0]}/{info['shard'][1]})"
     print(f"rdnas proxies: {len(table)} rows in {info['path']}{shard_note}: {info['written']} scored now in "
           f"{info['seconds']:.1f} s, {info['already_present']} already there")
-    if args.space == "nb201":
-        supernet = f"supernet C={args.channels}, N={args.cells}"
-        index = "official NB201 (" + args.gt + ")" if args.gt else "rdnas enumeration order"
+    supernet = f"{args.space} supernet " + ", ".join(f"{name}={value}" for name, value in options.items())
+    if not get_space(args.space).enumerable:
+        index = f"position in {args.archs_file}"
     else:
-        supernet, index = f"{args.space} supernet {options}", f"position in {args.archs_file}"
+        index = "official index (" + args.gt + ")" if args.gt else "rdnas enumeration order"
     print(f"  data: {minibatch.source}, inputs {list(minibatch.inputs.shape)}; {supernet}, init {args.init}, "
           f"seed {args.seed}; index: {index}")
     for name in table.names:

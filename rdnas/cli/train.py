@@ -1,7 +1,7 @@
 """rdnas train: train a one-shot supernet."""
 
-from rdnas.cli.arguments import (check_image_size, device, input_file, int_at_least, momentum, non_negative_float,
-                                 non_negative_int, positive_float, positive_int)
+from rdnas.cli.arguments import (add_network_options, check_image_size, device, input_file, int_at_least, momentum,
+                                 network_options, non_negative_float, non_negative_int, positive_float, positive_int)
 from rdnas.spaces import space_names
 from rdnas.train.trainer import BN_STATISTICS, MARGIN_MODES, METHODS, PARALLEL_MODES, RANK_SAMPLERS, RANK_SCHEDULES
 
@@ -52,15 +52,7 @@ def add_parser(commands) -> None:
     train.add_argument("--momentum", type=momentum, default=0.9)
     train.add_argument("--weight-decay", type=non_negative_float, default=5e-4)
     train.add_argument("--paths", type=positive_int, default=1, help="K paths per step, losses summed (default 1)")
-    train.add_argument("--channels", type=positive_int, default=16, help="C, the first stage's width (default 16)")
-    train.add_argument("--cells", type=positive_int, default=5, help="N, cells per stage (default 5)")
-    train.add_argument("--resnet-stem", choices=["imagenet", "small"], default=None,
-                       help="resnet48: imagenet (7x7 stride 2 + max-pool, for 224 px) or small (3x3, no pooling; "
-                       "default for the embedded small-image data)")
-    train.add_argument("--width-divisor", type=int, choices=[1, 2, 4, 8], default=None,
-                       help="resnet48: divide every channel count of the width table (default 1; 8 on small data)")
-    train.add_argument("--no-bn-affine", action="store_true", help="BN without learnable scale and shift in cells")
-    train.add_argument("--no-bn-running-stats", action="store_true", help="BN without running statistics")
+    add_network_options(train, data_defaults=True)  # the options of each space's network (its NetworkOptions)
     train.add_argument("--seed", type=non_negative_int, default=0)
     train.add_argument("--device", type=device, default="cpu",
                        help="cpu (default) or cuda; under torchrun, cuda gives each rank cuda:LOCAL_RANK (NCCL), cpu "
@@ -80,21 +72,22 @@ def add_parser(commands) -> None:
 
 def run(args) -> int:
     from rdnas import distributed, run_folder
+    from rdnas.spaces import get_space
     from rdnas.train import OneShotTrainer, TrainConfig, make_teacher
 
-    space_options = _space_options(args)
-    _check_inputs(args, space_options)  # before any work
+    space_options = network_options(args, args.space, data=args.data)
+    teacher_proxies = args.teacher or ("synflow" if get_space(args.space).enumerable else "flops")
+    _check_inputs(args, space_options, teacher_proxies)  # before any work
     world, _ = distributed.init(args.device)
     config = TrainConfig(
         space=args.space, distill=args.distill, teacher_samples=args.teacher_samples, min_hamming=args.min_hamming,
         data=args.data, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, paths_per_step=args.paths, channels=args.channels,
-        cells_per_stage=args.cells, bn_affine=not args.no_bn_affine,
-        bn_track_running_stats=not args.no_bn_running_stats, seed=args.seed, device=args.device,
+        momentum=args.momentum, weight_decay=args.weight_decay, paths_per_step=args.paths,
+        space_options=space_options, teacher_proxies=teacher_proxies, seed=args.seed, device=args.device,
         amp=not args.no_amp, out_dir=args.out, method=args.method, teacher_table=args.teacher_table,
         groups=args.groups, margin=args.margin, margin_mode=args.margin_mode,
         sampler=args.sampler, rank_schedule=args.rank_schedule, rank_weight=args.rank_weight,
-        bn_statistics=args.bn_statistics, parallel=args.parallel, **space_options)
+        bn_statistics=args.bn_statistics, parallel=args.parallel)
     try:
         config.check()
     except ValueError as error:
@@ -117,8 +110,9 @@ def run(args) -> int:
     return 0
 
 
-# TrainConfig fields set by an option of another name; the other fields are set by --<field-with-dashes>
-FIELD_OPTIONS = {"paths_per_step": "--paths", "cells_per_stage": "--cells", "teacher_proxies": "--teacher"}
+# TrainConfig fields set by an option of another name; the other fields are set by --<field-with-dashes>, the
+# network options by the flags add_network_options derived (args.network_option_flags)
+FIELD_OPTIONS = {"paths_per_step": "--paths", "teacher_proxies": "--teacher"}
 
 
 def _in_option_words(message: str, args) -> str:
@@ -129,22 +123,21 @@ def _in_option_words(message: str, args) -> str:
     names = {name: "--" + name.replace("_", "-") for name in vars(args)
              if "_" in name or name in ("method", "sampler", "distill", "groups", "margin", "epochs")}
     names.update(FIELD_OPTIONS)
+    names.update(args.network_option_flags)
     pattern = r"\b(" + "|".join(sorted(names, key=len, reverse=True)) + r")\b"
     text = message.removeprefix("rdnas.train.TrainConfig: ")
     return re.sub(pattern, lambda match: names[match.group(1)], text)
 
 
-def _check_inputs(args, space_options: dict) -> None:
+def _check_inputs(args, options: dict, teacher_proxies: str) -> None:
     """Refuses, naming the option, what only the space or a file can tell is wrong: an image side the space's
     network cannot take, more teacher groups than architectures, a teacher table without the teacher's columns."""
     import csv
     import os
 
     from rdnas.spaces import get_space
-    from rdnas.supernet import supernet_spec
 
     space = get_space(args.space)
-    options = {name: space_options.get(name, getattr(args, name, None)) for name in supernet_spec(args.space).options}
     if args.data.partition(":")[0] in ("digits", "imagenet"):
         check_image_size(args.space, args.image_size, options)
     if args.method != "rdnas":
@@ -164,38 +157,10 @@ def _check_inputs(args, space_options: dict) -> None:
             raise ValueError(f"--teacher-table: no such file: {args.teacher_table}")
         with open(args.teacher_table, newline="") as handle:
             header = next(csv.reader(handle), [])
-        names = [name.strip() for name in space_options["teacher_proxies"].split(",") if name.strip()]
+        names = [name.strip() for name in teacher_proxies.split(",") if name.strip()]
         missing = [name for name in names if name not in header]
         if missing:
             scores = [name for name in header if name not in ("index", "arch", "arch_str")]
             raise ValueError(f"--teacher: {args.teacher_table} (--teacher-table) has no column "
                              f"{', '.join(map(repr, missing))}; its score columns: {', '.join(scores) or 'none'}")
 
-
-def _space_options(args) -> dict:
-    """The space-specific TrainConfig fields: the teacher (nb201: synflow from a table; resnet48: FLOPs, as the
-    RD-NAS authors ran it) and the options of the space's supernet that were given, or else their defaults for the
-    data (resnet48: the competition's network on imagenet:<dir>, the small stem with widths / 8 on small images).
-    Options the space's supernet does not take keep TrainConfig's defaults, so a run's config (and its resume
-    check) never depends on another space's settings."""
-    from rdnas.supernet import supernet_spec
-
-    small_images = args.data.partition(":")[0] != "imagenet"
-    defaults = {"resnet_stem": "small" if small_images else "imagenet", "width_divisor": 8 if small_images else 1}
-    taken = supernet_spec(args.space).options
-    values = {"teacher_proxies": args.teacher or ("synflow" if args.space == "nb201" else "flops")}
-    for name, default in defaults.items():
-        given = getattr(args, name)
-        if name in taken:
-            values[name] = default if given is None else given
-        elif given is not None:
-            raise ValueError(f"--{name.replace('_', '-')} is an option of {', '.join(_spaces_taking(name))}, not "
-                             f"of the {args.space} space")
-    return values
-
-
-def _spaces_taking(option: str) -> list[str]:
-    from rdnas.spaces import space_names
-    from rdnas.supernet import supernet_spec
-
-    return [name for name in space_names() if option in supernet_spec(name).options]

@@ -324,7 +324,7 @@ def remapped_supernet(teacher: nn.Module, space, **options) -> nn.Module:
     spec = supernet_spec(space)
     config = {**teacher.config, **options}
     supernet = build_supernet(space, config["num_classes"], config["in_channels"],
-                              **{k: v for k, v in config.items() if k in spec.options})
+                              **{k: v for k, v in config.items() if k in spec.option_names})
     reference = next(iter(teacher.parameters()))
     supernet.to(device=reference.device, dtype=reference.dtype)
     supernet.load_state_dict(remap_state(teacher.state_dict(), supernet.state_dict(), "rdnas.kd.bench"))
@@ -340,6 +340,10 @@ def remapped_last_stage_maps(teacher: nn.Module, archs, space, probe: Tensor, **
     from rdnas.supernet import supernet_spec
 
     supernet = remapped_supernet(teacher, space, **options)
+    stacked = getattr(supernet, "forward_stacked", None)
+    if stacked is not None:  # the space's batched eval-mode pass: every student in one go
+        _, features, widths = stacked(probe, archs, return_features=True)
+        return [features[k, 0, :int(widths[k])].detach().cpu().float() for k in range(len(features))]
     blocks = getattr(supernet, "stages", None)
     if not isinstance(blocks, nn.ModuleList) or not len(blocks):
         raise ValueError(f"rdnas.kd.bench: the {supernet_spec(space).space} supernet has no stages whose blocks give "

@@ -59,9 +59,9 @@ def check_network_options(space, options, name: str) -> dict:
     if not isinstance(options, dict):
         raise ValueError(f"{name}: expected an object of network options, got {options!r}")
     spec = supernet_spec(space)
-    unknown = sorted(set(options) - set(spec.options))
+    unknown = sorted(set(options) - set(spec.option_names))
     if unknown:
-        raise ValueError(f"{name}: the {spec.space} network takes the options {', '.join(spec.options)}; got "
+        raise ValueError(f"{name}: the {spec.space} network takes the options {', '.join(spec.option_names)}; got "
                          f"{', '.join(unknown)}")
     if spec.network is not None:
         try:

@@ -76,7 +76,7 @@ class Recipe:
 
     def network_options(self) -> dict:
         """The space's network options this recipe sets (the rest keep their defaults)."""
-        return {name: getattr(self, name) for name in supernet_spec(self.space).options if hasattr(self, name)}
+        return {name: getattr(self, name) for name in supernet_spec(self.space).option_names if hasattr(self, name)}
 
 
 def digits_split(image_size: int) -> tuple:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from rdnas.spaces import nb201
-from rdnas.supernet import NB201Supernet, build_supernet, cell_plan
+from rdnas.supernet import NB201Supernet, build_supernet, cell_plan, supernet_spec
 
 INITS = ("pytorch", "kaiming_normal")
 
@@ -126,38 +126,32 @@ def get_proxy(name: str) -> Proxy:
         raise ValueError(f"rdnas.proxies: unknown proxy {name!r}; known proxies: {', '.join(sorted(PROXIES))}") from None
 
 
-def scoring_supernet(num_classes: int = 10, in_channels: int = 3, channels: int | None = None,
-                     cells_per_stage: int | None = None, init: str = "pytorch", seed: int = 0, device="cpu",
+def scoring_supernet(num_classes: int = 10, in_channels: int = 3, init: str = "pytorch", seed: int = 0, device="cpu",
                      space: str = "nb201", **options) -> nn.Module:
     """The supernet of ``space`` whose initial weights every architecture borrows when it is scored.
 
     Args:
         num_classes, in_channels: the classifier's outputs and the images' channels.
-        channels, cells_per_stage: NB201's macro network, C and N (default: the benchmark's, 16 and 5); options of
-            the nb201 supernet, passed on only when given (another space's supernet rejects them by name).
         init (str): "pytorch" (the layers' default initialisation, the NAS-Bench-Suite-Zero protocol) or
             "kaiming_normal" (convolutions Kaiming-normal, fan_out, ReLU gain; BN 1 / 0; linear N(0, 0.01), bias 0:
             the FreeREA protocol behind nb201_zc_proxies.csv).
         seed (int): the initialisation seed (the CPU generator is seeded for the build and put back after).
         space (str): a registered space with a supernet (:func:`rdnas.supernet.build_supernet`), e.g. "nb201" or
             "resnet48".
-        **options: the space's supernet options (resnet48: ``resnet_stem``, ``width_divisor``,
-            ``bn_track_running_stats``; see its :class:`rdnas.supernet.SupernetSpec`).
+        **options: options of the space's network (its :class:`rdnas.supernet.SupernetSpec`'s NetworkOptions,
+            e.g. NB201's ``channels`` and ``cells_per_stage``, default the benchmark's 16 and 5), checked there: an
+            option the network does not take, or a bad value, is a ValueError naming it.
     """
     if init not in INITS:
         raise ValueError(f"rdnas.proxies.scoring_supernet: init must be one of {INITS}, got {init!r}")
-    for name, value in (("num_classes", num_classes), ("in_channels", in_channels), ("channels", channels),
-                        ("cells_per_stage", cells_per_stage)):
-        if name in ("channels", "cells_per_stage") and value is None:
-            continue
+    for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"rdnas.proxies.scoring_supernet: {name} must be a positive integer, got {value!r}")
-    sizes = {name: value for name, value in (("channels", channels), ("cells_per_stage", cells_per_stage))
-             if value is not None}
+    supernet_spec(space).check_options(options, "rdnas.proxies.scoring_supernet")
     generator_state = torch.random.get_rng_state()
     torch.random.default_generator.manual_seed(seed)  # the CPU one only: torch.manual_seed would reseed CUDA's
     try:
-        supernet = build_supernet(space, num_classes=num_classes, in_channels=in_channels, **sizes, **options)
+        supernet = build_supernet(space, num_classes=num_classes, in_channels=in_channels, **options)
         if init == "kaiming_normal":
             for module in supernet.modules():
                 if isinstance(module, nn.Conv2d):

@@ -168,8 +168,7 @@ def _scores_of_chunk(proxies: list[Proxy], supernet, archs: list[tuple], minibat
 def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb201", archs=None, gt=None,
                 limit: int | None = None, out=None, shard=(0, 1), archs_per_chunk: int = 64,
                 supernet: nn.Module | None = None, init: str = "pytorch", seed: int = 0, device="cpu",
-                channels: int | None = None, cells_per_stage: int | None = None, metadata: bool = True,
-                progress: bool = True, **options) -> ScoreTable:
+                metadata: bool = True, progress: bool = True, **options) -> ScoreTable:
     """Scores every architecture of a search space with zero-cost proxies, using one supernet's weights at
     initialisation (no network is built per architecture).
 
@@ -209,11 +208,10 @@ def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb
             instead of building :func:`scoring_supernet` with ``init`` and ``seed``. Its parameters and buffers
             are left unchanged.
         init (str), seed (int): the initialisation of the supernet that is built ("pytorch" or "kaiming_normal").
-        channels (int), cells_per_stage (int): NB201's macro network, C and N (default the benchmark's: 16 and 5;
-            a teacher for a smaller training network, such as the digits mini-benchmark's C=8, N=1, is scored on
-            that network).
-        **options: other options of the space's supernet (resnet48: ``resnet_stem``, ``width_divisor``,
-            ``bn_track_running_stats``); see :func:`~rdnas.proxies.scoring_supernet`.
+        **options: options of the space's network (its SupernetSpec's NetworkOptions, e.g. NB201's ``channels``
+            and ``cells_per_stage``, default the benchmark's 16 and 5: a teacher for a smaller training network,
+            such as the digits mini-benchmark's C=8, N=1, is scored on that network); see
+            :func:`~rdnas.proxies.scoring_supernet`.
         device: where the supernet and the minibatch live ("cpu", "cuda", ...).
         metadata (bool): write ``<out>.meta.json`` and, when resuming, require it to match this run's settings.
         progress (bool): a tqdm bar over this shard's architectures (with ETA; starts at the rows already done).
@@ -256,9 +254,8 @@ def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb
         classes = minibatch.num_classes if minibatch is not None else 10
         in_channels = minibatch.inputs.shape[1] if minibatch is not None else 3
         try:
-            supernet = scoring_supernet(num_classes=classes, in_channels=in_channels, channels=channels,
-                                        cells_per_stage=cells_per_stage, init=init, seed=seed, device=device,
-                                        space=space, **options)
+            supernet = scoring_supernet(num_classes=classes, in_channels=in_channels, init=init, seed=seed,
+                                        device=device, space=space, **options)
         except ValueError as error:
             raise ValueError(f"{_WHERE}: {error}") from None
         init_name, seed_used = init, seed
@@ -266,8 +263,7 @@ def score_space(proxies, minibatch: Minibatch | None = None, *, space: str = "nb
         if getattr(supernet, "space", None) is not space_object:
             raise TypeError(f"{_WHERE}: supernet must be a supernet of the {space} space, got "
                             f"{type(supernet).__name__}")
-        given = [name for name, value in (("channels", channels), ("cells_per_stage", cells_per_stage))
-                 if value is not None] + sorted(options)
+        given = sorted(options)
         if given:
             raise ValueError(f"{_WHERE}: {', '.join(given)} build the supernet; a given supernet takes none")
         init_name, seed_used = "given", None

@@ -5,9 +5,18 @@ the CPU. Everything generic in rdnas (trainer, samplers, teachers, proxies, grou
 that tensor through this interface and never names a particular space.
 
 A space is stateless: every random draw takes a ``torch.Generator``, so a run is reproducible from its seeds.
+
+A space's network (supernet and stand-alone networks) takes options beyond its classes and input channels (NB201:
+``channels``, ``cells_per_stage``; ResNet48: ``resnet_stem``, ``width_divisor``): the space declares them as a
+frozen :class:`NetworkOptions` dataclass, each field made with :func:`option` (default, help, choices, least
+value), and its :class:`rdnas.supernet.SupernetSpec` names that class. Generic code (trainer, CLI, checkpoints)
+reads, checks and turns them into command-line flags through that class, never by name.
 """
 
+import dataclasses
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
@@ -160,3 +169,81 @@ def get_space(name) -> SearchSpace:
 def space_names() -> tuple[str, ...]:
     """Names of the registered spaces, in registration order."""
     return tuple(_SPACES)
+
+
+def option(default, help: str, choices: tuple = (), minimum=None, flag: str = ""):
+    """A field of a :class:`NetworkOptions` dataclass: its ``default``, the ``help`` of its command-line flag,
+    the values it may take (``choices``, empty: any value of the field's type) or its least value (``minimum``, for
+    numbers), and the flag's name where it is not derived from the field's (``flag``, e.g. ``"--cells"``)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": tuple(choices), "minimum": minimum,
+                                                        "flag": flag})
+
+
+_KINDS = {bool: "True or False", int: "an integer", float: "a finite number", str: "a string"}
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkOptions:
+    """The options of a space's network (see the module docstring); a space without options uses this class as it
+    is. A subclass is a frozen dataclass of fields made with :func:`option`, each of type bool, int, float or str.
+
+    ``check(where)`` raises ValueError naming ``where``, the option and what it must be; ``from_dict`` builds and
+    checks one from a mapping; ``as_dict()`` is the keyword arguments of the space's network constructors.
+    """
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The option names, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def option_fields(cls) -> tuple[dataclasses.Field, ...]:
+        """The dataclass fields (``field.metadata``: help, choices, minimum, flag; see :func:`option`)."""
+        return dataclasses.fields(cls)
+
+    @classmethod
+    def from_dict(cls, values: Mapping, where: str, network: str = "network") -> "NetworkOptions":
+        """The options ``values`` names (the others at their defaults), checked. A name the class does not have is
+        a ValueError naming ``where``, ``network`` (e.g. "the resnet48 network") and the names it does have."""
+        unknown = sorted(set(values) - set(cls.names()))
+        if unknown:
+            taken = ", ".join(cls.names()) or "no options"
+            raise ValueError(f"{where}: {network} takes {'the options ' if cls.names() else ''}{taken}; got "
+                             f"{', '.join(unknown)}")
+        options = cls(**values)
+        options.check(where)
+        return options
+
+    @classmethod
+    def defaults_for_data(cls, data: str) -> dict:
+        """The options whose default depends on the data (``data``: a data spec such as ``digits`` or
+        ``imagenet:<dir>``, see :data:`rdnas.data.DATA_KINDS`): the values a command uses for them when the user
+        gives none (e.g. a narrower network on small images). Default: none."""
+        return {}
+
+    def check(self, where: str) -> None:
+        """Raises ValueError naming ``where``, the option and what was expected, for a value of the wrong type,
+        outside ``choices`` or below ``minimum``."""
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), f.type
+            choices, minimum = f.metadata.get("choices", ()), f.metadata.get("minimum")
+            if choices:
+                if value not in choices or type(value) is bool and kind is not bool:
+                    raise ValueError(f"{where}: {f.name} must be one of {choices}, got {value!r}")
+                continue
+            wrong = (kind is bool and not isinstance(value, bool)) or (
+                kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float)))) or (
+                kind is int and not isinstance(value, int)) or (kind is str and not isinstance(value, str))
+            if not wrong and kind is float and not math.isfinite(value):
+                wrong = True
+            if minimum is not None and not wrong and value < minimum:
+                wrong = True
+            if wrong:
+                expected = ("a positive integer" if minimum == 1 else f"an integer of at least {minimum}") \
+                    if kind is int and minimum is not None else \
+                    f"a finite number of at least {minimum}" if minimum is not None else _KINDS.get(kind, str(kind))
+                raise ValueError(f"{where}: {f.name} must be {expected}, got {value!r}")
+
+    def as_dict(self) -> dict:
+        """The options as keyword arguments: ``{name: value}``."""
+        return {name: getattr(self, name) for name in self.names()}

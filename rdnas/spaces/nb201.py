@@ -9,6 +9,7 @@ dicts, and our enumeration order (mixed radix, first edge most significant). The
 
 import itertools
 import re
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -316,6 +317,17 @@ class NB201Space(base.SearchSpace):
         (``channels``, ``cells_per_stage``, ``num_classes``, ``in_channels``, ``image_size``, ``bn_affine``)."""
         rows = self.validate(archs)
         return network_cost((rows == CONV1X1).sum(1), (rows == CONV3X3).sum(1), **options)
+
+
+@dataclass(frozen=True)
+class NB201Options(base.NetworkOptions):
+    """The options of the NB201 macro network (:class:`rdnas.spaces.NetworkOptions`): its width and depth (the
+    benchmark's network: C = 16, N = 5) and its cells' batch norm."""
+
+    channels: int = base.option(16, "C, the first stage's width", minimum=1)
+    cells_per_stage: int = base.option(5, "N, cells per stage", minimum=1, flag="--cells")
+    bn_affine: bool = base.option(True, "BN without learnable scale and shift in cells", flag="--no-bn-affine")
+    bn_track_running_stats: bool = base.option(True, "BN without running statistics", flag="--no-bn-running-stats")
 
 
 SPACE = NB201Space()

@@ -14,10 +14,9 @@ from rdnas.spaces import base
 from rdnas.spaces.resnet48_codes import (  # noqa: F401 (the code format's public names, re-exported)
     BLOCK_OF_SLOT, DEPTH_RANGES, IMAGE_CODE, MAX_DEPTHS, NUM_CODES, NUM_SLOTS, NUM_STAGES, PAPER_SIZE, POS_DEPTH,
     POS_IMAGE, POS_STEM, RATIOS, SIZE, SLOT_START, STAGE_BASES, STAGE_OF_SLOT, STEM_BASE, STEMS, STRIDES, WIDTH,
-    WIDTH_DIVISORS, WIDTH_TABLE, InvalidArchitecture, ResNet48Arch, conv1_position, conv2_position, decode,
+    WIDTH_DIVISORS, WIDTH_TABLE, InvalidArchitecture, ResNet48Arch, ResNet48Options, conv1_position, conv2_position, decode,
     from_string, make_divisible, to_string, validate)
-from rdnas.spaces.resnet48_codes import (  # noqa: F401 (_check_options: rdnas.supernet.resnet48 checks options)
-    _CONV1, _CONV2, _DEPTH_HIGH, _DEPTH_LOW, _RATIO, _assemble, _check_options)
+from rdnas.spaces.resnet48_codes import _CONV1, _CONV2, _DEPTH_HIGH, _DEPTH_LOW, _RATIO, _assemble  # noqa: F401
 from rdnas.spaces.resnet48_cost import cost  # noqa: F401 (re-exported)
 
 

@@ -21,8 +21,9 @@ Size: :data:`SIZE` = sum over the depths of 7^(d1+d2+d3+d4) conv1 choices times 
 1, stages 2, 3, 4) = 121,588,067,670,250,048,000,000 ~ 1.216e23. The paper's 5.06e19 is the same sum without
 the 7^4 output codes (it counts only the middle widths).
 
-The network options every ResNet48 module shares are checked here too: ``resnet_stem`` (:data:`STEMS`) and
-``width_divisor`` (:data:`WIDTH_DIVISORS`); :mod:`rdnas.spaces.resnet48_cost` says what they mean. Every public name
+The network options every ResNet48 module shares are declared here too: :class:`ResNet48Options` (``resnet_stem``
+in :data:`STEMS`, ``width_divisor`` in :data:`WIDTH_DIVISORS`, ``bn_track_running_stats``);
+:mod:`rdnas.spaces.resnet48_cost` says what they mean. Every public name
 is importable from :mod:`rdnas.spaces.resnet48` as well.
 """
 
@@ -93,11 +94,23 @@ def _error(code: str, position: int, rule: str) -> InvalidArchitecture:
     return InvalidArchitecture(f"rdnas.spaces.resnet48: invalid architecture {code!r} at position {position}: {rule}")
 
 
-def _check_options(resnet_stem, width_divisor, where: str) -> None:
-    if resnet_stem not in STEMS:
-        raise ValueError(f"{where}: resnet_stem must be one of {STEMS}, got {resnet_stem!r}")
-    if width_divisor not in WIDTH_DIVISORS:
-        raise ValueError(f"{where}: width_divisor must be one of {WIDTH_DIVISORS}, got {width_divisor!r}")
+@dataclass(frozen=True)
+class ResNet48Options(base.NetworkOptions):
+    """The options of the ResNet48 supernet and networks (:class:`rdnas.spaces.NetworkOptions`); the defaults are
+    the competition's network. On data other than ``imagenet:<dir>`` commands default to the small stem with every
+    width divided by 8 (:meth:`defaults_for_data`). ``ResNet48Options(width_divisor=3).check(where)`` raises
+    ValueError naming ``where`` and the option."""
+
+    resnet_stem: str = base.option(
+        "imagenet", "imagenet (7x7 conv stride 2 + 3x3 max-pool: the competition's, for 224 px) or small (3x3 "
+        "stride 1, no pooling: for 8-32 px images)", choices=STEMS)
+    width_divisor: int = base.option(1, "divide every channel count of the width table by this", choices=WIDTH_DIVISORS)
+    bn_track_running_stats: bool = base.option(True, "BN without running statistics", flag="--no-bn-running-stats")
+
+    @classmethod
+    def defaults_for_data(cls, data: str) -> dict:
+        """The small stem and widths / 8 on small images (every data kind but ``imagenet:<dir>``)."""
+        return {} if data.partition(":")[0] == "imagenet" else {"resnet_stem": "small", "width_divisor": 8}
 
 
 # -- parsing and validation ---------------------------------------------------------------------------------------
@@ -282,7 +295,7 @@ class ResNet48Arch:
 
 def decode(arch, width_divisor: int = 1) -> ResNet48Arch:
     """The depths and channel widths of one architecture (every channel count divided by ``width_divisor``)."""
-    _check_options("imagenet", width_divisor, "rdnas.spaces.resnet48.decode")
+    ResNet48Options(width_divisor=width_divisor).check("rdnas.spaces.resnet48.decode")
     row = validate(arch)
     if len(row) != 1:
         raise ValueError(f"rdnas.spaces.resnet48.decode: expected one architecture, got {len(row)}")

@@ -15,7 +15,7 @@ import torch
 
 from rdnas.spaces.resnet48_codes import (
     _CHANNELS, _CONV1, _CONV2, _SLOT_BLOCK, _SLOT_STAGE, _STEM_CHANNELS, BLOCK_OF_SLOT, NUM_STAGES, POS_DEPTH,
-    POS_STEM, SLOT_START, STAGE_OF_SLOT, STRIDES, _check_options, validate)
+    POS_STEM, SLOT_START, STAGE_OF_SLOT, STRIDES, ResNet48Options, validate)
 
 
 def _spatial_sides(image_size: int, resnet_stem: str) -> tuple:
@@ -60,7 +60,7 @@ def cost(archs, image_size: int = 224, num_classes: int = 1000, in_channels: int
         dict of float64 Tensor[K]: ``params`` (BN running statistics included), ``trainable_params`` (what PyTorch's
         ``requires_grad`` parameters count), ``flops``.
     """
-    _check_options(resnet_stem, width_divisor, "rdnas.spaces.resnet48.cost")
+    ResNet48Options(resnet_stem=resnet_stem, width_divisor=width_divisor).check("rdnas.spaces.resnet48.cost")
     if int(image_size) < 1:
         raise ValueError(f"rdnas.spaces.resnet48.cost: image_size must be a positive int, got {image_size!r}")
     rows = validate(archs)

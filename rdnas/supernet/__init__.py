@@ -1,5 +1,7 @@
 """Weight-sharing supernets with path-sampled and K-subnet forwards, built per space through a registry."""
 
+from rdnas.spaces.nb201 import NB201Options
+from rdnas.spaces.resnet48 import ResNet48Options
 from rdnas.supernet.base import SupernetSpec, build_supernet, register_supernet, supernet_spec, unregister_supernet
 from rdnas.supernet.batchnorm import BNStatistics, SubnetBatchNorm
 from rdnas.supernet.nb201 import NB201Network, NB201Supernet, SearchCell, cell_plan
@@ -8,11 +10,11 @@ from rdnas.supernet.resnet48 import ResNet48Network, ResNet48Supernet
 from rdnas.supernet.resnet48 import check_image_size as _resnet48_image_size
 
 register_supernet(SupernetSpec(
-    "nb201", NB201Supernet, ("channels", "cells_per_stage", "bn_affine", "bn_track_running_stats"),
+    "nb201", NB201Supernet, NB201Options,
     "NAS-Bench-201 macro network (stem, 3 stages of N cells, basic-block reductions)", _nb201_image_size,
     NB201Network))
 register_supernet(SupernetSpec(
-    "resnet48", ResNet48Supernet, ("resnet_stem", "width_divisor", "bn_track_running_stats"),
+    "resnet48", ResNet48Supernet, ResNet48Options,
     "ResNet48 elastic supernet (CVPR 2022 NAS Track 1): elastic depth and width, sliced weights",
     _resnet48_image_size, ResNet48Network))
 

@@ -12,7 +12,10 @@ A supernet of a space (:mod:`rdnas.spaces`) runs any architecture of that space 
   through :func:`build_supernet`.
 
 Supernets are registered per space name with the options they take (:func:`register_supernet`), so the trainer,
-the proxies and the CLI build one without naming its class.
+the proxies and the CLI build one without naming its class. The options are the space's
+:class:`rdnas.spaces.NetworkOptions` dataclass (e.g. :class:`rdnas.spaces.resnet48.ResNet48Options`): the spec
+checks them (:meth:`SupernetSpec.check_options`), the trainer keeps them in ``TrainConfig.space_options`` and the
+commands derive their flags from it (``rdnas train --space resnet48 --width-divisor 8``).
 """
 
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from rdnas.spaces import get_space
+from rdnas.spaces import NetworkOptions, get_space
 
 
 @dataclass(frozen=True)
@@ -30,8 +33,10 @@ class SupernetSpec:
     Attributes:
         space (str): the space's registry name.
         build (callable): ``build(num_classes=..., in_channels=..., **options) -> nn.Module``.
-        options (tuple of str): the size options ``build`` accepts (the trainer passes the TrainConfig fields of
-            these names, so every option is also a TrainConfig field).
+        options (type): the space's :class:`rdnas.spaces.NetworkOptions` dataclass: the options ``build`` and
+            ``network`` accept beyond ``num_classes`` and ``in_channels``, with their defaults, choices and help
+            (the trainer passes ``TrainConfig.space_options``; commands derive their flags from it).
+            ``NetworkOptions`` itself (the default) for a network without options.
         summary (str): one line for ``--help`` and reports.
         check_image_size (callable, optional): ``check_image_size(side, options)`` raises ValueError when the
             network cannot take square inputs of ``side`` pixels with these options.
@@ -41,10 +46,25 @@ class SupernetSpec:
 
     space: str
     build: Callable[..., nn.Module]
-    options: tuple[str, ...]
+    options: type[NetworkOptions] = NetworkOptions
     summary: str = ""
     check_image_size: Callable[[int, dict], None] | None = None
     network: Callable[..., nn.Module] | None = None
+
+    def __post_init__(self):
+        if not (isinstance(self.options, type) and issubclass(self.options, NetworkOptions)):
+            raise TypeError(f"rdnas.supernet.SupernetSpec: options of the {self.space} supernet must be a "
+                            f"rdnas.spaces.NetworkOptions dataclass, got {self.options!r}")
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        """The names of the options ``build`` accepts."""
+        return self.options.names()
+
+    def check_options(self, values, where: str) -> NetworkOptions:
+        """The options ``values`` (a mapping; missing ones at their defaults) as the space's NetworkOptions,
+        checked: ValueError naming ``where``, the option and what was expected, or the options the network takes."""
+        return self.options.from_dict(values, where, f"the {self.space} network")
 
 
 _SUPERNETS: dict[str, SupernetSpec] = {}
@@ -84,8 +104,8 @@ def build_supernet(space, num_classes: int, in_channels: int, **options) -> nn.M
     An option the space's supernet does not take is an error naming it and the options it does take.
     """
     spec = supernet_spec(space)
-    unknown = sorted(set(options) - set(spec.options))
+    unknown = sorted(set(options) - set(spec.option_names))
     if unknown:
         raise ValueError(f"rdnas.supernet.build_supernet: the {spec.space} supernet takes the options "
-                         f"{', '.join(spec.options)}; got {', '.join(unknown)}")
+                         f"{', '.join(spec.option_names) or 'none'}; got {', '.join(unknown)}")
     return spec.build(num_classes=num_classes, in_channels=in_channels, **options)

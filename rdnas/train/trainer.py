@@ -1,7 +1,8 @@
 """One-shot training of a supernet of any registered space: SPOS, RD-NAS and the baselines, in one trainer.
 
 ``TrainConfig.space`` names the search space (``nb201`` by default, ``resnet48``); the supernet is built through
-the registry (:func:`rdnas.supernet.build_supernet`) with the TrainConfig fields its spec names.
+the registry (:func:`rdnas.supernet.build_supernet`) with ``TrainConfig.space_options``, the options of the space's
+network (its spec's :class:`rdnas.spaces.NetworkOptions`; the ones left out at their defaults).
 
 Methods (``TrainConfig.method``), all with the same optimiser, schedule and data:
 
@@ -46,10 +47,11 @@ per-subnet losses of the global batch reach every rank before the objective and 
 files; a checkpoint resumes on any number of processes and in either mode.
 """
 
+import functools
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -89,12 +91,10 @@ class TrainConfig:
     weight_decay: float = 5e-4
     grad_clip: float = 5.0
     paths_per_step: int = 1  # K: subnets per step, their losses summed (fairnas: always 5)
-    channels: int = 16  # nb201: C
-    cells_per_stage: int = 5  # nb201: N
-    bn_affine: bool = True  # nb201
-    bn_track_running_stats: bool = True  # nb201, resnet48
-    resnet_stem: str = "imagenet"  # resnet48: "imagenet" (7x7 stride 2 + max-pool) or "small" (3x3, no pooling)
-    width_divisor: int = 1  # resnet48: every channel count of the width table divided by this (1, 2, 4 or 8)
+    # The options of the space's network, {name: value} (its SupernetSpec's NetworkOptions dataclass: nb201
+    # channels, cells_per_stage, ...; resnet48 resnet_stem, width_divisor, ...); the ones left out take the class's
+    # defaults. Keyword arguments that are not fields go here: TrainConfig(space="resnet48", width_divisor=8).
+    space_options: dict = field(default_factory=dict)
     distill: bool = False  # in-place distillation from the largest subnet (sandwich rule only)
     seed: int = 0
     device: str = "cpu"
@@ -123,6 +123,18 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
+        """The config a checkpoint or config.json saved. Files written before ``space_options`` existed hold every
+        space's network options as top-level fields: the run's space's ones move into ``space_options``, the
+        others (which held their defaults and never reached the network) are dropped."""
+        values = dict(values)
+        names = {f.name for f in fields(cls)}
+        legacy = [name for name in values if name not in names and name in _network_option_names()]
+        if legacy:
+            space = values.get("space", cls.space)
+            own = supernet_spec(space).option_names if space in space_names() else ()
+            moved = {name: values.pop(name) for name in legacy}
+            values["space_options"] = {**{k: v for k, v in moved.items() if k in own},
+                                       **values.get("space_options", {})}
         return config_from_dict(cls, values, "rdnas.train.TrainConfig")
 
     def check(self) -> None:
@@ -135,7 +147,9 @@ class TrainConfig:
                                      ("parallel", self.parallel, PARALLEL_MODES)):
             if value not in allowed:
                 raise ValueError(f"rdnas.train.TrainConfig: {name} must be one of {allowed}, got {value!r}")
-        for name in ("epochs", "batch_size", "image_size", "paths_per_step", "channels", "cells_per_stage"):
+        if self.space in space_names():
+            self.network_options()  # the space's own checks of its options
+        for name in ("epochs", "batch_size", "image_size", "paths_per_step"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "epochs" else 1):
                 expected = "a non-negative integer" if name == "epochs" else "a positive integer"
@@ -176,14 +190,44 @@ class TrainConfig:
         if self.margin < 0:
             raise ValueError(f"rdnas.train.TrainConfig: margin must be non-negative, got {self.margin}")
 
+    def network_options(self):
+        """``space_options`` as the space's NetworkOptions (the missing ones at their defaults), checked:
+        ValueError naming the option and what was expected."""
+        if not isinstance(self.space_options, dict):
+            raise ValueError(f"rdnas.train.TrainConfig: space_options must be a dict of the {self.space} network's "
+                             f"options, got {self.space_options!r}")
+        return supernet_spec(self.space).check_options(self.space_options, "rdnas.train.TrainConfig")
+
     def supernet_options(self) -> dict:
-        """The fields this run's supernet is built with (the options its space's SupernetSpec names)."""
-        return {name: getattr(self, name) for name in supernet_spec(self.space).options}
+        """Every option this run's supernet is built with, {name: value} (``space_options`` and the defaults)."""
+        return self.network_options().as_dict()
 
     def build_supernet(self, data):
         """A freshly initialised supernet of this run's space and options for ``data`` (a DataSplits: its classes
         and input channels), on the CPU. The trainer and every command that loads a checkpoint build it here."""
         return build_supernet(self.space, data.train.num_classes, data.in_channels, **self.supernet_options())
+
+
+def _network_option_names() -> set:
+    """The option names of every registered space's network."""
+    return {name for space in space_names() for name in supernet_spec(space).option_names}
+
+
+def _init_taking_space_options(init):
+    """TrainConfig's constructor: keyword arguments that are not TrainConfig fields join ``space_options``."""
+
+    @functools.wraps(init)
+    def __init__(self, *args, **values):
+        names = {f.name for f in fields(TrainConfig)}
+        options = {name: values.pop(name) for name in [name for name in values if name not in names]}
+        init(self, *args, **values)
+        if options:
+            self.space_options = {**self.space_options, **options}
+
+    return __init__
+
+
+TrainConfig.__init__ = _init_taking_space_options(TrainConfig.__init__)
 
 
 # The only settings a resumed run may change: where it runs and writes, (CUDA only) bfloat16 autocast, where
@@ -329,10 +373,15 @@ class OneShotTrainer:
 
     def load_state_dict(self, state: dict) -> None:
         saved = TrainConfig.from_dict(state["config"])
-        for name in (f.name for f in fields(TrainConfig) if f.name not in RESUMABLE_CHANGES):
-            if getattr(saved, name) != getattr(self.config, name):
-                raise ValueError(f"rdnas.train: cannot resume: the checkpoint has {name}={getattr(saved, name)!r}, "
-                                 f"this run {getattr(self.config, name)!r}")
+        values = {name: getattr(saved, name) for name in (f.name for f in fields(TrainConfig))}
+        ours = {name: getattr(self.config, name) for name in values}
+        if saved.space == self.config.space:  # the network options, the defaults filled in
+            values.update(saved.supernet_options())
+            ours.update(self.config.supernet_options())
+        for name in (name for name in values if name not in RESUMABLE_CHANGES + ("space_options",)):
+            if values[name] != ours[name]:
+                raise ValueError(f"rdnas.train: cannot resume: the checkpoint has {name}={values[name]!r}, "
+                                 f"this run {ours[name]!r}")
         saved_teacher = state.get("teacher")
         if (saved_teacher is None) != (self.teacher is None) or (
                 saved_teacher is not None and not self.teacher.same_as(saved_teacher)):
