@@ -79,7 +79,7 @@ def test_stage_tokens_keep_one_cell_per_stage_because_the_cells_of_a_stage_are_i
     assert features.num_tokens == 7 and ArchFeatures.from_state(features.state()).cells == "stages"
     with pytest.raises(ValueError, match="cells must be one of \\('all', 'stages'\\), got 'half'"):
         ArchFeatures("nb201", cells="half")
-    with pytest.raises(ValueError, match="cells='stages' is an NB201 input option"):
+    with pytest.raises(ValueError, match="cells='stages' is an input option of nb201, not of the resnet48 space"):
         ArchFeatures("resnet48", cells="stages")
 
 
@@ -112,7 +112,7 @@ def test_the_path_token_describes_the_four_input_to_output_paths():
                                                          token], dim=1))
     assert features.num_tokens == 8 and ArchFeatures("nb201", cells="all", edges="live").num_tokens == 32
     assert ArchFeatures.from_state(features.state()).edges == "live"
-    with pytest.raises(ValueError, match="edges='live' is an NB201 input option"):
+    with pytest.raises(ValueError, match="edges='live' is an input option of nb201, not of the resnet48 space"):
         ArchFeatures("resnet48", edges="live")
 
 
@@ -129,8 +129,8 @@ def test_the_default_input_is_the_live_cell_on_stage_tokens():
     assert (features.cells, features.edges, features.num_tokens) == ("stages", "live", 8)
     archs = some_archs(5)
     assert torch.equal(features.tokens(archs), ArchFeatures("nb201", cells="stages", edges="live").tokens(archs))
-    other = ArchFeatures("resnet48")  # other spaces: their encoding as it is
-    assert (other.cells, other.edges) == ("all", "all")
+    other = ArchFeatures("resnet48")  # other spaces: their encoding as it is, without NB201's input options
+    assert other.options == {} and ArchFeatures("resnet48", cells="all", edges="all").options == {}
     # a model file from before the edges option (no "edges" in its state) keeps the authors' edges
     old_state = {"space": "nb201", "proxies": None, "cells": "all"}
     assert ArchFeatures.from_state(old_state).edges == "all"

@@ -24,7 +24,7 @@ from rdnas.predictors import get_predictor, load_predictor
 from rdnas.proxies import get_proxy, scoring_supernet
 from rdnas.rank import kendall_tau, recalibrated_accuracy_fn, supernet_accuracy
 from rdnas.search import evolution_search, random_search
-from rdnas.cli import main
+from rdnas.cli import build_parser, main
 from rdnas.spaces import (InvalidArchitecture, NetworkOptions, SearchSpace, get_space, option, register_space,
                           space_names, unregister_space)
 from rdnas.supernet import BNStatistics, SubnetBatchNorm, SupernetSpec, build_supernet, register_supernet
@@ -385,3 +385,5 @@ def test_rdnas_train_derives_the_spaces_flags_and_refuses_them_for_other_spaces(
     assert stop.value.code == 2
     assert "--stem-kernel: invalid choice: 5" in capsys.readouterr().err
     assert not (tmp_path / "refused").exists()
+    assert build_parser().parse_args(["search", "--space", NAME, "--table", "t.csv", "--table-column", "c"]).space \
+        == NAME  # every command's --space lists the registered spaces

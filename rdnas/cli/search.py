@@ -4,6 +4,7 @@ bounds, or for the front of accuracy against cost."""
 from rdnas.cli.arguments import (device, input_file, int_at_least, json_output, non_negative_float, non_negative_int,
                                  positive_int, write_json)
 from rdnas.cli.checkpoint import checkpoint_space, load_supernet, read_checkpoint, read_table
+from rdnas.spaces import space_names
 
 BOUNDED_COSTS = ("flops", "params")  # --max-<cost> / --min-<cost>, in space.cost's units
 
@@ -29,7 +30,7 @@ def add_parser(commands) -> None:
     search.add_argument("--table", type=input_file, help="fitness: a table keyed by architecture (arch_str or arch "
                         "column), e.g. an rdnas proxies output or nb201_zc_proxies.csv; with --table-column")
     search.add_argument("--table-column", help="--table: the column to maximise")
-    search.add_argument("--space", choices=["nb201", "resnet48"], default="nb201",
+    search.add_argument("--space", choices=list(space_names()), default="nb201",
                         help="--table: the table's space (default nb201; a checkpoint and a predictor know theirs)")
     search.add_argument("--strategy", choices=["evolution", "random", "sampling"], default="evolution",
                         help="evolution (regularised; NSGA-II with --pareto), random, or sampling (NAR's sampling "

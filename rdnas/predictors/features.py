@@ -1,32 +1,10 @@
 """Predictor inputs: per-architecture tokens (NAR) and flat feature vectors (trees, MLP), for any search space.
 
-NB201 (:func:`nb201_cell_tensors`): NAR's 31 channels of 4x4 per cell, as the authors' code builds them:
-
-* channel 0, the op-type adjacency: entry ``[i, j]`` is the op code of the edge ``i -> j`` divided by 4
-  (``none`` = 0 = no edge, ``skip_connect`` 0.25, ``nor_conv_1x1`` 0.5, ``nor_conv_3x3`` 0.75, ``avg_pool_3x3`` 1);
-* channels 1..30, for each of the 15 searchable cells of the benchmark's CIFAR-10 network (C = 16, 32, 64 at
-  32x32, 16x16, 8x8, five cells per stage), that edge's FLOPs then its parameters (ReLU-Conv-BN convolutions:
-  ``C*C*k*k*H*W`` multiply-accumulates, ``C*C*k*k + 2C`` parameters; pooling, skip and none: 0).
-
-Within a stage the five cells have the same channels and resolution, so their 2 x 5 channels are five copies of
-the same two: ``cells="stages"`` keeps one cell per stage (7 channels: the adjacency, then FLOPs and parameters of
-stage 1, 2, 3), the same information in 7 tokens instead of 31, which makes NAR's fit about 6x faster
-(benchmarks/bench_predictors.py).
-``cells="all"`` is the authors' 31 (:class:`ArchFeatures` defaults to "stages").
-
-``edges="live"`` (NB201) gives every predictor the cell as it computes: an edge on no input-to-output path of
-non-``none`` edges (:func:`rdnas.spaces.nb201.live_edges`) is dead weight, so it becomes ``none`` in every channel
-(op code, FLOPs, parameters), and one more token (:func:`nb201_path_tokens`) describes the cell's four
-input-to-output paths: whether each is live, the share of convolutions on each live path, and the share of the six
-edges that are live and hold each op. The same cell information, made explicit; the predictors' Kendall tau on the NB201 protocol rises
-by 0.05-0.2 with it (README, "Predictors on NAS-Bench-201's real ground truth"); it is :class:`ArchFeatures`'s
-default. ``edges="all"`` is the authors' input.
-
-The authors fed the raw counts (up to 2.4e6). Here every count is **log-scaled**: ``log1p(count)`` divided by
-``log1p`` of the largest count of its channel over the space, so every entry lies in [0, 1] and the scaling does
-not depend on the training set. One 4x4 channel, flattened, is one token of 16 values.
-
-Other spaces: ``space.encode(archs)`` (float32 Tensor[K, F]) cut into tokens of 16 (zero-padded).
+Structure: each space's own input, through the space interface
+(:meth:`rdnas.spaces.SearchSpace.predictor_tokens`, with the options of its ``feature_options``): by default
+``space.encode(archs)`` (float32 Tensor[K, F]) cut into tokens of 16 (zero-padded); NB201 gives NAR's cell
+tensors (:mod:`rdnas.spaces.nb201_features`: ``cells`` "stages" or the authors' "all", ``edges`` "live" or the
+authors' "all"), re-exported here as :func:`nb201_cell_tensors` and :func:`nb201_path_tokens`.
 
 Zero-cost proxy columns (:class:`ProxyFeatures`): any table keyed by architecture string (an ``rdnas proxies``
 output, or ``nb201_zc_proxies.csv``); each column is **rank-normalised** over the table's rows (average rank of
@@ -34,85 +12,14 @@ ties, scaled to [0, 1]; -inf, e.g. a disconnected cell's score, ranks lowest; Na
 16 values (the columns, zero-padded) to NAR's input and columns to the flat vector.
 """
 
-import math
-
 import numpy as np
 import torch
 from torch import Tensor
 
 from rdnas.spaces import SearchSpace, get_space
-from rdnas.spaces import nb201
-
-TOKEN_SIZE = 16
-NB201_CELL_CHANNELS = 1 + 2 * 15
-# (channels, side) of the 15 searchable cells of NB201's CIFAR-10 network, in network order.
-_NB201_CELLS = tuple((16 * 2**stage, 32 // 2**stage) for stage in range(3) for _ in range(5))
-
-
-def _edge_costs(op: int, channels: int, side: int) -> tuple[float, float]:
-    """(multiply-accumulates, parameters) of one NB201 edge op in a cell of ``channels`` at ``side`` x ``side``."""
-    kernel = {nb201.CONV1X1: 1, nb201.CONV3X3: 3}.get(op)
-    if kernel is None:
-        return 0.0, 0.0
-    weights = channels * channels * kernel * kernel
-    return float(weights * side * side), float(weights + 2 * channels)
-
-
-def _channel_maxima() -> Tensor:
-    largest = [1.0]  # the adjacency channel is op / 4 already
-    for channels, side in _NB201_CELLS:
-        flops, params = _edge_costs(nb201.CONV3X3, channels, side)
-        largest += [flops, params]
-    return torch.tensor(largest, dtype=torch.float64)
-
-
-NB201_CELL_CHOICES = ("all", "stages")
-NB201_EDGE_CHOICES = ("all", "live")
-# NB201's four input-to-output paths (node 0 -> node 3) as edge positions: 0-3, 0-1-3, 0-2-3, 0-1-2-3.
-NB201_PATHS = ((3,), (0, 4), (1, 5), (0, 2, 5))
-
-
-def _checked(option: str, value: str, choices: tuple) -> str:
-    if value not in choices:
-        raise ValueError(f"rdnas.predictors: {option} must be one of {choices}, got {value!r}")
-    return value
-
-
-def nb201_cell_tensors(archs, cells: str = "all", edges: str = "all") -> Tensor:
-    """NAR's NB201 input (module docstring): LongTensor[K, 6] -> float32 Tensor[K, 31, 4, 4] (``cells="all"``) or
-    Tensor[K, 7, 4, 4] (``cells="stages"``: the adjacency and the first cell of each stage), log-scaled to [0, 1];
-    ``edges="live"``: dead edges as ``none``."""
-    _checked("cells", cells, NB201_CELL_CHOICES)
-    rows = nb201.SPACE.validate(archs)
-    if _checked("edges", edges, NB201_EDGE_CHOICES) == "live":
-        rows = torch.where(nb201.live_edges(rows), rows, nb201.NONE)
-    out = torch.zeros(len(rows), NB201_CELL_CHANNELS, nb201.NUM_NODES, nb201.NUM_NODES, dtype=torch.float64)
-    # Per op: the (flops, params) of every cell, a [5, 30] table; then scatter by edge position.
-    per_op = torch.tensor([[value for channels, side in _NB201_CELLS for value in _edge_costs(op, channels, side)]
-                           for op in range(nb201.NUM_OPS)], dtype=torch.float64)
-    maxima = _channel_maxima()
-    scaled = torch.log1p(per_op) / torch.log1p(maxima[1:])  # [5, 30]
-    for edge, (source, target) in enumerate(nb201.EDGES):
-        ops = rows[:, edge]
-        out[:, 0, source, target] = ops.double() / (nb201.NUM_OPS - 1)
-        out[:, 1:, source, target] = scaled[ops]
-    if cells == "stages":  # channel 0, then (flops, params) of cells 0, 5, 10: channels 1-2, 11-12, 21-22
-        out = out[:, [0] + [1 + 2 * cell + k for cell in (0, 5, 10) for k in (0, 1)]]
-    return out.float()
-
-
-def nb201_path_tokens(archs) -> Tensor:
-    """The path token of ``edges="live"`` (module docstring): LongTensor[K, 6] -> float32 Tensor[K, 1, 16]: for each
-    of the four input-to-output paths (:data:`NB201_PATHS`) whether it is live (no ``none`` edge) and the fraction of
-    its edges that are convolutions (0 on a dead path), then the fraction of the six edges that are live and hold
-    each op (``none`` counts the dead edges), zero-padded to 16."""
-    rows = nb201.SPACE.validate(archs)
-    live_paths = torch.stack([(rows[:, list(path)] != nb201.NONE).all(1) for path in NB201_PATHS], dim=1)
-    convolution = (rows == nb201.CONV1X1) | (rows == nb201.CONV3X3)
-    convs = torch.stack([convolution[:, list(path)].float().mean(1) for path in NB201_PATHS], dim=1) * live_paths
-    live_ops = torch.where(nb201.live_edges(rows), rows, nb201.NONE)
-    op_share = torch.nn.functional.one_hot(live_ops, nb201.NUM_OPS).float().mean(1)
-    return _as_tokens(torch.cat([live_paths.float(), convs, op_share], dim=1))
+from rdnas.spaces.base import TOKEN_SIZE, to_tokens
+from rdnas.spaces.nb201_features import (NB201_CELL_CHANNELS, NB201_CELL_CHOICES, NB201_EDGE_CHOICES,  # noqa: F401
+                                         NB201_PATHS, nb201_cell_tensors, nb201_path_tokens)
 
 
 class ProxyFeatures:
@@ -199,37 +106,38 @@ class ArchFeatures:
     """The inputs of every predictor for one space, optionally with proxy columns.
 
     ``tokens(archs)``: float32 Tensor[K, T, 16] (NAR); ``flat(archs)``: float32 Tensor[K, T * 16] (trees, MLP).
-    NB201 options (module docstring): ``cells`` ("stages" by default, or the authors' "all") and ``edges`` ("live"
-    by default, or the authors' "all"); the defaults are the best measured input of every predictor (README,
-    "Predictors on NAS-Bench-201's real ground truth"). Other spaces take neither (their default is "all": the
-    space's encoding as it is).
+    The structure tokens are the space's (:meth:`rdnas.spaces.SearchSpace.predictor_tokens`); ``options`` are its
+    ``feature_options`` (NB201: ``cells``, "stages" by default or the authors' "all", and ``edges``, "live" by
+    default or the authors' "all": the best measured input of every predictor, README, "Predictors on
+    NAS-Bench-201's real ground truth"), each readable as an attribute (``features.cells``). An option the space
+    does not take is refused, except the value "all" (the input as the space gives it, which model files of
+    every space recorded) or None.
     """
 
-    def __init__(self, space="nb201", proxies: ProxyFeatures | None = None, cells: str | None = None,
-                 edges: str | None = None):
+    def __init__(self, space="nb201", proxies: ProxyFeatures | None = None, **options):
         self.space: SearchSpace = get_space(space)
         self.proxies = proxies
-        nb201_space = self.space.name == "nb201"
-        cells = cells if cells is not None else "stages" if nb201_space else "all"
-        edges = edges if edges is not None else "live" if nb201_space else "all"
-        for option, value, choices in (("cells", cells, NB201_CELL_CHOICES), ("edges", edges, NB201_EDGE_CHOICES)):
-            if _checked(option, value, choices) != "all" and not nb201_space:
-                raise ValueError(f"rdnas.predictors: {option}={value!r} is an NB201 input option; the "
-                                 f"{self.space.name} space's features come from its encoding")
-        self.cells, self.edges = cells, edges
+        taken = self.space.feature_options
+        for option, value in options.items():
+            if option not in taken and value not in (None, "all"):
+                takers = [name for name in _space_names() if option in get_space(name).feature_options]
+                raise ValueError(f"rdnas.predictors: {option}={value!r} is an input option of "
+                                 f"{', '.join(takers) or 'no space'}, not of the {self.space.name} space (its "
+                                 f"features: {', '.join(taken) or 'its encoding'})")
+        self.options = {option: choices[0] if options.get(option) is None else _checked(option, options[option],
+                                                                                        tuple(sorted(choices)))
+                        for option, choices in taken.items()}
 
-    def _structure_tokens(self, archs) -> Tensor:
-        if self.space.name == "nb201":
-            tokens = nb201_cell_tensors(archs, self.cells, self.edges).flatten(2)
-            if self.edges == "live":
-                tokens = torch.cat([tokens, nb201_path_tokens(archs)], dim=1)
-            return tokens
-        return _as_tokens(self.space.encode(archs).float())
+    def __getattr__(self, name):
+        options = self.__dict__.get("options", {})
+        if name in options:
+            return options[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def tokens(self, archs) -> Tensor:
-        tokens = self._structure_tokens(archs)
+        tokens = self.space.predictor_tokens(archs, **self.options)
         if self.proxies is not None:
-            tokens = torch.cat([tokens, _as_tokens(self.proxies(archs))], dim=1)
+            tokens = torch.cat([tokens, to_tokens(self.proxies(archs))], dim=1)
         return tokens
 
     def flat(self, archs) -> Tensor:
@@ -241,19 +149,27 @@ class ArchFeatures:
 
     def state(self) -> dict:
         return {"space": self.space.name, "proxies": None if self.proxies is None else self.proxies.state(),
-                "cells": self.cells, "edges": self.edges}
+                **self.options}
 
     @classmethod
     def from_state(cls, state: dict) -> "ArchFeatures":
         proxies = state["proxies"]
         if proxies is not None:
             proxies = ProxyFeatures(proxies["keys"], proxies["values"], proxies["columns"], state["space"])
-        return cls(state["space"], proxies, state.get("cells", "all"), state.get("edges", "all"))
+        space = get_space(state["space"])
+        options = {k: v for k, v in state.items() if k not in ("space", "proxies")}
+        for option in space.feature_options:  # model files written before these options existed: the authors'
+            options.setdefault(option, "all")
+        return cls(space, proxies, **options)
 
 
-def _as_tokens(values: Tensor) -> Tensor:
-    """float Tensor[K, F] -> Tensor[K, ceil(F / 16), 16], zero-padded."""
-    count = max(1, math.ceil(values.shape[1] / TOKEN_SIZE))
-    padded = torch.zeros(values.shape[0], count * TOKEN_SIZE, dtype=torch.float32)
-    padded[:, : values.shape[1]] = values
-    return padded.view(values.shape[0], count, TOKEN_SIZE)
+def _space_names() -> tuple:
+    from rdnas.spaces import space_names
+
+    return space_names()
+
+
+def _checked(option: str, value: str, choices: tuple) -> str:
+    if value not in choices:
+        raise ValueError(f"rdnas.predictors: {option} must be one of {choices}, got {value!r}")
+    return value

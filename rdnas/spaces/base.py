@@ -127,12 +127,35 @@ class SearchSpace(ABC):
         LongTensor[K, width], in the conventions of the space's reference network (see its docstring). Optional."""
         raise NotImplementedError(f"rdnas.spaces.{self.name}: the space has no cost model")
 
+    #: The options of :meth:`predictor_tokens`: name -> the values it takes, the first the default.
+    feature_options: dict[str, tuple] = {}
+
+    def predictor_tokens(self, archs, **options) -> Tensor:
+        """The input of learned predictors (:class:`rdnas.predictors.ArchFeatures`): LongTensor[K, width] ->
+        float32 Tensor[K, T, TOKEN_SIZE] (``options``: those of :attr:`feature_options`). Default: :meth:`encode`
+        cut into tokens of 16 values, zero-padded (:func:`to_tokens`)."""
+        if options:
+            raise ValueError(f"rdnas.spaces.{self.name}: the space's predictor input takes no options; got "
+                             f"{', '.join(sorted(options))}")
+        return to_tokens(self.encode(archs).float())
+
     def hamming(self, first, second) -> Tensor:
         """Positions at which two sets of architectures differ: LongTensor[K, width] x2 -> LongTensor[K]."""
         return (self.validate(first) != self.validate(second)).sum(-1)
 
     def __repr__(self) -> str:
         return f"<search space {self.name}: {self.size:,} architectures of width {self.width}>"
+
+
+TOKEN_SIZE = 16  # values per token of a predictor input (SearchSpace.predictor_tokens)
+
+
+def to_tokens(values: Tensor) -> Tensor:
+    """Features as predictor tokens: float Tensor[K, F] -> float32 Tensor[K, ceil(F / 16), 16], zero-padded."""
+    count = max(1, math.ceil(values.shape[1] / TOKEN_SIZE))
+    padded = torch.zeros(values.shape[0], count * TOKEN_SIZE, dtype=torch.float32)
+    padded[:, : values.shape[1]] = values
+    return padded.view(values.shape[0], count, TOKEN_SIZE)
 
 
 _SPACES: dict[str, SearchSpace] = {}

@@ -309,6 +309,17 @@ class NB201Space(base.SearchSpace):
     def is_trivial(self, archs) -> Tensor:
         return ~connected(self.validate(archs))
 
+    #: cells: "stages" (one cell per stage) or the authors' "all"; edges: "live" (dead edges as none, plus a path
+    #: token) or the authors' "all" (:mod:`rdnas.spaces.nb201_features`); the defaults are the best measured input.
+    feature_options = {"cells": ("stages", "all"), "edges": ("live", "all")}
+
+    def predictor_tokens(self, archs, cells: str = "stages", edges: str = "live") -> Tensor:
+        """NAR's cell tensors as tokens (:func:`rdnas.spaces.nb201_features.predictor_tokens`): LongTensor[K, 6]
+        -> float32 Tensor[K, T, 16]."""
+        from rdnas.spaces import nb201_features
+
+        return nb201_features.predictor_tokens(archs, cells, edges)
+
     def cost(self, archs, **options) -> dict[str, Tensor]:
         """The benchmark's own counts (:mod:`rdnas.spaces.nb201_cost`), by default for its CIFAR-10 network (C=16,
         N=5, 32x32, 10 classes): ``flops`` (Conv2d and Linear multiply-accumulates, every non-``none`` edge
