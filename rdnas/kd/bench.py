@@ -550,9 +550,17 @@ def training_free_signals(teacher: Teacher, task: TaskSpec, archs: list, data=No
     log_teacher = F.log_softmax(teacher_logits_valid, 1)
     supernet = remapped_supernet(teacher.network, space, **task.student_options)
     accuracy, neg_kl = [], []
-    for arch in space.validate(archs):
-        logits = torch.cat([supernet(data.valid_x[start:start + batch_size], arch)
-                            for start in range(0, len(data.valid_x), batch_size)]).double()
+    archs = space.validate(archs)
+    stacked = getattr(supernet, "forward_stacked", None)
+    if stacked is not None:  # every student's logits on each chunk of images in one batched pass
+        every = torch.cat([stacked(data.valid_x[start:start + batch_size], archs)
+                           for start in range(0, len(data.valid_x), batch_size)], dim=1)
+    for k, arch in enumerate(archs):
+        if stacked is not None:
+            logits = every[k].double()
+        else:
+            logits = torch.cat([supernet(data.valid_x[start:start + batch_size], arch)
+                                for start in range(0, len(data.valid_x), batch_size)]).double()
         accuracy.append(100.0 * float((logits.argmax(1) == data.valid_y).double().mean()))
         kl = F.kl_div(F.log_softmax(logits, 1), log_teacher, reduction="batchmean", log_target=True)
         neg_kl.append(-float(kl))
