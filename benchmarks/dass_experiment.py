@@ -26,7 +26,6 @@ evaluate`` writes: per method Spearman / Kendall / P@top-10 % / top-1 regret (me
 seeds), Wilcoxon signed-rank tests of DaSS against each method, the seed ceiling and the KD-vs-CE premise.
 """
 
-import hashlib
 import json
 import platform
 import sys
@@ -47,62 +46,33 @@ SEEDS = (0, 1, 2, 3, 4)
 CHOICES = ("baselines",) + evaluation.SEEDED_METHODS
 
 
-def bench_digest(folder) -> str:
-    """The first 16 hex digits of the SHA-256 of the benchmark's ``kdbench.csv`` (which students, which labels)."""
-    return hashlib.sha256((Path(folder) / "kdbench.csv").read_bytes()).hexdigest()[:16]
-
-
-def result_path(runs: Path, job: str, key) -> Path:
-    """``baselines_<task>.json`` or ``<method>_seed<s>.json`` in ``runs``."""
-    return runs / (f"baselines_{key}.json" if job == "baselines" else f"{job}_seed{key}.json")
-
-
 def settings_of(args) -> evaluation.FitSettings:
     return evaluation.FitSettings(episodes=args.episodes, query=args.query, width=args.width,
                                   eval_every=args.eval_every)
 
 
-def check_folder(runs: Path, digest: str, settings: dict, proxies: list | None) -> None:
-    """Refuses a results folder whose finished jobs were made with another benchmark, other meta-training
-    settings or (unless ``proxies`` is None) other proxies: a resume must add to the same experiment."""
-    for path in sorted(runs.glob("*.json")):
-        result = json.loads(path.read_text())
-        if result.get("bench_digest") != digest:
-            sys.exit(f"dass_experiment.py: {path} was made with benchmark table {result.get('bench_digest')}, this "
-                     f"benchmark's is {digest}; use another --results folder")
-        if result["kind"] == "seeded" and result["settings"] != settings:
-            sys.exit(f"dass_experiment.py: {path} was meta-trained with {result['settings']}, now {settings}; use "
-                     "the same options or another --results folder")
-        if result["kind"] == "fixed" and proxies is not None and result.get("proxies") != proxies:
-            sys.exit(f"dass_experiment.py: {path} scored the proxies {result.get('proxies')}, now {proxies}; use "
-                     "the same --proxies or another --results folder")
-
-
 def run(args) -> int:
     runs = Path(args.results)
     bench = evaluation.EvaluationBench(args.bench)
-    digest = bench_digest(args.bench)
     settings = settings_of(args)
-    proxies = None if args.proxies is None else [p for p in args.proxies if p != "none"]
-    scored = list(evaluation.baselines.proxy_names()) if proxies is None else proxies
-    check_folder(runs, digest, settings.to_dict(), scored if "baselines" in args.methods else None)
+    proxies = list(evaluation.baselines.proxy_names()) if args.proxies is None else [
+        p for p in args.proxies if p != "none"]
+    for path in sorted(runs.glob("*.json")):  # a resume adds to the same experiment, or is refused
+        try:
+            evaluation.check_job(path, json.loads(path.read_text()), bench.digest, settings,
+                                 proxies if "baselines" in args.methods else None)
+        except ValueError as error:
+            sys.exit(f"dass_experiment.py: {error}")
     jobs = [("baselines", task) for task in bench.judged if "baselines" in args.methods]
     jobs += [(method, seed) for method in evaluation.SEEDED_METHODS if method in args.methods for seed in args.seeds]
 
     def run_one(job: str, key) -> dict:
-        if job == "baselines":
-            result = {**evaluation.fixed_scores(bench, key, scored), "proxies": scored}
-        else:
-            result = evaluation.seeded_scores(bench, job, key, settings)
-        return {**result, "bench": str(args.bench), "bench_digest": digest, "torch": torch.__version__,
-                "threads": torch.get_num_threads(), "machine": platform.machine()}
+        return {**evaluation.run_job(bench, job, key, settings, proxies), "bench": str(args.bench),
+                "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine()}
 
-    def summary(result: dict, seconds: float) -> str:
-        return f"{seconds:.1f} s"
-
-    return run_pending(jobs, lambda job, key: result_path(runs, job, key), run_one,
-                       lambda job, key: f"{job} {'task' if job == 'baselines' else 'seed'} {key}", summary,
-                       dry_run=args.dry_run)
+    return run_pending(jobs, lambda job, key: evaluation.job_path(runs, job, key), run_one,
+                       lambda job, key: f"{job} {'task' if job == 'baselines' else 'seed'} {key}",
+                       lambda result, seconds: f"{seconds:.1f} s", dry_run=args.dry_run)
 
 
 def report(args) -> int:
@@ -116,9 +86,9 @@ def report(args) -> int:
         sys.exit(f"dass_experiment.py: {runs} mixes benchmarks {sorted(map(str, digests))} or meta-training settings "
                  f"{sorted(settings)}; report one experiment per folder")
     bench = evaluation.EvaluationBench(args.bench)
-    if digests != {bench_digest(args.bench)}:
+    if digests != {bench.digest}:
         sys.exit(f"dass_experiment.py: the results were made with benchmark table {digests.pop()}, {args.bench} is "
-                 f"{bench_digest(args.bench)}")
+                 f"{bench.digest}")
     full = evaluation.build_report(bench, results)
     full["settings"] = json.loads(settings.pop()) if settings else None
     full["jobs"] = len(results)

@@ -5,6 +5,7 @@ resumable experiment script."""
 import copy
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -266,7 +267,7 @@ def test_the_report_refuses_scores_of_other_students(labelled_bench):
 
 
 # -- the command line and the experiment script -------------------------------------------------------------------
-def test_evaluate_meta_trains_every_method_and_writes_the_report_and_its_table(labelled_bench, tmp_path):
+def test_evaluate_meta_trains_every_method_and_writes_the_report_and_its_table(labelled_bench, tmp_path, capsys):
     folder, _ = labelled_bench
     out = tmp_path / "report.json"
     assert main(["dass", "evaluate", "--bench", str(folder), "--seeds", "2", "--episodes", "4", "--width", "8",
@@ -283,6 +284,19 @@ def test_evaluate_meta_trains_every_method_and_writes_the_report_and_its_table(l
     assert report["tasks"]["digits-test"]["kd_vs_ce_spearman"] == pytest.approx(-1.0)
     table = out.with_suffix(".md").read_text()
     assert "| method | kind | Spearman |" in table and "Verdict: " in table and "| metad2a |" in table
+    # every finished job is kept: the same command again reads them back, other settings are refused
+    jobs = out.with_suffix(".jobs")
+    assert len(list(jobs.glob("*.json"))) == 2 + 2 * len(evaluation.SEEDED_METHODS)
+    kept = (jobs / "dass_seed1.json").read_bytes()
+    assert main(["dass", "evaluate", "--bench", str(folder), "--seeds", "2", "--episodes", "4", "--width", "8",
+                 "--query", "4", "--eval-every", "2", "--proxies", "synflow,snip", "--methods", "dass", "--out",
+                 str(tmp_path / "again.json"), "--jobs", str(jobs)]) == 0
+    assert "dass seed 1: done already" in capsys.readouterr().out and (jobs / "dass_seed1.json").read_bytes() == kept
+    assert json.loads((tmp_path / "again.json").read_text())["methods"]["dass"] == report["methods"]["dass"]
+    assert main(["dass", "evaluate", "--bench", str(folder), "--seeds", "1", "--episodes", "5", "--width", "8",
+                 "--query", "4", "--eval-every", "2", "--proxies", "synflow,snip", "--methods", "dass", "--out",
+                 str(tmp_path / "other.json"), "--jobs", str(jobs)]) == 2
+    assert "was meta-trained with" in capsys.readouterr().err and not (tmp_path / "other.json").exists()
 
 
 @pytest.mark.parametrize("argv,match", [
@@ -326,7 +340,7 @@ def test_the_experiment_script_resumes_and_never_redoes_a_finished_seed(labelled
 
     def run(*argv):
         done = subprocess.run(script + list(argv), capture_output=True, text=True, cwd=tmp_path,
-                              env={**__import__("os").environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
         return done.returncode, done.stdout + done.stderr
 
     code, output = run("run", "--methods", "baselines,dass,gbt", "--seeds", "0", *common, *options)

@@ -172,9 +172,9 @@ def add_parser(commands) -> None:
         "pick's regret, mean over tasks and spread over seeds, a Wilcoxon signed-rank test of DaSS against each "
         "method, the seed ceiling and the KD-vs-CE premise; writes OUT (JSON) and its Markdown table (--markdown, "
         "default OUT with .md). Each finished job (a task's baselines, a method's seed) is kept in --jobs (default OUT "
-        "with .jobs): rerun the same command to resume. With --model, that DaSS model file is judged instead of meta-training DaSS (the "
-        "other meta-trained methods then run only when --methods names them). Example: rdnas dass evaluate "
-        "--bench kdbench --seeds 5 --out report.json")
+        "with .jobs): rerun the same command to resume. With --model, that DaSS model file is judged instead of "
+        "meta-training DaSS (the other meta-trained methods then run only when --methods names them). Example: "
+        "rdnas dass evaluate --bench kdbench --seeds 5 --out report.json")
     evaluate.add_argument("--bench", required=True, help="a folder written by rdnas dass bench")
     evaluate.add_argument("--model", type=input_file, help="judge this model file of rdnas dass fit as DaSS")
     evaluate.add_argument("--seeds", type=positive_int, default=5, help="meta-training seeds 0..N-1 (default 5)")

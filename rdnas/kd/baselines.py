@@ -90,6 +90,7 @@ def proxy_scores(space, spec: TaskSpec, archs, data: TaskData, names=None, batch
     ``names``: proxies to score (default :func:`proxy_names`); snip, grad_norm, plain and fisher share one
     forward / backward per student."""
     from rdnas.proxies import PROXIES, get_proxy, scoring_supernet
+    from rdnas.proxies.base import fused_path
     from rdnas.proxies.gradient import LOSS_GRADIENT_PROXIES
     from rdnas.proxies.network import loss_gradient_exported
 
@@ -102,9 +103,8 @@ def proxy_scores(space, spec: TaskSpec, archs, data: TaskData, names=None, batch
                                 space=spec_space(space), **options)
     minibatch = task_minibatch(data, batch_size, seed)
     scores = {}
-    shared = [n for n in names if n in LOSS_GRADIENT_PROXIES]
-    if shared and not hasattr(supernet, "export"):
-        shared = []
+    # one exported network per student for the four loss-gradient proxies (a fused path scores them itself)
+    shared = [] if fused_path(supernet) else [n for n in names if n in LOSS_GRADIENT_PROXIES]
     if shared:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -114,6 +114,13 @@ class EvaluationBench:
             raise ValueError(f"{folder} has no {split} task with KD labels (kdbench.csv and embeddings.pt)")
         self._data, self._embeddings = {}, None
 
+    @property
+    def digest(self) -> str:
+        """The first 16 hex digits of the SHA-256 of the folder's ``kdbench.csv`` (which students, which labels)."""
+        import hashlib
+
+        return hashlib.sha256((self.folder / "kdbench.csv").read_bytes()).hexdigest()[:16]
+
     def data(self, name: str):
         """The task's :class:`rdnas.kd.TaskData` (loaded once)."""
         if name not in self._data:
@@ -212,10 +219,16 @@ def seeded_scores(bench: EvaluationBench, method: str, seed: int, settings: FitS
     else:
         train = [(bench.space.validate(t.archs), t.labels.double()) for t in bench.kd.values()
                  if t.split == "meta-train"]
+        informative = any(len(set(labels.tolist())) > 1 for _, labels in train)
+        fit = {"informative_tasks": sum(len(set(labels.tolist())) > 1 for _, labels in train)}
         for name in bench.judged:
             archs = bench.kd[name].archs
-            tasks[name] = _entry(archs, baselines.pooled_predictor_scores(method, bench.space, train,
-                                                                          bench.space.validate(archs), seed))
+            if informative:
+                scores = baselines.pooled_predictor_scores(method, bench.space, train, bench.space.validate(archs),
+                                                           seed)
+            else:  # every meta-train task's students tie: nothing to learn, a constant score (ranks nothing)
+                scores = torch.zeros(len(archs), dtype=torch.float64)
+            tasks[name] = _entry(archs, scores)
     return {"kind": "seeded", "method": method, "seed": seed, "settings": settings.to_dict(), "fit": fit,
             "tasks": tasks}
 
@@ -239,6 +252,58 @@ def model_scores(bench: EvaluationBench, model_path, method: str = REFERENCE) ->
         tasks[name] = _entry(task.archs, dass.predict_task(model, task, config["adapt"], config["embedding"]))
     return {"kind": "seeded", "method": method, "seed": "model", "settings": {"model": str(model_path)},
             "fit": {"best_episode": config.get("best_episode")}, "tasks": tasks}
+
+
+def job_path(folder, job: str, key) -> Path:
+    """The result file of one job in ``folder``: ``baselines_<task>.json`` (``job`` "baselines", ``key`` the task)
+    or ``<method>_seed<key>.json``."""
+    return Path(folder) / (f"baselines_{key}.json" if job == "baselines" else f"{job}_seed{key}.json")
+
+
+def run_job(bench: EvaluationBench, job: str, key, settings: FitSettings = FitSettings(), proxies=None,
+            progress: bool = False) -> dict:
+    """One job: ``("baselines", task)`` -> :func:`fixed_scores` (plus ``"proxies"``), ``(method, seed)`` ->
+    :func:`seeded_scores`; the result records the benchmark's :attr:`EvaluationBench.digest`."""
+    if job == "baselines":
+        names = list(baselines.proxy_names() if proxies is None else proxies)
+        result = {**fixed_scores(bench, key, names), "proxies": names}
+    else:
+        result = seeded_scores(bench, job, key, settings, progress)
+    return {**result, "bench_digest": bench.digest}
+
+
+def check_job(path, result: dict, digest: str, settings: FitSettings | None, proxies=None) -> None:
+    """Refuses a finished job's result made with another benchmark (``digest``), other meta-training ``settings``
+    or (a baselines job, unless ``proxies`` is None) other proxies: ValueError naming the file."""
+    if result.get("bench_digest") != digest:
+        raise ValueError(f"{path} was made with benchmark table {result.get('bench_digest')}, this benchmark's is "
+                         f"{digest}; use another results folder")
+    if settings is not None and result["kind"] == "seeded" and result["settings"] != settings.to_dict():
+        raise ValueError(f"{path} was meta-trained with {result['settings']}, now {settings.to_dict()}; use the same "
+                         "options or another results folder")
+    if proxies is not None and result["kind"] == "fixed" and result.get("proxies") != list(proxies):
+        raise ValueError(f"{path} scored the proxies {result.get('proxies')}, now {list(proxies)}; use the same "
+                         "proxies or another results folder")
+
+
+def cached_job(folder, bench: EvaluationBench, job: str, key, settings: FitSettings = FitSettings(), proxies=None,
+               progress: bool = False) -> tuple[dict, bool]:
+    """:func:`run_job`, its result kept in :func:`job_path` (written atomically when the job ends) and read back
+    instead of running it again (after :func:`check_job`): returns (result, whether it was read back)."""
+    import json
+
+    from rdnas.atomic_file import write_text_atomic
+
+    path = job_path(folder, job, key)
+    names = list(baselines.proxy_names() if proxies is None else proxies)
+    if path.exists():
+        result = json.loads(path.read_text())
+        check_job(path, result, bench.digest, settings, names if job == "baselines" else None)
+        return result, True
+    result = run_job(bench, job, key, settings, names, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(result))
+    return result, False
 
 
 def _finite(value):
@@ -470,8 +535,10 @@ def verdict(report: dict) -> dict:
     whose mean Spearman is >= DaSS's), "regret_within_1", "text"}``."""
     methods, reference = report["methods"], report["reference"]
     if reference not in methods or methods[reference]["mean"]["spearman"]["mean"] is None:
+        why = (f"no {reference} result" if reference not in methods else
+               "no judged task has students of different KD accuracy (nothing to rank)")
         return {"beats_every_baseline": None, "not_beaten_by": [], "regret_within_1": None,
-                "text": "no DaSS result (or no task with varying KD accuracy): nothing to judge"}
+                "text": f"{why}: nothing to judge"}
     mean = methods[reference]["mean"]["spearman"]["mean"]
     others = [m for m, e in methods.items() if m != reference and e["kind"] != "ablation"]
     losing = sorted((m for m in others if methods[m]["mean"]["spearman"]["mean"] is not None
@@ -516,8 +583,9 @@ def markdown_report(report: dict) -> str:
     lines = [f"DaSS against its baselines on {len(ranked)} {report['split']} tasks ({', '.join(ranked)}); "
              f"{'/'.join(map(str, students))} students per task; ground truth: KD validation accuracy, mean over "
              f"the benchmark's training seeds; meta-trained methods: mean over tasks ± standard deviation over "
-             f"{seeds} meta-training seeds. Regret: points of KD accuracy below the pool's best. p: Wilcoxon "
-             f"signed-rank of DaSS against the method over tasks (two-sided; smallest reachable "
+             f"{seeds} meta-training seeds (seed-free baselines: one value). Regret: points of KD accuracy below "
+             f"the pool's best. p: Wilcoxon signed-rank of DaSS against the method over tasks (two-sided; smallest "
+             f"reachable "
              f"{2.0 / 2 ** len(ranked):.3g}) and over (seed, task) pairs.", "",
              "| method | kind | Spearman | Kendall | P@top-10 % | top-1 regret | DaSS better on (tasks) | p (tasks) "
              "| p (seed x task) |", "|---|---|---|---|---|---|---|---|---|"]
@@ -545,7 +613,7 @@ def markdown_report(report: dict) -> str:
                                                        for t in report["judged_tasks"]) + " |")
     lines.append("| teacher accuracy (%) | " + " | ".join(f"{tasks[t]['teacher_valid_acc']:.1f}"
                                                           for t in report["judged_tasks"]) + " |")
-    lines += ["", f"Verdict: {report['verdict']['text']}", ""]
+    lines += ["", f"Verdict: {report['verdict']['text']}", "", f"Tests. {report['test_note']}", ""]
     return "\n".join(lines)
 
 
