@@ -18,7 +18,8 @@ its teacher's digest, and a resume with another teacher for the same task is ref
 ``OUT/kdbench.csv`` (:func:`kd_table`) has one row per (task, architecture) with every seed of every regime:
 ``task, split, teacher, teacher_valid_acc, arch_str, <regime>_valid_acc, <regime>_valid_acc_std, ..., seeds``.
 ``OUT/embeddings.pt`` (:func:`write_embeddings`) holds, per task, the last-stage activation maps of a fixed N(0, 1)
-probe through the teacher, the remapped students and freshly initialised students.
+probe through the teacher, the remapped students and freshly initialised students. :func:`ship` writes a finished
+build as package data (``rdnas/kd/shipped/``, with a recipe JSON) and :func:`load_shipped` reads it back.
 """
 
 import csv
