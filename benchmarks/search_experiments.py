@@ -99,16 +99,17 @@ def load_table(path, column: str) -> tuple:
     """A whole-space NB201 table as the ground truth of a search: ``column`` of every one of the 15,625 cells in
     rdnas's enumeration order (Tensor[15625], float64; read with GroundTruth, rows matched by architecture) and a
     description ({"table", "sha256", "column", "seeds_per_cell" (the ``seeds`` column's values over trained
-    cells), "trained_cells", "best", "name"}). SystemExit naming
-    ``--table`` when the table lacks the column or a cell."""
+    cells), "trained_cells", "best", "name"}). ValueError naming ``--table`` when the table cannot be read or lacks
+    the column or a cell."""
     path = Path(path)
     try:
         gt = GroundTruth.load(path, "nb201")
         gt.require_columns(column)
         values = gt.values(nb201.all_archs(), column)
     except (OSError, ValueError, KeyError) as error:
-        sys.exit(f"search_experiments.py: --table {path}: {str(error).strip(chr(34) + chr(39))} (a whole-space "
-                 "table gives each of the 15,625 NB201 cells a row, e.g. nb201_digits_full.py's)")
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error  # a KeyError's str quotes
+        raise ValueError(f"--table {path}: {message} (a whole-space table gives each of the 15,625 NB201 cells a "
+                         "row, e.g. nb201_digits_full.py's)") from None
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     trained = gt.columns["trained"] > 0 if "trained" in gt.columns else np.ones(len(gt), dtype=bool)
     seeds = sorted({int(s) for s in gt.columns["seeds"][trained]}) if "seeds" in gt.columns else []
@@ -139,8 +140,19 @@ def run_one_table(context, method: str, seed: int) -> dict:
             "machine": platform.machine()}
 
 
+def _load_table_or_usage_error(args) -> tuple | None:
+    try:
+        return load_table(args.table, args.column)
+    except ValueError as error:
+        print(f"search_experiments.py {args.step}: error: {error}", file=sys.stderr)
+        return None
+
+
 def run_table(args) -> int:
-    values, table = load_table(args.table, args.column)
+    loaded = _load_table_or_usage_error(args)
+    if loaded is None:
+        return 2
+    values, table = loaded
     print(f"ground truth: {table['column']} of {table['table']} (seeds per cell {table['seeds_per_cell']}, sha256 "
           f"{table['sha256'][:12]}); runs in {TABLE_RESULTS / table['name']}")
     jobs = [(method, seed) for method in args.methods for seed in range(args.runs)]
@@ -209,7 +221,10 @@ def plot_table_curves(path: Path, results: dict, table: dict) -> None:
 
 
 def report_table(args) -> int:
-    values, table = load_table(args.table, args.column)
+    loaded = _load_table_or_usage_error(args)
+    if loaded is None:
+        return 2
+    values, table = loaded
     results = {}
     for result in load_results(TABLE_RESULTS / table["name"], "*_seed*.json"):
         results.setdefault(result["method"], []).append(result)

@@ -54,15 +54,17 @@ def test_load_table_reads_every_cell_through_the_ground_truth_reader(tmp_path):
     assert table["trained_cells"] == int(nb201.connected(nb201.all_archs()).sum())
 
 
-def test_load_table_refuses_a_table_without_every_cell_or_the_column(tmp_path):
+def test_load_table_refuses_a_table_without_every_cell_or_the_column(tmp_path, capsys):
     short = tmp_path / "short.csv"
     _write_table(short, drop=5)
-    with pytest.raises(SystemExit, match=r"--table .*short.csv: .*has no row for .*whole-space"):
+    with pytest.raises(ValueError, match=r"--table .*short.csv: .*has no row for .*whole-space"):
         experiments.load_table(short, "digits_valid_acc")
     whole = tmp_path / "whole.csv"
     _write_table(whole)
-    with pytest.raises(SystemExit, match=r"--table .*whole.csv: .*no column 'cifar10_valid_acc'"):
+    with pytest.raises(ValueError, match=r"--table .*whole.csv: .*no column 'cifar10_valid_acc'"):
         experiments.load_table(whole, "cifar10_valid_acc")
+    assert _experiment(["run", "--table", str(tmp_path / "absent.csv")]) == 2
+    assert "search_experiments.py run: error: --table" in capsys.readouterr().err
 
 
 def test_search_experiment_on_a_table_reports_best_and_regret_against_queries(tmp_path, monkeypatch, capsys):
