@@ -413,6 +413,7 @@ def _search(args) -> int:
     from rdnas.kd.train import StudentRecipe
     from rdnas.predictors import dass
     from rdnas.proxies import PROXIES
+    from rdnas.run_folder import claim_file
 
     if args.proxy not in PROXIES:
         args.usage_error(f"--proxy: expected one of {', '.join(sorted(PROXIES))}, got {args.proxy!r}")
@@ -423,6 +424,7 @@ def _search(args) -> int:
     model, config = dass.load_model(args.model)
     teacher = load_teacher(args.teacher, config["space"])
     archs = _students(args, config["space"], args.seed)
+    claim_file(journal, "dass search")  # one writer per journal: a second search with this --out is refused
     if len(archs) < 2:
         args.usage_error(f"--archs: a search compares picks among at least 2 candidates, got {len(archs)}")
     recipe = StudentRecipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
