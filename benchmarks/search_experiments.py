@@ -113,7 +113,7 @@ def load_table(path, column: str) -> tuple:
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     trained = gt.columns["trained"] > 0 if "trained" in gt.columns else np.ones(len(gt), dtype=bool)
     seeds = sorted({int(s) for s in gt.columns["seeds"][trained]}) if "seeds" in gt.columns else []
-    seeds_label = ("-".join(str(s) for s in seeds) + ("seed" if seeds == [1] else "seeds")) if seeds else "seeds-unknown"
+    seeds_label = "-".join(str(s) for s in seeds) + ("seed" if seeds == [1] else "seeds") if seeds else "seeds-unknown"
     try:
         shown = str(path.resolve().relative_to(ROOT.parent))
     except ValueError:
@@ -245,7 +245,8 @@ def report_table(args) -> int:
         cells = []
         for q in TABLE_CHECKPOINTS:
             at = entry["queries"].get(str(q))
-            cells.append("" if at is None or at["best_std"] is None else f"{at['best_mean']:.2f} ± {at['best_std']:.2f}")
+            shown = "" if at is None or at["best_std"] is None else f"{at['best_mean']:.2f} ± {at['best_std']:.2f}"
+            cells.append(shown)
         last = entry["queries"].get(str(BUDGET))
         regret = "" if last is None or last["regret_std"] is None else \
             f"{last['regret_mean']:.2f} ± {last['regret_std']:.2f}"
