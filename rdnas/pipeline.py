@@ -20,6 +20,7 @@ from rdnas.proxies import Minibatch, score_space, scoring_supernet
 from rdnas.rank import GroundTruth, rank_report, recalibrated_accuracy_fn
 from rdnas.rank.metrics import UndefinedRankCorrelation
 from rdnas.spaces import get_space
+from rdnas.supernet import supernet_spec
 from rdnas.train import OneShotTrainer, Teacher, TrainConfig, load_data, make_teacher
 
 
@@ -63,13 +64,16 @@ class PipelineConfig:
     device: str = "cpu"
     out_dir: str = "runs/demo"
 
+    def network_options(self) -> dict:
+        """The options of the space's network this config sets (its fields of those names; the rest keep the
+        network's defaults)."""
+        return {name: getattr(self, name) for name in supernet_spec(self.space).option_names if hasattr(self, name)}
+
     def train_config(self, method: str, seed: int, out_dir, **overrides) -> TrainConfig:
         """The TrainConfig of one supernet run of this pipeline."""
         values = dict(space=self.space, data=self.data, image_size=self.image_size, epochs=self.epochs,
-                      batch_size=self.batch_size, lr=self.lr, channels=self.channels,
-                      cells_per_stage=self.cells_per_stage, resnet_stem=self.resnet_stem,
-                      width_divisor=self.width_divisor, teacher_proxies=self.teacher_proxies,
-                      teacher_samples=self.teacher_samples, seed=seed,
+                      batch_size=self.batch_size, lr=self.lr, space_options=self.network_options(),
+                      teacher_proxies=self.teacher_proxies, teacher_samples=self.teacher_samples, seed=seed,
                       device=self.device, out_dir=str(out_dir), method=method, groups=self.groups,
                       margin=self.margin, margin_mode=self.margin_mode, sampler=self.sampler,
                       rank_schedule=self.rank_schedule, rank_weight=self.rank_weight,

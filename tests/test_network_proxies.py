@@ -276,7 +276,7 @@ def test_scoring_supernet_builds_any_space_seeded_and_leaves_the_generator_alone
     kaiming = scoring_supernet(10, 1, init="kaiming_normal", seed=3, **RESNET)
     assert float(kaiming.classifier.weight.std()) == pytest.approx(0.01, rel=0.1)
     assert torch.equal(torch.random.get_rng_state(), state)
-    with pytest.raises(ValueError, match="scoring_supernet: .*the resnet48 supernet takes the options.*got channels"):
+    with pytest.raises(ValueError, match="scoring_supernet: .*the resnet48 network takes the options.*got channels"):
         scoring_supernet(10, 1, channels=8, space="resnet48")
 
 

@@ -117,3 +117,14 @@ def test_rdnas_train_refuses_another_spaces_option_by_name(tmp_path, capsys):
     assert stop.value.code == 2
     assert "rdnas train: error: argument --channels: expected a positive integer, got '0'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", [["proxies", "--proxy", "params"], ["bench", "build"]])
+def test_proxies_and_bench_build_refuse_another_spaces_option_by_name(tmp_path, capsys, command):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--space", "nb201", "--width-divisor", "4", "--out", str(out)])
+    assert stop.value.code == 2
+    assert (f"rdnas {' '.join(command[:2]) if command[0] == 'bench' else command[0]}: error: --width-divisor is an "
+            "option of resnet48, not of the nb201 space") in capsys.readouterr().err
+    assert not out.exists()

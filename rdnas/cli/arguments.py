@@ -286,12 +286,14 @@ def _option_type(field):
     return str
 
 
-def add_network_options(parser, skip: tuple = (), data_defaults: bool = False) -> None:
+def add_network_options(parser, skip: tuple = (), data_defaults: bool = False, only=None,
+                        defaults: dict | None = None) -> None:
     """Adds a flag for every option of every registered space's network, derived from its NetworkOptions dataclass
     (rdnas.supernet.SupernetSpec.options): the name (or the field's ``flag``), the type, the choices and the help,
     prefixed with the spaces that take it. Every flag defaults to None, so :func:`network_options` tells given from
-    left out. ``skip``: option names this command sets with flags of its own. ``data_defaults``: say in the help
-    that the default depends on --data (``defaults_for_data``)."""
+    left out. ``skip``: option names this command sets with flags of its own; ``only``: if given, the option names
+    this command takes (e.g. the fields of its recipe). ``data_defaults``: say in the help that the default
+    depends on --data (``defaults_for_data``); ``defaults``: the command's own defaults, for the help."""
     from rdnas.spaces import space_names
     from rdnas.supernet import supernet_spec
 
@@ -299,7 +301,7 @@ def add_network_options(parser, skip: tuple = (), data_defaults: bool = False) -
     for space in space_names():
         options = supernet_spec(space).options
         for field in options.option_fields():
-            if field.name in skip:
+            if field.name in skip or (only is not None and field.name not in only):
                 continue
             if field.name in seen:
                 seen[field.name][1].append(space)
@@ -308,7 +310,7 @@ def add_network_options(parser, skip: tuple = (), data_defaults: bool = False) -
     for name, (field, spaces, options) in seen.items():
         flag = network_option_flag(field)
         flags[name] = flag
-        default = field.default
+        default = (defaults or {}).get(name, field.default)
         small = options.defaults_for_data("digits").get(name, default) if data_defaults else default
         note = f"default {default}" if small == default else f"default {default}; {small} on data other than imagenet"
         text = f"{', '.join(spaces)}: {field.metadata.get('help', name)}"
@@ -322,11 +324,11 @@ def add_network_options(parser, skip: tuple = (), data_defaults: bool = False) -
     parser.set_defaults(network_option_flags=flags)
 
 
-def network_options(args, space, data: str | None = None, defaults: dict | None = None) -> dict:
+def network_options(args, space, data: str | None = None, defaults: dict | None = None, given_only: bool = False) -> dict:
     """The options of ``space``'s network from the flags :func:`add_network_options` added: those given, over
     ``defaults`` (a command's own), over the space's defaults for ``data`` when given; every option of the network
-    filled in and checked. A flag of an option the space's network does not take is a ValueError naming the flag,
-    the spaces that take it and ``space``."""
+    filled in and checked (``given_only``: only the options given on the command line). A flag of an option the
+    space's network does not take is a ValueError naming the flag, the spaces that take it and ``space``."""
     from rdnas.spaces import space_names
     from rdnas.supernet import supernet_spec
 
@@ -337,10 +339,13 @@ def network_options(args, space, data: str | None = None, defaults: dict | None 
         if name not in spec.option_names:
             takers = [other for other in space_names() if name in supernet_spec(other).option_names]
             raise ValueError(f"{flags[name]} is an option of {', '.join(takers)}, not of the {spec.space} space")
+    if given_only:
+        values, defaults, data = given, None, None
     values = {**(spec.options.defaults_for_data(data) if data is not None else {}),
               **{name: value for name, value in (defaults or {}).items() if name in spec.option_names}, **given}
     try:
-        return spec.check_options(values, "").as_dict()
+        checked = spec.check_options(values, "").as_dict()
+        return {name: checked[name] for name in given} if given_only else checked
     except ValueError as error:
         message = str(error).removeprefix(": ")
         for name, flag in flags.items():

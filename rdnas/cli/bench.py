@@ -1,7 +1,7 @@
 """rdnas bench build: build a mini-benchmark (stand-alone training of sampled architectures)."""
 
-from rdnas.cli.arguments import (check_image_size, device, input_file, int_at_least, non_negative_int, positive_float,
-                                 positive_int, read_archs, shard)
+from rdnas.cli.arguments import (add_network_options, check_image_size, device, input_file, int_at_least,
+                                 network_options, non_negative_int, positive_float, positive_int, read_archs, shard)
 from rdnas.minibench.build import DATASETS, Recipe
 from rdnas.spaces import space_names
 
@@ -34,19 +34,16 @@ def add_parser(commands) -> None:
     bench_build.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
     bench_build.add_argument("--table", help="where to write the table (default OUT/<space>_<dataset>.csv)")
     recipe = Recipe()
-    for name, kind, text in (("epochs", positive_int, "epochs"),
-                             ("train_images", non_negative_int, "training images (0: all)"),
-                             ("valid_images", non_negative_int, "validation images (0: all)"),
-                             ("image_size", positive_int, "image side"), ("channels", positive_int, "nb201: C"),
-                             ("cells_per_stage", positive_int, "nb201: N"),
-                             ("lr", positive_float, "learning rate"), ("batch_size", positive_int, "batch size"),
-                             ("networks_per_stack", positive_int, "networks per stack")):
+    own = (("epochs", positive_int, "epochs"), ("train_images", non_negative_int, "training images (0: all)"),
+           ("valid_images", non_negative_int, "validation images (0: all)"),
+           ("image_size", positive_int, "image side"), ("channels", positive_int, "nb201: C"),
+           ("cells_per_stage", positive_int, "nb201: N"), ("lr", positive_float, "learning rate"),
+           ("batch_size", positive_int, "batch size"), ("networks_per_stack", positive_int, "networks per stack"))
+    for name, kind, text in own:
         bench_build.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(recipe, name),
                                  help=f"{text} (default {getattr(recipe, name)})")
-    bench_build.add_argument("--width-divisor", type=int, choices=[1, 2, 4, 8], default=recipe.width_divisor,
-                             help=f"resnet48: width divisor (default {recipe.width_divisor})")
-    bench_build.add_argument("--resnet-stem", choices=["imagenet", "small"], default=recipe.resnet_stem,
-                             help=f"resnet48: stem (default {recipe.resnet_stem})")
+    fields = vars(recipe)  # the recipe's other network options: flags derived from each space's NetworkOptions
+    add_network_options(bench_build, skip=tuple(name for name, _, _ in own), only=fields, defaults=fields)
     bench_build.add_argument("--shard", type=shard, default=None, metavar="i/n",
                              help="train only every n-th (architecture, seed) run, from the i-th: n processes build "
                              "one benchmark side by side; each writes OUT/runs.<i>of<n>.csv and then the table of "
@@ -69,10 +66,14 @@ def run(args) -> int:
     from rdnas.run_folder import claim_folder
     from rdnas.spaces import get_space
 
+    try:
+        options = network_options(args, args.space, given_only=True)  # another space's option: refused by name
+    except ValueError as error:
+        args.usage_error(str(error))
     recipe = Recipe(dataset=args.dataset, image_size=args.image_size, channels=args.channels,
                     cells_per_stage=args.cells_per_stage, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                     train_images=args.train_images, networks_per_stack=args.networks_per_stack, space=args.space,
-                    resnet_stem=args.resnet_stem, width_divisor=args.width_divisor, valid_images=args.valid_images)
+                    valid_images=args.valid_images, **options)
     space = get_space(args.space)
     check_image_size(args.space, args.image_size, recipe.network_options())  # before any work
     if 0 < args.train_images < args.batch_size:
