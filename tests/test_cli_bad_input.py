@@ -49,6 +49,8 @@ NUMERIC = {
     "dass fit": {"--seed": NON_NEGATIVE, "--episodes": POSITIVE, "--query": POSITIVE, "--eval-every": POSITIVE,
                  "--width": POSITIVE},
     "dass rank": {"--archs": POSITIVE, "--seed": NON_NEGATIVE},
+    "dass evaluate": {"--seeds": POSITIVE, "--episodes": POSITIVE, "--query": POSITIVE, "--width": POSITIVE,
+                      "--eval-every": POSITIVE},
     "dass search": {"--archs": POSITIVE, "--seed": NON_NEGATIVE, "--max-flops": POSITIVE,
                     "--flops-tolerance": POSITIVE, "--seeds": POSITIVE, "--epochs": POSITIVE,
                     "--batch-size": POSITIVE, "--lr": POSITIVE},
@@ -61,7 +63,8 @@ INPUT_FILES = {
     "search": {"--checkpoint", "--predictor", "--table", "--gt"}, "bench build": {"--archs-file"},
     "predictor fit": {"--gt", "--feature-table"}, "predictor rank": {"--model", "--gt"},
     "dass teacher": {"--tasks"}, "dass bench": {"--tasks", "--archs-file"},
-    "dass rank": {"--model", "--teacher", "--archs-file"}, "dass search": {"--model", "--teacher", "--archs-file"}, "teacher check": {"--teacher-table", "--gt", "--checkpoint"},
+    "dass rank": {"--model", "--teacher", "--archs-file"}, "dass search": {"--model", "--teacher", "--archs-file"},
+    "dass evaluate": {"--model"}, "teacher check": {"--teacher-table", "--gt", "--checkpoint"},
 }
 
 
