@@ -63,6 +63,9 @@ def run(args) -> int:
                                  proxies if "baselines" in args.methods else None)
         except ValueError as error:
             sys.exit(f"dass_experiment.py: {error}")
+    if bench.ce is None and "dass-ce" in args.methods:
+        sys.exit(f"dass_experiment.py: dass-ce needs CE labels, and {args.bench} has none (built without the ce "
+                 "regime); leave it out of --methods")
     jobs = [("baselines", task) for task in bench.judged if "baselines" in args.methods]
     jobs += [(method, seed) for method in evaluation.SEEDED_METHODS if method in args.methods for seed in args.seeds]
 

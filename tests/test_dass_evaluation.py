@@ -358,3 +358,21 @@ def test_the_experiment_script_resumes_and_never_redoes_a_finished_seed(labelled
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["methods"]["dass"]["seeds"] == [0, 1] and report["methods"]["gbt"]["seeds"] == [0, 1]
     assert "Verdict:" in (tmp_path / "report.md").read_text()
+
+
+def test_a_benchmark_without_ce_labels_has_no_premise_and_refuses_dass_ce(labelled_bench, tmp_path, capsys):
+    folder, _ = labelled_bench
+    kd_only = tmp_path / "kd_only"
+    shutil.copytree(folder, kd_only)
+    tasks = bench.read_bench_tasks(kd_only)
+    runs = [r for r in bench.read_runs(kd_only) if r["regime"] == "kd"]
+    bench.write_kd_table(kd_only / "kdbench.csv", bench.kd_table(runs, tasks, [0, 1], ("kd",)), ("kd",))
+    bench_ = evaluation.EvaluationBench(kd_only)
+    assert bench_.ce is None
+    with pytest.raises(ValueError, match="dass-ce needs CE labels"):
+        evaluation.seeded_scores(bench_, "dass-ce", 0, TINY_FIT)
+    report = evaluation.build_report(bench_, [_result("dass", 0, bench_, lambda n, t: t)])
+    assert all(task["kd_vs_ce_spearman"] is None for task in report["tasks"].values())
+    with pytest.raises(SystemExit) as exit_:
+        main(["dass", "evaluate", "--bench", str(kd_only), "--methods", "dass-ce", "--out", str(tmp_path / "r.json")])
+    assert exit_.value.code == 2 and "--methods: dass-ce needs CE labels" in capsys.readouterr().err

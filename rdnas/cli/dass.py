@@ -508,6 +508,12 @@ def _evaluate(args) -> int:
     settings = evaluation.FitSettings(episodes=args.episodes, query=args.query, width=args.width,
                                       eval_every=args.eval_every)
     say = (lambda text: None) if args.quiet else (lambda text: print(f"rdnas dass evaluate: {text}", flush=True))
+    if bench.ce is None and "dass-ce" in methods:
+        if args.methods is not None:
+            args.usage_error(f"--methods: dass-ce needs CE labels, and {args.bench} has none (build it with "
+                             "--regimes kd,ce)")
+        methods.remove("dass-ce")
+        say(f"{args.bench} has no CE labels: dass-ce left out")
     jobs_folder = Path(args.jobs) if args.jobs else Path(args.out).with_suffix(".jobs")
     results = []
     if args.model:
