@@ -252,6 +252,9 @@ def test_the_report_on_known_labels(labelled_bench):
     losing = evaluation.build_report(bench_, results)
     assert not losing["verdict"]["beats_every_baseline"] and losing["verdict"]["not_beaten_by"] == ["mlp"]
     assert "does NOT beat every baseline" in losing["verdict"]["text"]
+    partial = _result("mlp", 1, bench_, lambda n, t: t)
+    del partial["tasks"]["glyphs-test"]  # a seed that scored only one of the two judged tasks
+    assert evaluation.build_report(bench_, results + [partial])["incomplete"] == {"mlp": [1]}
     text = evaluation.markdown_report(losing)
     assert "| dass | DaSS | 1.000 ± 0.000 |" in text and "| gbt | learned baseline | -1.000 ± 0.000 |" in text
     assert "| seed ceiling | 0.800 | 0.800 |" in text and "Verdict: DaSS does NOT beat" in text

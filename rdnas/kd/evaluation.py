@@ -445,6 +445,7 @@ def _per_task_scores(results: list, bench: EvaluationBench) -> dict:
 def build_report(bench: EvaluationBench, results: list, reference: str = REFERENCE) -> dict:
     """The evaluation report (module docstring) of ``results`` (:func:`fixed_scores`, :func:`seeded_scores`,
     :func:`model_scores` dicts): ``{"bench", "split", "tasks": {task: summary}, "methods": {method: {...}},
+    "incomplete": {method: seeds whose scores miss a judged task (left out)},
     "tests": {method: {"over_tasks", "over_seed_task"}}, "verdict", ...}``; the reference's (DaSS's) headline
     figures also as ``mean_spearman``, ``mean_kendall``, ``mean_precision_top10``, ``mean_top1_regret``."""
     scores = _per_task_scores(results, bench)
@@ -459,9 +460,12 @@ def build_report(bench: EvaluationBench, results: list, reference: str = REFEREN
                        "kd_vs_ce_spearman": premise(bench, name),
                        "teacher_valid_acc": float(100.0 * bench.kd[name].teacher_acc[0])}
     ranked = [name for name in bench.judged if not tasks[name]["constant_labels"]]
-    methods = {}
+    methods, incomplete = {}, {}
     for method, seeds in scores.items():
         complete = {seed: per_task for seed, per_task in seeds.items() if all(t in per_task for t in bench.judged)}
+        left_out = [seed for seed in seeds if seed not in complete]
+        if left_out:  # e.g. a baselines job not finished for every task yet
+            incomplete[method] = left_out
         if not complete:
             continue
         per_seed = {seed: {t: task_metrics(per_task[t], truths[t]) for t in bench.judged}
@@ -480,7 +484,7 @@ def build_report(bench: EvaluationBench, results: list, reference: str = REFEREN
         methods[method] = entry
     report = {"bench": str(bench.folder), "split": bench.split, "space": bench.space.name,
               "judged_tasks": list(bench.judged), "ranked_tasks": ranked, "reference": reference, "tasks": tasks,
-              "methods": methods, "tests": {}, "test_note": TEST_NOTE}
+              "methods": methods, "incomplete": incomplete, "tests": {}, "test_note": TEST_NOTE}
     if reference in methods:
         report["tests"] = paired_tests(methods, reference, ranked)
         ref = methods[reference]
@@ -614,6 +618,9 @@ def markdown_report(report: dict) -> str:
     lines.append("| teacher accuracy (%) | " + " | ".join(f"{tasks[t]['teacher_valid_acc']:.1f}"
                                                           for t in report["judged_tasks"]) + " |")
     lines += ["", f"Verdict: {report['verdict']['text']}", "", f"Tests. {report['test_note']}", ""]
+    if report.get("incomplete"):
+        lines += ["Left out (scores missing for some judged task): " + "; ".join(
+            f"{m} (seeds {', '.join(map(str, seeds))})" for m, seeds in report["incomplete"].items()), ""]
     return "\n".join(lines)
 
 
