@@ -271,17 +271,26 @@ def kd_table(runs: list[dict], tasks: TaskFile, seeds, regimes) -> list[dict]:
     return rows
 
 
-def write_kd_table(path, rows: list[dict], regimes) -> None:
-    """Writes :func:`kd_table` rows as CSV, atomically (accuracies with 4 decimals)."""
+def kd_table_text(rows: list[dict], regimes) -> str:
+    """:func:`kd_table` rows as CSV text (accuracies with 4 decimals)."""
+    import io
+
     columns = ["task", "split", "teacher", "arch_str"]
     for g in check_regimes(regimes):
         columns += [f"{g.replace('-', '_')}_valid_acc", f"{g.replace('-', '_')}_valid_acc_std"]
     columns.append("seeds")
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in row.items()})
+    return text.getvalue()
+
+
+def write_kd_table(path, rows: list[dict], regimes) -> None:
+    """Writes :func:`kd_table` rows as CSV (:func:`kd_table_text`), atomically."""
     with atomic_open(path, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in row.items()})
+        handle.write(kd_table_text(rows, regimes))
 
 
 # -- functional embeddings ----------------------------------------------------------------------------------------
@@ -435,12 +444,13 @@ MAX_SHIPPED_BYTES = 20 * 2 ** 20
 
 
 def ship(out_dir, tasks: TaskFile, archs: list, seeds, regimes, dest=None) -> Path:
-    """Writes a finished build's package data into ``dest`` (default :data:`SHIPPED_FOLDER`): ``kdbench.csv``,
-    ``embeddings.pt`` and ``bench.json`` as the build wrote them, ``runs.csv`` (every shard's runs of the build's
-    tasks, students, seeds and regimes in one file, in build order) and ``recipe.json`` (kind
-    ``rdnas-dass-kdbench-recipe``: the tasks file, the students, seeds and regimes, each task's teacher digest and
-    validation accuracy, and the measured cost: CPU and wall seconds per run by regime). ``dest`` is then itself
-    a KD benchmark folder (``rdnas dass fit --bench DEST`` reads it) and :func:`load_shipped` reads it.
+    """Writes a finished build's package data into ``dest`` (default :data:`SHIPPED_FOLDER`): ``embeddings.pt`` and
+    ``bench.json`` as the build wrote them, ``runs.csv`` (every shard's runs of the build's tasks, students, seeds
+    and regimes in one file, in build order), ``kdbench.csv`` (:func:`kd_table` of those runs) and
+    ``recipe.json`` (kind ``rdnas-dass-kdbench-recipe``: the tasks file, the students, seeds and regimes, each
+    task's teacher digest and validation accuracy, and the measured cost: CPU and wall seconds per run by regime).
+    ``dest`` is then itself a KD benchmark folder (``rdnas dass fit --bench DEST`` reads it) and
+    :func:`load_shipped` reads it.
 
     Raises ValueError before writing anything when the build is not finished (a (task, student) row or a task's
     embeddings missing) or the files would exceed :data:`MAX_SHIPPED_BYTES`. Each file is written atomically.
@@ -484,8 +494,9 @@ def ship(out_dir, tasks: TaskFile, archs: list, seeds, regimes, dest=None) -> Pa
     runs_text = [",".join(RUN_COLUMNS)]
     for r in kept:
         runs_text.append(",".join(str(r[c]) for c in RUN_COLUMNS))
-    texts = {"recipe.json": json.dumps(recipe, indent=1) + "\n", "runs.csv": "\n".join(runs_text) + "\n"}
-    sources = {name: out / name for name in ("bench.json", "kdbench.csv", "embeddings.pt")}
+    texts = {"kdbench.csv": kd_table_text(kd_table(kept, tasks, seeds, regimes), regimes),
+             "runs.csv": "\n".join(runs_text) + "\n", "recipe.json": json.dumps(recipe, indent=1) + "\n"}
+    sources = {name: out / name for name in ("bench.json", "embeddings.pt")}
     size = sum(len(t.encode()) for t in texts.values()) + sum(p.stat().st_size for p in sources.values())
     if size > MAX_SHIPPED_BYTES:
         raise ValueError(f"{out}: the package data would be {size / 2 ** 20:.1f} MiB, over the "
