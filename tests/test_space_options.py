@@ -128,3 +128,29 @@ def test_proxies_and_bench_build_refuse_another_spaces_option_by_name(tmp_path, 
     assert (f"rdnas {' '.join(command[:2]) if command[0] == 'bench' else command[0]}: error: --width-divisor is an "
             "option of resnet48, not of the nb201 space") in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_flags_are_derived_from_the_fields_type_minimum_and_default():
+    import argparse
+    from dataclasses import dataclass
+
+    from rdnas.cli.arguments import network_option_type, network_option_flag
+    from rdnas.spaces import option
+
+    @dataclass(frozen=True)
+    class Options(NetworkOptions):
+        drop: float = option(0.1, "dropout", minimum=0)
+        act: str = option("relu", "activation")
+        wide: bool = option(False, "wider layers")
+        narrow: bool = option(True, "narrower layers")
+
+    drop, act, wide, narrow = Options.option_fields()
+    assert [network_option_flag(f) for f in (drop, act, wide, narrow)] == ["--drop", "--act", "--wide", "--no-narrow"]
+    assert network_option_type(drop)("0") == 0.0 and network_option_type(act)("gelu") == "gelu"
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a non-negative number"):
+        network_option_type(drop)("-1")
+    for values, message in ((dict(drop=float("nan")), "drop must be a finite number of at least 0, got nan"),
+                            (dict(act=3), "act must be a string, got 3"),
+                            (dict(wide="yes"), "wide must be True or False, got 'yes'")):
+        with pytest.raises(ValueError, match=message):
+            Options(**values).check("where")

@@ -275,14 +275,25 @@ def network_option_flag(field) -> str:
     return ("--no-" if field.type is bool and field.default is True else "--") + field.name.replace("_", "-")
 
 
-def _option_type(field):
+def network_option_type(field):
     """The argparse type of a network option: the shared checking types, by the field's type and minimum."""
     minimum = field.metadata.get("minimum")
     if field.type is int:
         return positive_int if minimum == 1 else non_negative_int if minimum == 0 else \
             integer if minimum is None else int_at_least(minimum)
     if field.type is float:
-        return positive_float if minimum == 0 else finite_float
+        if minimum is None:
+            return finite_float
+        if minimum == 0:
+            return non_negative_float
+
+        def at_least(text: str) -> float:
+            value = finite_float(text)
+            if value < minimum:
+                raise argparse.ArgumentTypeError(f"expected a number of at least {minimum}, got {text!r}")
+            return value
+
+        return at_least
     return str
 
 
@@ -318,7 +329,7 @@ def add_network_options(parser, skip: tuple = (), data_defaults: bool = False, o
             parser.add_argument(flag, dest=name, action="store_const", const=not default, default=None, help=text)
             continue
         choices = list(field.metadata.get("choices") or ()) or None
-        parser.add_argument(flag, dest=name, type=integer if choices and field.type is int else _option_type(field),
+        parser.add_argument(flag, dest=name, type=integer if choices and field.type is int else network_option_type(field),
                             choices=choices, default=None, metavar=None if choices else flag[2:].upper().replace("-", "_"),
                             help=f"{text} ({note})")
     parser.set_defaults(network_option_flags=flags)
