@@ -36,30 +36,31 @@ import torch
 from experiment_harness import comma_list, command_line, load_results, run_pending
 from rdnas.atomic_file import write_text_atomic
 from rdnas.cli.arguments import positive_int
-from rdnas.kd import evaluation
+from rdnas.kd import evaluation, methods
+from rdnas.kd.baselines import proxy_names
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 BENCH = RESULTS / "dass_kdbench"
 RUNS = RESULTS / "dass"
 SEEDS = (0, 1, 2, 3, 4)
-CHOICES = ("baselines",) + evaluation.SEEDED_METHODS
+CHOICES = ("baselines",) + methods.SEEDED_METHODS
 
 
-def settings_of(args) -> evaluation.FitSettings:
-    return evaluation.FitSettings(episodes=args.episodes, query=args.query, width=args.width,
+def settings_of(args) -> methods.FitSettings:
+    return methods.FitSettings(episodes=args.episodes, query=args.query, width=args.width,
                                   eval_every=args.eval_every)
 
 
 def run(args) -> int:
     runs = Path(args.results)
-    bench = evaluation.EvaluationBench(args.bench)
+    bench = methods.EvaluationBench(args.bench)
     settings = settings_of(args)
-    proxies = list(evaluation.baselines.proxy_names()) if args.proxies is None else [
+    proxies = list(proxy_names()) if args.proxies is None else [
         p for p in args.proxies if p != "none"]
     for path in sorted(runs.glob("*.json")):  # a resume adds to the same experiment, or is refused
         try:
-            evaluation.check_job(path, json.loads(path.read_text()), bench.digest, settings,
+            methods.check_job(path, json.loads(path.read_text()), bench.digest, settings,
                                  proxies if "baselines" in args.methods else None)
         except ValueError as error:
             sys.exit(f"dass_experiment.py: {error}")
@@ -67,13 +68,13 @@ def run(args) -> int:
         sys.exit(f"dass_experiment.py: dass-ce needs CE labels, and {args.bench} has none (built without the ce "
                  "regime); leave it out of --methods")
     jobs = [("baselines", task) for task in bench.judged if "baselines" in args.methods]
-    jobs += [(method, seed) for method in evaluation.SEEDED_METHODS if method in args.methods for seed in args.seeds]
+    jobs += [(method, seed) for method in methods.SEEDED_METHODS if method in args.methods for seed in args.seeds]
 
     def run_one(job: str, key) -> dict:
-        return {**evaluation.run_job(bench, job, key, settings, proxies), "bench": str(args.bench),
+        return {**methods.run_job(bench, job, key, settings, proxies), "bench": str(args.bench),
                 "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine()}
 
-    return run_pending(jobs, lambda job, key: evaluation.job_path(runs, job, key), run_one,
+    return run_pending(jobs, lambda job, key: methods.job_path(runs, job, key), run_one,
                        lambda job, key: f"{job} {'task' if job == 'baselines' else 'seed'} {key}",
                        lambda result, seconds: f"{seconds:.1f} s", dry_run=args.dry_run)
 
@@ -88,7 +89,7 @@ def report(args) -> int:
     if len(digests) > 1 or len(settings) > 1:
         sys.exit(f"dass_experiment.py: {runs} mixes benchmarks {sorted(map(str, digests))} or meta-training settings "
                  f"{sorted(settings)}; report one experiment per folder")
-    bench = evaluation.EvaluationBench(args.bench)
+    bench = methods.EvaluationBench(args.bench)
     if digests != {bench.digest}:
         sys.exit(f"dass_experiment.py: the results were made with benchmark table {digests.pop()}, {args.bench} is "
                  f"{bench.digest}")

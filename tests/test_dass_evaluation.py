@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from rdnas.cli import main
-from rdnas.kd import bench, evaluation, read_tasks
+from rdnas.kd import bench, evaluation, methods, read_tasks
 from rdnas.kd.baselines import dataset_sample, pooled_predictor_scores, proxy_names, task_minibatch
 from rdnas.minibench.build import sample_architectures
 from rdnas.spaces import get_space
@@ -27,7 +27,7 @@ TEACHER = {"options": {"resnet_stem": "small", "width_divisor": 8}, "epochs": 1,
 TASKS = [("digits-train", "meta-train", "digits", [0, 1, 2]), ("digits-valid", "meta-valid", "digits", [3, 4, 5]),
          ("digits-test", "meta-test", "digits", [6, 7, 8]), ("glyphs-test", "meta-test", "glyphs", ["A", "B", "C"])]
 STUDENTS = 4
-TINY_FIT = evaluation.FitSettings(episodes=4, query=4, width=8, eval_every=2)
+TINY_FIT = methods.FitSettings(episodes=4, query=4, width=8, eval_every=2)
 
 
 # -- metrics against hand computations ----------------------------------------------------------------------------
@@ -147,9 +147,9 @@ def labelled_bench(tiny_bench, tmp_path_factory):
 
 def test_every_seed_free_baseline_scores_each_student_finitely(tiny_bench):
     out, tasks, archs = tiny_bench
-    bench_ = evaluation.EvaluationBench(out)
+    bench_ = methods.EvaluationBench(out)
     assert bench_.judged == ["digits-test", "glyphs-test"]
-    result = evaluation.fixed_scores(bench_, "glyphs-test")
+    result = methods.fixed_scores(bench_, "glyphs-test")
     expected = {"flops", "params", "zero_shot_acc", "neg_kl", "map_cosine", *proxy_names()}
     assert set(result["scores"]) == expected and {"synflow", "snip", "grad_norm", "naswot", "zen"} <= expected
     assert result["archs"] == bench_.kd["glyphs-test"].archs
@@ -163,16 +163,16 @@ def test_every_seed_free_baseline_scores_each_student_finitely(tiny_bench):
     assert torch.equal(minibatch.inputs, task_minibatch(bench_.data("glyphs-test"), 16, seed=3).inputs)
 
 
-@pytest.mark.parametrize("method", evaluation.SEEDED_METHODS)
+@pytest.mark.parametrize("method", methods.SEEDED_METHODS)
 def test_every_meta_trained_method_scores_each_judged_student_finitely(tiny_bench, method):
     out, _, _ = tiny_bench
-    bench_ = evaluation.EvaluationBench(out)
-    result = evaluation.seeded_scores(bench_, method, 0, TINY_FIT)
+    bench_ = methods.EvaluationBench(out)
+    result = methods.seeded_scores(bench_, method, 0, TINY_FIT)
     assert result["method"] == method and result["seed"] == 0 and set(result["tasks"]) == set(bench_.judged)
     for name, entry in result["tasks"].items():
         assert entry["archs"] == bench_.kd[name].archs
         assert len(entry["scores"]) == STUDENTS and np.isfinite(entry["scores"]).all()
-    again = evaluation.seeded_scores(bench_, method, 0, TINY_FIT)
+    again = methods.seeded_scores(bench_, method, 0, TINY_FIT)
     assert again["tasks"] == result["tasks"]  # same seed, same scores
 
 
@@ -188,7 +188,7 @@ def test_the_dataset_encoding_is_invariant_to_the_order_of_images_and_classes():
 
 def test_dataset_sample_takes_a_few_images_of_every_class(tiny_bench):
     out, _, _ = tiny_bench
-    data = evaluation.EvaluationBench(out).data("digits-test")
+    data = methods.EvaluationBench(out).data("digits-test")
     sample = dataset_sample(data, per_class=3, seed=1, channels=2)
     assert sample.shape == (3, 3, 2, 8, 8) and torch.all(sample[:, :, 1] == 0)
     for label in range(3):
@@ -223,7 +223,7 @@ def _result(method, seed, bench_, scores_of):
 
 def test_the_report_on_known_labels(labelled_bench):
     folder, names = labelled_bench
-    bench_ = evaluation.EvaluationBench(folder)
+    bench_ = methods.EvaluationBench(folder)
     truth = bench_.truth("digits-test")
     assert [truth[a] for a in names] == [40.0, 55.0, 55.0, 70.0]  # means over seeds 0 and 1 (the middle two swap)
     results = [_result("dass", s, bench_, lambda n, t: t) for s in (0, 1)]  # a perfect ranker
@@ -262,7 +262,7 @@ def test_the_report_on_known_labels(labelled_bench):
 
 def test_the_report_refuses_scores_of_other_students(labelled_bench):
     folder, _ = labelled_bench
-    bench_ = evaluation.EvaluationBench(folder)
+    bench_ = methods.EvaluationBench(folder)
     result = _result("dass", 0, bench_, lambda n, t: t)
     result["tasks"]["glyphs-test"]["archs"][0] = SPACE.to_string(SPACE.largest())
     with pytest.raises(ValueError, match="scores of dass .* on task glyphs-test miss student"):
@@ -276,10 +276,10 @@ def test_evaluate_meta_trains_every_method_and_writes_the_report_and_its_table(l
     assert main(["dass", "evaluate", "--bench", str(folder), "--seeds", "2", "--episodes", "4", "--width", "8",
                  "--query", "4", "--eval-every", "2", "--proxies", "synflow,snip", "--quiet", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert set(evaluation.SEEDED_METHODS) <= set(report["methods"])
+    assert set(methods.SEEDED_METHODS) <= set(report["methods"])
     assert {"flops", "params", "synflow", "snip", "zero_shot_acc", "neg_kl", "map_cosine"} <= set(report["methods"])
     assert "naswot" not in report["methods"]
-    for method in evaluation.SEEDED_METHODS:
+    for method in methods.SEEDED_METHODS:
         assert report["methods"][method]["seeds"] == [0, 1]
         assert report["methods"][method]["mean"]["spearman"]["n"] == 2
     assert set(report["tests"]) == set(report["methods"]) - {"dass"}
@@ -289,7 +289,7 @@ def test_evaluate_meta_trains_every_method_and_writes_the_report_and_its_table(l
     assert "| method | kind | Spearman |" in table and "Verdict: " in table and "| metad2a |" in table
     # every finished job is kept: the same command again reads them back, other settings are refused
     jobs = out.with_suffix(".jobs")
-    assert len(list(jobs.glob("*.json"))) == 2 + 2 * len(evaluation.SEEDED_METHODS)
+    assert len(list(jobs.glob("*.json"))) == 2 + 2 * len(methods.SEEDED_METHODS)
     kept = (jobs / "dass_seed1.json").read_bytes()
     assert main(["dass", "evaluate", "--bench", str(folder), "--seeds", "2", "--episodes", "4", "--width", "8",
                  "--query", "4", "--eval-every", "2", "--proxies", "synflow,snip", "--methods", "dass", "--out",
@@ -326,7 +326,7 @@ def test_evaluate_judges_a_model_file_in_place_of_meta_training_dass(labelled_be
                  "--out", str(out), "--markdown", str(tmp_path / "table.md")]) == 0
     report = json.loads(out.read_text())
     assert report["methods"]["dass"]["seeds"] == ["model"] and report["model"] == str(model)
-    assert not set(evaluation.SEEDED_METHODS[1:]) & set(report["methods"])  # nothing else meta-trained
+    assert not set(methods.SEEDED_METHODS[1:]) & set(report["methods"])  # nothing else meta-trained
     assert (tmp_path / "table.md").exists()
     with pytest.raises(SystemExit):
         main(["dass", "evaluate", "--bench", str(folder), "--model", str(model), "--methods", "dass", "--out",
@@ -370,10 +370,10 @@ def test_a_benchmark_without_ce_labels_has_no_premise_and_refuses_dass_ce(labell
     tasks = bench.read_bench_tasks(kd_only)
     runs = [r for r in bench.read_runs(kd_only) if r["regime"] == "kd"]
     bench.write_kd_table(kd_only / "kdbench.csv", bench.kd_table(runs, tasks, [0, 1], ("kd",)), ("kd",))
-    bench_ = evaluation.EvaluationBench(kd_only)
+    bench_ = methods.EvaluationBench(kd_only)
     assert bench_.ce is None
     with pytest.raises(ValueError, match="dass-ce needs CE labels"):
-        evaluation.seeded_scores(bench_, "dass-ce", 0, TINY_FIT)
+        methods.seeded_scores(bench_, "dass-ce", 0, TINY_FIT)
     report = evaluation.build_report(bench_, [_result("dass", 0, bench_, lambda n, t: t)])
     assert all(task["kd_vs_ce_spearman"] is None for task in report["tasks"].values())
     with pytest.raises(SystemExit) as exit_:

@@ -475,16 +475,17 @@ def _evaluate(args) -> int:
     from rdnas.atomic_file import prepare_output_file, write_text_atomic
     from rdnas.cli.arguments import json_output, write_json
     from rdnas.kd import evaluation
+    from rdnas.kd import methods as kd_methods
     from rdnas.kd.baselines import proxy_names
     from rdnas.predictors import dass
 
     if args.methods is None:
-        methods = [] if args.model else list(evaluation.SEEDED_METHODS)
+        methods = [] if args.model else list(kd_methods.SEEDED_METHODS)
     else:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        unknown = [m for m in methods if m not in evaluation.SEEDED_METHODS]
+        unknown = [m for m in methods if m not in kd_methods.SEEDED_METHODS]
         if unknown or not methods:
-            args.usage_error(f"--methods: expected some of {', '.join(evaluation.SEEDED_METHODS)}, got "
+            args.usage_error(f"--methods: expected some of {', '.join(kd_methods.SEEDED_METHODS)}, got "
                              f"{args.methods!r}")
     if args.model and "dass" in methods:
         args.usage_error("--methods: 'dass' is the --model file; leave it out of --methods or drop --model")
@@ -504,8 +505,8 @@ def _evaluate(args) -> int:
     markdown = Path(args.markdown) if args.markdown else Path(args.out).with_suffix(".md")
     prepare_output_file(markdown, "--markdown")
     channels = dass.load_model(args.model)[1]["channels"] if args.model else None
-    bench = evaluation.EvaluationBench(args.bench, args.split, channels)
-    settings = evaluation.FitSettings(episodes=args.episodes, query=args.query, width=args.width,
+    bench = kd_methods.EvaluationBench(args.bench, args.split, channels)
+    settings = kd_methods.FitSettings(episodes=args.episodes, query=args.query, width=args.width,
                                       eval_every=args.eval_every)
     say = (lambda text: None) if args.quiet else (lambda text: print(f"rdnas dass evaluate: {text}", flush=True))
     if bench.ce is None and "dass-ce" in methods:
@@ -517,14 +518,14 @@ def _evaluate(args) -> int:
     jobs_folder = Path(args.jobs) if args.jobs else Path(args.out).with_suffix(".jobs")
     results = []
     if args.model:
-        results.append(evaluation.model_scores(bench, args.model))
+        results.append(kd_methods.model_scores(bench, args.model))
     jobs = [("baselines", name) for name in bench.judged]
     jobs += [(method, seed) for method in methods for seed in range(args.seeds)]
     for job, key in jobs:
-        result, kept = evaluation.cached_job(jobs_folder, bench, job, key, settings, proxies)
+        result, kept = kd_methods.cached_job(jobs_folder, bench, job, key, settings, proxies)
         results.append(result)
         say(f"{job} {'of task' if job == 'baselines' else 'seed'} {key}: "
-            f"{'done already' if kept else 'done'} ({evaluation.job_path(jobs_folder, job, key)})")
+            f"{'done already' if kept else 'done'} ({kd_methods.job_path(jobs_folder, job, key)})")
     report = evaluation.build_report(bench, results)
     report["model"] = str(args.model) if args.model else None
     report["settings"] = settings.to_dict()

@@ -19,7 +19,7 @@ or less:
   class, as MetaD2A's set encoder), meta-trained on the meta-train tasks; it never sees the teacher.
 
 The same DaSS meta-predictor trained on no-KD (cross-entropy) labels is :func:`rdnas.predictors.dass.fit` on a
-benchmark read with ``label="ce"`` (:mod:`rdnas.kd.evaluation` runs it).
+benchmark read with ``label="ce"`` (:mod:`rdnas.kd.methods` runs it).
 """
 
 import torch
