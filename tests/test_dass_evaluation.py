@@ -152,7 +152,7 @@ def test_every_seed_free_baseline_scores_each_student_finitely(tiny_bench):
     result = methods.fixed_scores(bench_, "glyphs-test")
     expected = {"flops", "params", "zero_shot_acc", "neg_kl", "map_cosine", *proxy_names()}
     assert set(result["scores"]) == expected and {"synflow", "snip", "grad_norm", "naswot", "zen"} <= expected
-    assert result["archs"] == bench_.kd["glyphs-test"].archs
+    assert result["archs"] == bench_.kd["glyphs-test"].archs and result["skipped"] == {}
     for method, values in result["scores"].items():
         assert len(values) == STUDENTS and np.isfinite(values).all(), method
     cost = SPACE.cost(SPACE.validate(result["archs"]), image_size=8, num_classes=3, in_channels=1,
@@ -376,6 +376,13 @@ def test_a_benchmark_without_ce_labels_has_no_premise_and_refuses_dass_ce(labell
         methods.seeded_scores(bench_, "dass-ce", 0, TINY_FIT)
     report = evaluation.build_report(bench_, [_result("dass", 0, bench_, lambda n, t: t)])
     assert all(task["kd_vs_ce_spearman"] is None for task in report["tasks"].values())
+    # without its teacher file (a shipped benchmark) a task's KD signals are not scored, and the report says so
+    (kd_only / "teachers" / "glyphs-test.pt").unlink()
+    fixed = methods.fixed_scores(bench_, "glyphs-test", [])
+    assert set(fixed["scores"]) == {"flops", "params"} and set(fixed["skipped"]) == {"zero_shot_acc", "neg_kl",
+                                                                                      "map_cosine"}
+    skipped = evaluation.build_report(bench_, [fixed])["skipped"]
+    assert "zero_shot_acc (glyphs-test)" in skipped and "no teacher file" in skipped["neg_kl (glyphs-test)"]
     with pytest.raises(SystemExit) as exit_:
         main(["dass", "evaluate", "--bench", str(kd_only), "--methods", "dass-ce", "--out", str(tmp_path / "r.json")])
     assert exit_.value.code == 2 and "--methods: dass-ce needs CE labels" in capsys.readouterr().err

@@ -160,7 +160,7 @@ def _per_task_scores(results: list, bench: EvaluationBench) -> dict:
 def build_report(bench: EvaluationBench, results: list, reference: str = REFERENCE) -> dict:
     """The evaluation report (module docstring) of ``results`` (:func:`fixed_scores`, :func:`seeded_scores`,
     :func:`model_scores` dicts): ``{"bench", "split", "tasks": {task: summary}, "methods": {method: {...}},
-    "incomplete": {method: seeds whose scores miss a judged task (left out)},
+    "incomplete": {method: seeds whose scores miss a judged task (left out)}, "skipped": {"method (task)": why},
     "tests": {method: {"over_tasks", "over_seed_task"}}, "verdict", ...}``; the reference's (DaSS's) headline
     figures also as ``mean_spearman``, ``mean_kendall``, ``mean_precision_top10``, ``mean_top1_regret``."""
     scores = _per_task_scores(results, bench)
@@ -199,7 +199,9 @@ def build_report(bench: EvaluationBench, results: list, reference: str = REFEREN
         methods[method] = entry
     report = {"bench": str(bench.folder), "split": bench.split, "space": bench.space.name,
               "judged_tasks": list(bench.judged), "ranked_tasks": ranked, "reference": reference, "tasks": tasks,
-              "methods": methods, "incomplete": incomplete, "tests": {}, "test_note": TEST_NOTE}
+              "methods": methods, "incomplete": incomplete, "tests": {}, "test_note": TEST_NOTE,
+              "skipped": {f"{m} ({r['task']})": why for r in results if r["kind"] == "fixed"
+                          for m, why in r.get("skipped", {}).items()}}
     if reference in methods:
         report["tests"] = paired_tests(methods, reference, ranked)
         ref = methods[reference]
@@ -333,6 +335,8 @@ def markdown_report(report: dict) -> str:
     lines.append("| teacher accuracy (%) | " + " | ".join(f"{tasks[t]['teacher_valid_acc']:.1f}"
                                                           for t in report["judged_tasks"]) + " |")
     lines += ["", f"Verdict: {report['verdict']['text']}", "", f"Tests. {report['test_note']}", ""]
+    if report.get("skipped"):
+        lines += ["Not scored: " + "; ".join(f"{m}: {why}" for m, why in report["skipped"].items()), ""]
     if report.get("incomplete"):
         lines += ["Left out (scores missing for some judged task): " + "; ".join(
             f"{m} (seeds {', '.join(map(str, seeds))})" for m, seeds in report["incomplete"].items()), ""]

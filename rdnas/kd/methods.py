@@ -148,23 +148,27 @@ def _entry(archs, scores) -> dict:
 # -- scores -------------------------------------------------------------------------------------------------------
 def fixed_scores(bench: EvaluationBench, name: str, proxies=None) -> dict:
     """The seed-free baselines' scores of task ``name``'s students: ``{"kind": "fixed", "task", "archs",
-    "scores": {method: [K floats]}}`` with the cost baselines, the zero-cost proxies ``proxies`` (default every
-    registered one, :func:`rdnas.kd.baselines.proxy_names`; an empty list: none) and, where the folder holds the
-    task's teacher, the training-free KD signals."""
+    "scores": {method: [K floats]}, "skipped": {method: why}}`` with the cost baselines, the zero-cost proxies
+    ``proxies`` (default every registered one, :func:`rdnas.kd.baselines.proxy_names`; an empty list: none) and,
+    where the folder holds the task's teacher, the training-free KD signals (otherwise they are ``skipped``)."""
     task, spec = bench.kd[name], bench.specs[name]
     archs = bench.space.validate(task.archs)
     data = bench.data(name)
     scores = dict(baselines.cost_scores(bench.space, spec, archs, data.num_classes, data.in_channels))
-    teacher = bench.teacher(name)
+    teacher, skipped = bench.teacher(name), {}
     if teacher is not None:
         embeddings = bench.embeddings(name)
         keep = [list(embeddings["archs"]).index(a) for a in task.archs]
         embeddings = {**embeddings, "archs": list(task.archs), "students": embeddings["students"][keep]}
         scores.update(baselines.kd_signal_scores(teacher, spec, archs, data, embeddings))
+    else:  # e.g. a shipped benchmark (teachers are rebuilt from their recipe, not shipped)
+        from rdnas.kd.bench import teacher_path
+
+        skipped = {signal: f"no teacher file {teacher_path(bench.folder, spec)}" for signal in baselines.KD_SIGNALS}
     names = baselines.proxy_names() if proxies is None else tuple(proxies)
     if names:
         scores.update(baselines.proxy_scores(bench.space, spec, archs, data, names))
-    return {"kind": "fixed", "task": name, "archs": list(task.archs),
+    return {"kind": "fixed", "task": name, "archs": list(task.archs), "skipped": skipped,
             "scores": {method: [float(v) for v in values] for method, values in scores.items()}}
 
 
