@@ -84,6 +84,23 @@ class _EdgeGroup:
         self.rep = torch.tensor(rep, dtype=torch.long)
 
 
+class _Edge:
+    """The groups of one edge into a node, and how their outputs make the edge's contribution to every row of the
+    node: concatenated (plus a zero row where some row does not use the edge), row r takes entry ``gather[r]``."""
+
+    def __init__(self, groups: list, rows: int):
+        self.groups = groups
+        gather, offset = [None] * rows, 0
+        for group in groups:
+            for target, position in zip(group.targets.tolist(), group.positions.tolist()):
+                gather[target] = offset + position
+            offset += len(group.inputs)
+        self.zero_row = any(g is None for g in gather)
+        gather = [offset if g is None else g for g in gather]
+        self.direct = gather == list(range(offset))  # the concatenation is the contribution itself
+        self.gather = torch.tensor(gather, dtype=torch.long)
+
+
 class SharedChunk:
     """K NB201 cells evaluated together with a supernet's weights, sharing common work (see the module docstring).
 
@@ -117,125 +134,167 @@ class SharedChunk:
             for node, node_edges in enumerate(plan, start=1):
                 for edge, src, op in node_edges:
                     grouped.setdefault((node, edge, src, op), []).append(subnet)
-        groups = [[], [], [], []]
+        by_edge = [{}, {}, {}, {}]
         for (node, edge, src, op), subnets in sorted(grouped.items()):
-            groups[node].append(_EdgeGroup(edge, src, op, subnets, nodes[src], nodes[node]))
-        return groups
+            by_edge[node].setdefault(edge, []).append(_EdgeGroup(edge, src, op, subnets, nodes[src], nodes[node]))
+        return [[_Edge(groups, nodes[node].count) for groups in by_edge[node].values()] for node in range(4)]
 
-    # ---- batch norm over rows ------------------------------------------------------------------------------------
+    # ---- rows side by side: [B, H, W, R, C] ----------------------------------------------------------------------
+    # Row r's channels sit beside the other rows' (channels-last, row-major), so a layer over all rows is one grouped
+    # convolution (groups = R, the shared weights repeated per row) and one batch norm over R * C channels, and a
+    # row's recalibrated batch norm folds into its copy of the convolution's weights.
+
+    @staticmethod
+    def _planes(x: Tensor) -> Tensor:
+        """[B, H, W, R, C] -> the same memory as a channels-last [B, R * C, H, W]."""
+        b, h, w, r, c = x.shape
+        return x.view(b, h, w, r * c).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def _rows(x: Tensor, rows: int) -> Tensor:
+        """[B, R * C, H, W] -> [B, H, W, R, C] (a view when x is channels-last)."""
+        b, channels, h, w = x.shape
+        return x.permute(0, 2, 3, 1).reshape(b, h, w, rows, channels // rows)
+
+    def _statistics(self, bn, rows: int, channels: int, subnets: Tensor, subnet_rows: Tensor, rep: Tensor,
+                    planes: Tensor):
+        """Calibrating: (mean, var buffers [R * C] that a momentum-1 batch norm fills, a function that records them
+        for the subnets). Calibrated: each row's recorded (mean, var) [R, C]."""
+        device = planes.device
+        if self.stats.mode == "calibrate":
+            mean = torch.zeros(rows * channels, device=device, dtype=planes.dtype)
+            var = torch.ones_like(mean)
+
+            def record():
+                count = planes.numel() // planes.shape[1]
+                m, v = mean.view(rows, channels), var.view(rows, channels) * ((count - 1) / count)  # biased
+                index = subnet_rows.to(device)
+                self.stats.record(bn, subnets.to(device), m[index], (v + m.square())[index])
+
+            return mean, var, record
+        return self.stats.calibrated(bn, rep.to(device))
 
     def _bn(self, bn, x: Tensor, subnets: Tensor, subnet_rows: Tensor, rep: Tensor) -> Tensor:
-        """Batch norm of x [R, B, C, H, W] whose row r stands for the subnets ``subnets[subnet_rows == r]``; ``rep``
-        [R]: one subnet per row. Calibrating: each row's batch statistics, recorded for its subnets. Calibrated:
-        each row's recorded statistics as an affine map."""
-        rows, channels = x.shape[0], x.shape[2]
-        weight = None if bn.weight is None else bn.weight.to(x.dtype)
-        bias = None if bn.bias is None else bn.bias.to(x.dtype)
+        """Batch norm of x [B, H, W, R, C] whose row r stands for the subnets ``subnets[subnet_rows == r]`` (``rep``
+        [R]: one subnet of each row): calibrating, each row's batch statistics, recorded for its subnets;
+        calibrated, each row's recorded statistics."""
+        rows, channels = x.shape[3:]
+        planes = self._planes(x)
+        weight = None if bn.weight is None else bn.weight.to(x.dtype).repeat(rows)
+        bias = None if bn.bias is None else bn.bias.to(x.dtype).repeat(rows)
         if self.stats.mode == "calibrate":
-            # As SubnetBatchNorm's calibrate mode: [R, B, C, H, W] -> [B, R * C, H, W], one fused batch norm whose
-            # momentum-1 "running" buffers return the batch statistics (variance unbiased).
-            wide = x.transpose(0, 1).reshape(x.shape[1], rows * channels, *x.shape[3:])
-            mean = torch.zeros(rows * channels, device=x.device, dtype=x.dtype)
-            var = torch.ones_like(mean)
-            out = F.batch_norm(wide, mean, var, None if weight is None else weight.repeat(rows),
-                               None if bias is None else bias.repeat(rows), True, 1.0, bn.eps)
-            count = wide.numel() // wide.shape[1]
-            mean, var = mean.view(rows, channels), var.view(rows, channels) * ((count - 1) / count)
-            square = var + mean.square()
-            self.stats.record(bn, subnets.to(x.device), mean[subnet_rows.to(x.device)],
-                              square[subnet_rows.to(x.device)])
-            return out.view(x.shape[1], rows, *x.shape[2:]).transpose(0, 1)
-        mean, var = self.stats.calibrated(bn, rep.to(x.device))
-        scale = 1 / torch.sqrt(var + bn.eps)
-        if weight is not None:
-            scale = scale * weight
-        shift = -mean * scale
-        if bias is not None:
-            shift = shift + bias
-        view = (rows, 1, channels, 1, 1)
-        return torch.addcmul(shift.view(view), x, scale.view(view))
+            mean, var, record = self._statistics(bn, rows, channels, subnets, subnet_rows, rep, planes)
+            out = F.batch_norm(planes, mean, var, weight, bias, True, 1.0, bn.eps)
+            record()
+        else:
+            mean, var = self._statistics(bn, rows, channels, subnets, subnet_rows, rep, planes)
+            out = F.batch_norm(planes, mean.flatten(), var.flatten(), weight, bias, False, 0.0, bn.eps)
+        return self._rows(out, rows)
 
-    def _relu_conv_bn(self, module, x: Tensor, subnets: Tensor, subnet_rows: Tensor, rep: Tensor,
-                      relu: bool = True) -> Tensor:
-        """ReLUConvBN on rows x [R, B, C, H, W] (``relu`` False: x is already rectified)."""
-        rows, batch = x.shape[:2]
-        flat = x.reshape(rows * batch, *x.shape[2:])
-        out = module.conv(F.relu(flat) if relu else flat)
-        return self._bn(module.bn, out.view(rows, batch, *out.shape[1:]), subnets, subnet_rows, rep)
+    def _conv_bn(self, module, x: Tensor, subnets: Tensor, subnet_rows: Tensor, rep: Tensor, stride: int = 1,
+                 bn=True) -> Tensor:
+        """Conv2d (+ BN) of a ReLUConvBN (its ReLU already applied) on every row of x [B, H, W, R, C]."""
+        rows = x.shape[3]
+        conv = module.conv if bn else module
+        weight = conv.weight.to(x.dtype)
+        padding = weight.shape[-1] // 2
+        planes = self._planes(x)
+        if not bn:
+            return self._rows(F.conv2d(planes, weight.repeat(rows, 1, 1, 1), None, stride, padding, 1, rows), rows)
+        norm = module.bn
+        if self.stats.mode == "calibrate":
+            out = F.conv2d(planes, weight.repeat(rows, 1, 1, 1), None, stride, padding, 1, rows)
+            return self._bn(norm, self._rows(out, rows), subnets, subnet_rows, rep)
+        # Recalibrated statistics are fixed: BN(conv(x)) = conv(x) * scale + shift per row and channel, folded
+        # into each row's copy of the weights.
+        mean, var = self._statistics(norm, rows, weight.shape[0], subnets, subnet_rows, rep, planes)
+        scale = 1 / torch.sqrt(var + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight.to(x.dtype)
+        shift = -mean * scale
+        if norm.bias is not None:
+            shift = shift + norm.bias.to(x.dtype)
+        folded = (weight.unsqueeze(0) * scale.view(rows, -1, 1, 1, 1)).flatten(0, 1)
+        return self._rows(F.conv2d(planes, folded, shift.flatten(), stride, padding, 1, rows), rows)
 
     # ---- the network ---------------------------------------------------------------------------------------------
 
-    def _cell(self, cell: SearchCell, x: Tensor, nodes: list, groups: list) -> Tensor:
+    def _cell(self, cell: SearchCell, x: Tensor, nodes: list, edges: list) -> Tensor:
         values = [x, None, None, None]
         rectified = [None] * 4
         for node in (1, 2, 3):
-            rows = nodes[node].count
             total = None
-            for group in groups[node]:
-                source = values[group.src]
-                if group.op in _PARAMETRIC:
-                    if rectified[group.src] is None:
-                        rectified[group.src] = F.relu(source)
-                    source = rectified[group.src]
-                if not group.every_input:
-                    source = source.index_select(0, group.inputs.to(x.device))
-                if group.op == nb201.SKIP:
-                    out = source
-                elif group.op == nb201.AVG_POOL:
-                    out = avg_pool_3x3(source.reshape(-1, *source.shape[2:])).view(source.shape)
-                else:
-                    module = cell.edges[group.edge][_PARAMETRIC[group.op][0]]
-                    out = self._relu_conv_bn(module, source, group.subnets, group.subnet_inputs, group.rep,
-                                             relu=False)
-                if not group.identity:
-                    out = out.index_select(0, group.positions.to(x.device))
-                if group.every_target:
-                    if total is None:
-                        total = out.clone() if group.op == nb201.SKIP and group.identity else out
+            for edge in edges[node]:
+                outs = []
+                for group in edge.groups:
+                    source = values[group.src]
+                    if group.op in _PARAMETRIC:
+                        if rectified[group.src] is None:
+                            rectified[group.src] = F.relu(source)
+                        source = rectified[group.src]
+                    if not group.every_input:
+                        source = self._select(source, group.inputs)
+                    if group.op == nb201.SKIP:
+                        outs.append(source)
+                    elif group.op == nb201.AVG_POOL:
+                        outs.append(self._rows(avg_pool_3x3(self._planes(source)), source.shape[3]))
                     else:
-                        total = total.add_(out)
+                        module = cell.edges[group.edge][_PARAMETRIC[group.op][0]]
+                        outs.append(self._conv_bn(module, source, group.subnets, group.subnet_inputs, group.rep))
+                if edge.zero_row:
+                    outs.append(x.new_zeros(*x.shape[:3], 1, x.shape[4]))
+                out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=3)
+                if not edge.direct:
+                    out = self._select(out, edge.gather)
+                if total is None:
+                    fresh = not any(out is value for value in values)  # a skip edge hands back a node itself
+                    total = out if fresh else out.clone()
                 else:
-                    if total is None:
-                        total = x.new_zeros(rows, *x.shape[1:])
-                    total.index_add_(0, group.targets.to(x.device), out)
-            values[node] = total if total is not None else x.new_zeros(rows, *x.shape[1:])
+                    total = total.add_(out)
+            values[node] = total if total is not None else x.new_zeros(*x.shape[:3], nodes[node].count, x.shape[4])
         return values[3]
 
     @staticmethod
     def _spread(x: Tensor, source: _Rows, target: _Rows) -> Tensor:
-        """x [source.count, ...] -> [target.count, ...], where each target row refines a source row (e.g. the
-        stem's one row -> one row per distinct plan)."""
+        """x [B, H, W, source.count, C] -> [B, H, W, target.count, C], where each target row refines a source row
+        (e.g. the stem's one row -> one row per distinct plan)."""
         if source is target:
             return x
         index = source.row[target.rep]
         if source.count == target.count and torch.equal(index, torch.arange(target.count)):
             return x
-        return x.index_select(0, index.to(x.device))
+        return SharedChunk._select(x, index)
+
+    @staticmethod
+    def _select(x: Tensor, rows: Tensor) -> Tensor:
+        """Rows ``rows`` of x [B, H, W, R, C] (an index_select on a 3-dim view: a few times faster than on dim 3
+        of the 5-dim tensor)."""
+        b, h, w, r, c = x.shape
+        return x.reshape(-1, r, c).index_select(1, rows.to(x.device)).view(b, h, w, len(rows), c)
 
     def _forward(self, images: Tensor) -> Tensor:
         supernet = self.supernet
-        stem = supernet.stem_conv(images).unsqueeze(0)  # [1, B, C, H, W]: one row for every subnet
-        out = self._bn(supernet.stem_bn, stem, self.stem.all, self.stem.row, self.stem.rep)
-        rows = self.stem
-        whole = self.whole
+        stem, whole = self.stem, self.whole
+        x = images.permute(0, 2, 3, 1).unsqueeze(3).contiguous()  # one row: the stem is every subnet's
+        out = self._conv_bn(supernet.stem_conv, x, stem.all, stem.row, stem.rep, bn=False)
+        out = self._bn(supernet.stem_bn, out, stem.all, stem.row, stem.rep)
+        rows = stem
         for index, layer in enumerate(supernet.layers):
             if isinstance(layer, SearchCell):
                 nodes, groups = self.cells[index]
-                out = self._spread(out, rows, nodes[0])
-                out = self._cell(layer, out, nodes, groups)
+                out = self._cell(layer, self._spread(out, rows, nodes[0]), nodes, groups)
                 rows = nodes[3]
-            else:
-                out = self._spread(out, rows, whole)
-                rows = whole
-                residual = self._relu_conv_bn(layer.conv_a, out, whole.all, whole.row, whole.rep)
-                residual = self._relu_conv_bn(layer.conv_b, residual, whole.all, whole.row, whole.rep)
-                flat = out.reshape(-1, *out.shape[2:])
-                shortcut = layer.downsample(flat)
-                out = residual.add_(shortcut.view(residual.shape)) if residual.is_contiguous() else \
-                    shortcut.view(residual.shape) + residual
+                continue
+            out = self._spread(out, rows, whole)
+            rows = whole
+            residual = self._conv_bn(layer.conv_a, F.relu(out), whole.all, whole.row, whole.rep, stride=2)
+            residual = self._conv_bn(layer.conv_b, F.relu(residual), whole.all, whole.row, whole.rep)
+            pooled = self._rows(layer.downsample[0](self._planes(out)), whole.count)
+            out = self._conv_bn(layer.downsample[1], pooled, whole.all, whole.row, whole.rep, bn=False) + residual
         out = self._spread(out, rows, whole)
         out = F.relu(self._bn(supernet.head_bn, out, whole.all, whole.row, whole.rep))
-        return supernet.classifier(out.mean(dim=(3, 4)))  # [R, B, num_classes]
+        logits = supernet.classifier(out.mean(dim=(1, 2)))  # [B, R, num_classes]
+        return logits.transpose(0, 1)
 
     @torch.no_grad()
     def calibrate(self, images: Tensor) -> None:

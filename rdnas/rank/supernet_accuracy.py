@@ -104,12 +104,13 @@ def supernet_accuracy(supernet: NB201Supernet, archs: Tensor, valid_batches, *, 
 
 def recalibrated_accuracy_fn(supernet: NB201Supernet, data, device, *, calibration_batch_size: int,
                              calibration_steps: int = 4, seed: int = 0, subnets_per_pass: int = 32,
-                             distributed: bool = False):
+                             distributed: bool = False, path: str = "auto"):
     """``archs (LongTensor[A, 6]) -> Tensor[A]``: :func:`supernet_accuracy` on ``data.valid`` with BN recalibrated
     per subnet on ``calibration_steps`` unaugmented batches of ``data.train`` (shuffled with ``seed``); ``data``
     is a run's splits (``rdnas.train.load_data``). The calibration batches are drawn once, here, so every call
     (a search calls it once per generation) recalibrates on the same images and its accuracies are comparable.
-    ``distributed``: split across the ranks of the job (see :func:`supernet_accuracy`)."""
+    ``distributed``: split across the ranks of the job; ``path``: "auto" (the supernet's shared path where it has
+    one), "shared" or "subnets" (see :func:`supernet_accuracy`)."""
     valid = data.evaluation_batches("valid", 512, device)
     shuffled = data.evaluation_batches("train", calibration_batch_size, device, shuffle=True,
                                        generator=torch.Generator().manual_seed(seed))
@@ -118,6 +119,6 @@ def recalibrated_accuracy_fn(supernet: NB201Supernet, data, device, *, calibrati
     def accuracy(archs: Tensor) -> Tensor:
         return supernet_accuracy(supernet, archs, valid, bn="recalibrate", calibration_batches=calibration,
                                  calibration_steps=calibration_steps, subnets_per_pass=subnets_per_pass,
-                                 distributed=distributed)
+                                 distributed=distributed, path=path)
 
     return accuracy
