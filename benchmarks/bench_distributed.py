@@ -7,9 +7,10 @@ the small stem and every width / 8. Configurations (``CASES``):
 
 - ``1 process x 1 thread`` (the baseline of the ratios) and ``1 process x all cores``;
 - ``2 processes x 1 thread``: torch.multiprocessing spawn, gloo, with ``parallel="subnets"`` (each rank 2 of the 4
-  subnets on the whole batch), ``parallel="batch"`` (each rank 32 rows, every subnet, the global batch's BN
-  statistics: equal to one process) and batch with ``bn_statistics="per_rank"`` (DDP without SyncBatchNorm; not
-  equal to one process).
+  subnets on the whole batch, dealt by their estimated costs: ``rdnas.distributed.subnet_costs``), the same with
+  the contiguous split (subnets 0, 1 and 2, 3 whatever their costs: what the deal by cost gains),
+  ``parallel="batch"`` (each rank 32 rows, every subnet, the global batch's BN statistics: equal to one process)
+  and batch with ``bn_statistics="per_rank"`` (DDP without SyncBatchNorm; not equal to one process).
 
 Each configuration runs ``RDNAS_BENCH_DIST_STEPS`` timed steps (default 40) after 5 warm-up steps; rank 0 times
 every step (the collectives keep the ranks in step). ``extra_info`` holds the median step time, steps per second,
@@ -41,8 +42,9 @@ RESULTS = {}
 
 
 def measure(rank: int, size: int, port: int, threads: int, steps: int, network: str, parallel: str, bn_statistics: str,
-            out: str) -> None:
-    """Rank ``rank`` of ``size``: ``steps`` timed training steps; rank 0 saves the timings to ``out``."""
+            by_cost: bool, out: str) -> None:
+    """Rank ``rank`` of ``size``: ``steps`` timed training steps; rank 0 saves the timings to ``out``. ``by_cost``
+    False: subnet-parallel steps keep the contiguous split (no cost estimate)."""
     torch.set_num_threads(threads)
     if size > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size),
@@ -62,6 +64,9 @@ def measure(rank: int, size: int, port: int, threads: int, steps: int, network: 
         return reduced[-1]
 
     trainer_module.distributed.sum_gradients = timed_sum_gradients
+    estimate = distributed.subnet_costs
+    if not by_cost:
+        distributed.subnet_costs = lambda supernet, space, archs: None
     try:
         config = TrainConfig(**BASE, **NETWORKS[network], out_dir=out + ".run", parallel=parallel,
                              bn_statistics=bn_statistics)
@@ -79,6 +84,7 @@ def measure(rank: int, size: int, port: int, threads: int, steps: int, network: 
                        out)
     finally:
         trainer_module.distributed.sum_gradients = original
+        distributed.subnet_costs = estimate
         if size > 1:
             dist.destroy_process_group()
 
@@ -89,19 +95,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-CASES = {  # name: (processes, threads per process, parallel, bn_statistics)
-    "1 process x 1 thread": (1, 1, "auto", "global"),
-    "1 process x all cores": (1, os.cpu_count() or 1, "auto", "global"),
-    "2 processes x 1 thread, subnets": (2, 1, "subnets", "global"),
-    "2 processes x 1 thread, batch, global BN": (2, 1, "batch", "global"),
-    "2 processes x 1 thread, batch, per-rank BN": (2, 1, "batch", "per_rank"),
+CASES = {  # name: (processes, threads per process, parallel, bn_statistics, subnets dealt by cost)
+    "1 process x 1 thread": (1, 1, "auto", "global", True),
+    "1 process x all cores": (1, os.cpu_count() or 1, "auto", "global", True),
+    "2 processes x 1 thread, subnets": (2, 1, "subnets", "global", True),
+    "2 processes x 1 thread, subnets, contiguous split": (2, 1, "subnets", "global", False),
+    "2 processes x 1 thread, batch, global BN": (2, 1, "batch", "global", True),
+    "2 processes x 1 thread, batch, per-rank BN": (2, 1, "batch", "per_rank", True),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("network", list(NETWORKS))
 def test_training_steps_per_second(benchmark, network, case, tmp_path):
-    size, threads, parallel, bn_statistics = CASES[case]
+    size, threads, parallel, bn_statistics, by_cost = CASES[case]
     steps = 3 if benchmark.disabled else int(os.environ.get("RDNAS_BENCH_DIST_STEPS", "40"))
     out = str(tmp_path / "timings.pt")
 
@@ -109,12 +116,12 @@ def test_training_steps_per_second(benchmark, network, case, tmp_path):
         if size == 1:
             saved = torch.get_num_threads()
             try:
-                measure(0, 1, 0, threads, steps, network, parallel, bn_statistics, out)
+                measure(0, 1, 0, threads, steps, network, parallel, bn_statistics, by_cost, out)
             finally:
                 torch.set_num_threads(saved)
         else:
-            mp.spawn(measure, args=(size, free_port(), threads, steps, network, parallel, bn_statistics, out),
-                     nprocs=size)
+            mp.spawn(measure, args=(size, free_port(), threads, steps, network, parallel, bn_statistics, by_cost,
+                                    out), nprocs=size)
         return torch.load(out)
 
     benchmark.group = f"distributed-cpu-{network}-16px-K4-train-step"
@@ -124,7 +131,7 @@ def test_training_steps_per_second(benchmark, network, case, tmp_path):
     info = benchmark.extra_info
     info.update(environment("cpu"))
     info.update(network=network, processes=size, threads_per_process=threads, parallel=parallel,
-                bn_statistics=bn_statistics, steps=steps, global_batch=BASE["batch_size"],
+                bn_statistics=bn_statistics, subnets_dealt_by_cost=by_cost, steps=steps, global_batch=BASE["batch_size"],
                 paths_per_step=BASE["paths_per_step"], median_step_s=median, steps_per_s=1.0 / median)
     for baseline in ("1 process x 1 thread", "1 process x all cores"):
         if (network, baseline) in RESULTS:

@@ -7,8 +7,10 @@ Every long job of rdnas runs unchanged on one process or many (``torchrun --npro
   (``TrainConfig.parallel``):
 
   - ``"subnets"``: rank r runs its K / P of the subnets on the whole global batch (each subnet's batch norm sees
-    exactly the rows it sees in one process: no BN communication at all); where P > K, the processes form K
-    groups of P / K, one subnet per group, and each group splits the batch as below.
+    exactly the rows it sees in one process: no BN communication at all); which ones, every step, by the
+    subnets' estimated costs (:meth:`StepLayout.balanced`, :func:`subnet_costs`: the same deal on every rank,
+    no communication), so that the ranks finish together; where P > K, the processes form K groups of P / K, one
+    subnet per group, and each group splits the batch as below.
   - ``"batch"``: every rank runs every subnet on its share of the global batch (``batch_size / P`` rows); with
     ``bn_statistics="global"`` batch norm normalises with the global batch's statistics (:class:`GlobalBatchNorm`,
     two all-reduces per BN layer).
@@ -32,7 +34,7 @@ collective gives up after ``RDNAS_DIST_TIMEOUT`` seconds, default 1800).
 import contextlib
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import torch
@@ -215,33 +217,77 @@ PARALLEL_MODES = ("auto", "subnets", "batch")
 class StepLayout:
     """How a training step's K subnets and global batch of B rows are split over the P processes.
 
-    The processes form ``subnet_groups`` (S) groups of ``batch_ranks`` (Q = P / S) consecutive ranks: group g runs
-    subnets ``[first, stop)`` of the step (about K / S of them), and each of its ranks takes B / Q rows of the global
-    batch (``batch_rank``: which share). ``mode`` is the resolved one: ``"subnets"`` (S > 1) or ``"batch"``
-    (S = 1: every rank runs every subnet on its share). ``batch_group``: the process group of this rank's group
-    where it is neither one process nor every process (for :class:`GlobalBatchNorm`), else None.
+    The processes form ``subnet_groups`` (S) groups of ``batch_ranks`` (Q = P / S) consecutive ranks: this rank's
+    group (``group``: g) runs ``members``, its subnets of the step (positions in 0..K-1, ascending; about K / S of them), and each of its ranks
+    takes B / Q rows of the global batch (``batch_rank``: which share). :func:`step_layout` gives group g the
+    contiguous positions ``[g K / S, (g + 1) K / S)``; :meth:`balanced` re-deals them for one step by the subnets'
+    estimated costs, keeping every group's count. ``mode`` is the resolved one: ``"subnets"`` (S > 1) or
+    ``"batch"`` (S = 1: every rank runs every subnet on its share). ``batch_group``: the process group of this rank's
+    group where it is neither one process nor every process (for :class:`GlobalBatchNorm`), else None.
     """
 
     mode: str
     subnet_groups: int
     batch_ranks: int
-    first: int
-    stop: int
+    group: int
+    members: tuple
     batch_rank: int
     batch_group: object = None
 
     @property
-    def subnets(self) -> slice:
-        """This rank's subnets: a slice of the step's K."""
-        return slice(self.first, self.stop)
+    def first(self) -> int:
+        """This rank's first (lowest) subnet position; 0 exactly when it runs subnet 0."""
+        return self.members[0]
+
+    @property
+    def stop(self) -> int:
+        """One past this rank's last subnet position."""
+        return self.members[-1] + 1
+
+    @property
+    def contiguous(self) -> bool:
+        return self.stop - self.first == len(self.members)
+
+    @property
+    def subnets(self):
+        """This rank's subnets, to index the step's LongTensor[K, width]: a slice where they are contiguous, else a
+        LongTensor of positions (ascending)."""
+        return slice(self.first, self.stop) if self.contiguous else torch.tensor(self.members)
 
     def pad(self, values: Tensor, total: int, offset: int = 0) -> Tensor:
-        """``values`` (Tensor[n], entries of this rank's subnets from ``first + offset`` on) in their positions of a
-        zero Tensor[total] (differentiable; e.g. ``offset=-1`` for the distillation terms of subnets 1..K-1)."""
-        start = max(self.first + offset, 0)
-        before = values.new_zeros(start)
-        after = values.new_zeros(total - start - len(values))
-        return torch.cat([before, values, after])
+        """``values`` (Tensor[n], one entry per subnet of this rank from position ``offset`` on: n = the members
+        ``m`` with ``m + offset >= 0``) at positions ``m + offset`` of a zero Tensor[total] (differentiable, exact;
+        e.g. ``offset=-1`` for the distillation terms of subnets 1..K-1)."""
+        positions = [m + offset for m in self.members if m + offset >= 0]
+        if len(positions) != len(values):
+            raise ValueError(f"rdnas.distributed.StepLayout.pad: {len(values)} values for the {len(positions)} "
+                             f"positions {positions} of this rank")
+        if self.contiguous:
+            start = positions[0] if positions else 0
+            before = values.new_zeros(start)
+            after = values.new_zeros(total - start - len(values))
+            return torch.cat([before, values, after])
+        index = torch.tensor(positions, device=values.device)
+        return values.new_zeros(total).index_copy(0, index, values)
+
+    def shares(self, k: int) -> list:
+        """The number of subnets each of the S groups runs (:func:`step_layout`'s split of K)."""
+        return [(g + 1) * k // self.subnet_groups - g * k // self.subnet_groups for g in range(self.subnet_groups)]
+
+    def balanced(self, costs) -> "StepLayout":
+        """This layout for one step whose K subnets have the estimated ``costs`` (Tensor[K] or K numbers; e.g.
+        :func:`subnet_costs`; None: unchanged): the subnets dealt to the groups so that the groups' summed costs are
+        about equal, each group keeping its number of subnets (:func:`balanced_shares`, deterministic: every rank
+        computes the same deal from the same costs, no communication). Where nothing can move (one group, or one
+        subnet per group) the layout itself."""
+        if costs is None or self.subnet_groups == 1:
+            return self
+        k = len(costs)
+        counts = self.shares(k)
+        if max(counts) <= 1:  # one subnet per group (P >= K): nothing to balance
+            return self
+        deal = balanced_shares([float(c) for c in costs], counts)
+        return replace(self, members=tuple(deal[self.group]))
 
 
 def step_layout(parallel: str, k: int, world: World) -> StepLayout:
@@ -261,9 +307,9 @@ def step_layout(parallel: str, k: int, world: World) -> StepLayout:
     if parallel == "auto":
         parallel = "subnets" if k % size == 0 else "batch"
     if parallel == "batch" or size == 1 or k == 1:  # one group: every rank runs every subnet
-        return StepLayout("batch" if size > 1 else parallel, 1, size, 0, k, rank)
+        return StepLayout("batch" if size > 1 else parallel, 1, size, 0, tuple(range(k)), rank)
     if size <= k:  # contiguous shares; uneven (floor or ceil of K / P) where P does not divide K
-        return StepLayout("subnets", size, 1, rank * k // size, (rank + 1) * k // size, 0)
+        return StepLayout("subnets", size, 1, rank, tuple(range(rank * k // size, (rank + 1) * k // size)), 0)
     if size % k:
         raise ValueError(f"rdnas.train.TrainConfig: parallel 'subnets' on more processes than subnets (WORLD_SIZE="
                          f"{size}, K = {k}) gives each subnet a group of P / K processes, so K must divide P; use "
@@ -271,14 +317,48 @@ def step_layout(parallel: str, k: int, world: World) -> StepLayout:
     per_group = size // k
     groups = [dist.new_group(list(range(g * per_group, (g + 1) * per_group))) for g in range(k)]
     group = rank // per_group
-    return StepLayout("subnets", k, per_group, group, group + 1, rank % per_group, groups[group])
+    return StepLayout("subnets", k, per_group, group, (group,), rank % per_group, groups[group])
+
+
+def balanced_shares(costs: list, counts: list) -> list:
+    """Deals K items of ``costs`` (K floats) to len(``counts``) groups, group g taking exactly ``counts[g]`` items,
+    so that the largest summed cost is small: longest processing time first (the costliest item to the cheapest
+    group that still has room; ties by position), which for two groups of two is the best split. Deterministic.
+    Returns each group's item positions, ascending."""
+    if sum(counts) != len(costs):
+        raise ValueError(f"rdnas.distributed.balanced_shares: the counts {counts} do not add up to the "
+                         f"{len(costs)} items")
+    loads = [0.0] * len(counts)
+    deal = [[] for _ in counts]
+    for item in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        group = min((g for g in range(len(counts)) if len(deal[g]) < counts[g]), key=lambda g: (loads[g], g))
+        deal[group].append(item)
+        loads[group] += costs[item]
+    return [sorted(items) for items in deal]
+
+
+def subnet_costs(supernet, space, archs) -> list | None:
+    """Estimated relative costs of training each of the step's subnets (LongTensor[K, space.width]), as K Python
+    floats, for :meth:`StepLayout.balanced`: the supernet's own estimate where it has one (``supernet.subnet_costs
+    (archs)``, e.g. NB201's per-op costs of the live edges), else the space's cost model's FLOPs
+    (``space.cost(archs)["flops"]``), else None (no estimate: the contiguous split). Only the deal of subnets to
+    processes depends on them, never a result; every rank must compute the same numbers from the same architectures
+    (integer-valued FLOPs and sums of constants do)."""
+    estimate = getattr(supernet, "subnet_costs", None)
+    if estimate is not None:
+        return [float(c) for c in estimate(archs)]
+    try:
+        return [float(c) for c in space.cost(archs)["flops"]]
+    except NotImplementedError:
+        return None
 
 
 def rows_of_first_group(rows: Tensor | None, layout: StepLayout, world: World, like: Tensor) -> Tensor:
-    """What the ranks of subnet group 0 computed on their shares of the batch (``rows``: Tensor[B / Q, *] there,
-    None elsewhere), on every rank for its own share (``like``: a tensor of that shape, dtype and device). E.g. the
-    largest subnet's logits for in-place distillation. One all-reduce of [Q, B / Q, *] that only group 0 fills:
-    exact. With one group (batch-parallel) every rank has its rows: returned as they are."""
+    """What the ranks of the first subnet's group (the group that runs subnet 0 this step) computed on their shares
+    of the batch (``rows``: Tensor[B / Q, *] there, None elsewhere), on every rank for its own share (``like``: a
+    tensor of that shape, dtype and device). E.g. the largest subnet's logits for in-place distillation. One
+    all-reduce of [Q, B / Q, *] that only that group fills: exact. With one group (batch-parallel) every rank has its
+    rows: returned as they are."""
     if layout.subnet_groups == 1 or not world.distributed:
         return rows
     buffer = like.new_zeros((layout.batch_ranks, *like.shape))
@@ -359,45 +439,74 @@ def sum_gradients(parameters, world: World, same_subnets: bool = True) -> int:
     ``same_subnets=False`` (subnet-parallel: each rank ran its own subnets): the buffer holds every parameter (zeros
     where this rank has no gradient) and a flag per parameter, so a parameter gets a gradient exactly when some rank
     has one, as in one process that ran every subnet. Returns the number of elements reduced.
+
+    The buffer is allocated once per layout of parameters (shapes, dtype, device) and reused by every later call;
+    gradients go in and out of it with one multi-tensor copy each (``torch._foreach_copy_``), so a step pays a few
+    operations, not a few per parameter. The summed gradients are copied into the parameters' own ``grad``
+    tensors (a parameter that only another rank used gets a new one): nothing returned aliases the buffer.
     """
-    if not same_subnets:
-        return _sum_gradients_of_any(list(parameters), world)
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not world.distributed or not grads:
+    if not world.distributed:
         return 0
-    flat = torch.cat([g.reshape(-1) for g in grads] + [grads[0].new_ones(1)])  # last element: the rank count
+    parameters = list(parameters)
+    if not same_subnets:
+        return _sum_gradients_of_any(parameters, world)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return 0
+    sizes = [g.numel() for g in grads]
+    total = sum(sizes)
+    flat = _flat_layout(parameters)[0][:total + 1]  # this step's gradients, then the rank count
+    torch.cat([g.reshape(-1) for g in grads] + [grads[0].new_ones(1)], out=flat)
     dist.all_reduce(flat)
     if int(flat[-1]) != world.size:  # cannot happen when the buffers have the same length on every rank
         raise RuntimeError("rdnas.distributed.sum_gradients: the ranks' gradient buffers differ; the ranks sampled "
                            "different subnets")
-    offset = 0
-    for grad in grads:
-        grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
-        offset += grad.numel()
-    return offset
+    torch._foreach_copy_(grads, [piece.view_as(g) for piece, g in zip(flat[:total].split(sizes), grads)])
+    return total
+
+
+_FLAT_BUFFERS: dict = {}  # parameter layout -> (flat buffer, each parameter's view of it), see _flat_layout
+_FLAT_BUFFERS_KEPT = 4
+
+
+def _flat_layout(parameters: list) -> tuple:
+    """sum_gradients's buffer for ``parameters``: ``(flat, views)``, one flat Tensor[sum of numel + one per
+    parameter] of their dtype and device and each parameter's view of its segment (the parameter's shape); made on
+    the first call for this layout (shapes, dtype, device) and returned again after (the last few layouts kept)."""
+    like = parameters[0]
+    key = (like.dtype, like.device, tuple(tuple(p.shape) for p in parameters))
+    found = _FLAT_BUFFERS.pop(key, None)
+    if found is None:
+        sizes = [p.numel() for p in parameters]
+        flat = like.new_empty(sum(sizes) + len(parameters))
+        views = [piece.view(p.shape) for piece, p in zip(flat[:sum(sizes)].split(sizes), parameters)]
+        found = (flat, views)
+        while len(_FLAT_BUFFERS) >= _FLAT_BUFFERS_KEPT:
+            del _FLAT_BUFFERS[next(iter(_FLAT_BUFFERS))]
+    _FLAT_BUFFERS[key] = found  # (re)inserted last: the most recently used
+    return found
 
 
 def _sum_gradients_of_any(parameters: list, world: World) -> int:
     """sum_gradients where the ranks' sets of parameters with a gradient differ: [every gradient or zeros, one flag
     per parameter] summed in one all-reduce."""
-    if not world.distributed or not parameters:
+    if not parameters:
         return 0
-    like = parameters[0]
-    pieces = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in parameters]
-    flags = torch.tensor([p.grad is not None for p in parameters], dtype=like.dtype, device=like.device)
-    flat = torch.cat(pieces + [flags])
+    flat, views = _flat_layout(parameters)
+    flags = flat[len(flat) - len(parameters):]
+    have = [i for i, p in enumerate(parameters) if p.grad is not None]
+    flat.zero_()
+    if have:
+        torch._foreach_copy_([views[i] for i in have], [parameters[i].grad for i in have])
+        flags.index_fill_(0, torch.tensor(have, device=flat.device), 1)
     dist.all_reduce(flat)
-    flags, offset, reduced = flat[-len(parameters):], 0, 0
-    for parameter, flag in zip(parameters, flags.tolist()):
-        segment = flat[offset:offset + parameter.numel()].view_as(parameter)
-        offset += parameter.numel()
-        if flag > 0:
-            if parameter.grad is None:
-                parameter.grad = segment.clone()
-            else:
-                parameter.grad.copy_(segment)
-            reduced += parameter.numel()
-    return reduced
+    summed = [i for i, flag in enumerate(flags.tolist()) if flag > 0]
+    if have:
+        torch._foreach_copy_([parameters[i].grad for i in have], [views[i] for i in have])
+    for i in summed:
+        if parameters[i].grad is None:  # only another rank's subnets used it
+            parameters[i].grad = views[i].clone()
+    return sum(views[i].numel() for i in summed)
 
 
 class _GlobalBatchNormFunction(torch.autograd.Function):

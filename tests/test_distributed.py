@@ -235,7 +235,8 @@ def test_a_global_batch_that_does_not_split_evenly_is_a_clear_error(two_processe
 # where rounding stays near 1e-15 over many steps and any real difference shows (in float32 these small networks
 # amplify rounding erratically: one process at 1 against 2 threads already differs by up to 1e-2 after 14 steps).
 # Batch 64 for one epoch: 14 steps, and the digits' partial last batch (898 = 14 x 64 + 2) is dropped on both sides.
-EXACT = dict(data="digits", image_size=8, channels=4, cells_per_stage=1, batch_size=64, epochs=1)
+EXACT = dict(data="digits", image_size=8, batch_size=64, epochs=1)
+NB201_EXACT = dict(channels=4, cells_per_stage=1)  # the NB201 network's options (the cases without a space)
 RESNET_EXACT = dict(space="resnet48", resnet_stem="small", width_divisor=8)
 EXACT_CASES = {
     "spos": dict(method="spos", paths_per_step=2, image_size=16),
@@ -248,7 +249,7 @@ EXACT_CASES = {
     "resnet48_sandwich": dict(RESNET_EXACT, method="sandwich", paths_per_step=2, distill=True),
 }
 # Resumed across process counts and modes: 2 epochs of 7 steps, the interruption after the first.
-RESUMED = dict(EXACT, batch_size=128, epochs=2, method="rdnas", paths_per_step=2)
+RESUMED = dict(EXACT, **NB201_EXACT, batch_size=128, epochs=2, method="rdnas", paths_per_step=2)
 # float32 after one step (both modes): within 1e-6.
 ONE_STEP_CASES = ("rdnas_margin", "resnet48_sandwich")
 EXACT_TOLERANCE = 1e-9
@@ -257,7 +258,8 @@ ONE_STEP_TOLERANCE = 1e-6
 
 def exact_trainer(name_or_values, out, dtype=torch.float64, evaluate=None, **overrides):
     values = EXACT_CASES[name_or_values] if isinstance(name_or_values, str) else name_or_values
-    cfg = TrainConfig(**{**EXACT, **values, "out_dir": str(out), **overrides})
+    network = NB201_EXACT if values.get("space", "nb201") == "nb201" else {}
+    cfg = TrainConfig(**{**EXACT, **network, **values, "out_dir": str(out), **overrides})
     teacher = random_teacher() if cfg.method == "rdnas" and cfg.space == "nb201" else None
     return OneShotTrainer(cfg, progress=False, teacher=teacher, evaluate=evaluate, dtype=dtype)
 
@@ -313,13 +315,25 @@ def exact_worker(rank, port, root):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank))
     dist.init_process_group("gloo")
+    deals = []
+    balanced = distributed.StepLayout.balanced
+
+    def recorded(layout, costs):  # every step's deal of this rank's subnets, as the trainer makes it
+        dealt = balanced(layout, costs)
+        deals.append(dealt.members)
+        return dealt
+
+    distributed.StepLayout.balanced = recorded
     try:
         results = {}
         for name in EXACT_CASES:
             for parallel in ("subnets", "batch"):
+                deals.clear()
                 t = exact_trainer(name, root / f"two_{name}_{parallel}", parallel=parallel)
                 t.fit()
                 results[name, parallel] = final_state(t)
+                results["deals", name, parallel] = list(deals)
+        results["gradient_sums"] = gradient_sums(rank)
         for name in ONE_STEP_CASES:
             for parallel in ("subnets", "batch"):
                 results["step", name, parallel] = one_step(name, root / f"two_step_{name}_{parallel}", parallel)
@@ -343,7 +357,29 @@ def exact_worker(rank, port, root):
         if rank == 0:
             torch.save(results, root / "results.pt")
     finally:
+        distributed.StepLayout.balanced = balanced
         dist.destroy_process_group()
+
+
+def gradient_sums(rank) -> list:
+    """Three calls of sum_gradients on the same parameters (one buffer, reused) with different gradients: rank 0
+    has gradients for a and b, rank 1 for b and c, then for a only, then none; d never has one. Returns, per call,
+    each parameter's gradient after it (None where it has none) and the first call's gradient of b again after the
+    later calls (it must not change with them)."""
+    params = [torch.nn.Parameter(torch.zeros(shape, dtype=torch.float64)) for shape in ((2,), (2, 3), (4,), (1,))]
+    world, calls = distributed.current(), []
+    owned = [((0, 1), (1, 2)), ((0,), (0,)), ((), ())][:3]
+    first_b = None
+    for step, (mine_0, mine_1) in enumerate(owned):
+        for i, p in enumerate(params):
+            p.grad = torch.full(p.shape, 10.0 ** step * (i + 1) * (rank + 1), dtype=torch.float64) \
+                if i in (mine_0 if rank == 0 else mine_1) else None
+        reduced = distributed.sum_gradients(params, world, same_subnets=False)
+        calls.append((reduced, [None if p.grad is None else p.grad.clone() for p in params]))
+        if step == 0:
+            first_b = params[1].grad
+            params[1].grad = None  # the next calls must leave the tensor handed out here alone
+    return calls + [first_b.clone()]
 
 
 @pytest.fixture(scope="module")
@@ -381,6 +417,34 @@ def test_two_processes_in_float64_end_14_steps_with_the_weights_and_metrics_of_o
 
 def test_fairnas_splits_its_five_subnets_two_and_three(exact_runs):
     assert exact_runs[2]["fairnas", "subnets"]["layout"] == ("subnets", 2, 0, 2)  # rank 0's share
+    assert {len(members) for members in exact_runs[2]["deals", "fairnas", "subnets"]} == {2}
+
+
+@pytest.mark.parametrize("name", ["rdnas_margin", "rdnas_sandwich", "fairnas", "sandwich"])
+def test_subnet_parallel_steps_deal_the_subnets_by_cost_and_still_equal_one_process(exact_runs, name):
+    """The float64 runs above (equal to one process) really dealt subnets out of their positions: rank 0 of 2 ran
+    other subnets than its contiguous share on some of the 14 steps."""
+    deals = exact_runs[2]["deals", name, "subnets"]
+    assert len(deals) == 14
+    contiguous = tuple(range(len(deals[0])))
+    assert any(members != contiguous for members in deals)
+    assert exact_runs[2]["deals", name, "batch"] == []  # batch-parallel: every rank every subnet, nothing to deal
+
+
+def test_the_gradient_sum_reuses_its_buffer_and_hands_out_tensors_of_their_own(exact_runs):
+    *calls, first_b = exact_runs[2]["gradient_sums"]
+    a, b, c, d = 1.0, 2.0, 3.0, 4.0
+    (n0, g0), (n1, g1), (n2, g2) = calls
+    # call 0: rank 0 a, b; rank 1 b, c (each rank's gradient is (index + 1) * (rank + 1))
+    assert n0 == 2 + 6 + 4
+    assert g0[0].tolist() == [a * 1] * 2 and g0[1].tolist() == [[b * 1 + b * 2] * 3] * 2
+    assert g0[2].tolist() == [c * 2] * 4 and g0[3] is None
+    # call 1 (x10): both ranks a; b was set to None on both, c keeps its summed gradient from call 0 on rank 0
+    assert g1[0].tolist() == [10 * a * 1 + 10 * a * 2] * 2 and g1[1] is None and g1[3] is None
+    assert n1 == 2
+    # call 2: nobody has a gradient: nothing changes, nothing is reduced
+    assert n2 == 0 and g2[0] is None and g2[1] is None
+    assert first_b.tolist() == [[b * 3] * 3] * 2  # the tensor handed out in call 0, untouched by the later calls
 
 
 def test_a_run_resumed_across_process_counts_and_modes_ends_with_the_weights_of_one(exact_runs):
@@ -491,8 +555,58 @@ def test_subnet_parallel_step_layouts():
     padded = four[1].pad(torch.tensor([1.0, 2.0]), 4)
     assert padded.tolist() == [0.0, 0.0, 1.0, 2.0]
     assert four[0].pad(torch.tensor([5.0]), 3, -1).tolist() == [5.0, 0.0, 0.0]  # subnet 1's distillation term
+    # dealt by cost: each rank keeps its count, the costliest goes with the cheapest; the deal is the same on
+    # every rank and covers every subnet once
+    dealt = [x.balanced([5.0, 4.0, 1.0, 2.0]) for x in four]
+    assert [x.members for x in dealt] == [(0, 2), (1, 3)] and dealt[1].first == 1
+    assert dealt[0].subnets.tolist() == [0, 2]
+    assert dealt[0].pad(torch.tensor([1.0, 2.0]), 4).tolist() == [1.0, 0.0, 2.0, 0.0]
+    assert dealt[0].pad(torch.tensor([7.0]), 3, -1).tolist() == [0.0, 7.0, 0.0]  # subnet 2's term; 0 has none
+    assert dealt[1].pad(torch.tensor([7.0, 8.0]), 3, -1).tolist() == [7.0, 0.0, 8.0]
+    with pytest.raises(ValueError, match=r"pad: 1 values for the 2 positions \[0, 2\] of this rank"):
+        dealt[1].pad(torch.tensor([7.0]), 3, -1)
+    assert [x.balanced(None) for x in four] == four  # no estimate: the contiguous shares
+    five_dealt = [x.balanced([1.0, 1.0, 9.0, 1.0, 1.0]) for x in five]
+    assert sorted(m for x in five_dealt for m in x.members) == list(range(5))
+    assert [len(x.members) for x in five_dealt] == [1, 2, 2]
+    groups = [layout("subnets", 2, distributed.World(r, 2)) for r in range(2)]
+    assert [x.balanced([1.0, 9.0]) for x in groups] == groups  # one subnet each: nothing to deal
+    assert single.balanced([3.0, 1.0, 2.0, 4.0]) is single  # one group: every subnet
     with pytest.raises(ValueError, match="parallel must be one of"):
         TrainConfig(**TINY, parallel="rows").check()
+
+
+def test_balanced_shares_deal_the_costliest_first_to_the_cheapest_group_with_room():
+    assert distributed.balanced_shares([3.0, 1.0, 2.0, 4.0], [2, 2]) == [[1, 3], [0, 2]]  # 4 + 1 and 3 + 2
+    assert distributed.balanced_shares([4.0, 3.0, 2.0, 1.0], [2, 2]) == [[0, 3], [1, 2]]
+    assert distributed.balanced_shares([5.0, 4.0, 3.0, 2.0, 1.0], [2, 3]) == [[0, 3], [1, 2, 4]]
+    assert distributed.balanced_shares([1.0] * 4, [2, 2]) == [[0, 2], [1, 3]]  # ties by position
+    assert distributed.balanced_shares([9.0, 1.0, 1.0, 1.0], [1, 3]) == [[0], [1, 2, 3]]
+    with pytest.raises(ValueError, match=r"balanced_shares: the counts \[2, 1\] do not add up to the 4 items"):
+        distributed.balanced_shares([1.0] * 4, [2, 1])
+
+
+def test_subnet_costs_come_from_the_supernet_then_the_space_cost_model():
+    from rdnas.supernet import build_supernet
+
+    nb = build_supernet("nb201", 10, 1, channels=4, cells_per_stage=2)
+    none, skip, c1, c3, pool = range(5)
+    cells = [(skip,) * 6, (c3,) * 6, (c1,) * 6, (pool,) * 6, (c3, none, none, none, none, none),
+             (none, none, none, c3, c3, c3)]  # the last two: a disconnected cell, and a live edge 0->3 with dead ones
+    costs = distributed.subnet_costs(nb, nb201.SPACE, torch.tensor(cells))
+    assert costs[1] > costs[2] > costs[3] > costs[0] > costs[4]  # conv3x3 > conv1x1 > pool > skip > nothing
+    assert costs[5] == distributed.subnet_costs(nb, nb201.SPACE, torch.tensor([[none, none, none, c3, none, none]]))[0]
+    assert all(isinstance(c, float) for c in costs)
+    resnet_space = get_space("resnet48")
+    archs = resnet_space.sample(3, torch.Generator().manual_seed(0))
+    resnet = build_supernet("resnet48", 10, 1, resnet_stem="small", width_divisor=8)
+    assert distributed.subnet_costs(resnet, resnet_space, archs) == resnet_space.cost(archs)["flops"].tolist()
+
+    class NoCostModel:  # a space without a cost model and a supernet without an estimate: no deal by cost
+        def cost(self, archs):
+            raise NotImplementedError("no cost model")
+
+    assert distributed.subnet_costs(torch.nn.Linear(1, 1), NoCostModel(), archs) is None
 
 
 # ------------------------------------------------------------------------------------------------ torchrun

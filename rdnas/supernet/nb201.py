@@ -21,6 +21,12 @@ from rdnas.supernet.batchnorm import BNStatistics, SubnetBatchNorm
 from rdnas.supernet.nb201_ops import ReLUConvBN, ResNetBasicBlock, avg_pool_3x3
 
 _PARAMETRIC = {nb201.CONV1X1: ("nor_conv_1x1", 1), nb201.CONV3X3: ("nor_conv_3x3", 3)}
+# Relative cost of a training step (forward and backward) of one live edge's op in one cell, and of the network
+# outside the cells (stem, reduction blocks, head), in units of a cell's ReLU-conv3x3-BN; fitted to step times of
+# 80 random subnets on the CPU (digits network, C = 8, N = 1, 16 x 16). An estimate for balancing a step's subnets
+# over processes (NB201Supernet.subnet_costs); no result depends on it.
+OP_COSTS = {nb201.NONE: 0.0, nb201.SKIP: 0.05, nb201.CONV1X1: 0.6, nb201.CONV3X3: 1.0, nb201.AVG_POOL: 0.4}
+OUTSIDE_CELLS_COST = 3.7
 
 
 EDGE_MODES = ("live", "all")
@@ -214,6 +220,17 @@ class NB201Supernet(nn.Module):
                 out = out.view(k, -1, *out.shape[1:])
         logits = self._head(out.flatten(0, 1), every, stats)
         return logits.view(k, x.shape[0], -1)
+
+    def subnet_costs(self, archs) -> Tensor:
+        """Estimated relative costs of training each of K subnets (LongTensor[K, 6] on the CPU, or K architectures):
+        float64 Tensor[K], the network outside the cells plus, in each of its 3 N cells, the ops of the live edges
+        (what :meth:`forward_subnets` computes: ``none`` and dead edges nothing, ``skip_connect`` one addition), from
+        :data:`OP_COSTS`. Subnet-parallel training deals a step's subnets to processes by it
+        (:func:`rdnas.distributed.subnet_costs`)."""
+        cells = 3 * self.config["cells_per_stage"]
+        return torch.tensor([OUTSIDE_CELLS_COST + cells * sum(OP_COSTS[op] for node in cell_plan(self._arch_tuple(a))
+                                                              for _, _, op in node) for a in archs],
+                            dtype=torch.float64)
 
     def export(self, arch) -> "NB201Network":
         """A stand-alone network for ``arch`` holding copies of the supernet's weights for its ops, in the

@@ -420,6 +420,8 @@ class OneShotTrainer:
             archs = self.sampler.sample()
         self.optimizer.zero_grad(set_to_none=True)
         world, layout = self.world, self.layout
+        if layout.subnet_groups > 1:  # this step's subnets dealt to the processes by their estimated costs
+            layout = layout.balanced(distributed.subnet_costs(self.model, self.space, archs))
         if images.dtype != self.dtype:
             images = images.to(self.dtype)
         k, mine = len(archs), layout.subnets  # every subnet of the step; this rank's (all in one process)
