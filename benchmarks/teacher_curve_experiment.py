@@ -25,7 +25,6 @@ margin sampler, 5 groups (``rdnas.pipeline.PipelineConfig`` defaults), at 10 and
 difference of Kendall tau, with a bootstrap interval over seeds (10,000 resamples) and a paired t-test.
 """
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 from scipy.stats import ttest_rel
 
+from experiment_harness import comma_list, command_line, load_results, run_pending
 from rdnas.atomic_file import write_text_atomic
 from rdnas.pipeline import PipelineConfig, build_teacher, train_and_rank
 from rdnas.predictors import ArchFeatures, get_predictor
@@ -114,35 +114,41 @@ def make_teacher(name: str, seed: int, archs: np.ndarray, truth: np.ndarray, con
     return teacher, kendall_tau(teacher.scores.numpy()[index], truth), rows
 
 
+def run_one(context, epochs: int, seed: int, name: str) -> dict:
+    """One supernet (SPOS, or RD-NAS distilling teacher ``name``) trained and evaluated on every class."""
+    args, archs, truth = context
+    config = PipelineConfig(space="nb201", out_dir=str(args.work / f"{name}_e{epochs}"), epochs=epochs,
+                            eval_every=epochs, gt=str(args.gt))
+    started = time.perf_counter()
+    teacher, teacher_tau, rows = (None, None, np.arange(len(truth))) if name == "spos" else \
+        make_teacher(name, seed, archs, truth, config, args.work)
+    result = train_and_rank(config, "spos" if name == "spos" else "rdnas", seed, torch.as_tensor(archs), truth,
+                            teacher=teacher, paths_per_step=4)
+    estimates = np.asarray(result["estimates"])
+    return {"teacher": name, "epochs": epochs, "seed": seed, "classes": len(truth),
+            "teacher_kendall_tau": teacher_tau, "evaluation_rows": len(rows),
+            "kendall_tau": kendall_tau(estimates, truth),
+            "kendall_tau_teacher_rows": kendall_tau(estimates[rows], truth[rows]),
+            "report": result["report"], "history": result["history"],
+            "config": result["config"], "seconds": time.perf_counter() - started}
+
+
+def progress_line(result: dict, seconds: float) -> str:
+    teacher_tau = result["teacher_kendall_tau"]
+    teacher_text = "" if teacher_tau is None else f"teacher tau {teacher_tau:.3f}, "
+    return f"{teacher_text}supernet tau {result['kendall_tau']:.3f} ({result['seconds']:.0f} s)"
+
+
 def run(args) -> int:
-    archs, truth = ground_truth(args.gt, args.eval_classes)
-    print(f"ground truth: {len(truth)} classes of {args.gt}", flush=True)
-    args.runs.mkdir(parents=True, exist_ok=True)
-    for epochs in args.epochs:
-        for seed in args.seeds:
-            for name in ["spos"] + args.teachers:
-                path = args.runs / f"{name}_e{epochs}_seed{seed}.json"
-                if path.exists():
-                    continue
-                config = PipelineConfig(space="nb201", out_dir=str(args.work / f"{name}_e{epochs}"), epochs=epochs,
-                                        eval_every=epochs, gt=str(args.gt))
-                started = time.perf_counter()
-                teacher, teacher_tau, rows = (None, None, np.arange(len(truth))) if name == "spos" else \
-                    make_teacher(name, seed, archs, truth, config, args.work)
-                result = train_and_rank(config, "spos" if name == "spos" else "rdnas", seed,
-                                        torch.as_tensor(archs), truth, teacher=teacher, paths_per_step=4)
-                estimates = np.asarray(result["estimates"])
-                summary = {"teacher": name, "epochs": epochs, "seed": seed, "classes": len(truth),
-                           "teacher_kendall_tau": teacher_tau, "evaluation_rows": len(rows),
-                           "kendall_tau": kendall_tau(estimates, truth),
-                           "kendall_tau_teacher_rows": kendall_tau(estimates[rows], truth[rows]),
-                           "report": result["report"], "history": result["history"],
-                           "config": result["config"], "seconds": time.perf_counter() - started}
-                write_text_atomic(path, json.dumps(summary))
-                teacher_text = "" if teacher_tau is None else f"teacher tau {teacher_tau:.3f}, "
-                print(f"{name} {epochs} epochs seed {seed}: {teacher_text}supernet tau {summary['kendall_tau']:.3f} "
-                      f"({summary['seconds']:.0f} s)", flush=True)
-    return 0
+    def prepare():
+        archs, truth = ground_truth(args.gt, args.eval_classes)
+        print(f"ground truth: {len(truth)} classes of {args.gt}", flush=True)
+        return args, archs, truth
+
+    jobs = [(epochs, seed, name) for epochs in args.epochs for seed in args.seeds for name in ["spos"] + args.teachers]
+    return run_pending(jobs, lambda epochs, seed, name: args.runs / f"{name}_e{epochs}_seed{seed}.json", run_one,
+                       lambda epochs, seed, name: f"{name} {epochs} epochs seed {seed}", progress_line,
+                       dry_run=args.dry_run, prepare=prepare)
 
 
 def bootstrap_mean_interval(values: np.ndarray, samples: int = 10_000, seed: int = 0) -> tuple[float, float]:
@@ -153,7 +159,7 @@ def bootstrap_mean_interval(values: np.ndarray, samples: int = 10_000, seed: int
 
 
 def report(args) -> int:
-    runs = [json.loads(p.read_text()) for p in sorted(args.runs.glob("*.json"))]
+    runs = load_results(args.runs)
     if not runs:
         print("no runs yet: run `python benchmarks/teacher_curve_experiment.py run` first", file=sys.stderr)
         return 1
@@ -214,32 +220,27 @@ def _plot(points: list[dict], spos: dict, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    steps = parser.add_subparsers(dest="step", required=True)
-    run_parser = steps.add_parser("run", help="train SPOS and the RD-NAS supernets of each teacher; resumable")
-    run_parser.add_argument("--teachers", type=lambda t: [x for x in t.split(",") if x], default=list(TEACHERS),
-                            help=f"default: {','.join(TEACHERS)}")
-    run_parser.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",") if x], default=list(range(5)),
-                            help="default 0-4")
-    run_parser.add_argument("--epochs", type=lambda t: [int(x) for x in t.split(",") if x], default=[10, 30],
-                            help="budgets (default 10,30)")
-    run_parser.add_argument("--eval-classes", type=int, default=0,
-                            help="evaluate on a seeded sample of this many classes (default 0: all; a quick look only)")
-    run_parser.add_argument("--gt", type=Path, default=BUILD / "table_partial.csv",
-                            help="the whole-space table (default: the build's table_partial.csv; the shipped "
-                            "rdnas/minibench/data/nb201_digits_full.csv once it exists)")
-    report_parser = steps.add_parser("report", help="the Markdown table and teacher_curve.{json,png} beside the runs")
-    for step in (run_parser, report_parser):
-        step.add_argument("--runs", type=Path, default=RUNS, help=f"one JSON per run (default {RUNS})")
-    run_parser.add_argument("--work", type=Path, default=WORK, help=f"checkpoints and proxy tables (default {WORK})")
-    args = parser.parse_args()
-    if args.step == "run":
-        unknown = set(args.teachers) - set(TEACHERS)
-        if unknown:
-            parser.error(f"unknown teacher(s) {sorted(unknown)}; teachers: {', '.join(TEACHERS)}")
-        return run(args)
-    return report(args)
+def run_options(parser) -> None:
+    parser.add_argument("--seeds", type=comma_list(int), default=list(range(5)), help="default 0-4")
+    parser.add_argument("--epochs", type=comma_list(int), default=[10, 30], help="budgets (default 10,30)")
+    parser.add_argument("--eval-classes", type=int, default=0,
+                        help="evaluate on a seeded sample of this many classes (default 0: all; a quick look only)")
+    parser.add_argument("--gt", type=Path, default=BUILD / "table_partial.csv",
+                        help="the whole-space table (default: the build's table_partial.csv; the shipped "
+                        "rdnas/minibench/data/nb201_digits_full.csv once it exists)")
+    parser.add_argument("--runs", type=Path, default=RUNS, help=f"one JSON per run (default {RUNS})")
+    parser.add_argument("--work", type=Path, default=WORK, help=f"checkpoints and proxy tables (default {WORK})")
+
+
+def report_options(parser) -> None:
+    parser.add_argument("--runs", type=Path, default=RUNS, help=f"one JSON per run (default {RUNS})")
+
+
+def main(argv=None) -> int:
+    return command_line(__doc__, run, report, "--teachers", TEACHERS, run_options=run_options,
+                        report_options=report_options,
+                        run_help="train SPOS and the RD-NAS supernets of each teacher; resumable",
+                        report_help="the Markdown table and teacher_curve.{json,png} beside the runs", argv=argv)
 
 
 if __name__ == "__main__":
