@@ -198,8 +198,11 @@ def config_from_args(args) -> PipelineConfig:
     if args.data != "digits":
         if not args.gt:
             raise ValueError("--data other than digits needs --gt (a ground-truth table for that data)")
-        # the benchmark's macro network on 32x32 images
-        config.channels, config.cells_per_stage, config.image_size = 16, 5, 32
+        # the benchmark's network on 32x32 images: the space's own defaults for that data (NB201: C=16, N=5)
+        from rdnas.supernet import supernet_spec
+
+        config.space_options = supernet_spec(config.space).options.defaults_for_data(config.data)
+        config.image_size = 32
         config.gt_column = "cifar10_valid_acc"
     if args.gt_column:
         config.gt_column = args.gt_column

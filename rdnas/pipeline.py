@@ -1,12 +1,13 @@
 """The RD-NAS pipeline end to end: teacher proxies, supernet training (SPOS, RD-NAS, baselines), rank quality.
 
-On the embedded default (scikit-learn's digits, the macro network of the shipped mini-benchmark: C=8, N=1, 8x8
+On the embedded default (scikit-learn's digits, the network of the shipped mini-benchmark, e.g. NB201's C=8, N=1, 8x8
 images) the whole pipeline runs in minutes on two CPU cores; with ``data="cifar10:<dir>"`` and a NAS-Bench-201
 ground-truth table it runs the paper's setting. ``space="resnet48"`` runs it in the ResNet48 space against its
 shipped digits mini-benchmark (small stem, widths / 8), with a teacher over a seeded reference sample. ``rdnas demo`` and ``benchmarks/rdnas_experiments.py`` are thin
 layers over these functions.
 """
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -37,10 +38,9 @@ class PipelineConfig:
     space: str = "nb201"
     data: str = "digits"
     image_size: int = 8
-    channels: int = 8  # nb201
-    cells_per_stage: int = 1  # nb201
-    resnet_stem: str = "small"  # resnet48
-    width_divisor: int = 8  # resnet48
+    # The options of the space's network ({name: value}; see TrainConfig.space_options); None: the network of the
+    # space's shipped digits mini-benchmark (its recipe's options: NB201 C=8, N=1; ResNet48 small stem, widths / 8)
+    space_options: dict | None = None
     gt: str = ""  # ground-truth table; "" = the shipped digits mini-benchmark
     gt_column: str = "digits_valid_acc"
     epochs: int = 30
@@ -65,9 +65,15 @@ class PipelineConfig:
     out_dir: str = "runs/demo"
 
     def network_options(self) -> dict:
-        """The options of the space's network this config sets (its fields of those names; the rest keep the
-        network's defaults)."""
-        return {name: getattr(self, name) for name in supernet_spec(self.space).option_names if hasattr(self, name)}
+        """The options of the space's network this config sets: ``space_options``, or (None) those the space's
+        shipped mini-benchmark was built with (its ``<space>_digits_recipe.json``; none for a space without one)."""
+        if self.space_options is not None:
+            return dict(self.space_options)
+        recipe = shipped_benchmark(self.space).with_name(f"{get_space(self.space).name}_digits_recipe.json")
+        if not recipe.is_file():
+            return {}
+        names = supernet_spec(self.space).option_names
+        return {name: value for name, value in json.loads(recipe.read_text()).items() if name in names}
 
     def train_config(self, method: str, seed: int, out_dir, **overrides) -> TrainConfig:
         """The TrainConfig of one supernet run of this pipeline."""

@@ -32,8 +32,9 @@ def test_demo_pipeline_on_a_cifar10_folder_and_a_ground_truth_table(tmp_path):
     table = tmp_path / "gt.csv"
     rows = [f"{k},{nb201.to_string(a)},{rng.uniform(80, 95):.3f}" for k, a in enumerate(archs)]
     table.write_text("index,arch_str,cifar10_valid_acc\n" + "\n".join(rows) + "\n")
-    config = PipelineConfig(data=f"cifar10:{cifar}", gt=str(table), gt_column="cifar10_valid_acc", channels=4,
-                            cells_per_stage=1, epochs=2, batch_size=16, eval_every=1, proxies="flops,synflow",
+    config = PipelineConfig(data=f"cifar10:{cifar}", gt=str(table), gt_column="cifar10_valid_acc",
+                            space_options=dict(channels=4, cells_per_stage=1), epochs=2, batch_size=16,
+                            eval_every=1, proxies="flops,synflow",
                             teacher_proxies="flops", out_dir=str(tmp_path / "out"))
     report = run_demo(config, progress=False)
     assert report["num_archs"] == 12 and set(report["proxies"]) == {"flops", "synflow"}

@@ -154,3 +154,19 @@ def test_flags_are_derived_from_the_fields_type_minimum_and_default():
                             (dict(wide="yes"), "wide must be True or False, got 'yes'")):
         with pytest.raises(ValueError, match=message):
             Options(**values).check("where")
+
+
+def test_the_pipeline_trains_the_shipped_benchmarks_network_unless_told_otherwise():
+    from rdnas.cli import build_parser
+    from rdnas.demo import config_from_args
+    from rdnas.pipeline import PipelineConfig
+
+    assert PipelineConfig().train_config("spos", 0, "out").space_options == dict(channels=8, cells_per_stage=1)
+    resnet = PipelineConfig(space="resnet48").train_config("spos", 0, "out")
+    assert resnet.supernet_options() == dict(resnet_stem="small", width_divisor=8, bn_track_running_stats=True)
+    assert PipelineConfig(space_options=dict(channels=4)).train_config("spos", 0, "out").space_options == \
+        dict(channels=4)
+    for space, options in (("nb201", {}), ("resnet48", dict(resnet_stem="small", width_divisor=8))):
+        argv = ["demo", "--space", space, "--data", "cifar10:/nowhere", "--gt", "gt.csv"]
+        config = config_from_args(build_parser().parse_args(argv))  # the benchmark's network on 32 px images
+        assert (config.space_options, config.image_size) == (options, 32)
