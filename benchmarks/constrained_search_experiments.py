@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from scipy.stats import wilcoxon
 
+from experiment_harness import comma_list, load_results, run_pending
 from predictor_experiments import COST_COLUMNS, PROXY_COLUMNS, zc_table
 from rdnas.atomic_file import write_text_atomic
 from rdnas.pareto import hypervolume, pareto_evolution, pareto_front, plot_front
@@ -145,27 +146,32 @@ def run_pareto(bench: Bench, seed: int) -> dict:
             "reference": reference, "hypervolume_fraction": volume, "searched_index": searched_index.tolist()}
 
 
+def run_one(bench: Bench, experiment: str, method: str | None, percentile: int | None, seed: int) -> dict:
+    started = time.perf_counter()
+    result = run_cap(bench, method, percentile, seed) if experiment == "cap" else run_pareto(bench, seed)
+    result.update(seconds=time.perf_counter() - started, torch=torch.__version__, machine=platform.machine())
+    return result
+
+
+def run_name(experiment: str, method: str | None, percentile: int | None) -> str:
+    return f"cap{percentile}_{method.replace('+', '_')}" if experiment == "cap" else "pareto"
+
+
+def run_summary(result: dict, seconds: float) -> str:
+    what = (f"test {result['picked_test']:.2f} % (best under cap {result['best_test_under_cap']:.2f})"
+            if result["experiment"] == "cap" else
+            "hypervolume " + ", ".join(f"{k} {v:.3f}" for k, v in result["hypervolume_fraction"].items()))
+    return f"{what} ({result['seconds']:.0f} s)"
+
+
 def run(args) -> int:
-    bench = Bench(args.gt, args.zc)
-    RUNS.mkdir(parents=True, exist_ok=True)
-    jobs = [("cap", m, q) for q in PERCENTILES for m in METHODS] + [("pareto", None, None)]
-    jobs = [job for job in jobs if job[0] in args.experiments]
+    experiments = [("cap", m, q) for q in PERCENTILES for m in METHODS] + [("pareto", None, None)]
     seeds = list(range(args.runs))[::-1 if args.reverse else 1]  # a second process can start from the other end
-    for experiment, method, percentile in jobs:  # the capped searches of every seed first
-        for seed in seeds:
-            name = (f"cap{percentile}_{method.replace('+', '_')}" if experiment == "cap" else "pareto")
-            path = RUNS / f"{name}_seed{seed}.json"
-            if path.exists():
-                continue
-            started = time.perf_counter()
-            result = run_cap(bench, method, percentile, seed) if experiment == "cap" else run_pareto(bench, seed)
-            result.update(seconds=time.perf_counter() - started, torch=torch.__version__, machine=platform.machine())
-            write_text_atomic(path, json.dumps(result))
-            what = (f"test {result['picked_test']:.2f} % (best under cap {result['best_test_under_cap']:.2f})"
-                    if experiment == "cap" else
-                    "hypervolume " + ", ".join(f"{k} {v:.3f}" for k, v in result["hypervolume_fraction"].items()))
-            print(f"{name:34} seed {seed:2}: {what} ({result['seconds']:.0f} s)", flush=True)
-    return 0
+    # the capped searches of every seed first
+    jobs = [(*job, seed) for job in experiments if job[0] in args.experiments for seed in seeds]
+    return run_pending(jobs, lambda *job: RUNS / f"{run_name(*job[:3])}_seed{job[3]}.json", run_one,
+                       lambda *job: f"{run_name(*job[:3]):34} seed {job[3]:2}", run_summary,
+                       dry_run=args.dry_run, prepare=lambda: Bench(args.gt, args.zc))
 
 
 def _spread(values) -> str:
@@ -173,8 +179,20 @@ def _spread(values) -> str:
     return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}" if len(values) > 1 else f"{values.mean():.2f}"
 
 
+def _versus_random(runs: dict, random_runs: dict, key: str, entry: dict) -> str:
+    """The table cell of a method against random search on the seeds both ran ({seed: result}): mean ± std of the
+    paired difference of ``key`` and the Wilcoxon p ("-" under two seeds); the figures go into ``entry`` too."""
+    seeds = sorted(set(runs) & set(random_runs))
+    if len(seeds) < 2:
+        return "-"
+    diff = [runs[s][key] - random_runs[s][key] for s in seeds]
+    p = wilcoxon(diff).pvalue if any(diff) else 1.0
+    entry.update(paired_diff_mean=float(np.mean(diff)), paired_n=len(seeds), wilcoxon_p=float(p))
+    return f"{np.mean(diff):+.2f} ± {np.std(diff, ddof=1):.2f} (n = {len(seeds)}), p = {p:.3g}"
+
+
 def report(args) -> int:
-    results = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*_seed*.json"))]
+    results = load_results(RUNS, "*_seed*.json")
     if not results:
         print("no runs yet: run `python benchmarks/constrained_search_experiments.py run` first", file=sys.stderr)
         return 1
@@ -199,12 +217,7 @@ def report(args) -> int:
                      "cells_under_cap": first["cells_under_cap"],
                      "max_queried_flops": max(r["max_queried_flops"] for r in runs.values())}
             if method != "random":
-                seeds = sorted(set(runs) & set(by_method["random"]))
-                diff = [runs[s]["picked_test"] - by_method["random"][s]["picked_test"] for s in seeds]
-                if len(seeds) > 1:
-                    p = wilcoxon(diff).pvalue if any(diff) else 1.0
-                    versus = f"{np.mean(diff):+.2f} ± {np.std(diff, ddof=1):.2f} (n = {len(seeds)}), p = {p:.3g}"
-                    entry.update(paired_diff_mean=float(np.mean(diff)), paired_n=len(seeds), wilcoxon_p=float(p))
+                versus = _versus_random(runs, by_method["random"], "picked_test", entry)
             lines.append(f"| {first['cap_flops'] / 1e6:.2f} M ({q}th) | {first['cells_under_cap']:,} | {best:.2f} | "
                          f"{method} | {len(runs)} | {_spread(picked)} | {best - np.mean(picked):.2f} | {versus} |")
             summary["cap"][f"{q}:{method}"] = entry
@@ -253,12 +266,7 @@ def report(args) -> int:
                          "best_under_cap": first["best_truth_under_cap"],
                          "mean_under_cap": first["mean_truth_under_cap"], "cap_flops": first["cap_flops"]}
                 if method != "random":
-                    seeds = sorted(set(runs) & set(by_method["random"]))
-                    diff = [runs[s]["picked_truth"] - by_method["random"][s]["picked_truth"] for s in seeds]
-                    if len(seeds) > 1:
-                        p = wilcoxon(diff).pvalue if any(diff) else 1.0
-                        versus = f"{np.mean(diff):+.2f} ± {np.std(diff, ddof=1):.2f} (n = {len(seeds)}), p = {p:.3g}"
-                        entry.update(paired_diff_mean=float(np.mean(diff)), paired_n=len(seeds), wilcoxon_p=float(p))
+                    versus = _versus_random(runs, by_method["random"], "picked_truth", entry)
                 lines.append(f"| {first['cap_flops'] / 1e6:.2f} M ({q}th) | {first['cells_under_cap']} | "
                              f"{first['best_truth_under_cap']:.2f} / {first['mean_truth_under_cap']:.2f} | {method} | "
                              f"{len(runs)} | {_spread(picked)} | {versus} |")
@@ -295,57 +303,65 @@ DIGITS_BUDGET = 30
 DIGITS_METHODS = ("evolution", "random")
 
 
+class DigitsBench:
+    """The digits experiment's cells, their truth and FLOPs, and the supernet's accuracy of each (computed once and
+    cached in ``digits_supernet_accuracy.json``)."""
+
+    def __init__(self, args):
+        from rdnas.cli.checkpoint import load_supernet
+        from rdnas.rank import kendall_tau, recalibrated_accuracy_fn
+
+        table = GroundTruth.load(args.digits_gt)
+        self.cells = table.archs[~nb201.SPACE.is_trivial(table.archs)]
+        cells = self.cells
+        self.truth = dict(zip(map(tuple, cells.tolist()), table.values(cells, "digits_valid_acc").tolist()))
+        cached = RUNS / "digits_supernet_accuracy.json"
+        if cached.exists():
+            recorded = json.loads(cached.read_text())
+            self.accuracy = {tuple(nb201.SPACE.from_string(a).tolist()): v for a, v in recorded["accuracy"].items()}
+        else:
+            supernet, config, data = load_supernet(args.checkpoint, "cpu")
+            fitness = recalibrated_accuracy_fn(supernet, data, "cpu", calibration_batch_size=config.batch_size,
+                                               seed=0, subnets_per_pass=32)
+            self.accuracy = dict(zip(map(tuple, cells.tolist()), fitness(cells).double().tolist()))
+            tau = kendall_tau(np.array([self.accuracy[a] for a in self.truth]), np.array(list(self.truth.values())))
+            RUNS.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(cached, json.dumps({"checkpoint": str(args.checkpoint), "config": asdict(config),
+                                                  "kendall_tau": tau,
+                                                  "accuracy": {nb201.to_string(a): v
+                                                               for a, v in self.accuracy.items()}}))
+        self.flops = CostConstraint("nb201").costs(cells)["flops"].numpy()
+
+    def fitness(self, archs: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([self.accuracy[tuple(a)] for a in archs.tolist()], dtype=torch.float64)
+
+
+def run_digits(bench: DigitsBench, percentile: int, method: str, seed: int) -> dict:
+    cap = float(np.percentile(bench.flops, percentile))
+    constraint = CostConstraint("nb201", maximum={"flops": cap})
+    under = [a for a, f in zip(map(tuple, bench.cells.tolist()), bench.flops) if f <= cap]
+    if method == "random":
+        history = random_search(bench.fitness, DIGITS_BUDGET, seed=seed, constraint=constraint, domain=bench.cells)
+    else:
+        history = evolution_search(bench.fitness, DIGITS_BUDGET, seed=seed, population=10, sample_size=4, batch=1,
+                                   constraint=constraint, domain=bench.cells)
+    pick = history.top(1)[0][0]
+    truth = bench.truth
+    return {"experiment": "digits", "method": method, "percentile": percentile, "cap_flops": cap, "seed": seed,
+            "budget": DIGITS_BUDGET, "evaluated": [nb201.to_string(a) for a in history.archs],
+            "picked": nb201.to_string(pick), "picked_truth": truth[pick],
+            "best_truth_under_cap": max(truth[a] for a in under), "cells_under_cap": len(under),
+            "mean_truth_under_cap": float(np.mean([truth[a] for a in under]))}
+
+
 def digits(args) -> int:
     """The digits experiment (module docstring): supernet accuracies of the 240 cells once, then the searches."""
-    from rdnas.cli.checkpoint import load_supernet
-    from rdnas.rank import kendall_tau, recalibrated_accuracy_fn
-
-    table = GroundTruth.load(args.digits_gt)
-    cells = table.archs[~nb201.SPACE.is_trivial(table.archs)]
-    truth = dict(zip(map(tuple, cells.tolist()), table.values(cells, "digits_valid_acc").tolist()))
-    cached = RUNS / "digits_supernet_accuracy.json"
-    if cached.exists():
-        recorded = json.loads(cached.read_text())
-        accuracy = {tuple(nb201.SPACE.from_string(a).tolist()): v for a, v in recorded["accuracy"].items()}
-    else:
-        supernet, config, data = load_supernet(args.checkpoint, "cpu")
-        fitness = recalibrated_accuracy_fn(supernet, data, "cpu", calibration_batch_size=config.batch_size, seed=0,
-                                           subnets_per_pass=32)
-        accuracy = dict(zip(map(tuple, cells.tolist()), fitness(cells).double().tolist()))
-        tau = kendall_tau(np.array([accuracy[a] for a in truth]), np.array(list(truth.values())))
-        RUNS.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(cached, json.dumps({"checkpoint": str(args.checkpoint), "config": asdict(config),
-                                              "kendall_tau": tau,
-                                              "accuracy": {nb201.to_string(a): v for a, v in accuracy.items()}}))
-    flops = CostConstraint("nb201").costs(cells)["flops"].numpy()
-    for q in PERCENTILES:
-        cap = float(np.percentile(flops, q))
-        constraint = CostConstraint("nb201", maximum={"flops": cap})
-        under = [a for a, f in zip(map(tuple, cells.tolist()), flops) if f <= cap]
-        for method in DIGITS_METHODS:
-            for seed in range(args.runs):
-                path = RUNS / f"digits_cap{q}_{method}_seed{seed}.json"
-                if path.exists():
-                    continue
-
-                def fitness(archs):
-                    return torch.tensor([accuracy[tuple(a)] for a in archs.tolist()], dtype=torch.float64)
-
-                if method == "random":
-                    history = random_search(fitness, DIGITS_BUDGET, seed=seed, constraint=constraint, domain=cells)
-                else:
-                    history = evolution_search(fitness, DIGITS_BUDGET, seed=seed, population=10, sample_size=4,
-                                               batch=1, constraint=constraint, domain=cells)
-                pick = history.top(1)[0][0]
-                result = {"experiment": "digits", "method": method, "percentile": q, "cap_flops": cap, "seed": seed,
-                          "budget": DIGITS_BUDGET, "evaluated": [nb201.to_string(a) for a in history.archs],
-                          "picked": nb201.to_string(pick), "picked_truth": truth[pick],
-                          "best_truth_under_cap": max(truth[a] for a in under), "cells_under_cap": len(under),
-                          "mean_truth_under_cap": float(np.mean([truth[a] for a in under]))}
-                write_text_atomic(path, json.dumps(result))
-                print(f"digits cap{q} {method:9} seed {seed:2}: {result['picked_truth']:.2f} % (best under cap "
-                      f"{result['best_truth_under_cap']:.2f})", flush=True)
-    return 0
+    jobs = [(q, method, seed) for q in PERCENTILES for method in DIGITS_METHODS for seed in range(args.runs)]
+    return run_pending(jobs, lambda q, method, seed: RUNS / f"digits_cap{q}_{method}_seed{seed}.json", run_digits,
+                       lambda q, method, seed: f"digits cap{q} {method:9} seed {seed:2}",
+                       lambda result, seconds: f"{result['picked_truth']:.2f} % (best under cap "
+                                               f"{result['best_truth_under_cap']:.2f})",
+                       dry_run=args.dry_run, prepare=lambda: DigitsBench(args))
 
 
 def main() -> int:
@@ -358,8 +374,10 @@ def main() -> int:
         step.add_argument("--digits-gt", default=str(ROOT.parent / "rdnas" / "minibench" / "data" / "nb201_digits.csv"))
         if name in ("run", "digits"):
             step.add_argument("--runs", type=int, default=25)
+            step.add_argument("--dry-run", action="store_true",
+                              help="list the finished runs and those that would run; run nothing")
         if name == "run":
-            step.add_argument("--experiments", type=lambda t: t.split(","), default=["cap", "pareto"],
+            step.add_argument("--experiments", type=comma_list(), default=["cap", "pareto"],
                               help="cap, pareto or both (default)")
             step.add_argument("--reverse", action="store_true", help="seeds from the last one down")
         if name == "digits":
