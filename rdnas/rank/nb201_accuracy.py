@@ -8,16 +8,18 @@ same accuracies (BN recalibrated per subnet, ``edges="live"``) with less work:
 - the stem (convolution and batch norm) runs once for the whole chunk: its input and its statistics are the same
   for every subnet;
 - in the first cell, node n's value depends only on the edges into nodes 1..n (a prefix of the cell plan), so it is
-  computed once per distinct prefix (the chunk is ordered by plan, so a chunk holds few prefixes), and an op on an
-  edge runs once per distinct input row, whatever the number of subnets that read it;
+  computed once per distinct prefix (:func:`plan_order` orders the cells so that a chunk holds few prefixes), and
+  an op on an edge runs once per distinct input row, whatever the number of subnets that read it;
 - after the first cell every distinct plan is one row (isomorphic duplicates in the chunk are computed once);
-- ``relu`` of a node is computed once, not once per conv edge that reads it;
-- with recalibrated statistics a batch norm is a per-row affine map ``x * scale + shift`` (the form ATen's CPU batch
-  norm computes too), one pass instead of transpose, batch norm, transpose back.
+- the rows sit side by side in the channels ([B, H, W, R, C], channels-last): a layer over all rows is one grouped
+  convolution (the shared weights repeated per row) and one batch norm over R * C channels, with no transposes;
+  once the statistics are recalibrated, each row's batch norm is folded into its copy of the weights;
+- ``relu`` of a node is computed once, not once per conv edge that reads it; an edge's contribution to a node is
+  gathered once from its op groups' outputs.
 
 Every batch norm statistic is recorded per subnet in a :class:`rdnas.supernet.BNStatistics`, exactly as the
-per-subnet path records it. The results equal the per-subnet path's up to float rounding (tested in float64 and
-float32).
+per-subnet path records it. The results equal the per-subnet path's up to float rounding (tests/
+test_whole_space_eval.py: logits to 1e-10 in float64 and 1e-5 in float32, accuracies equal).
 """
 
 import torch
@@ -73,9 +75,6 @@ class _EdgeGroup:
             targets.setdefault(dst_of[s], position[src_of[s]])
         self.targets = torch.tensor(sorted(targets), dtype=torch.long)
         self.positions = torch.tensor([targets[row] for row in sorted(targets)], dtype=torch.long)
-        # The common cases without a gather: each target reads its own input, in order, and every row is a target.
-        self.identity = self.positions.tolist() == list(range(len(inputs)))
-        self.every_target = sorted(targets) == list(range(dst_rows.count))
         self.subnets = torch.tensor(subnets, dtype=torch.long)
         self.subnet_inputs = torch.tensor([position[src_of[s]] for s in subnets], dtype=torch.long)
         rep = [0] * len(inputs)

@@ -73,8 +73,8 @@ def supernet_accuracy(supernet: NB201Supernet, archs: Tensor, valid_batches, *, 
     from tqdm.auto import tqdm
 
     world = current_world() if distributed else World()
-    order = shared[1](archs) if shared is not None else None
-    ordered = archs[order] if order is not None else archs
+    order = shared[1](torch.as_tensor(archs)) if shared is not None else None
+    ordered = torch.as_tensor(archs)[order] if order is not None else archs
     starts = my_chunks(len(archs), subnets_per_pass, world)
     for start in tqdm(starts, disable=not (progress and world.is_main), desc="architectures"):
         chunk = ordered[start:start + subnets_per_pass]
