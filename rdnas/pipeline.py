@@ -21,7 +21,6 @@ from rdnas.proxies import Minibatch, score_space, scoring_supernet
 from rdnas.rank import GroundTruth, rank_report, recalibrated_accuracy_fn
 from rdnas.rank.metrics import UndefinedRankCorrelation
 from rdnas.spaces import get_space
-from rdnas.supernet import supernet_spec
 from rdnas.train import OneShotTrainer, Teacher, TrainConfig, load_data, make_teacher
 
 
@@ -69,11 +68,12 @@ class PipelineConfig:
         shipped mini-benchmark was built with (its ``<space>_digits_recipe.json``; none for a space without one)."""
         if self.space_options is not None:
             return dict(self.space_options)
+        from rdnas.minibench import Recipe
+
         recipe = shipped_benchmark(self.space).with_name(f"{get_space(self.space).name}_digits_recipe.json")
         if not recipe.is_file():
             return {}
-        names = supernet_spec(self.space).option_names
-        return {name: value for name, value in json.loads(recipe.read_text()).items() if name in names}
+        return Recipe.from_dict({"space": self.space, **json.loads(recipe.read_text())}).network_options()
 
     def train_config(self, method: str, seed: int, out_dir, **overrides) -> TrainConfig:
         """The TrainConfig of one supernet run of this pipeline."""
