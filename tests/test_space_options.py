@@ -49,7 +49,8 @@ def test_the_spec_checks_the_options_naming_each(values, message):
 
 
 @pytest.mark.parametrize("values, message", [(dict(channels=0), "channels must be a positive integer, got 0"),
-                                             (dict(cells_per_stage=True), "cells_per_stage must be a positive integer")])
+                                             (dict(cells_per_stage=True),
+                                              "cells_per_stage must be a positive integer")])
 def test_nb201_options_refuse_non_positive_sizes(values, message):
     with pytest.raises(ValueError, match=message):
         NB201Options(**values).check("where")
@@ -76,7 +77,8 @@ def test_a_checkpoint_from_before_space_options_loads_and_resumes(tmp_path, spac
     first.fit()
     state = load_checkpoint(first.checkpoint_path)
     state["config"] = legacy_config(first.config)
-    assert "space_options" not in state["config"] and state["config"]["width_divisor"] == options.get("width_divisor", 1)
+    assert "space_options" not in state["config"]
+    assert state["config"]["width_divisor"] == options.get("width_divisor", 1)
     save_checkpoint(first.checkpoint_path, state)
 
     loaded = TrainConfig.from_dict(load_checkpoint(first.checkpoint_path)["config"])
@@ -107,7 +109,8 @@ def test_a_config_json_from_before_space_options_loads(tmp_path):
 
 
 def test_rdnas_train_refuses_another_spaces_option_by_name(tmp_path, capsys):
-    for argv, message in ((["--width-divisor", "8"], "--width-divisor is an option of resnet48, not of the nb201 space"),
+    for argv, message in ((["--width-divisor", "8"],
+                           "--width-divisor is an option of resnet48, not of the nb201 space"),
                           (["--space", "resnet48", "--cells", "2"],
                            "--cells is an option of nb201, not of the resnet48 space")):
         assert main(["train", *argv, "--epochs", "1", "--out", str(tmp_path / "run"), "--quiet"]) == 2

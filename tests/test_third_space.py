@@ -190,7 +190,8 @@ class ChainNetwork(nn.Module):
 @pytest.fixture(scope="module")
 def space():
     registered = register_space(ChainSpace())
-    register_supernet(SupernetSpec(NAME, ChainSupernet, ChainOptions, "a toy chain of conv / pool choices (tests only)"))
+    register_supernet(SupernetSpec(NAME, ChainSupernet, ChainOptions,
+                                   "a toy chain of conv / pool choices (tests only)"))
     yield registered
     unregister_supernet(NAME)
     unregister_space(NAME)

@@ -329,13 +329,15 @@ def add_network_options(parser, skip: tuple = (), data_defaults: bool = False, o
             parser.add_argument(flag, dest=name, action="store_const", const=not default, default=None, help=text)
             continue
         choices = list(field.metadata.get("choices") or ()) or None
-        parser.add_argument(flag, dest=name, type=integer if choices and field.type is int else network_option_type(field),
-                            choices=choices, default=None, metavar=None if choices else flag[2:].upper().replace("-", "_"),
+        kind = integer if choices and field.type is int else network_option_type(field)
+        metavar = None if choices else flag[2:].upper().replace("-", "_")
+        parser.add_argument(flag, dest=name, type=kind, choices=choices, default=None, metavar=metavar,
                             help=f"{text} ({note})")
     parser.set_defaults(network_option_flags=flags)
 
 
-def network_options(args, space, data: str | None = None, defaults: dict | None = None, given_only: bool = False) -> dict:
+def network_options(args, space, data: str | None = None, defaults: dict | None = None,
+                    given_only: bool = False) -> dict:
     """The options of ``space``'s network from the flags :func:`add_network_options` added: those given, over
     ``defaults`` (a command's own), over the space's defaults for ``data`` when given; every option of the network
     filled in and checked (``given_only``: only the options given on the command line). A flag of an option the

@@ -19,8 +19,9 @@ stage 1, 2, 3), the same information in 7 tokens instead of 31, which makes NAR'
 non-``none`` edges (:func:`rdnas.spaces.nb201.live_edges`) is dead weight, so it becomes ``none`` in every channel
 (op code, FLOPs, parameters), and one more token (:func:`nb201_path_tokens`) describes the cell's four
 input-to-output paths: whether each is live, the share of convolutions on each live path, and the share of the six
-edges that are live and hold each op. The same cell information, made explicit; the predictors' Kendall tau on the NB201 protocol rises
-by 0.05-0.2 with it (README, "Predictors on NAS-Bench-201's real ground truth"); it is :class:`rdnas.predictors.ArchFeatures`'s default. ``edges="all"`` is the authors' input.
+edges that are live and hold each op. The same cell information, made explicit; the predictors' Kendall tau on
+the NB201 protocol rises by 0.05-0.2 with it (README, "Predictors on NAS-Bench-201's real ground truth"); it is
+:class:`rdnas.predictors.ArchFeatures`'s default. ``edges="all"`` is the authors' input.
 
 The authors fed the raw counts (up to 2.4e6). Here every count is **log-scaled**: ``log1p(count)`` divided by
 ``log1p`` of the largest count of its channel over the space, so every entry lies in [0, 1] and the scaling does
