@@ -246,6 +246,7 @@ class StepLayout:
 
     @property
     def contiguous(self) -> bool:
+        """Whether this rank's subnets are consecutive positions (always so before :meth:`balanced`)."""
         return self.stop - self.first == len(self.members)
 
     @property
