@@ -131,8 +131,9 @@ def test_training_steps_per_second(benchmark, network, case, tmp_path):
     info = benchmark.extra_info
     info.update(environment("cpu"))
     info.update(network=network, processes=size, threads_per_process=threads, parallel=parallel,
-                bn_statistics=bn_statistics, subnets_dealt_by_cost=by_cost, steps=steps, global_batch=BASE["batch_size"],
-                paths_per_step=BASE["paths_per_step"], median_step_s=median, steps_per_s=1.0 / median)
+                bn_statistics=bn_statistics, subnets_dealt_by_cost=by_cost, steps=steps,
+                global_batch=BASE["batch_size"], paths_per_step=BASE["paths_per_step"], median_step_s=median,
+                steps_per_s=1.0 / median)
     for baseline in ("1 process x 1 thread", "1 process x all cores"):
         if (network, baseline) in RESULTS:
             info[f"steps_per_s_ratio_to_{baseline.replace(' ', '_')}"] = RESULTS[network, baseline] / median

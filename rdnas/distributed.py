@@ -218,12 +218,13 @@ class StepLayout:
     """How a training step's K subnets and global batch of B rows are split over the P processes.
 
     The processes form ``subnet_groups`` (S) groups of ``batch_ranks`` (Q = P / S) consecutive ranks: this rank's
-    group (``group``: g) runs ``members``, its subnets of the step (positions in 0..K-1, ascending; about K / S of them), and each of its ranks
-    takes B / Q rows of the global batch (``batch_rank``: which share). :func:`step_layout` gives group g the
-    contiguous positions ``[g K / S, (g + 1) K / S)``; :meth:`balanced` re-deals them for one step by the subnets'
-    estimated costs, keeping every group's count. ``mode`` is the resolved one: ``"subnets"`` (S > 1) or
-    ``"batch"`` (S = 1: every rank runs every subnet on its share). ``batch_group``: the process group of this rank's
-    group where it is neither one process nor every process (for :class:`GlobalBatchNorm`), else None.
+    group (``group``: g) runs ``members``, its subnets of the step (positions in 0..K-1, ascending; about K / S of
+    them), and each of its ranks takes B / Q rows of the global batch (``batch_rank``: which share).
+    :func:`step_layout` gives group g the contiguous positions ``[g K / S, (g + 1) K / S)``; :meth:`balanced`
+    re-deals them for one step by the subnets' estimated costs, keeping every group's count. ``mode`` is the resolved
+    one: ``"subnets"`` (S > 1) or ``"batch"`` (S = 1: every rank runs every subnet on its share). ``batch_group``:
+    the process group of this rank's group where it is neither one process nor every process (for
+    :class:`GlobalBatchNorm`), else None.
     """
 
     mode: str
