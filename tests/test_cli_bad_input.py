@@ -38,7 +38,7 @@ NUMERIC = {
                "--subnets-per-pass": POSITIVE, "--seed": NON_NEGATIVE},
     "bench build": {"--archs": POSITIVE, "--seeds": POSITIVE, "--sample-seed": NON_NEGATIVE, "--epochs": POSITIVE,
                     "--train-images": NON_NEGATIVE, "--valid-images": NON_NEGATIVE, "--image-size": POSITIVE,
-                    "--channels": POSITIVE, "--cells-per-stage": POSITIVE, "--lr": POSITIVE,
+                    "--channels": POSITIVE, "--cells": POSITIVE, "--lr": POSITIVE,
                     "--batch-size": POSITIVE, "--networks-per-stack": POSITIVE, "--width-divisor": POSITIVE},
     "predictor fit": {"--train-archs": POSITIVE, "--seed": NON_NEGATIVE},
     "dass teacher": {"--image-size": POSITIVE, "--train": POSITIVE, "--valid": POSITIVE,

@@ -69,7 +69,8 @@ def test_shipped_resnet48_benchmark_is_the_documented_build():
     assert sorted(space.to_string(a) for a in table.archs) == sorted(
         space.to_string(torch.tensor(a)) for a in sample_architectures(64, seed=0, space="resnet48"))
     recipe = Recipe.from_dict(json.loads(path.with_name("resnet48_digits_recipe.json").read_text()))
-    assert (recipe.space, recipe.width_divisor, recipe.resnet_stem, recipe.epochs) == ("resnet48", 8, "small", 6)
+    assert (recipe.space, recipe.space_options["width_divisor"], recipe.space_options["resnet_stem"], recipe.epochs) == \
+        ("resnet48", 8, "small", 6)
     reliability = json.loads(path.with_name("resnet48_digits_reliability.json").read_text())
     assert reliability["architectures"] == 64 and reliability["kendall_tau_valid_acc"] >= 0.6
     assert reliability["seeds_a"] == [0, 1, 2, 3] and reliability["seeds_b"] == [4, 5, 6, 7]

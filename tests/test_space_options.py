@@ -164,7 +164,8 @@ def test_the_pipeline_trains_the_shipped_benchmarks_network_unless_told_otherwis
     from rdnas.demo import config_from_args
     from rdnas.pipeline import PipelineConfig
 
-    assert PipelineConfig().train_config("spos", 0, "out").space_options == dict(channels=8, cells_per_stage=1)
+    assert PipelineConfig().train_config("spos", 0, "out").supernet_options() == \
+        dict(channels=8, cells_per_stage=1, bn_affine=True, bn_track_running_stats=True)
     resnet = PipelineConfig(space="resnet48").train_config("spos", 0, "out")
     assert resnet.supernet_options() == dict(resnet_stem="small", width_divisor=8, bn_track_running_stats=True)
     assert PipelineConfig(space_options=dict(channels=4)).train_config("spos", 0, "out").space_options == \
@@ -173,3 +174,42 @@ def test_the_pipeline_trains_the_shipped_benchmarks_network_unless_told_otherwis
         argv = ["demo", "--space", space, "--data", "cifar10:/nowhere", "--gt", "gt.csv"]
         config = config_from_args(build_parser().parse_args(argv))  # the benchmark's network on 32 px images
         assert (config.space_options, config.image_size) == (options, 32)
+
+
+def test_a_benchmark_recipe_holds_its_spaces_options_with_the_benchmark_defaults():
+    from rdnas.minibench import Recipe
+
+    assert Recipe().space_options == dict(channels=8, cells_per_stage=1, bn_affine=True, bn_track_running_stats=True)
+    assert Recipe(space="resnet48", width_divisor=4).space_options == \
+        dict(resnet_stem="small", width_divisor=4, bn_track_running_stats=True)
+    assert Recipe(channels=4) == Recipe(space_options=dict(channels=4))
+    with pytest.raises(ValueError, match="rdnas.minibench.Recipe: the nb201 network takes the options .*; got "
+                                         "width_divisor"):
+        Recipe(width_divisor=8)
+    with pytest.raises(ValueError, match="rdnas.minibench.Recipe: channels must be a positive integer, got 0"):
+        Recipe(channels=0)
+
+
+def test_a_build_folder_from_before_space_options_resumes(tmp_path):
+    """recipe.json files written with every space's options as top-level fields (the shipped recipes, builds
+    running when space_options came) read as the same recipe; the other space's options are dropped."""
+    from rdnas.minibench import Recipe, build, sample_architectures
+
+    recipe = Recipe(channels=4, epochs=1, train_images=64, batch_size=32, networks_per_stack=2)
+    old = {name: value for name, value in asdict(recipe).items() if name != "space_options"}
+    old.update(channels=4, cells_per_stage=1, resnet_stem="small", width_divisor=8)
+    assert Recipe.from_dict(old) == recipe
+    (tmp_path / "recipe.json").write_text(json.dumps(old))
+    archs = sample_architectures(3, seed=0)
+    build(tmp_path, archs, [0], recipe, progress=False)  # resumes: the saved recipe is this one
+    assert len((tmp_path / "runs.csv").read_text().splitlines()) == 1 + len(archs)
+    with pytest.raises(ValueError, match="was built with"):
+        build(tmp_path, archs, [0], Recipe(channels=8, epochs=1, train_images=64, batch_size=32), progress=False)
+
+
+def test_bench_build_takes_the_options_own_names_beside_their_flags(tmp_path):
+    from rdnas.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "build", "--cells-per-stage", "2", "--channels", "4"])
+    assert (args.cells_per_stage, args.channels) == (2, 4)
+    assert build_parser().parse_args(["bench", "build", "--cells", "3"]).cells_per_stage == 3

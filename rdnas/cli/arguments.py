@@ -298,13 +298,14 @@ def network_option_type(field):
 
 
 def add_network_options(parser, skip: tuple = (), data_defaults: bool = False, only=None,
-                        defaults: dict | None = None) -> None:
+                        defaults: dict | None = None, benchmark_defaults: bool = False) -> None:
     """Adds a flag for every option of every registered space's network, derived from its NetworkOptions dataclass
     (rdnas.supernet.SupernetSpec.options): the name (or the field's ``flag``), the type, the choices and the help,
     prefixed with the spaces that take it. Every flag defaults to None, so :func:`network_options` tells given from
     left out. ``skip``: option names this command sets with flags of its own; ``only``: if given, the option names
     this command takes (e.g. the fields of its recipe). ``data_defaults``: say in the help that the default
-    depends on --data (``defaults_for_data``); ``defaults``: the command's own defaults, for the help."""
+    depends on --data (``defaults_for_data``); ``defaults``: the command's own defaults, for the help;
+    ``benchmark_defaults``: each space's mini-benchmark defaults (``NetworkOptions.benchmark_defaults``) are."""
     from rdnas.spaces import space_names
     from rdnas.supernet import supernet_spec
 
@@ -322,6 +323,8 @@ def add_network_options(parser, skip: tuple = (), data_defaults: bool = False, o
         flag = network_option_flag(field)
         flags[name] = flag
         default = (defaults or {}).get(name, field.default)
+        if benchmark_defaults:
+            default = options.benchmark_defaults().get(name, default)
         small = options.defaults_for_data("digits").get(name, default) if data_defaults else default
         note = f"default {default}" if small == default else f"default {default}; {small} on data other than imagenet"
         text = f"{', '.join(spaces)}: {field.metadata.get('help', name)}"
@@ -331,7 +334,9 @@ def add_network_options(parser, skip: tuple = (), data_defaults: bool = False, o
         choices = list(field.metadata.get("choices") or ()) or None
         kind = integer if choices and field.type is int else network_option_type(field)
         metavar = None if choices else flag[2:].upper().replace("-", "_")
-        parser.add_argument(flag, dest=name, type=kind, choices=choices, default=None, metavar=metavar,
+        spelled = "--" + name.replace("_", "-")  # the option's own name works too (--cells-per-stage for --cells)
+        aliases = (flag, spelled) if spelled != flag else (flag,)
+        parser.add_argument(*aliases, dest=name, type=kind, choices=choices, default=None, metavar=metavar,
                             help=f"{text} ({note})")
     parser.set_defaults(network_option_flags=flags)
 

@@ -36,14 +36,12 @@ def add_parser(commands) -> None:
     recipe = Recipe()
     own = (("epochs", positive_int, "epochs"), ("train_images", non_negative_int, "training images (0: all)"),
            ("valid_images", non_negative_int, "validation images (0: all)"),
-           ("image_size", positive_int, "image side"), ("channels", positive_int, "nb201: C"),
-           ("cells_per_stage", positive_int, "nb201: N"), ("lr", positive_float, "learning rate"),
+           ("image_size", positive_int, "image side"), ("lr", positive_float, "learning rate"),
            ("batch_size", positive_int, "batch size"), ("networks_per_stack", positive_int, "networks per stack"))
     for name, kind, text in own:
         bench_build.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(recipe, name),
                                  help=f"{text} (default {getattr(recipe, name)})")
-    fields = vars(recipe)  # the recipe's other network options: flags derived from each space's NetworkOptions
-    add_network_options(bench_build, skip=tuple(name for name, _, _ in own), only=fields, defaults=fields)
+    add_network_options(bench_build, benchmark_defaults=True)  # flags derived from each space's NetworkOptions
     bench_build.add_argument("--shard", type=shard, default=None, metavar="i/n",
                              help="train only every n-th (architecture, seed) run, from the i-th: n processes build "
                              "one benchmark side by side; each writes OUT/runs.<i>of<n>.csv and then the table of "
@@ -70,10 +68,9 @@ def run(args) -> int:
         options = network_options(args, args.space, given_only=True)  # another space's option: refused by name
     except ValueError as error:
         args.usage_error(str(error))
-    recipe = Recipe(dataset=args.dataset, image_size=args.image_size, channels=args.channels,
-                    cells_per_stage=args.cells_per_stage, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                    train_images=args.train_images, networks_per_stack=args.networks_per_stack, space=args.space,
-                    valid_images=args.valid_images, **options)
+    recipe = Recipe(dataset=args.dataset, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
+                    lr=args.lr, train_images=args.train_images, networks_per_stack=args.networks_per_stack,
+                    space=args.space, valid_images=args.valid_images, space_options=options)
     space = get_space(args.space)
     check_image_size(args.space, args.image_size, recipe.network_options())  # before any work
     if 0 < args.train_images < args.batch_size:

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +32,8 @@ from rdnas.atomic_file import atomic_open
 from rdnas.data import load_digits, read_fashion_mnist
 from rdnas.data.pipeline import random_crop
 from rdnas.minibench.stacked import NetworkStack, StackedNB201
-from rdnas.spaces import get_space, nb201
-from rdnas.supernet import supernet_spec
+from rdnas.spaces import get_space, nb201, space_names
+from rdnas.supernet import move_legacy_network_options, supernet_spec, taking_space_options
 from rdnas.train.checkpoint import config_from_dict
 
 RUN_COLUMNS = ("enumeration_index", "arch_str", "seed", "valid_acc", "valid_loss", "train_loss", "seconds")
@@ -45,18 +45,20 @@ def run_columns(space) -> tuple:
     return RUN_COLUMNS if get_space(space).enumerable else RUN_COLUMNS[1:]
 
 
+@taking_space_options
 @dataclass(frozen=True)
 class Recipe:
     """How every architecture of a mini-benchmark is trained (saved with the build; a resume must match).
 
     The digits split is rdnas's (``rdnas.train.load_data``): a fixed permutation, first half for training, second
     half for validation, so a supernet trained on the same training half is evaluated on the benchmark's split.
+    The network is the space's (``space_options``: its :class:`rdnas.spaces.NetworkOptions`, every option filled
+    in: those given over the options' ``benchmark_defaults()``, e.g. NB201 C = 8, N = 1); keyword arguments that
+    are not fields are network options, ``Recipe(channels=4)``.
     """
 
     dataset: str = "digits"  # or "fashion_mnist"
     image_size: int = 8  # digits are 8x8 (larger sizes upsample); Fashion-MNIST 28x28 (other sizes resample)
-    channels: int = 8  # nb201: C of the macro network
-    cells_per_stage: int = 1  # nb201: N
     epochs: int = 3
     batch_size: int = 64
     lr: float = 0.1
@@ -66,17 +68,28 @@ class Recipe:
     train_images: int = 0  # train on the first this many images of the training half (0: all 898)
     networks_per_stack: int = 64
     space: str = "nb201"
-    resnet_stem: str = "small"  # resnet48
-    width_divisor: int = 8  # resnet48
     valid_images: int = 0  # validate on the first this many images of the validation split (0: all)
+    space_options: dict = field(default_factory=dict)  # the space's network options, {name: value}
+
+    def __post_init__(self):
+        if not isinstance(self.space_options, dict):
+            raise ValueError(f"rdnas.minibench.Recipe: space_options must be a dict of the {self.space} network's "
+                             f"options, got {self.space_options!r}")
+        if self.space in space_names():
+            spec = supernet_spec(self.space)
+            options = spec.check_options({**spec.options.benchmark_defaults(), **self.space_options},
+                                         "rdnas.minibench.Recipe")
+            object.__setattr__(self, "space_options", options.as_dict())
 
     @classmethod
     def from_dict(cls, values: dict) -> "Recipe":
-        return config_from_dict(cls, values, "rdnas.minibench.Recipe")
+        """The recipe a build saved (``recipe.json``). Files written before ``space_options`` existed hold the
+        network options of every space as top-level fields: the recipe's space's ones move into ``space_options``."""
+        return config_from_dict(cls, move_legacy_network_options(values, cls.space), "rdnas.minibench.Recipe")
 
     def network_options(self) -> dict:
-        """The space's network options this recipe sets (the rest keep their defaults)."""
-        return {name: getattr(self, name) for name in supernet_spec(self.space).option_names if hasattr(self, name)}
+        """Every option of the space's network this recipe trains, {name: value}."""
+        return dict(self.space_options)
 
 
 def digits_split(image_size: int) -> tuple:
@@ -162,10 +175,11 @@ def train_stack(archs: list[tuple], seeds: list[int], recipe: Recipe, data: tupl
     m = len(archs)
     space = get_space(recipe.space)
     network_seeds = [network_seed(s, a, space) for a, s in zip(archs, seeds)]
-    if space.name == "nb201":
-        stack = StackedNB201(archs, network_seeds, recipe.channels, recipe.cells_per_stage, 10, 1).to(device)
+    options = recipe.network_options()
+    if space.name == "nb201" and options["bn_affine"] and options["bn_track_running_stats"]:  # the stacked kernels
+        stack = StackedNB201(archs, network_seeds, options["channels"], options["cells_per_stage"], 10, 1).to(device)
     else:
-        stack = NetworkStack(space, archs, network_seeds, 10, 1, **recipe.network_options()).to(device)
+        stack = NetworkStack(space, archs, network_seeds, 10, 1, **options).to(device)
     optimizer = torch.optim.SGD(stack.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay, nesterov=True)
     steps_per_epoch = len(train_x) // recipe.batch_size

@@ -244,6 +244,12 @@ class NetworkOptions:
         gives none (e.g. a narrower network on small images). Default: none."""
         return {}
 
+    @classmethod
+    def benchmark_defaults(cls) -> dict:
+        """The options a mini-benchmark (:class:`rdnas.minibench.Recipe`, ``rdnas bench build``) trains its networks
+        with when none are given: a CPU trains thousands of them. Default: :meth:`defaults_for_data` of digits."""
+        return cls.defaults_for_data("digits")
+
     def check(self, where: str) -> None:
         """Raises ValueError naming ``where``, the option and what was expected, for a value of the wrong type,
         outside ``choices`` or below ``minimum``."""

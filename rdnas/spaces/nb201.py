@@ -340,5 +340,10 @@ class NB201Options(base.NetworkOptions):
     bn_affine: bool = base.option(True, "BN without learnable scale and shift in cells", flag="--no-bn-affine")
     bn_track_running_stats: bool = base.option(True, "BN without running statistics", flag="--no-bn-running-stats")
 
+    @classmethod
+    def benchmark_defaults(cls) -> dict:
+        """C = 8, N = 1: the network of the shipped digits mini-benchmarks (``nb201_digits*.csv``)."""
+        return {"channels": 8, "cells_per_stage": 1}
+
 
 SPACE = NB201Space()

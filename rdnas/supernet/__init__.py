@@ -2,7 +2,8 @@
 
 from rdnas.spaces.nb201 import NB201Options
 from rdnas.spaces.resnet48 import ResNet48Options
-from rdnas.supernet.base import SupernetSpec, build_supernet, register_supernet, supernet_spec, unregister_supernet
+from rdnas.supernet.base import (SupernetSpec, build_supernet, move_legacy_network_options, network_option_names,
+                                 register_supernet, supernet_spec, taking_space_options, unregister_supernet)
 from rdnas.supernet.batchnorm import BNStatistics, SubnetBatchNorm
 from rdnas.supernet.nb201 import NB201Network, NB201Supernet, SearchCell, cell_plan
 from rdnas.supernet.nb201 import check_image_size as _nb201_image_size
@@ -19,5 +20,5 @@ register_supernet(SupernetSpec(
     _resnet48_image_size, ResNet48Network))
 
 __all__ = ["BNStatistics", "NB201Network", "NB201Supernet", "ResNet48Network", "ResNet48Supernet", "SearchCell",
-           "SubnetBatchNorm", "SupernetSpec", "build_supernet", "cell_plan", "register_supernet", "supernet_spec",
-           "unregister_supernet"]
+           "SubnetBatchNorm", "SupernetSpec", "build_supernet", "cell_plan", "move_legacy_network_options",
+           "network_option_names", "register_supernet", "supernet_spec", "taking_space_options", "unregister_supernet"]

@@ -18,8 +18,10 @@ checks them (:meth:`SupernetSpec.check_options`), the trainer keeps them in ``Tr
 commands derive their flags from it (``rdnas train --space resnet48 --width-divisor 8``).
 """
 
-from dataclasses import dataclass
+import dataclasses
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -109,3 +111,41 @@ def build_supernet(space, num_classes: int, in_channels: int, **options) -> nn.M
         raise ValueError(f"rdnas.supernet.build_supernet: the {spec.space} supernet takes the options "
                          f"{', '.join(spec.option_names) or 'none'}; got {', '.join(unknown)}")
     return spec.build(num_classes=num_classes, in_channels=in_channels, **options)
+
+
+def network_option_names() -> set:
+    """The option names of every registered space's network."""
+    return {name for spec in _SUPERNETS.values() for name in spec.option_names}
+
+
+def move_legacy_network_options(values: dict, default_space: str) -> dict:
+    """``values`` (a saved config or recipe, {field: value}) with the network options that files written before
+    ``space_options`` existed hold as top-level fields moved into ``values["space_options"]``: the saved space's own
+    ones (``values["space"]``, else ``default_space``) are kept, the other spaces' ones (which held their defaults
+    and never reached the network) dropped. Options already in ``space_options`` win."""
+    values = dict(values)
+    legacy = [name for name in values if name in network_option_names()]
+    if legacy:
+        space = values.get("space", default_space)
+        own = _SUPERNETS[space].option_names if space in _SUPERNETS else ()
+        moved = {name: values.pop(name) for name in legacy}
+        values["space_options"] = {**{k: v for k, v in moved.items() if k in own}, **values.get("space_options", {})}
+    return values
+
+
+def taking_space_options(cls):
+    """Class decorator for a dataclass with a ``space_options`` dict field (a training config, a benchmark recipe):
+    its constructor's keyword arguments that are not fields join ``space_options``, so
+    ``TrainConfig(space="resnet48", width_divisor=8)`` reads as the flags do."""
+    init = cls.__init__
+    names = {f.name for f in dataclasses.fields(cls)}
+
+    @functools.wraps(init)
+    def __init__(self, *args, **values):
+        options = {name: values.pop(name) for name in [name for name in values if name not in names]}
+        if options:
+            values["space_options"] = {**(values.get("space_options") or {}), **options}
+        init(self, *args, **values)
+
+    cls.__init__ = __init__
+    return cls

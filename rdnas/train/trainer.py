@@ -47,7 +47,6 @@ per-subnet losses of the global batch reach every rank before the objective and 
 files; a checkpoint resumes on any number of processes and in either mode.
 """
 
-import functools
 import json
 import math
 import time
@@ -63,7 +62,7 @@ from rdnas.atomic_file import write_text_atomic
 from rdnas.data import load_data
 from rdnas.ops import pairwise_margin_rank_loss
 from rdnas.spaces import get_space, space_names
-from rdnas.supernet import build_supernet, supernet_spec
+from rdnas.supernet import build_supernet, move_legacy_network_options, supernet_spec, taking_space_options
 from rdnas.train.checkpoint import config_from_dict, load_checkpoint, save_checkpoint
 from rdnas.train.samplers import (FairSampler, HammingPairSampler, MarginSubnetSampler, MinHammingPairSampler,
                                   SandwichSampler, UniformSampler)
@@ -77,6 +76,7 @@ BN_STATISTICS = ("global", "per_rank")
 PARALLEL_MODES = distributed.PARALLEL_MODES
 
 
+@taking_space_options
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (saved in every checkpoint)."""
@@ -126,16 +126,7 @@ class TrainConfig:
         """The config a checkpoint or config.json saved. Files written before ``space_options`` existed hold every
         space's network options as top-level fields: the run's space's ones move into ``space_options``, the
         others (which held their defaults and never reached the network) are dropped."""
-        values = dict(values)
-        names = {f.name for f in fields(cls)}
-        legacy = [name for name in values if name not in names and name in _network_option_names()]
-        if legacy:
-            space = values.get("space", cls.space)
-            own = supernet_spec(space).option_names if space in space_names() else ()
-            moved = {name: values.pop(name) for name in legacy}
-            values["space_options"] = {**{k: v for k, v in moved.items() if k in own},
-                                       **values.get("space_options", {})}
-        return config_from_dict(cls, values, "rdnas.train.TrainConfig")
+        return config_from_dict(cls, move_legacy_network_options(values, cls.space), "rdnas.train.TrainConfig")
 
     def check(self) -> None:
         """Raises ValueError naming the field and what was expected."""
@@ -206,28 +197,6 @@ class TrainConfig:
         """A freshly initialised supernet of this run's space and options for ``data`` (a DataSplits: its classes
         and input channels), on the CPU. The trainer and every command that loads a checkpoint build it here."""
         return build_supernet(self.space, data.train.num_classes, data.in_channels, **self.supernet_options())
-
-
-def _network_option_names() -> set:
-    """The option names of every registered space's network."""
-    return {name for space in space_names() for name in supernet_spec(space).option_names}
-
-
-def _init_taking_space_options(init):
-    """TrainConfig's constructor: keyword arguments that are not TrainConfig fields join ``space_options``."""
-
-    @functools.wraps(init)
-    def __init__(self, *args, **values):
-        names = {f.name for f in fields(TrainConfig)}
-        options = {name: values.pop(name) for name in [name for name in values if name not in names]}
-        init(self, *args, **values)
-        if options:
-            self.space_options = {**self.space_options, **options}
-
-    return __init__
-
-
-TrainConfig.__init__ = _init_taking_space_options(TrainConfig.__init__)
 
 
 # The only settings a resumed run may change: where it runs and writes, (CUDA only) bfloat16 autocast, where
