@@ -265,31 +265,19 @@ def fit_dataset_conditioned(tasks: list, arch_features: int, seed: int = 0, epis
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = DatasetConditionedPredictor(channels, arch_features)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    history, best, best_state, best_episode = [], float("-inf"), None, 0
 
     def valid_spearman() -> float:
-        if not valid:
-            return float("nan")
         return sum(spearman_or_zero(predict_dataset_conditioned(model, t, per_class).tolist(),
-                                              t.labels.tolist()) for t in valid) / len(valid)
+                                    t.labels.tolist()) for t in valid) / len(valid)
 
-    from tqdm.auto import tqdm
-
-    for episode in tqdm(range(1, episodes + 1), desc="meta-training (dataset-conditioned)", disable=not progress):
+    def one_episode() -> Tensor:
         task = train[int(torch.randint(len(train), (1,), generator=generator))]
         index = torch.randperm(len(task.labels), generator=generator)[:query]
         draw = int(torch.randint(2 ** 31 - 1, (1,), generator=generator))
         images = dataset_sample(task.data, per_class, draw, channels)
-        loss = F.mse_loss(model(images, task.arch_features[index]), task.labels[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if episode % eval_every == 0 or episode == episodes:
-            score = valid_spearman()
-            history.append((episode, float(loss.detach()), score))
-            if not valid or score > best:
-                best, best_episode = score, episode
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
-    return model, {"best_episode": best_episode, "best_valid_spearman": best, "history": history}
+        return F.mse_loss(model(images, task.arch_features[index]), task.labels[index])
+
+    from rdnas.predictors.dass import run_episodes
+
+    return model, run_episodes(model, one_episode, valid_spearman if valid else None, episodes, lr, eval_every,
+                               progress, "meta-training (dataset-conditioned)")

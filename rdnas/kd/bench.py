@@ -83,6 +83,23 @@ def _complete_lines(path: Path) -> bytes:
     return data[:data.rfind(b"\n") + 1]
 
 
+def read_run_rows(path, what: str) -> list[dict]:
+    """The complete rows of a file of student runs (a build's run file, a search journal), with ``seed`` an int
+    and ``valid_acc``, ``valid_loss``, ``train_loss``, ``seconds``, ``cpu_seconds`` floats; an incomplete last line
+    (a process killed while writing it) is not a row. A malformed row: ValueError naming the file, the line and
+    ``what`` it is not (e.g. "a KD run row")."""
+    path = Path(path)
+    rows = list(csv.DictReader(_complete_lines(path).decode().splitlines()))
+    for number, row in enumerate(rows, start=2):
+        try:
+            row["seed"] = int(row["seed"])
+            for name in ("valid_acc", "valid_loss", "train_loss", "seconds", "cpu_seconds"):
+                row[name] = float(row[name])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path}:{number}: not {what} ({type(error).__name__}: {error})") from None
+    return rows
+
+
 def runs_files(out_dir) -> list[Path]:
     """Every run file of a build: ``runs.csv`` and the shards' ``runs.<i>of<n>.csv``."""
     return sorted(p for p in Path(out_dir).glob("runs*.csv") if p.name == "runs.csv" or p.name.startswith("runs."))
@@ -93,14 +110,7 @@ def read_runs(out_dir) -> list[dict]:
     last line (a build killed while writing it) is not a run."""
     runs, seen = [], set()
     for path in runs_files(out_dir):
-        rows = list(csv.DictReader(_complete_lines(path).decode().splitlines()))
-        for number, row in enumerate(rows, start=2):
-            try:
-                row["seed"] = int(row["seed"])
-                for name in ("valid_acc", "valid_loss", "train_loss", "seconds", "cpu_seconds"):
-                    row[name] = float(row[name])
-            except (KeyError, TypeError, ValueError) as error:
-                raise ValueError(f"{path}:{number}: not a KD run row ({type(error).__name__}: {error})") from None
+        for row in read_run_rows(path, "a KD run row"):
             key = (row["task"], row["arch_str"], row["seed"], row["regime"])
             if key not in seen:
                 seen.add(key)

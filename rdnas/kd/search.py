@@ -105,19 +105,10 @@ def choose(names: list, predicted: Tensor, proxy: Tensor, flops: Tensor, max_flo
 
 def read_journal(path) -> list[dict]:
     """The finished runs of a search journal (an incomplete last line is not a run)."""
+    from rdnas.kd.bench import read_run_rows
+
     path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    rows = list(csv.DictReader(data[:data.rfind(b"\n") + 1].decode().splitlines()))
-    for number, row in enumerate(rows, start=2):
-        try:
-            row["seed"] = int(row["seed"])
-            for name in ("valid_acc", "valid_loss", "train_loss", "seconds", "cpu_seconds"):
-                row[name] = float(row[name])
-        except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"{path}:{number}: not a search run row ({type(error).__name__}: {error})") from None
-    return rows
+    return read_run_rows(path, "a search run row") if path.exists() else []
 
 
 def train_picks(teacher: Teacher, archs: list, seeds, recipe: StudentRecipe, journal, student_options=None,

@@ -253,33 +253,48 @@ def fit(tasks: dict, space, channels: int, seed: int = 0, episodes: int = 1000, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MetaSGD(DaSSNet(channels, features, **net_options))
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    history, best, best_state, best_episode = [], float("-inf"), None, 0
 
     def valid_spearman() -> float:
-        if not valid:
-            return float("nan")
         # a meta-valid task whose labels (or predictions) are all equal ranks nothing: it counts as 0
         return float(sum(spearman_or_zero(predict_task(model, t, adapt, embedding).tolist(), t.labels.tolist())
                          for t in valid) / len(valid))
 
-    from tqdm.auto import tqdm
-
-    for episode in tqdm(range(1, episodes + 1), desc="meta-training", disable=not progress):
+    def one_episode() -> Tensor:
         task = train[int(torch.randint(len(train), (1,), generator=generator))]
         index = torch.randperm(len(task.archs), generator=generator)[:query]
-        loss = episode_loss(model, task.support(), task.query(index, embedding), adapt)
+        return episode_loss(model, task.support(), task.query(index, embedding), adapt)
+
+    return model, run_episodes(model, one_episode, valid_spearman if valid else None, episodes, lr, eval_every,
+                               progress, "meta-training")
+
+
+def run_episodes(model: nn.Module, episode_loss, valid_score, episodes: int, lr: float, eval_every: int,
+                 progress: bool = False, description: str = "meta-training") -> dict:
+    """Meta-training's loop, shared by DaSS and the meta-trained baselines: ``episodes`` Adam steps (``lr``) on
+    ``episode_loss()`` (a scalar tensor; it draws its own episode); every ``eval_every`` episodes and at the end
+    ``valid_score()`` (e.g. the mean meta-valid Spearman) picks the state ``model`` is left with, the last one
+    when ``valid_score`` is None (no meta-valid tasks).
+
+    Returns {"best_episode", "best_valid_spearman" (nan without ``valid_score``), "history": [(episode, loss,
+    valid score)]}.
+    """
+    from tqdm.auto import tqdm
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history, best, best_state, best_episode = [], float("-inf"), None, 0
+    for episode in tqdm(range(1, episodes + 1), desc=description, disable=not progress):
+        loss = episode_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if episode % eval_every == 0 or episode == episodes:
-            score = valid_spearman()
+            score = valid_score() if valid_score is not None else float("nan")
             history.append((episode, float(loss.detach()), score))
-            if not valid or score > best:
+            if valid_score is None or score > best:
                 best, best_episode = score, episode
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
-    return model, {"best_episode": best_episode, "best_valid_spearman": best, "history": history}
+    return {"best_episode": best_episode, "best_valid_spearman": best, "history": history}
 
 
 def save_model(path, model: MetaSGD, config: dict) -> None:
