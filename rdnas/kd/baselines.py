@@ -126,9 +126,10 @@ def spec_space(space) -> str:
 
 def kd_signal_scores(teacher, spec: TaskSpec, archs, data: TaskData, embeddings: dict | None = None
                      ) -> dict[str, Tensor]:
-    """The training-free KD signals of the students remapped from ``teacher`` (:func:`rdnas.kd.bench.
-    training_free_signals`): {"zero_shot_acc", "neg_kl"[, "map_cosine" with the task's ``embeddings``]}, each
-    float64 Tensor[K]. ``embeddings`` must list the same students in the same order (checked)."""
+    """The training-free KD signals of the students remapped from ``teacher``
+    (:func:`rdnas.kd.bench.training_free_signals`): {"zero_shot_acc", "neg_kl"[, "map_cosine" with the task's
+    ``embeddings``]}, each float64 Tensor[K]. ``embeddings`` must list the same students in the same order
+    (checked)."""
     from rdnas.kd.bench import training_free_signals
     from rdnas.spaces import get_space
 
