@@ -23,6 +23,9 @@ from rdnas.spaces import get_space
 
 SPACE = get_space("resnet48")
 ROOT = Path(__file__).resolve().parent.parent
+# The experiment script imports the rdnas this test imports (the installed package in CI, the checkout with
+# PYTHONPATH in a development tree): the checkout's source tree has no compiled extension after `pip install .`.
+RDNAS_ROOT = Path(bench.__file__).resolve().parents[2]
 TEACHER = {"options": {"resnet_stem": "small", "width_divisor": 8}, "epochs": 1, "seed": 0, "batch_size": 32}
 TASKS = [("digits-train", "meta-train", "digits", [0, 1, 2]), ("digits-valid", "meta-valid", "digits", [3, 4, 5]),
          ("digits-test", "meta-test", "digits", [6, 7, 8]), ("glyphs-test", "meta-test", "glyphs", ["A", "B", "C"])]
@@ -343,7 +346,8 @@ def test_the_experiment_script_resumes_and_never_redoes_a_finished_seed(labelled
 
     def run(*argv):
         done = subprocess.run(script + list(argv), capture_output=True, text=True, cwd=tmp_path,
-                              env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+                              env={**os.environ, "OMP_NUM_THREADS": "1",
+                                   "PYTHONPATH": f"{RDNAS_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
         return done.returncode, done.stdout + done.stderr
 
     code, output = run("run", "--methods", "baselines,dass,gbt", "--seeds", "0", *common, *options)
