@@ -52,9 +52,19 @@ def settings_of(args) -> methods.FitSettings:
                                   eval_every=args.eval_every)
 
 
+def open_bench(args) -> methods.EvaluationBench:
+    """The benchmark ``--bench`` names (``shipped``: the package data), or exit with the reason it cannot be read."""
+    from rdnas.kd.bench import bench_folder
+
+    try:
+        return methods.EvaluationBench(bench_folder(args.bench))
+    except ValueError as error:
+        sys.exit(f"dass_experiment.py: --bench: {error}")
+
+
 def run(args) -> int:
     runs = Path(args.results)
-    bench = methods.EvaluationBench(args.bench)
+    bench = open_bench(args)
     settings = settings_of(args)
     proxies = list(proxy_names()) if args.proxies is None else [
         p for p in args.proxies if p != "none"]
@@ -89,7 +99,7 @@ def report(args) -> int:
     if len(digests) > 1 or len(settings) > 1:
         sys.exit(f"dass_experiment.py: {runs} mixes benchmarks {sorted(map(str, digests))} or meta-training settings "
                  f"{sorted(settings)}; report one experiment per folder")
-    bench = methods.EvaluationBench(args.bench)
+    bench = open_bench(args)
     if digests != {bench.digest}:
         sys.exit(f"dass_experiment.py: the results were made with benchmark table {digests.pop()}, {args.bench} is "
                  f"{bench.digest}")
@@ -106,7 +116,8 @@ def report(args) -> int:
 
 
 def common_options(parser) -> None:
-    parser.add_argument("--bench", default=str(BENCH), help=f"the KD benchmark folder (default {BENCH})")
+    parser.add_argument("--bench", default=str(BENCH),
+                        help=f"the KD benchmark folder, or 'shipped': the benchmark shipped with rdnas (default {BENCH})")
     parser.add_argument("--results", default=str(RUNS), help=f"the jobs' JSON folder (default {RUNS})")
 
 

@@ -110,7 +110,8 @@ def add_parser(commands) -> None:
         description="Meta-trains DaSS (S/T/A inputs, Meta-SGD teacher-guided step) on the meta-train tasks of a KD "
         "benchmark folder, one task per episode, keeping the episode with the best mean Spearman on its meta-valid "
         "tasks, and saves the model atomically. Example: rdnas dass fit --bench kdbench --seed 0 --out dass.pt")
-    fit.add_argument("--bench", required=True, help="a folder written by rdnas dass bench")
+    fit.add_argument("--bench", required=True,
+                     help="a folder written by rdnas dass bench, or 'shipped': the benchmark shipped with rdnas")
     fit.add_argument("--seed", type=non_negative_int, default=0, help="initialisation and episodes (default 0)")
     fit.add_argument("--episodes", type=positive_int, default=1000, help="meta-training episodes (default 1000)")
     fit.add_argument("--query", type=positive_int, default=50, help="query students per episode (default 50)")
@@ -175,7 +176,8 @@ def add_parser(commands) -> None:
         "with .jobs): rerun the same command to resume. With --model, that DaSS model file is judged instead of "
         "meta-training DaSS (the other meta-trained methods then run only when --methods names them). Example: "
         "rdnas dass evaluate --bench kdbench --seeds 5 --out report.json")
-    evaluate.add_argument("--bench", required=True, help="a folder written by rdnas dass bench")
+    evaluate.add_argument("--bench", required=True,
+                          help="a folder written by rdnas dass bench, or 'shipped': the benchmark shipped with rdnas")
     evaluate.add_argument("--model", type=input_file, help="judge this model file of rdnas dass fit as DaSS")
     evaluate.add_argument("--seeds", type=positive_int, default=5, help="meta-training seeds 0..N-1 (default 5)")
     evaluate.add_argument("--methods", metavar="LIST",
@@ -340,6 +342,16 @@ def _bench(args) -> int:
     return 0
 
 
+def _bench_folder(args):
+    """The folder ``--bench`` names (``shipped``: the package data); a usage error when nothing is shipped."""
+    from rdnas.kd.bench import bench_folder
+
+    try:
+        return bench_folder(args.bench)
+    except ValueError as error:
+        args.usage_error(f"--bench: {error}")
+
+
 def _fit(args) -> int:
     from rdnas.atomic_file import prepare_output_file
     from rdnas.kd.bench import read_bench_tasks
@@ -348,6 +360,7 @@ def _fit(args) -> int:
     left_out = {x.strip() for x in args.without.split(",") if x.strip()}
     if not left_out <= {"s", "t", "a"} or len(left_out) == 3:
         args.usage_error(f"--without: expected some (not all) of s, t, a, got {args.without!r}")
+    args.bench = _bench_folder(args)
     prepare_output_file(args.out, "--out")
     tasks, info = dass.read_bench(args.bench, args.label)
     bench_tasks = read_bench_tasks(args.bench)
@@ -499,6 +512,7 @@ def _evaluate(args) -> int:
         if unknown or not proxies:
             args.usage_error(f"--proxies: expected 'none' or some of {', '.join(proxy_names())}, got "
                              f"{args.proxies!r}")
+    args.bench = _bench_folder(args)
     json_output(args.out)
     if args.jobs and Path(args.jobs).exists() and not Path(args.jobs).is_dir():
         args.usage_error(f"--jobs: {args.jobs} exists and is not a folder")

@@ -18,7 +18,8 @@ its teacher's digest, and a resume with another teacher for the same task is ref
 ``OUT/kdbench.csv`` (:func:`kd_table`) has one row per (task, architecture) with every seed of every regime:
 ``task, split, teacher, teacher_valid_acc, arch_str, <regime>_valid_acc, <regime>_valid_acc_std, ..., seeds``.
 ``OUT/embeddings.pt`` (:func:`write_embeddings`) holds, per task, the last-stage activation maps of a fixed N(0, 1)
-probe through the teacher, the remapped students and freshly initialised students. :func:`ship` writes a finished
+probe through the teacher, the remapped students and randomly initialised students (:func:`random_supernet`), each
+kind of student in one batched pass. :func:`ship` writes a finished
 build as package data (``rdnas/kd/shipped/``, with a recipe JSON) and :func:`load_shipped` reads it back.
 """
 
@@ -81,6 +82,19 @@ def task_teacher(out_dir, task: TaskSpec, space, data=None, progress: bool = Fal
 def _complete_lines(path: Path) -> bytes:
     data = path.read_bytes()
     return data[:data.rfind(b"\n") + 1]
+
+
+def cut_partial_line(path) -> None:
+    """Cuts an incomplete last line (a process killed while appending it) off the CSV file ``path``, so that the
+    next appended row starts on a line of its own; a missing file or one that ends in a newline is left as it is.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    complete = len(_complete_lines(path))
+    if complete < path.stat().st_size:
+        with open(path, "r+b") as handle:
+            handle.truncate(complete)
 
 
 def read_run_rows(path, what: str) -> list[dict]:
@@ -190,11 +204,7 @@ def build(out_dir, tasks: TaskFile, archs: list, seeds: list, regimes=("kd", "ce
         todo = todo[:max_runs]
     runs_path = out / ("runs.csv" if n == 1 else f"runs.{i}of{n}.csv")
     new_file = not runs_path.exists()
-    if not new_file:
-        complete = len(_complete_lines(runs_path))
-        if complete < runs_path.stat().st_size:
-            with open(runs_path, "r+b") as handle:  # a partial last line (killed mid-write): cut it off
-                handle.truncate(complete)
+    cut_partial_line(runs_path)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), desc="training students", unit="run", disable=not progress)
@@ -321,7 +331,8 @@ def feature_module(network: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def last_stage_map(network: nn.Module, probe: Tensor) -> Tensor:
-    """The last stage's activation map [C, H, W] of ``network`` (eval mode) on ``probe`` [1, C_in, S, S]."""
+    """The last stage's activation map [C, H, W] of ``network`` (eval mode) on ``probe`` [1, C_in, S, S], in the
+    network's dtype, on the CPU."""
     captured = []
     handle = feature_module(network).register_forward_hook(lambda module, args, output: captured.append(output))
     was_training = network.training
@@ -331,7 +342,7 @@ def last_stage_map(network: nn.Module, probe: Tensor) -> Tensor:
     finally:
         handle.remove()
         network.train(was_training)
-    return captured[0][0].detach().cpu().float()
+    return captured[0][0].detach().cpu()
 
 
 def remapped_supernet(teacher: nn.Module, space, **options) -> nn.Module:
@@ -351,22 +362,36 @@ def remapped_supernet(teacher: nn.Module, space, **options) -> nn.Module:
     return supernet.eval()
 
 
-@torch.no_grad()
-def remapped_last_stage_maps(teacher: nn.Module, archs, space, probe: Tensor, **options) -> list[Tensor]:
-    """The last-stage maps [C_k, H, W] of the students ``archs`` remapped from ``teacher`` (with ``options`` as in
-    :func:`rdnas.kd.remap`) on ``probe``, equal to ``last_stage_map(remap(teacher, arch, space, **options),
-    probe)`` but computed through one :func:`remapped_supernet`, so no network is built per student (building
-    them is most of the cost of ranking many students)."""
-    from rdnas.supernet import supernet_spec
+RANDOM_STUDENTS_SEED = 0
+"""The initialisation seed of the randomly initialised students (the random-embedding ablation's inputs)."""
 
-    supernet = remapped_supernet(teacher, space, **options)
+
+def random_supernet(space, num_classes: int, in_channels: int, seed: int = RANDOM_STUDENTS_SEED,
+                    **options) -> nn.Module:
+    """A freshly initialised supernet of ``space`` (eval mode; the zero-cost proxies' scoring supernet,
+    :func:`rdnas.proxies.scoring_supernet`: default PyTorch initialisation from ``seed``) at the students' network
+    ``options``: its subnet ``arch`` is the randomly initialised student of the random-embedding ablation, sliced
+    exactly as a remapped student is sliced from its teacher, with untrained weights in place of the teacher's."""
+    from rdnas.proxies import scoring_supernet
+    from rdnas.spaces import get_space
+
+    return scoring_supernet(num_classes=num_classes, in_channels=in_channels, seed=seed,
+                            space=get_space(space).name, **options).eval()
+
+
+@torch.no_grad()
+def supernet_last_stage_maps(supernet: nn.Module, archs, probe: Tensor) -> list[Tensor]:
+    """The last-stage maps [C_k, H, W] (the supernet's dtype, on the CPU) of the subnets ``archs`` of the
+    eval-mode ``supernet`` on ``probe`` [1, C_in, S, S], each equal to ``last_stage_map(supernet.export(arch),
+    probe)``. Where the supernet has a batched eval-mode pass (``forward_stacked``) every subnet runs in that one
+    pass; otherwise one forward per subnet, the map taken from the last block the subnet ran."""
     stacked = getattr(supernet, "forward_stacked", None)
-    if stacked is not None:  # the space's batched eval-mode pass: every student in one go
+    if stacked is not None:  # the space's batched eval-mode pass: every subnet in one go
         _, features, widths = stacked(probe, archs, return_features=True)
-        return [features[k, 0, :int(widths[k])].detach().cpu().float() for k in range(len(features))]
+        return [features[k, 0, :int(widths[k])].detach().cpu() for k in range(len(features))]
     blocks = getattr(supernet, "stages", None)
     if not isinstance(blocks, nn.ModuleList) or not len(blocks):
-        raise ValueError(f"rdnas.kd.bench: the {supernet_spec(space).space} supernet has no stages whose blocks give "
+        raise ValueError(f"rdnas.kd.bench: the {type(supernet).__name__} supernet has no stages whose blocks give "
                          "the last-stage activation map")
     captured = []
     handles = [block.register_forward_hook(lambda module, args, output: captured.append(output))
@@ -376,50 +401,64 @@ def remapped_last_stage_maps(teacher: nn.Module, archs, space, probe: Tensor, **
         for arch in archs:
             captured.clear()
             supernet(probe, arch)
-            maps.append(captured[-1][0].detach().cpu().float())  # the last block the subnet ran
+            maps.append(captured[-1][0].detach().cpu())  # the last block the subnet ran
     finally:
         for handle in handles:
             handle.remove()
     return maps
 
 
+def remapped_last_stage_maps(teacher: nn.Module, archs, space, probe: Tensor, **options) -> list[Tensor]:
+    """The last-stage maps [C_k, H, W] of the students ``archs`` remapped from ``teacher`` (with ``options`` as in
+    :func:`rdnas.kd.remap`) on ``probe``, equal to ``last_stage_map(remap(teacher, arch, space, **options),
+    probe)`` but computed through one :func:`remapped_supernet` (:func:`supernet_last_stage_maps`), so no network
+    is built per student (building them is most of the cost of ranking many students)."""
+    return supernet_last_stage_maps(remapped_supernet(teacher, space, **options), archs, probe)
+
+
 def _padded(maps: list[Tensor], channels: int) -> Tensor:
+    """Maps [C_k, H, W] as one float32 Tensor[K, channels, H, W], channels past each C_k zero."""
     out = torch.zeros(len(maps), channels, *maps[0].shape[1:]) if maps else torch.zeros(0, channels, 1, 1)
     for k, m in enumerate(maps):
         out[k, :m.shape[0]] = m
     return out
 
 
-def task_embeddings(teacher: Teacher, task: TaskSpec, archs: list, probe_seed: int, fresh: bool = True) -> dict:
-    """The functional embeddings of one task: ``probe`` [1, C_in, S, S]; ``teacher`` [C_t, H, W] (the teacher's
-    last-stage map); ``students`` [K, C_t, H, W] (each remapped student's, channels zero-padded to the teacher's);
-    ``random`` [K, C_t, H, W] (freshly initialised students', seeded by architecture: an ablation input; zeros
-    without ``fresh``, which halves the work where only the remapped students count);
-    ``archs`` (K strings), ``teacher_arch``, ``teacher_valid_acc``, ``teacher_digest``, ``split``."""
-    from rdnas.minibench.build import network_seed
+def task_embeddings(teacher: Teacher, task: TaskSpec, archs: list, probe_seed: int,
+                    random_students: bool = True) -> dict:
+    """The functional embeddings of one task (float32): ``probe`` [1, C_in, S, S]; ``teacher`` [C_t, H, W] (the
+    teacher's last-stage map); ``students`` [K, C_t, H, W] (each remapped student's, channels zero-padded to the
+    teacher's); ``random`` [K, C_t, H, W] (the randomly initialised students' of :func:`random_supernet`, the same
+    for every task of these students' options: the random-embedding ablation's input; zeros without
+    ``random_students``, which halves the work where only the remapped students count); ``archs`` (K strings),
+    ``teacher_arch``, ``teacher_valid_acc``, ``teacher_digest``, ``split``. Both kinds of students run as one
+    batched pass each (:func:`supernet_last_stage_maps`)."""
     from rdnas.spaces import get_space
 
     space = get_space(teacher.space)
     config = teacher.network.config
+    reference = next(iter(teacher.network.parameters()))
     probe = probe_image(config["in_channels"], task.image_size, probe_seed)
-    teacher_map = last_stage_map(teacher.network, probe)
+    on_device = probe.to(device=reference.device, dtype=reference.dtype)
+    teacher_map = last_stage_map(teacher.network, on_device).float()
     channels = teacher_map.shape[0]
     archs = [tuple(a) for a in space.validate(archs).tolist()]
-    students = remapped_last_stage_maps(teacher.network, archs, space, probe, **task.student_options)
-    randoms = []
-    for arch, student in zip(archs, students):
-        if not fresh:
-            randoms.append(torch.zeros_like(student))
-            continue
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(network_seed(0, arch, space))
-            fresh = _fresh(space, arch, config["num_classes"], config["in_channels"],
-                           task.student_network_options())
-        randoms.append(last_stage_map(fresh, probe))
+    students = remapped_last_stage_maps(teacher.network, archs, space, on_device, **task.student_options)
+    if random_students:
+        fresh = random_supernet(space, config["num_classes"], config["in_channels"],
+                                **task.student_network_options()).to(device=reference.device, dtype=reference.dtype)
+        randoms = _padded(supernet_last_stage_maps(fresh, archs, on_device), channels)
+    else:
+        randoms = torch.zeros(len(archs), *teacher_map.shape)
     return {"split": task.split, "probe": probe, "teacher": teacher_map, "students": _padded(students, channels),
-            "random": _padded(randoms, channels), "archs": [space.to_string(torch.as_tensor(a)) for a in archs],
+            "random": randoms, "archs": [space.to_string(torch.as_tensor(a)) for a in archs],
             "teacher_arch": space.to_string(space.largest()), "teacher_valid_acc": float(teacher.valid_acc),
             "teacher_digest": teacher.digest()}
+
+
+EMBEDDINGS_VERSION = 2
+"""Version 2: the random-embedding students are subnets of one freshly initialised supernet
+(:func:`random_supernet`); version 1 files (one freshly built network per student) are refused."""
 
 
 def write_embeddings(out_dir, tasks: TaskFile, archs: list) -> Path:
@@ -434,14 +473,19 @@ def write_embeddings(out_dir, tasks: TaskFile, archs: list) -> Path:
                                                   tasks.probe_seed)
     path = out / "embeddings.pt"
     with atomic_open(path, "wb") as handle:
-        torch.save({"kind": EMBEDDINGS_KIND, "version": 1, "space": tasks.space, "probe_seed": tasks.probe_seed,
-                    "tasks": per_task}, handle)
+        torch.save({"kind": EMBEDDINGS_KIND, "version": EMBEDDINGS_VERSION, "space": tasks.space,
+                    "probe_seed": tasks.probe_seed, "tasks": per_task}, handle)
     return path
 
 
 def read_embeddings(path) -> dict:
-    """An ``embeddings.pt`` written by :func:`write_embeddings`; ValueError naming the file when it is not one."""
-    return load_kinded_file(path, EMBEDDINGS_KIND, "an embeddings file", "rdnas dass bench")
+    """An ``embeddings.pt`` written by :func:`write_embeddings`; ValueError naming the file when it is not one or
+    is of another version (rerunning the build's ``rdnas dass bench`` command rewrites it; nothing is retrained)."""
+    payload = load_kinded_file(path, EMBEDDINGS_KIND, "an embeddings file", "rdnas dass bench")
+    if payload.get("version") != EMBEDDINGS_VERSION:
+        raise ValueError(f"{path}: embeddings file version {payload.get('version')!r}, expected {EMBEDDINGS_VERSION}; "
+                         "rerun the build's rdnas dass bench command to rewrite it (finished runs are not retrained)")
+    return payload
 
 
 # -- the shipped benchmark (package data) -------------------------------------------------------------------------
@@ -536,6 +580,23 @@ def shipped_folder(folder=None) -> Path:
         got = recipe.get("kind") if isinstance(recipe, dict) else None
         raise ValueError(f"{folder / 'recipe.json'}: kind {got!r}, expected {RECIPE_KIND!r}")
     return folder
+
+
+SHIPPED_NAME = "shipped"
+"""What ``--bench`` takes for the shipped benchmark (:func:`bench_folder`)."""
+
+
+def bench_folder(text) -> Path:
+    """The KD benchmark folder a ``--bench`` option names: exactly ``shipped`` is the shipped package data
+    (:func:`shipped_folder`; a folder of that name in the working directory is ``./shipped``), anything else a
+    folder path. ValueError, saying how to build it, when ``shipped`` is asked for and nothing is shipped yet."""
+    if str(text) != SHIPPED_NAME:
+        return Path(text)
+    try:
+        return shipped_folder()
+    except ValueError as error:
+        raise ValueError(f"{error} ({SHIPPED_NAME} names the package's shipped benchmark; a folder named "
+                         f"{SHIPPED_NAME} in the working directory is ./{SHIPPED_NAME})") from None
 
 
 def load_shipped(folder=None) -> dict:

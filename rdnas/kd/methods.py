@@ -105,10 +105,17 @@ class EvaluationBench:
 
     @property
     def digest(self) -> str:
-        """The first 16 hex digits of the SHA-256 of the folder's ``kdbench.csv`` (which students, which labels)."""
+        """The first 16 hex digits of a SHA-256 over the folder's ``kdbench.csv`` (which students, which labels) and
+        ``embeddings.pt`` (what the predictors read): a finished job made with other labels or other embeddings
+        (e.g. a rebuilt teacher, a rewritten embeddings file) is refused."""
         import hashlib
 
-        return hashlib.sha256((self.folder / "kdbench.csv").read_bytes()).hexdigest()[:16]
+        hasher = hashlib.sha256()
+        for name in ("kdbench.csv", "embeddings.pt"):
+            data = (self.folder / name).read_bytes()
+            hasher.update(f"{name}:{len(data)}:".encode())
+            hasher.update(data)
+        return hasher.hexdigest()[:16]
 
     def data(self, name: str):
         """The task's :class:`rdnas.kd.TaskData` (loaded once)."""
@@ -269,8 +276,8 @@ def check_job(path, result: dict, digest: str, settings: FitSettings | None, pro
     """Refuses a finished job's result made with another benchmark (``digest``), other meta-training ``settings``
     or (a baselines job, unless ``proxies`` is None) other proxies: ValueError naming the file."""
     if result.get("bench_digest") != digest:
-        raise ValueError(f"{path} was made with benchmark table {result.get('bench_digest')}, this benchmark's is "
-                         f"{digest}; use another results folder")
+        raise ValueError(f"{path} was made with benchmark {result.get('bench_digest')} (its table and embeddings), "
+                         f"this benchmark's is {digest}; use another results folder")
     if settings is not None and result["kind"] == "seeded" and result["settings"] != settings.to_dict():
         raise ValueError(f"{path} was meta-trained with {result['settings']}, now {settings.to_dict()}; use the same "
                          "options or another results folder")

@@ -51,25 +51,15 @@ def student_costs(teacher: Teacher, archs, student_options: dict | None = None) 
 def proxy_scores(teacher: Teacher, archs, proxy: str = "synflow", student_options: dict | None = None, data=None,
                  batch_size: int = 64, seed: int = 0) -> Tensor:
     """Zero-cost proxy ``proxy`` of the students ``archs`` (LongTensor[K, space.width]), higher = better: float64
-    Tensor[K]. The network is a supernet of the students' family freshly initialised from ``seed`` (the proxies'
-    protocol: scores at initialisation), the minibatch ``batch_size`` training images of the task drawn with
-    ``seed`` (the whole training split where it is smaller)."""
-    from rdnas.proxies import Minibatch, get_proxy
-    from rdnas.spaces import get_space
-    from rdnas.supernet import build_supernet
+    Tensor[K]; the evaluation's proxy baseline (:func:`rdnas.kd.baselines.proxy_scores`) on the teacher's task: a
+    supernet of the students' family freshly initialised from ``seed`` (the proxies' protocol: scores at
+    initialisation), the minibatch ``batch_size`` training images of the task drawn with ``seed`` (the whole
+    training split where it is smaller)."""
+    from rdnas.kd import baselines
 
-    space = get_space(teacher.space)
     task = teacher.task_spec(student_options)
     data = task.data() if data is None else data
-    config = teacher.network.config
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        supernet = build_supernet(space, config["num_classes"], config["in_channels"],
-                                  **task.student_network_options())
-    order = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(seed))[:batch_size]
-    minibatch = Minibatch(data.train_x[order].float(), data.train_y[order].long(), config["num_classes"],
-                          f"{task.dataset} training images")
-    return get_proxy(proxy).score(supernet, space.validate(archs), minibatch).double()
+    return baselines.proxy_scores(teacher.space, task, archs, data, [proxy], batch_size, seed)[proxy]
 
 
 def flops_matched(flops: Tensor, target: int, generator: torch.Generator, tolerance: float = 0.1) -> int:
@@ -118,6 +108,7 @@ def train_picks(teacher: Teacher, archs: list, seeds, recipe: StudentRecipe, jou
     trained again. Returns ``{(arch string, seed): run row}``.
 
     Raises ValueError when the journal holds runs of another teacher or recipe (use another --out)."""
+    from rdnas.kd.bench import cut_partial_line
     from rdnas.kd.remap import remap
     from rdnas.minibench.build import network_seed
     from rdnas.spaces import get_space
@@ -135,12 +126,7 @@ def train_picks(teacher: Teacher, archs: list, seeds, recipe: StudentRecipe, jou
     todo = [(a, s) for a in dict.fromkeys(archs) for s in seeds if (a, s) not in done]
     if not todo:
         return done
-    if journal.exists():  # a partial last line (killed mid-write): cut it off
-        data_bytes = journal.read_bytes()
-        complete = data_bytes.rfind(b"\n") + 1
-        if complete < len(data_bytes):
-            with open(journal, "r+b") as handle:
-                handle.truncate(complete)
+    cut_partial_line(journal)  # a partial last line (killed mid-write)
     data = task.data() if data is None else data
     logits = teacher_logits(teacher.network, data.train_x)
     new_file = not journal.exists() or journal.stat().st_size == 0

@@ -219,6 +219,38 @@ class TaskFile:
                 "probe_seed": self.probe_seed, "tasks": [task.to_dict() for task in self.tasks]}
 
 
+def _image_source(task: TaskSpec) -> str:
+    """Which image collection a task draws from (the same collection under two spellings is one source)."""
+    import os
+
+    from rdnas.data.datasets import FASHION_MNIST_DIR
+
+    kind, folder = parse_dataset(task.dataset)
+    if kind == "fashion_mnist":
+        folder = folder or str(FASHION_MNIST_DIR)
+    return f"{kind}:{os.path.normpath(os.path.abspath(folder))}" if folder else kind
+
+
+def check_meta_test_unseen(tasks, where: str) -> None:
+    """Refuses a meta-test task that shares a class of the same image source with a meta-train or meta-valid task
+    (its images, or its class, would have been seen in meta-training): ValueError naming both tasks and the class.
+    A task of an image folder that lists no classes takes every class of the folder."""
+    seen = {}
+    for i, task in enumerate(tasks):
+        if task.split != "meta-test":
+            seen.setdefault(_image_source(task), []).append((i, task))
+    for i, task in enumerate(tasks):
+        if task.split != "meta-test":
+            continue
+        for j, other in seen.get(_image_source(task), []):
+            shared = sorted(set(task.classes) & set(other.classes), key=str)
+            if shared or not task.classes or not other.classes:
+                what = f"class {shared[0]!r}" if shared else "its classes (a task that lists none takes them all)"
+                raise ValueError(f"{where}: tasks[{i}]: meta-test task {task.name!r} shares {what} of "
+                                 f"{task.dataset} with {other.split} task {other.name!r} (tasks[{j}]): a meta-test "
+                                 "task must be unseen in meta-training; use other classes or another dataset")
+
+
 def parse_tasks(values, where: str) -> TaskFile:
     """A :class:`TaskFile` from the JSON value of a tasks file; errors start with ``where`` (the file name)."""
     from rdnas.spaces import get_space, space_names
@@ -250,6 +282,7 @@ def parse_tasks(values, where: str) -> TaskFile:
             raise ValueError(f"{where}: tasks[{i}].name: {spec.name!r} repeats tasks[{seen[spec.name]}]")
         seen[spec.name] = i
         parsed.append(spec)
+    check_meta_test_unseen(parsed, where)
     return TaskFile(space, tuple(parsed), student, probe_seed)
 
 

@@ -341,8 +341,13 @@ def predict_for_teacher(model: MetaSGD, config: dict, teacher, archs, adapt: boo
     from rdnas.spaces import get_space
 
     space = get_space(config["space"])
+    if config.get("student_options") is None:
+        raise ValueError(f"{model_name} was meta-trained on tasks whose students have different network options "
+                         f"(bench {config.get('bench')}), so it names no student family to remap from "
+                         f"{teacher_name}; meta-train it on a benchmark of one student family")
     task = teacher.task_spec(config["student_options"])
-    embeddings = task_embeddings(teacher, task, archs, config["probe_seed"], fresh=config["embedding"] == "random")
+    embeddings = task_embeddings(teacher, task, archs, config["probe_seed"],
+                                 random_students=config["embedding"] == "random")
     side = list(embeddings["teacher"].shape[-2:])
     if side not in config["image_sides"]:
         raise ValueError(f"{teacher_name}: its task's image_size {task.image_size} gives {side[0]}x{side[1]} "

@@ -1,0 +1,266 @@
+"""Issue 26's end-to-end review of DaSS: each test would have caught one finding (the review's report lists them).
+
+- the random-embedding ablation runs every randomly initialised student in one batched pass, equal to one forward
+  per student (float64), and ``random_students=False`` gives zeros (the flag was shadowed by a network);
+- a meta-test task that shares a class of an image source with a meta-train / meta-valid task is refused;
+- ``--bench shipped`` names the shipped package data in ``dass fit`` / ``dass evaluate`` / the experiment script,
+  with a clear error while nothing is shipped;
+- one implementation of: cutting a partial journal line, the search's proxy and the evaluation's proxy baseline;
+- an evaluation job made with other embeddings is refused; an embeddings file of the old version is refused;
+- a model meta-trained on mixed student families cannot rank (it names no family to remap).
+"""
+
+import copy
+import importlib.util
+import json
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+import torch
+
+from rdnas.cli import main
+from rdnas.kd import bench, methods, read_tasks, remap
+from rdnas.kd.baselines import proxy_scores as baseline_proxy_scores
+from rdnas.kd.search import proxy_scores as search_proxy_scores
+from rdnas.kd.tasks import parse_tasks
+from rdnas.minibench.build import sample_architectures
+from rdnas.spaces import get_space
+from rdnas.supernet import ResNet48Network, ResNet48Supernet
+
+SPACE = get_space("resnet48")
+ROOT = Path(__file__).resolve().parent.parent
+TEACHER = {"options": {"resnet_stem": "small", "width_divisor": 8}, "epochs": 1, "seed": 0, "batch_size": 32}
+TASKS = [("digits-train", "meta-train", [0, 1, 2]), ("digits-valid", "meta-valid", [3, 4, 5]),
+         ("digits-test", "meta-test", [6, 7, 8])]
+
+
+def _tasks_values(tasks=TASKS, dataset="digits") -> dict:
+    return {"kind": "rdnas-dass-tasks", "version": 1, "space": "resnet48", "student": {"epochs": 1, "batch_size": 32},
+            "probe_seed": 0,
+            "tasks": [{"name": name, "split": split, "dataset": dataset, "classes": classes, "image_size": 8,
+                       "train": 48, "valid": 30, "seed": i, "teacher": copy.deepcopy(TEACHER)}
+                      for i, (name, split, classes) in enumerate(tasks)]}
+
+
+@pytest.fixture(scope="module")
+def shipped_build(tmp_path_factory):
+    """A finished tiny KD build (3 digits tasks, 3 students, 1 seed, kd) and its package data in a folder."""
+    root = tmp_path_factory.mktemp("dass_review")
+    (root / "tasks.json").write_text(json.dumps(_tasks_values()))
+    tasks = read_tasks(root / "tasks.json")
+    archs = sample_architectures(3, seed=0, space=SPACE)
+    out = root / "bench"
+    runs = bench.build(out, tasks, archs, [0], ("kd",), progress=False)
+    bench.write_kd_table(out / "kdbench.csv", bench.kd_table(runs, tasks, [0], ("kd",)), ("kd",))
+    bench.write_embeddings(out, tasks, archs)
+    shipped = bench.ship(out, tasks, archs, [0], ("kd",), root / "package_data")
+    return out, shipped, tasks, archs
+
+
+# -- the random-embedding ablation, batched -------------------------------------------------------------------------
+def _random_statistics(network, seed: int) -> None:
+    """Random BN statistics and affine parameters: a fresh BN is the identity and would hide mis-slicing."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in network.state_dict().items():
+            if tensor.is_floating_point() and ("bn" in name):
+                values = torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)
+                tensor.copy_(values.abs() + 0.5 if name.endswith("running_var") else values)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_students_in_one_batched_pass_equal_one_forward_per_student_in_float64(seed):
+    supernet = bench.random_supernet(SPACE, 3, 1, seed=seed, resnet_stem="small", width_divisor=8).double()
+    _random_statistics(supernet, seed)
+    archs = SPACE.sample(6, torch.Generator().manual_seed(seed))
+    probe = bench.probe_image(1, 16, seed).double()
+    batched = bench.supernet_last_stage_maps(supernet, archs, probe)
+    for arch, got in zip(archs, batched):
+        expected = bench.last_stage_map(supernet.export(arch), probe)  # one stand-alone network, one forward
+        assert got.dtype == torch.float64 and got.shape == expected.shape
+        assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12), float((got - expected).abs().max())
+    # the one-forward-per-subnet fallback (a space without forward_stacked) gives the same maps
+    class Unstacked(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.stages = inner, inner.stages
+
+        def forward(self, x, arch):
+            return self.inner(x, arch)
+
+    for got, fallback in zip(batched, bench.supernet_last_stage_maps(Unstacked(supernet), archs, probe)):
+        assert torch.allclose(got, fallback, rtol=1e-12, atol=1e-12)
+
+
+def test_task_embeddings_build_no_network_per_student_and_random_students_are_the_random_supernets(
+        shipped_build, monkeypatch):
+    out, _, tasks, archs = shipped_build
+    task = tasks.tasks[0]
+    teacher = bench.task_teacher(out, task, SPACE)
+    built = []
+    original_init = ResNet48Network.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(args[0] if args else kwargs.get("arch"))
+        original_init(self, *args, **kwargs)
+
+    def one_subnet_forward(self, x, arch):
+        raise AssertionError("a student ran through its own forward, not the batched pass")
+
+    monkeypatch.setattr(ResNet48Network, "__init__", counting_init)
+    monkeypatch.setattr(ResNet48Supernet, "forward", one_subnet_forward)
+    emb = bench.task_embeddings(teacher, task, archs, probe_seed=0)
+    assert built == []
+    monkeypatch.undo()
+    fresh = bench.random_supernet(SPACE, 3, 1, **task.student_network_options())
+    probe = bench.probe_image(1, 8, 0)
+    for k, arch in enumerate(archs):
+        expected = bench.last_stage_map(fresh.export(arch), probe)
+        width = expected.shape[0]
+        assert torch.allclose(emb["random"][k, :width], expected, rtol=1e-5, atol=1e-6)
+        assert torch.all(emb["random"][k, width:] == 0)
+        student = bench.last_stage_map(remap(teacher.network, arch, SPACE, **task.student_options), probe)
+        assert torch.allclose(emb["students"][k, :student.shape[0]], student, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(emb["random"], emb["students"])
+    # without random students their maps are zeros (the flag was once shadowed by the network it built)
+    assert torch.equal(bench.task_embeddings(teacher, task, archs, 0, random_students=False)["random"],
+                       torch.zeros_like(emb["random"]))
+
+
+def test_an_embeddings_file_of_the_old_version_is_refused(tmp_path):
+    torch.save({"kind": bench.EMBEDDINGS_KIND, "version": 1, "space": "resnet48", "probe_seed": 0, "tasks": {}},
+               tmp_path / "embeddings.pt")
+    with pytest.raises(ValueError, match=r"embeddings file version 1, expected 2; rerun the build's rdnas dass bench"):
+        bench.read_embeddings(tmp_path / "embeddings.pt")
+
+
+# -- leakage between meta-train / meta-valid and meta-test tasks ----------------------------------------------------
+@pytest.mark.parametrize("tasks,dataset,match", [
+    ([("a", "meta-train", [0, 1, 2]), ("b", "meta-test", [2, 3])], "digits",
+     r"tasks\[1\]: meta-test task 'b' shares class 2 of digits with meta-train task 'a' \(tasks\[0\]\)"),
+    ([("a", "meta-valid", [4, 5]), ("b", "meta-test", [5, 6])], "digits", r"with meta-valid task 'a'"),
+    ([("a", "meta-train", ["A", "B"]), ("b", "meta-test", ["B", "C"])], "glyphs", r"shares class 'B' of glyphs"),
+    ([("a", "meta-train", []), ("b", "meta-test", ["x", "y"])], "folder:/tmp/images",
+     r"shares its classes \(a task that lists none takes them all\)"),
+])
+def test_a_meta_test_task_that_shares_a_class_with_meta_training_is_refused(tasks, dataset, match):
+    with pytest.raises(ValueError, match=match):
+        parse_tasks(_tasks_values(tasks, dataset), "tasks.json")
+
+
+def test_meta_test_tasks_on_other_classes_or_other_data_are_accepted():
+    parse_tasks(_tasks_values(TASKS), "tasks.json")
+    same_source = _tasks_values([("a", "meta-train", [0, 1]), ("b", "meta-test", [0, 1])], "fashion_mnist")
+    same_source["tasks"][1]["dataset"] = "fashion_mnist:/usr/share/datasets/fashion-mnist/"  # the default, spelt out
+    with pytest.raises(ValueError, match="shares class 0"):
+        parse_tasks(same_source, "tasks.json")
+    other_data = _tasks_values([("a", "meta-train", [0, 1]), ("b", "meta-test", [0, 1])], "digits")
+    other_data["tasks"][0]["dataset"] = "fashion_mnist"
+    assert [t.split for t in parse_tasks(other_data, "tasks.json").tasks] == ["meta-train", "meta-test"]
+    both_test = _tasks_values([("a", "meta-test", [0, 1]), ("b", "meta-test", [0, 1])], "digits")
+    assert len(parse_tasks(both_test, "tasks.json").tasks) == 2  # two meta-test tasks may share data
+
+
+def test_the_builds_tasks_file_passes_the_meta_test_leak_check():
+    tasks = read_tasks(ROOT / "benchmarks" / "dass_tasks" / "tasks.json")
+    assert {t.split for t in tasks.tasks} == {"meta-train", "meta-valid", "meta-test"}
+
+
+# -- --bench shipped ------------------------------------------------------------------------------------------------
+def test_bench_shipped_before_anything_ships_is_a_usage_error_naming_the_option(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "SHIPPED_FOLDER", tmp_path / "nothing_shipped")
+    for argv in (["dass", "fit", "--bench", "shipped", "--out", str(tmp_path / "m.pt")],
+                 ["dass", "evaluate", "--bench", "shipped", "--out", str(tmp_path / "r.json")]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert f"rdnas dass {argv[1]}: error: --bench: the KD benchmark is not shipped in" in err
+        assert "build it with bash benchmarks/dass_build.sh" in err and "is ./shipped" in err
+    assert not (tmp_path / "m.pt").exists() and not (tmp_path / "r.json").exists()
+
+
+def test_the_package_ships_no_benchmark_yet_or_a_complete_one():
+    """The KD build has not run yet: either nothing ships, or what ships is whole."""
+    if any((bench.SHIPPED_FOLDER / name).exists() for name in bench.SHIPPED_FILES):
+        assert bench.bench_folder("shipped") == bench.SHIPPED_FOLDER
+    else:
+        with pytest.raises(ValueError, match="not shipped"):
+            bench.bench_folder("shipped")
+    assert bench.bench_folder("./shipped") == Path("shipped")  # a folder of that name is still reachable
+
+
+def test_bench_shipped_names_the_package_data_in_fit_evaluate_and_the_experiment_script(
+        shipped_build, tmp_path, capsys, monkeypatch):
+    _, shipped, _, _ = shipped_build
+    monkeypatch.setattr(bench, "SHIPPED_FOLDER", shipped)
+    monkeypatch.chdir(tmp_path)  # no folder named shipped here: the name means the package data
+    assert main(["dass", "fit", "--bench", "shipped", "--episodes", "2", "--query", "2", "--width", "8", "--quiet",
+                 "--out", "dass.pt"]) == 0
+    from rdnas.predictors.dass import load_model
+
+    assert load_model(tmp_path / "dass.pt")[1]["bench"] == str(shipped)
+    assert main(["dass", "evaluate", "--bench", "shipped", "--model", "dass.pt", "--proxies", "none", "--quiet",
+                 "--out", "report.json"]) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["bench"] == str(shipped)
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports its harness beside it
+    spec = importlib.util.spec_from_file_location("dass_experiment", ROOT / "benchmarks" / "dass_experiment.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.open_bench(Namespace(bench="shipped")).folder == shipped
+    monkeypatch.setattr(bench, "SHIPPED_FOLDER", tmp_path / "nothing_shipped")
+    with pytest.raises(SystemExit, match=r"dass_experiment.py: --bench: the KD benchmark is not shipped"):
+        script.open_bench(Namespace(bench="shipped"))
+
+
+# -- merged twins ---------------------------------------------------------------------------------------------------
+def test_cut_partial_line_drops_only_an_unfinished_last_row(tmp_path):
+    path = tmp_path / "runs.csv"
+    bench.cut_partial_line(path)  # a missing file: nothing to do
+    assert not path.exists()
+    path.write_bytes(b"a,b\n1,2\n3,")
+    bench.cut_partial_line(path)
+    assert path.read_bytes() == b"a,b\n1,2\n"
+    bench.cut_partial_line(path)
+    assert path.read_bytes() == b"a,b\n1,2\n"
+
+
+@pytest.mark.parametrize("proxy", ["synflow", "snip", "naswot"])
+def test_the_search_proxy_pick_scores_as_the_evaluations_proxy_baseline(shipped_build, proxy):
+    out, _, tasks, archs = shipped_build
+    task = tasks.tasks[2]
+    teacher = bench.task_teacher(out, task, SPACE)
+    data = task.data()
+    searched = search_proxy_scores(teacher, archs, proxy, task.student_options, data)
+    evaluated = baseline_proxy_scores(SPACE, teacher.task_spec(task.student_options), archs, data, [proxy])[proxy]
+    assert torch.equal(searched, evaluated)
+
+
+# -- stale inputs ---------------------------------------------------------------------------------------------------
+def test_an_evaluation_job_made_with_other_embeddings_is_refused(shipped_build, tmp_path):
+    import shutil
+
+    out, _, tasks, archs = shipped_build
+    folder = tmp_path / "bench"
+    shutil.copytree(out, folder)
+    evaluation_bench = methods.EvaluationBench(folder)
+    result, kept = methods.cached_job(tmp_path / "jobs", evaluation_bench, "baselines", "digits-test", proxies=[])
+    assert not kept
+    embeddings = bench.read_embeddings(folder / "embeddings.pt")
+    embeddings["tasks"]["digits-test"]["random"] = embeddings["tasks"]["digits-test"]["random"] + 1.0
+    torch.save(embeddings, folder / "embeddings.pt")  # same table, other embeddings
+    with pytest.raises(ValueError, match=r"was made with benchmark .* \(its table and embeddings\)"):
+        methods.cached_job(tmp_path / "jobs", methods.EvaluationBench(folder), "baselines", "digits-test", proxies=[])
+
+
+def test_a_model_of_mixed_student_families_refuses_to_rank_naming_the_files(shipped_build):
+    from rdnas.predictors.dass import DaSSNet, MetaSGD, predict_for_teacher
+
+    out, _, tasks, archs = shipped_build
+    teacher = bench.task_teacher(out, tasks.tasks[2], SPACE)
+    model = MetaSGD(DaSSNet(teacher.network.classifier.in_features, SPACE.encode(SPACE.largest()[None]).shape[1], 8))
+    config = {"space": "resnet48", "student_options": None, "bench": "b", "probe_seed": 0, "embedding": "remap"}
+    with pytest.raises(ValueError, match=r"m.pt was meta-trained on tasks whose students have different network "
+                       r"options .* to remap from t.pt"):
+        predict_for_teacher(model, config, teacher, archs, model_name="m.pt", teacher_name="t.pt")
