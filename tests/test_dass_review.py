@@ -264,3 +264,33 @@ def test_a_model_of_mixed_student_families_refuses_to_rank_naming_the_files(ship
     with pytest.raises(ValueError, match=r"m.pt was meta-trained on tasks whose students have different network "
                        r"options .* to remap from t.pt"):
         predict_for_teacher(model, config, teacher, archs, model_name="m.pt", teacher_name="t.pt")
+
+
+# -- augmentation that changes labels -------------------------------------------------------------------------------
+def test_augmentation_flips_only_data_whose_classes_survive_a_mirror_image(monkeypatch):
+    from rdnas.kd import StudentRecipe, TaskSpec, TeacherRecipe, train_student, train_teacher
+    from rdnas.kd.data import flips_keep_labels
+
+    assert [flips_keep_labels(s) for s in ("fashion_mnist", "folder:/x", "digits", "glyphs")] == [
+        True, True, False, False]  # glyphs: '<' and '>' are each other's mirror image
+    # a left-to-right ramp (1..8, zero padding 0): a shift keeps it rising, a flip makes it fall
+    images = torch.arange(1.0, 9.0).view(1, 1, 1, 8).expand(16, 1, 8, 8).contiguous()
+    labels = torch.zeros(16, dtype=torch.long)
+    recipe = StudentRecipe(epochs=2, batch_size=8, augment=True)
+
+    def falling_rows(flip: bool) -> int:
+        seen = []
+        network = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+        network.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+        train_student(network, images, labels, images[:2], labels[:2], recipe, seed=0, flip=flip)
+        rows = torch.cat(seen)[:, 0, :, :]  # training batches and the evaluation pass
+        rows = rows[rows.abs().sum(-1) > 0]
+        return sum(1 for row in rows if not torch.all(row[row > 0].diff() > 0))
+
+    assert falling_rows(flip=True) > 0 and falling_rows(flip=False) == 0
+    calls = []
+    monkeypatch.setattr("rdnas.kd.teacher.train_student",
+                        lambda *args, **kwargs: calls.append(kwargs["flip"]) or {"valid_acc": 0.0, "valid_loss": 0.0})
+    for dataset, classes in (("glyphs", ("<", ">")), ("digits", (0, 1))):
+        train_teacher(TaskSpec("t", dataset, classes, 8, 8, 4, teacher=TeacherRecipe(**TEACHER)), SPACE)
+    assert calls == [False, False]

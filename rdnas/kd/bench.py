@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from rdnas.atomic_file import atomic_open
+from rdnas.kd.data import flips_keep_labels
 from rdnas.kd.files import load_kinded_file
 from rdnas.kd.remap import remap
 from rdnas.kd.tasks import TaskFile, TaskSpec, parse_tasks
@@ -240,7 +241,8 @@ def build(out_dir, tasks: TaskFile, archs: list, seeds: list, regimes=("kd", "ce
             student = student.to(device).train()
             if regime == "kd" and logits is None:
                 logits = teacher_logits(teacher.network, train[0])
-            result = train_student(student, *train, tasks.student, run_seed, logits if regime == "kd" else None)
+            result = train_student(student, *train, tasks.student, run_seed, logits if regime == "kd" else None,
+                                   flip=flips_keep_labels(task.dataset))
             row = {"task": task.name, "teacher": digest, "arch_str": names[arch], "seed": seed, "regime": regime,
                    **result}
             writer.writerow(row)

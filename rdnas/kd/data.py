@@ -54,6 +54,13 @@ class TaskData:
         return self.train_x.shape[1]
 
 
+def flips_keep_labels(spec: str) -> bool:
+    """Whether a horizontal flip keeps an image's class for the dataset spec ``spec``: True for Fashion-MNIST and
+    image folders (natural images), False for digits and glyphs (a mirrored character is another character or
+    none: ``<`` and ``>`` are each other's mirror image). Augmentation flips only where this is True."""
+    return parse_dataset(spec)[0] in ("fashion_mnist", "folder")
+
+
 def parse_dataset(spec: str) -> tuple[str, str]:
     """(kind, folder) of a dataset spec; ValueError naming the spec and the accepted forms."""
     kind, _, folder = str(spec).partition(":")

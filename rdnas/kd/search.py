@@ -109,6 +109,7 @@ def train_picks(teacher: Teacher, archs: list, seeds, recipe: StudentRecipe, jou
 
     Raises ValueError when the journal holds runs of another teacher or recipe (use another --out)."""
     from rdnas.kd.bench import cut_partial_line
+    from rdnas.kd.data import flips_keep_labels
     from rdnas.kd.remap import remap
     from rdnas.minibench.build import network_seed
     from rdnas.spaces import get_space
@@ -139,7 +140,8 @@ def train_picks(teacher: Teacher, archs: list, seeds, recipe: StudentRecipe, jou
             code = space.from_string(arch)
             student = remap(teacher.network, code, space, **task.student_options).train()
             result = train_student(student, data.train_x, data.train_y, data.valid_x, data.valid_y, recipe,
-                                   network_seed(seed, tuple(code.tolist()), space), logits)
+                                   network_seed(seed, tuple(code.tolist()), space), logits,
+                                   flip=flips_keep_labels(task.dataset))
             row = {"teacher": digest, "recipe": recipe_text, "arch_str": arch, "seed": seed,
                    **{k: result[k] for k in JOURNAL_COLUMNS[4:]}}
             writer.writerow(row)

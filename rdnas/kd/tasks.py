@@ -75,7 +75,8 @@ def check_network_options(space, options, name: str) -> dict:
 class TeacherRecipe:
     """How a task's teacher (the space's largest network) is trained: its network ``options`` (e.g.
     ``{"resnet_stem": "small", "width_divisor": 4}``), SGD Nesterov with a cosine schedule, cross-entropy with
-    label smoothing 0.1, random shifts and flips; ``seed`` gives its initial weights and data order."""
+    label smoothing 0.1, random shifts and (where a mirror image keeps the class,
+    :func:`rdnas.kd.data.flips_keep_labels`) flips; ``seed`` gives its initial weights and data order."""
 
     options: dict = field(default_factory=dict)
     epochs: int = 10

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from rdnas.atomic_file import atomic_open
-from rdnas.kd.data import TaskData
+from rdnas.kd.data import TaskData, flips_keep_labels
 from rdnas.kd.files import load_kinded_file
 from rdnas.kd.remap import largest_network
 from rdnas.kd.tasks import TaskSpec, TeacherRecipe
@@ -63,7 +63,8 @@ class Teacher:
 
 def train_teacher(task: TaskSpec, space, data: TaskData | None = None) -> Teacher:
     """Trains the largest network of ``space`` on ``task`` with ``task.teacher`` (cross-entropy with its label
-    smoothing; initial weights and data order from its seed) and returns it in eval mode."""
+    smoothing; initial weights and data order from its seed; augmentation flips only where a mirror image keeps the
+    class, :func:`rdnas.kd.data.flips_keep_labels`) and returns it in eval mode."""
     from rdnas.spaces import get_space
 
     space = get_space(space)
@@ -71,7 +72,7 @@ def train_teacher(task: TaskSpec, space, data: TaskData | None = None) -> Teache
     recipe = task.teacher
     network = largest_network(space, data.num_classes, data.in_channels, seed=recipe.seed, **recipe.options)
     result = train_student(network, data.train_x, data.train_y, data.valid_x, data.valid_y, recipe.training(),
-                           seed=recipe.seed)
+                           seed=recipe.seed, flip=flips_keep_labels(task.dataset))
     return Teacher(network.eval(), space.name, task.data_dict(), recipe, result["valid_acc"], result["valid_loss"],
                    data.mean, data.std)
 

@@ -3,7 +3,8 @@ cross-entropy, and evaluating it.
 
 The teacher's logits on the training images are computed once per task (:func:`teacher_logits`, eval mode, no
 augmentation), so a KD run costs what a cross-entropy run costs. With ``augment`` the student sees randomly shifted
-and flipped images while the cached logits stay those of the clean image (no augmentation on the teacher side).
+and (where the data allow) flipped images while the cached logits stay those of the clean image (no augmentation on
+the teacher side).
 """
 
 import time
@@ -29,7 +30,7 @@ class StudentRecipe:
     weight_decay: float = 5e-4
     alpha: float = ALPHA
     temperature: float = TEMPERATURE
-    augment: bool = False  # student side only: a shift of up to 1/8 of the side and a horizontal flip
+    augment: bool = False  # student side only: a shift of up to 1/8 of the side and (where the data allow) a flip
     label_smoothing: float = 0.0  # of the cross-entropy of runs without a teacher (teachers: 0.1)
 
     def __post_init__(self):
@@ -82,7 +83,8 @@ def evaluate(network: nn.Module, images: Tensor, labels: Tensor, batch_size: int
 
 
 def train_student(student: nn.Module, train_x: Tensor, train_y: Tensor, valid_x: Tensor, valid_y: Tensor,
-                  recipe: StudentRecipe, seed: int, cached_teacher_logits: Tensor | None = None) -> dict:
+                  recipe: StudentRecipe, seed: int, cached_teacher_logits: Tensor | None = None,
+                  flip: bool = True) -> dict:
     """Trains ``student`` in place and returns its result.
 
     Args:
@@ -93,6 +95,9 @@ def train_student(student: nn.Module, train_x: Tensor, train_y: Tensor, valid_x:
         cached_teacher_logits (Tensor[N_train, C], optional): the teacher's logits on ``train_x``
             (:func:`teacher_logits`); given, the loss is :func:`rdnas.kd.kd_loss`, otherwise cross-entropy
             (with the recipe's label smoothing).
+        flip (bool): with ``recipe.augment``, flip images horizontally too (half of them); False for data whose
+            classes a mirror image changes (digits, characters: :func:`rdnas.kd.data.flips_keep_labels`). The
+            random draws are the same either way.
 
     Returns ``{"valid_acc", "valid_loss", "train_loss" (last epoch's mean), "seconds" (wall clock, training and
     evaluation), "cpu_seconds" (this process's CPU time over the same span, all threads)}``.
@@ -108,7 +113,7 @@ def train_student(student: nn.Module, train_x: Tensor, train_y: Tensor, valid_x:
     optimizer = torch.optim.SGD(student.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.epochs * steps)
-    padding = max(1, train_x.shape[-1] // 8)
+    padding, flip_images = max(1, train_x.shape[-1] // 8), bool(flip)
     start, cpu_start = time.perf_counter(), time.process_time()
     student.train()
     epoch_loss = 0.0
@@ -120,8 +125,9 @@ def train_student(student: nn.Module, train_x: Tensor, train_y: Tensor, valid_x:
             images, labels = train_x[index], train_y[index]
             if recipe.augment:
                 images = random_crop(images, padding, generator)
-                flip = (torch.rand(len(images), generator=generator) < 0.5).to(images.device).view(-1, 1, 1, 1)
-                images = torch.where(flip, images.flip(-1), images)
+                flipped = (torch.rand(len(images), generator=generator) < 0.5).to(images.device).view(-1, 1, 1, 1)
+                if flip_images:
+                    images = torch.where(flipped, images.flip(-1), images)
             logits = student(images)
             if cached_teacher_logits is None:
                 loss = F.cross_entropy(logits, labels, label_smoothing=recipe.label_smoothing)
