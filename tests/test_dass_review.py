@@ -294,3 +294,18 @@ def test_augmentation_flips_only_data_whose_classes_survive_a_mirror_image(monke
     for dataset, classes in (("glyphs", ("<", ">")), ("digits", (0, 1))):
         train_teacher(TaskSpec("t", dataset, classes, 8, 8, 4, teacher=TeacherRecipe(**TEACHER)), SPACE)
     assert calls == [False, False]
+
+
+# -- judging tasks seen in meta-training ----------------------------------------------------------------------------
+@pytest.mark.parametrize("split,caveat", [("meta-test", None), ("meta-valid", "picked the meta-trained methods' kept"),
+                                          ("meta-train", "the meta-trained methods were fitted on")])
+def test_a_report_on_tasks_seen_in_meta_training_says_so_first(shipped_build, split, caveat):
+    from rdnas.kd import evaluation
+
+    out = shipped_build[0]
+    report = evaluation.build_report(methods.EvaluationBench(out, split), [])
+    if caveat is None:
+        assert report["caveat"] is None and not report["verdict"]["text"].startswith("Not a measurement")
+    else:
+        assert caveat in report["caveat"] and report["verdict"]["text"].startswith("Not a measurement on unseen tasks")
+        assert "Verdict: Not a measurement on unseen tasks" in evaluation.markdown_report(report)

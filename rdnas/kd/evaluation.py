@@ -161,7 +161,8 @@ def build_report(bench: EvaluationBench, results: list, reference: str = REFEREN
     """The evaluation report (module docstring) of ``results`` (:func:`fixed_scores`, :func:`seeded_scores`,
     :func:`model_scores` dicts): ``{"bench", "split", "tasks": {task: summary}, "methods": {method: {...}},
     "incomplete": {method: seeds whose scores miss a judged task (left out)}, "skipped": {"method (task)": why},
-    "tests": {method: {"over_tasks", "over_seed_task"}}, "verdict", ...}``; the reference's (DaSS's) headline
+    "tests": {method: {"over_tasks", "over_seed_task"}}, "caveat" (:data:`SEEN_CAVEATS` of a split other than
+    meta-test, else None; it also opens the verdict), "verdict", ...}``; the reference's (DaSS's) headline
     figures also as ``mean_spearman``, ``mean_kendall``, ``mean_precision_top10``, ``mean_top1_regret``."""
     scores = _per_task_scores(results, bench)
     truths = {name: [bench.truth(name)[a] for a in bench.kd[name].archs] for name in bench.judged}
@@ -214,8 +215,20 @@ def build_report(bench: EvaluationBench, results: list, reference: str = REFEREN
         if method != reference:
             for t in bench.judged:
                 tasks[t][f"{method}_spearman"] = entry["per_task"][t]["spearman"]["mean"]
+    report["caveat"] = SEEN_CAVEATS.get(bench.split)
     report["verdict"] = verdict(report)
+    if report["caveat"]:
+        report["verdict"]["text"] = f"{report['caveat']} {report['verdict']['text']}"
     return report
+
+
+SEEN_CAVEATS = {
+    "meta-train": "Not a measurement on unseen tasks: the judged tasks are meta-train tasks, whose labels the "
+                  "meta-trained methods were fitted on.",
+    "meta-valid": "Not a measurement on unseen tasks: the judged tasks are meta-valid tasks, whose labels picked "
+                  "the meta-trained methods' kept checkpoint.",
+}
+"""What a report on a split other than meta-test must say first: its tasks were seen in meta-training."""
 
 
 TEST_NOTE = ("Primary test: Wilcoxon signed-rank over the meta-test tasks of the per-task Spearman, each averaged "
