@@ -60,19 +60,7 @@ def task():
 def _per_student_maps(teacher, archs, space, probe, **options):
     """The baseline: the remapped supernet run once per student, the last stage's output caught by a hook."""
     supernet = kd_bench.remapped_supernet(teacher, space, **options)
-    captured, maps = [], []
-    handles = [block.register_forward_hook(lambda module, args, output: captured.append(output))
-               for block in supernet.stages[-1]]
-    try:
-        with torch.no_grad():
-            for arch in archs:
-                captured.clear()
-                supernet(probe, arch)
-                maps.append(captured[-1][0].float())
-    finally:
-        for handle in handles:
-            handle.remove()
-    return maps
+    return kd_bench.supernet_last_stage_maps(supernet, archs, probe, batched=False)
 
 
 def _rank(task, maps_of=None):

@@ -382,12 +382,13 @@ def random_supernet(space, num_classes: int, in_channels: int, seed: int = RANDO
 
 
 @torch.no_grad()
-def supernet_last_stage_maps(supernet: nn.Module, archs, probe: Tensor) -> list[Tensor]:
+def supernet_last_stage_maps(supernet: nn.Module, archs, probe: Tensor, batched: bool = True) -> list[Tensor]:
     """The last-stage maps [C_k, H, W] (the supernet's dtype, on the CPU) of the subnets ``archs`` of the
     eval-mode ``supernet`` on ``probe`` [1, C_in, S, S], each equal to ``last_stage_map(supernet.export(arch),
     probe)``. Where the supernet has a batched eval-mode pass (``forward_stacked``) every subnet runs in that one
-    pass; otherwise one forward per subnet, the map taken from the last block the subnet ran."""
-    stacked = getattr(supernet, "forward_stacked", None)
+    pass; otherwise (or with ``batched=False``: the reference the batched pass is tested and timed against) one
+    forward per subnet, the map taken from the last block the subnet ran."""
+    stacked = getattr(supernet, "forward_stacked", None) if batched else None
     if stacked is not None:  # the space's batched eval-mode pass: every subnet in one go
         _, features, widths = stacked(probe, archs, return_features=True)
         return [features[k, 0, :int(widths[k])].detach().cpu() for k in range(len(features))]
