@@ -301,3 +301,15 @@ def test_a_report_on_tasks_seen_in_meta_training_says_so_first(shipped_build, sp
     else:
         assert caveat in report["caveat"] and report["verdict"]["text"].startswith("Not a measurement on unseen tasks")
         assert "Verdict: Not a measurement on unseen tasks" in evaluation.markdown_report(report)
+
+
+# -- meta-training's model selection ----------------------------------------------------------------------------------
+def test_model_selection_survives_nan_meta_valid_scores_and_keeps_the_best_finite_one():
+    from rdnas.predictors.dass import run_episodes
+
+    model = torch.nn.Linear(1, 1)
+    scores = iter([float("nan"), 0.5, 0.2])
+    report = run_episodes(model, lambda: model.weight.sum() ** 2 + model.bias.sum(), lambda: next(scores), 3, 0.1, 1)
+    assert report["best_episode"] == 2 and report["best_valid_spearman"] == 0.5
+    report = run_episodes(model, lambda: model.weight.sum() ** 2, lambda: float("nan"), 2, 0.1, 1)
+    assert report["best_episode"] == 1 and report["best_valid_spearman"] == float("-inf")  # was: a crash

@@ -275,8 +275,8 @@ def run_episodes(model: nn.Module, episode_loss, valid_score, episodes: int, lr:
     ``valid_score()`` (e.g. the mean meta-valid Spearman) picks the state ``model`` is left with, the last one
     when ``valid_score`` is None (no meta-valid tasks).
 
-    Returns {"best_episode", "best_valid_spearman" (nan without ``valid_score``), "history": [(episode, loss,
-    valid score)]}.
+    Returns {"best_episode", "best_valid_spearman" (nan without ``valid_score``; -inf where every score was NaN),
+    "history": [(episode, loss, valid score)]}.
     """
     from tqdm.auto import tqdm
 
@@ -290,8 +290,9 @@ def run_episodes(model: nn.Module, episode_loss, valid_score, episodes: int, lr:
         if episode % eval_every == 0 or episode == episodes:
             score = valid_score() if valid_score is not None else float("nan")
             history.append((episode, float(loss.detach()), score))
-            if valid_score is None or score > best:
-                best, best_episode = score, episode
+            ranked = score if score == score else float("-inf")  # a NaN score (diverged predictions) is the worst
+            if valid_score is None or best_state is None or ranked > best:
+                best, best_episode = ranked, episode
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     return {"best_episode": best_episode, "best_valid_spearman": best, "history": history}
