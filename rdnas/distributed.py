@@ -431,7 +431,7 @@ def global_mean(tensor: Tensor, world: World) -> Tensor:
     return _GlobalMean.apply(tensor, world.size)
 
 
-def sum_gradients(parameters, world: World, same_subnets: bool = True) -> int:
+def sum_gradients(parameters, world: World, same_subnets: bool = True, riders: Tensor | None = None) -> int:
     """Sums the gradients of ``parameters`` over ranks in one all-reduce of one flat buffer, in place.
 
     Only parameters that have a gradient take part (a sampled subnet leaves the others at ``None``, and they stay
@@ -446,12 +446,19 @@ def sum_gradients(parameters, world: World, same_subnets: bool = True) -> int:
     gradients go in and out of it with one multi-tensor copy each (``torch._foreach_copy_``), so a step pays a few
     operations, not a few per parameter. The summed gradients are copied into the parameters' own ``grad``
     tensors (a parameter that only another rank used gets a new one): nothing returned aliases the buffer.
+
+    ``riders`` (Tensor[R] of the parameters' dtype and device, the same R on every rank; ``same_subnets=False``
+    only): values summed over ranks in the same all-reduce, in place (e.g. a step's per-subnet losses, each rank's
+    in its positions and zeros elsewhere), so a step that needs them only after its backward pays no collective of
+    its own. Not counted in the returned number of gradient elements.
     """
     if not world.distributed:
         return 0
     parameters = list(parameters)
     if not same_subnets:
-        return _sum_gradients_of_any(parameters, world)
+        return _sum_gradients_of_any(parameters, world, riders)
+    if riders is not None:
+        raise ValueError("rdnas.distributed.sum_gradients: riders need same_subnets=False (subnet-parallel steps)")
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return 0
@@ -471,16 +478,17 @@ _FLAT_BUFFERS: dict = {}  # parameter layout -> (flat buffer, each parameter's v
 _FLAT_BUFFERS_KEPT = 4
 
 
-def _flat_layout(parameters: list) -> tuple:
+def _flat_layout(parameters: list, riders: int = 0) -> tuple:
     """sum_gradients's buffer for ``parameters``: ``(flat, views)``, one flat Tensor[sum of numel + one per
-    parameter] of their dtype and device and each parameter's view of its segment (the parameter's shape); made on
-    the first call for this layout (shapes, dtype, device) and returned again after (the last few layouts kept)."""
+    parameter + ``riders``] of their dtype and device and each parameter's view of its segment (the parameter's
+    shape); made on the first call for this layout (shapes, dtype, device, riders) and returned again after (the last
+    few layouts kept)."""
     like = parameters[0]
-    key = (like.dtype, like.device, tuple(tuple(p.shape) for p in parameters))
+    key = (like.dtype, like.device, tuple(tuple(p.shape) for p in parameters), riders)
     found = _FLAT_BUFFERS.pop(key, None)
     if found is None:
         sizes = [p.numel() for p in parameters]
-        flat = like.new_empty(sum(sizes) + len(parameters))
+        flat = like.new_empty(sum(sizes) + len(parameters) + riders)
         views = [piece.view(p.shape) for piece, p in zip(flat[:sum(sizes)].split(sizes), parameters)]
         found = (flat, views)
         while len(_FLAT_BUFFERS) >= _FLAT_BUFFERS_KEPT:
@@ -489,19 +497,25 @@ def _flat_layout(parameters: list) -> tuple:
     return found
 
 
-def _sum_gradients_of_any(parameters: list, world: World) -> int:
+def _sum_gradients_of_any(parameters: list, world: World, riders: Tensor | None = None) -> int:
     """sum_gradients where the ranks' sets of parameters with a gradient differ: [every gradient or zeros, one flag
-    per parameter] summed in one all-reduce."""
+    per parameter, the riders] summed in one all-reduce."""
     if not parameters:
         return 0
-    flat, views = _flat_layout(parameters)
-    flags = flat[len(flat) - len(parameters):]
+    extra = 0 if riders is None else riders.numel()
+    flat, views = _flat_layout(parameters, extra)
+    end = len(flat) - extra
+    flags = flat[end - len(parameters):end]
     have = [i for i, p in enumerate(parameters) if p.grad is not None]
     flat.zero_()
     if have:
         torch._foreach_copy_([views[i] for i in have], [parameters[i].grad for i in have])
         flags.index_fill_(0, torch.tensor(have, device=flat.device), 1)
+    if riders is not None:
+        flat[end:].copy_(riders.reshape(-1))
     dist.all_reduce(flat)
+    if riders is not None:
+        riders.copy_(flat[end:].view_as(riders))
     summed = [i for i, flag in enumerate(flags.tolist()) if flag > 0]
     if have:
         torch._foreach_copy_([parameters[i].grad for i in have], [views[i] for i in have])

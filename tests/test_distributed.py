@@ -365,7 +365,8 @@ def gradient_sums(rank) -> list:
     """Three calls of sum_gradients on the same parameters (one buffer, reused) with different gradients: rank 0
     has gradients for a and b, rank 1 for b and c, then for a only, then none; d never has one. Returns, per call,
     each parameter's gradient after it (None where it has none) and the first call's gradient of b again after the
-    later calls (it must not change with them)."""
+    later calls (it must not change with them), then the riders of the first call after it (rank r's
+    [r + 1, 10 (r + 1), 0], summed in place)."""
     params = [torch.nn.Parameter(torch.zeros(shape, dtype=torch.float64)) for shape in ((2,), (2, 3), (4,), (1,))]
     world, calls = distributed.current(), []
     owned = [((0, 1), (1, 2)), ((0,), (0,)), ((), ())]  # per call: (rank 0's, rank 1's) parameters with a gradient
@@ -374,12 +375,15 @@ def gradient_sums(rank) -> list:
         for i, p in enumerate(params):
             p.grad = torch.full(p.shape, 10.0 ** step * (i + 1) * (rank + 1), dtype=torch.float64) \
                 if i in (mine_0 if rank == 0 else mine_1) else None
-        reduced = distributed.sum_gradients(params, world, same_subnets=False)
+        riders = torch.tensor([rank + 1.0, 10.0 * (rank + 1), 0.0], dtype=torch.float64) if step == 0 else None
+        reduced = distributed.sum_gradients(params, world, same_subnets=False, riders=riders)
+        if step == 0:
+            summed_riders = riders.clone()
         calls.append((reduced, [None if p.grad is None else p.grad.clone() for p in params]))
         if step == 0:
             first_b = params[1].grad
             params[1].grad = None  # the next calls must leave the tensor handed out here alone
-    return calls + [first_b.clone()]
+    return calls + [first_b.clone(), summed_riders]
 
 
 @pytest.fixture(scope="module")
@@ -431,8 +435,9 @@ def test_subnet_parallel_steps_deal_the_subnets_by_cost_and_still_equal_one_proc
     assert exact_runs[2]["deals", name, "batch"] == []  # batch-parallel: every rank every subnet, nothing to deal
 
 
-def test_the_gradient_sum_reuses_its_buffer_and_hands_out_tensors_of_their_own(exact_runs):
-    *calls, first_b = exact_runs[2]["gradient_sums"]
+def test_the_gradient_sum_reuses_its_buffer_hands_out_tensors_of_their_own_and_sums_riders(exact_runs):
+    *calls, first_b, riders = exact_runs[2]["gradient_sums"]
+    assert riders.tolist() == [3.0, 30.0, 0.0]  # summed in the gradients' all-reduce, not counted in n0
     a, b, c, d = 1.0, 2.0, 3.0, 4.0
     (n0, g0), (n1, g1), (n2, g2) = calls
     # call 0: rank 0 a, b; rank 1 b, c (each rank's gradient is (index + 1) * (rank + 1))
@@ -737,3 +742,27 @@ def test_a_device_index_under_torchrun_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(ValueError, match="--device cuda:1 names one GPU, but WORLD_SIZE=2 processes share the job"):
         distributed.init("cuda:1")
+
+
+def test_the_multi_tensor_sgd_step_gives_bitwise_the_per_tensor_steps_weights(tmp_path):
+    """Every rank repeats the optimizer step, so the trainer takes torch's multi-tensor SGD (not the CPU's default):
+    after 6 steps its weights and momentum buffers are bitwise those of the per-tensor update."""
+    def trained(foreach):
+        config = TrainConfig(data="digits", image_size=8, batch_size=32, method="spos", paths_per_step=2, epochs=1,
+                             channels=4, cells_per_stage=1, out_dir=str(tmp_path / f"run{foreach}"))
+        trainer = OneShotTrainer(config, progress=False)
+        assert trainer.optimizer.defaults["foreach"] is True
+        if not foreach:
+            trainer.optimizer.defaults["foreach"] = False
+            for group in trainer.optimizer.param_groups:
+                group["foreach"] = False
+        for step, (images, labels) in zip(range(6), trainer.batches):
+            trainer.train_step(images, labels, 0.0)
+        buffers = [trainer.optimizer.state[p].get("momentum_buffer") for p in trainer.model.parameters()]
+        return list(trainer.model.state_dict().values()), buffers
+
+    (weights, buffers), (reference, reference_buffers) = trained(True), trained(False)
+    assert all(torch.equal(a, b) for a, b in zip(weights, reference))
+    assert [b is None for b in buffers] == [b is None for b in reference_buffers]
+    assert all(torch.equal(a, b) for a, b in zip(buffers, reference_buffers) if a is not None)
+    assert sum(b is not None for b in buffers) > 0
