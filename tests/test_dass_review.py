@@ -313,3 +313,18 @@ def test_model_selection_survives_nan_meta_valid_scores_and_keeps_the_best_finit
     assert report["best_episode"] == 2 and report["best_valid_spearman"] == 0.5
     report = run_episodes(model, lambda: model.weight.sum() ** 2, lambda: float("nan"), 2, 0.1, 1)
     assert report["best_episode"] == 1 and report["best_valid_spearman"] == float("-inf")  # was: a crash
+
+
+def test_training_free_signals_never_read_the_validation_split_they_are_judged_on(shipped_build):
+    import dataclasses
+
+    out, _, tasks, archs = shipped_build
+    task = tasks.tasks[2]
+    teacher = bench.task_teacher(out, task, SPACE)
+    data = task.data()
+    blind = dataclasses.replace(data, valid_x=torch.full_like(data.valid_x, float("nan")),
+                                valid_y=torch.full_like(data.valid_y, -1))
+    seen, unseen = bench.training_free_signals(teacher, task, archs, data), \
+        bench.training_free_signals(teacher, task, archs, blind)
+    for name in ("zero_shot_acc", "neg_kl"):
+        assert bool(torch.isfinite(unseen[name]).all()) and torch.equal(seen[name], unseen[name])

@@ -8,9 +8,9 @@ or less:
 - zero-cost proxies: :func:`proxy_scores`, every registered proxy of :mod:`rdnas.proxies` (synflow, snip,
   grad_norm, naswot, zen, ...) of each freshly initialised student on one minibatch of the task's training images
   (:func:`task_minibatch`), the published protocol;
-- training-free KD signals: :func:`kd_signal_scores`, the remapped student's zero-shot validation accuracy, minus
-  its KL divergence to the teacher on the validation images, the cosine of its and the teacher's probe maps
-  (:func:`rdnas.kd.bench.training_free_signals`);
+- training-free KD signals: :func:`kd_signal_scores`, the remapped student's zero-shot accuracy and minus its KL
+  divergence to the teacher, both on the task's training images (the validation labels are what the baselines
+  are judged against), the cosine of its and the teacher's probe maps (:func:`rdnas.kd.bench.training_free_signals`);
 - task-agnostic predictors: :func:`pooled_predictor_scores`, rdnas's trees or MLP (:mod:`rdnas.predictors`) on the
   architecture alone, trained on the meta-train tasks' KD labels pooled (each task's labels standardised first,
   so that a task's difficulty is not learned as a property of its students);
@@ -93,6 +93,7 @@ def proxy_scores(space, spec: TaskSpec, archs, data: TaskData, names=None, batch
     from rdnas.proxies.base import fused_path
     from rdnas.proxies.gradient import LOSS_GRADIENT_PROXIES
     from rdnas.proxies.network import loss_gradient_exported
+    from rdnas.spaces import get_space
 
     names = proxy_names() if names is None else tuple(names)
     for name in names:
@@ -100,7 +101,7 @@ def proxy_scores(space, spec: TaskSpec, archs, data: TaskData, names=None, batch
     archs = _validated(space, archs)
     options = spec.student_network_options()
     supernet = scoring_supernet(num_classes=data.num_classes, in_channels=data.in_channels, seed=seed,
-                                space=spec_space(space), **options)
+                                space=get_space(space).name, **options)
     minibatch = task_minibatch(data, batch_size, seed)
     scores = {}
     # one exported network per student for the four loss-gradient proxies (a fused path scores them itself)
@@ -115,13 +116,6 @@ def proxy_scores(space, spec: TaskSpec, archs, data: TaskData, names=None, batch
                 torch.manual_seed(seed)
                 scores[name] = PROXIES[name].score(supernet, archs, minibatch).double()
     return {name: scores[name] for name in names}
-
-
-def spec_space(space) -> str:
-    """The registered name of ``space`` (a name or a :class:`SearchSpace`)."""
-    from rdnas.spaces import get_space
-
-    return get_space(space).name
 
 
 def kd_signal_scores(teacher, spec: TaskSpec, archs, data: TaskData, embeddings: dict | None = None

@@ -620,10 +620,14 @@ def training_free_signals(teacher: Teacher, task: TaskSpec, archs: list, data=No
                           batch_size: int = 500) -> dict:
     """Signals of each remapped student that need no training, higher = predicted better: float64 Tensor[K] each.
 
-    - ``zero_shot_acc``: the remapped student's validation accuracy (%) before any training (eval-mode BN);
-    - ``neg_kl``: minus the mean KL(softmax(z_t) || softmax(z_s)) over the validation images;
+    - ``zero_shot_acc``: the remapped student's accuracy (%) on the task's training images before any training
+      (eval-mode BN);
+    - ``neg_kl``: minus the mean KL(softmax(z_t) || softmax(z_s)) over the training images;
     - ``map_cosine`` (with ``embeddings`` of the task): the cosine of the student's and the teacher's flattened
       last-stage probe maps (channels zero-padded to the teacher's).
+
+    Only the training split is read: the validation split's labels are the KD labels the signals are judged
+    against, and a baseline must not see them.
     """
     import torch.nn.functional as F
 
@@ -632,22 +636,22 @@ def training_free_signals(teacher: Teacher, task: TaskSpec, archs: list, data=No
 
     space = get_space(teacher.space)
     data = task.data() if data is None else data
-    teacher_logits_valid = predict_logits(teacher.network, data.valid_x, batch_size).double()
-    log_teacher = F.log_softmax(teacher_logits_valid, 1)
+    images, labels = data.train_x, data.train_y
+    log_teacher = F.log_softmax(predict_logits(teacher.network, images, batch_size).double(), 1)
     supernet = remapped_supernet(teacher.network, space, **task.student_options)
     accuracy, neg_kl = [], []
     archs = space.validate(archs)
     stacked = getattr(supernet, "forward_stacked", None)
     if stacked is not None:  # every student's logits on each chunk of images in one batched pass
-        every = torch.cat([stacked(data.valid_x[start:start + batch_size], archs)
-                           for start in range(0, len(data.valid_x), batch_size)], dim=1)
+        every = torch.cat([stacked(images[start:start + batch_size], archs)
+                           for start in range(0, len(images), batch_size)], dim=1)
     for k, arch in enumerate(archs):
         if stacked is not None:
             logits = every[k].double()
         else:
-            logits = torch.cat([supernet(data.valid_x[start:start + batch_size], arch)
-                                for start in range(0, len(data.valid_x), batch_size)]).double()
-        accuracy.append(100.0 * float((logits.argmax(1) == data.valid_y).double().mean()))
+            logits = torch.cat([supernet(images[start:start + batch_size], arch)
+                                for start in range(0, len(images), batch_size)]).double()
+        accuracy.append(100.0 * float((logits.argmax(1) == labels).double().mean()))
         kl = F.kl_div(F.log_softmax(logits, 1), log_teacher, reduction="batchmean", log_target=True)
         neg_kl.append(-float(kl))
     signals = {"zero_shot_acc": torch.tensor(accuracy, dtype=torch.float64),

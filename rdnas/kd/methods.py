@@ -53,8 +53,8 @@ SUMMARIES = {
     "gbt": "trees on the architecture, pooled meta-train KD labels",
     "mlp": "MLP on the architecture, pooled meta-train KD labels",
     "flops": "FLOPs", "params": "parameters",
-    "zero_shot_acc": "remapped student's zero-shot validation accuracy",
-    "neg_kl": "-KL(teacher || remapped student), validation images",
+    "zero_shot_acc": "remapped student's zero-shot accuracy, training images",
+    "neg_kl": "-KL(teacher || remapped student), training images",
     "map_cosine": "cosine of student and teacher probe maps",
 }
 
