@@ -13,6 +13,7 @@
 import copy
 import importlib.util
 import json
+import math
 from argparse import Namespace
 from pathlib import Path
 
@@ -312,7 +313,9 @@ def test_model_selection_survives_nan_meta_valid_scores_and_keeps_the_best_finit
     report = run_episodes(model, lambda: model.weight.sum() ** 2 + model.bias.sum(), lambda: next(scores), 3, 0.1, 1)
     assert report["best_episode"] == 2 and report["best_valid_spearman"] == 0.5
     report = run_episodes(model, lambda: model.weight.sum() ** 2, lambda: float("nan"), 2, 0.1, 1)
-    assert report["best_episode"] == 1 and report["best_valid_spearman"] == float("-inf")  # was: a crash
+    assert report["best_episode"] == 1 and math.isnan(report["best_valid_spearman"])  # was: a crash
+    report = run_episodes(model, lambda: model.weight.sum() ** 2, None, 3, 0.1, 2)  # no meta-valid task: the last
+    assert report["best_episode"] == 3 and math.isnan(report["best_valid_spearman"])
 
 
 def test_training_free_signals_never_read_the_validation_split_they_are_judged_on(shipped_build):
@@ -328,3 +331,23 @@ def test_training_free_signals_never_read_the_validation_split_they_are_judged_o
         bench.training_free_signals(teacher, task, archs, blind)
     for name in ("zero_shot_acc", "neg_kl"):
         assert bool(torch.isfinite(unseen[name]).all()) and torch.equal(seen[name], unseen[name])
+
+
+def test_the_dataset_conditioned_baseline_predicts_for_a_task_with_more_channels_than_meta_training():
+    from rdnas.kd import TaskData
+    from rdnas.kd.baselines import DatasetTask, fit_dataset_conditioned, predict_dataset_conditioned
+
+    def task(name, split, channels, seed):
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randn(12, channels, 8, 8, generator=generator)
+        y = torch.arange(12) % 3
+        data = TaskData(x, y, x[:3], y[:3], (0.0,) * channels, (1.0,) * channels, ("a", "b", "c"))
+        return DatasetTask(name, split, data, torch.randn(4, 5, generator=generator), torch.rand(4, generator=generator))
+
+    train = [task("t", "meta-train", 1, 0), task("v", "meta-valid", 1, 1)]
+    colour = task("c", "meta-test", 3, 2)
+    model, _ = fit_dataset_conditioned(train, 5, episodes=2, query=2, eval_every=1, channels=3)
+    assert predict_dataset_conditioned(model, colour).shape == (4,)
+    narrow, _ = fit_dataset_conditioned(train, 5, episodes=2, query=2, eval_every=1)
+    with pytest.raises(ValueError, match="images have 3 channels, at most 1 expected"):
+        predict_dataset_conditioned(narrow, colour)

@@ -239,8 +239,8 @@ def predict_dataset_conditioned(model: DatasetConditionedPredictor, task: Datase
 
 
 def fit_dataset_conditioned(tasks: list, arch_features: int, seed: int = 0, episodes: int = 1000, query: int = 50,
-                            lr: float = 5e-4, per_class: int = 5, eval_every: int = 50,
-                            progress: bool = False) -> tuple[DatasetConditionedPredictor, dict]:
+                            lr: float = 5e-4, per_class: int = 5, eval_every: int = 50, progress: bool = False,
+                            channels: int | None = None) -> tuple[DatasetConditionedPredictor, dict]:
     """Meta-trains :class:`DatasetConditionedPredictor` as DaSS is meta-trained (:func:`rdnas.predictors.dass.fit`):
     each episode one meta-train task drawn uniformly, ``query`` of its students, a fresh sample of ``per_class``
     images per class, MSE on the accuracy fractions, Adam (lr 5e-4); every ``eval_every`` episodes the mean
@@ -249,13 +249,16 @@ def fit_dataset_conditioned(tasks: list, arch_features: int, seed: int = 0, epis
     Args:
         tasks (list of DatasetTask): with labels; ``split`` says meta-train / meta-valid (others are ignored).
         arch_features (int): the architecture encoding's width.
+        channels (int, optional): the image channels the set encoder takes (images with fewer are zero-padded);
+            default the most of ``tasks``: give the most of every task it will predict for (a 3-channel meta-test
+            task after 1-channel meta-training).
     Returns (model, {"best_episode", "best_valid_spearman", "history"}).
     """
     train = [t for t in tasks if t.split == "meta-train"]
     valid = [t for t in tasks if t.split == "meta-valid"]
     if not train:
         raise ValueError("rdnas.kd.baselines.fit_dataset_conditioned: no meta-train task")
-    channels = max(t.data.in_channels for t in tasks)
+    channels = max([t.data.in_channels for t in tasks] + ([] if channels is None else [channels]))
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -210,7 +210,7 @@ def seeded_scores(bench: EvaluationBench, method: str, seed: int, settings: FitS
         model, report = baselines.fit_dataset_conditioned(
             dataset_tasks, bench.kd[bench.judged[0]].arch_features.shape[1], seed=seed, episodes=settings.episodes,
             query=settings.query, lr=settings.lr, per_class=settings.per_class, eval_every=settings.eval_every,
-            progress=progress)
+            progress=progress, channels=max(bench.data(name).in_channels for name in bench.judged))
         for name in bench.judged:
             task = bench.kd[name]
             target = baselines.DatasetTask(name, task.split, bench.data(name), task.arch_features, None)

@@ -275,13 +275,13 @@ def run_episodes(model: nn.Module, episode_loss, valid_score, episodes: int, lr:
     ``valid_score()`` (e.g. the mean meta-valid Spearman) picks the state ``model`` is left with, the last one
     when ``valid_score`` is None (no meta-valid tasks).
 
-    Returns {"best_episode", "best_valid_spearman" (nan without ``valid_score``; -inf where every score was NaN),
+    Returns {"best_episode", "best_valid_spearman" (nan without ``valid_score`` or where every score was NaN),
     "history": [(episode, loss, valid score)]}.
     """
     from tqdm.auto import tqdm
 
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    history, best, best_state, best_episode = [], float("-inf"), None, 0
+    history, best, best_ranked, best_state, best_episode = [], float("-inf"), float("-inf"), None, 0
     for episode in tqdm(range(1, episodes + 1), desc=description, disable=not progress):
         loss = episode_loss()
         optimizer.zero_grad(set_to_none=True)
@@ -291,8 +291,8 @@ def run_episodes(model: nn.Module, episode_loss, valid_score, episodes: int, lr:
             score = valid_score() if valid_score is not None else float("nan")
             history.append((episode, float(loss.detach()), score))
             ranked = score if score == score else float("-inf")  # a NaN score (diverged predictions) is the worst
-            if valid_score is None or best_state is None or ranked > best:
-                best, best_episode = ranked, episode
+            if valid_score is None or best_state is None or ranked > best_ranked:
+                best, best_ranked, best_episode = score, ranked, episode
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     return {"best_episode": best_episode, "best_valid_spearman": best, "history": history}
