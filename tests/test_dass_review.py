@@ -351,3 +351,29 @@ def test_the_dataset_conditioned_baseline_predicts_for_a_task_with_more_channels
     narrow, _ = fit_dataset_conditioned(train, 5, episodes=2, query=2, eval_every=1)
     with pytest.raises(ValueError, match="images have 3 channels, at most 1 expected"):
         predict_dataset_conditioned(narrow, colour)
+
+
+# -- train / validation overlap -------------------------------------------------------------------------------------
+def test_copies_of_an_image_never_land_in_both_splits(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from rdnas.kd import load_task_data
+    from rdnas.kd.data import first_copies
+
+    assert first_copies(torch.tensor([[1], [2], [1], [3], [2]], dtype=torch.uint8)).tolist() == [
+        True, True, False, True, False]
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    generator = np.random.default_rng(0)
+    images = [generator.integers(0, 256, (6, 6, 3), dtype=np.uint8) for _ in range(8)]
+    for i, image in enumerate(images):  # class a: 4 images, each saved 3 times; class b: 4 more + copies of a's
+        for copy_ in range(3):
+            Image.fromarray(image).save(tmp_path / ("a" if i < 4 else "b") / f"{i}_{copy_}.png")
+    Image.fromarray(images[0]).save(tmp_path / "b" / "copy_of_a.png")
+    data = load_task_data(f"folder:{tmp_path}", [], 6, train=4, valid=4, seed=0)
+    train = {bytes(x.numpy().tobytes()) for x in data.train_x}
+    valid = {bytes(x.numpy().tobytes()) for x in data.valid_x}
+    assert len(train) == 4 and len(valid) == 4 and not train & valid
+    with pytest.raises(Exception, match=r"has 4 distinct images of class 'a'"):
+        load_task_data(f"folder:{tmp_path}", [], 6, train=6, valid=4, seed=0)

@@ -11,7 +11,8 @@ Dataset specs (:data:`DATASET_SPECS`):
   Pillow opens); classes are class-folder names (all of them when the task lists none).
 
 A task takes ``train`` and ``valid`` images in total, spread over its classes as evenly as possible (the first
-classes get one more), drawn without overlap from each class's images in a seeded order; labels are the classes'
+classes get one more), drawn without overlap from each class's distinct images in a seeded order (an exact copy of
+an earlier image is left out, :func:`first_copies`); labels are the classes'
 positions in the task's list. Images are resized to the task's side (area averaging down, bilinear up), scaled to
 [0, 1] and normalised with the training images' per-channel mean and standard deviation.
 """
@@ -134,6 +135,18 @@ def _resized(image: Image.Image, side: int) -> Image.Image:
     return image.resize((side, side), method)
 
 
+def first_copies(images: Tensor) -> Tensor:
+    """BoolTensor[N]: True for the first occurrence of each distinct image of ``images`` [N, ...] (in order), False
+    for its exact copies, so that a copy never lands in both splits (an image folder may hold the same file twice,
+    even under two classes). The bundled sources have no copies."""
+    if len(images) == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    _, group = torch.unique(images.reshape(len(images), -1), dim=0, return_inverse=True)
+    first = torch.full((int(group.max()) + 1,), len(images), dtype=torch.long)
+    first.scatter_reduce_(0, group, torch.arange(len(images)), reduce="amin")
+    return first[group] == torch.arange(len(images))
+
+
 def split_counts(total: int, classes: int) -> list[int]:
     """``total`` spread over ``classes`` as evenly as possible, the first classes one more."""
     return [total // classes + (k < total % classes) for k in range(classes)]
@@ -162,13 +175,14 @@ def load_task_data(dataset: str, classes, image_size: int, train: int, valid: in
     count = len(classes) if classes else None
     per_class = math.ceil((train + valid) / count) + 1 if count else 0
     images, labels, names = _pool(kind, folder, classes, image_size, per_class, seed)
+    first = first_copies(images)
     train_counts, valid_counts = split_counts(train, len(names)), split_counts(valid, len(names))
     train_index, valid_index = [], []
     for k, name in enumerate(names):
-        members = (labels == k).nonzero().flatten()
+        members = ((labels == k) & first).nonzero().flatten()
         if len(members) < train_counts[k] + valid_counts[k]:
-            raise DatasetError(f"rdnas.kd: {dataset} has {len(members)} images of class {name!r}, the task asks for "
-                               f"{train_counts[k]} training and {valid_counts[k]} validation images of it")
+            raise DatasetError(f"rdnas.kd: {dataset} has {len(members)} distinct images of class {name!r}, the task "
+                               f"asks for {train_counts[k]} training and {valid_counts[k]} validation images of it")
         order = members[torch.randperm(len(members), generator=torch.Generator().manual_seed(mix_seed(seed, k)))]
         train_index.append(order[:train_counts[k]])
         valid_index.append(order[train_counts[k]:train_counts[k] + valid_counts[k]])
