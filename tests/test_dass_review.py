@@ -377,3 +377,17 @@ def test_copies_of_an_image_never_land_in_both_splits(tmp_path):
     assert len(train) == 4 and len(valid) == 4 and not train & valid
     with pytest.raises(Exception, match=r"has 4 distinct images of class 'a'"):
         load_task_data(f"folder:{tmp_path}", [], 6, train=6, valid=4, seed=0)
+
+
+# -- errors name the flag the user typed ----------------------------------------------------------------------------
+@pytest.mark.parametrize("argv,message", [
+    (["--network-option", "resnet_stem=big"], "--network-option: rdnas.supernet.ResNet48Network: resnet_stem must be"),
+    (["--width-divisor", "3"], "--width-divisor: rdnas.supernet.ResNet48Network: width_divisor must be one of"),
+    (["--classes", "0"], "--classes: a digits task lists at least 2 labels"),
+    (["--train", "2"], "--train: train and valid need at least one image per class"),
+])
+def test_dass_teacher_errors_name_the_flag_that_was_given(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["dass", "teacher", "--data", "digits", *argv, "--out", str(tmp_path / "t.pt")])
+    assert exit_.value.code == 2
+    assert f"rdnas dass teacher: error: {message}" in capsys.readouterr().err  # was: "--options", no such flag

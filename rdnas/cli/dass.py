@@ -234,6 +234,19 @@ def _network_options(args, space) -> dict:
     return options
 
 
+TEACHER_FLAGS = {"dataset": "--data", "seed": "--split-seed", "image_size": "--image-size", "teacher.seed": "--seed",
+                 "teacher.epochs": "--epochs", "teacher.lr": "--lr"}
+"""The flag of ``rdnas dass teacher`` behind each task field its errors name (the others: ``--<field>``)."""
+
+
+def _teacher_flag(field: str, message: str, args) -> str:
+    """The flag that set the task field ``field`` (``"classes"``, ``"teacher.options"``, ...) of a TaskSpec error."""
+    if field == "teacher.options":
+        return "--width-divisor" if args.width_divisor is not None and "width_divisor" in message \
+            else "--network-option"
+    return TEACHER_FLAGS.get(field, "--" + field.split(".")[-1].replace("_", "-"))
+
+
 def _teacher(args) -> int:
     import re
 
@@ -281,8 +294,8 @@ def _teacher(args) -> int:
         try:
             task = TaskSpec.from_dict(values, "rdnas dass teacher", args.space)
         except ValueError as error:
-            field = re.match(r"rdnas dass teacher\.(?:teacher\.)?(\w+)", str(error))
-            option = "--" + field.group(1).replace("_", "-") if field else "rdnas dass teacher"
+            field = re.match(r"rdnas dass teacher\.((?:teacher\.)?\w+)", str(error))
+            option = _teacher_flag(field.group(1), str(error), args) if field else "rdnas dass teacher"
             args.usage_error(f"{option}: {str(error).split(': ', 1)[-1]}")
     try:
         check_image_size(args.space, task.image_size, task.teacher.options,
