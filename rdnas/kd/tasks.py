@@ -210,6 +210,7 @@ class TaskFile:
     probe_seed: int = 0
 
     def task(self, name: str) -> TaskSpec:
+        """The task called ``name``; ValueError listing the tasks' names when there is none."""
         for task in self.tasks:
             if task.name == name:
                 return task

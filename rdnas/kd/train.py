@@ -50,9 +50,11 @@ class StudentRecipe:
 
     @classmethod
     def from_dict(cls, values: dict) -> "StudentRecipe":
+        """From a JSON object (a tasks file's ``student``); an unknown field or a bad value is a ValueError."""
         return config_from_dict(cls, values, "rdnas.kd.StudentRecipe")
 
     def to_dict(self) -> dict:
+        """The recipe as a JSON object (every field)."""
         return asdict(self)
 
 

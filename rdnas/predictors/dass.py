@@ -35,6 +35,7 @@ class ConvEncoder(nn.Module):
         self.conv2 = nn.Conv2d(width, width, 3, 2, 1)
 
     def forward(self, maps: Tensor) -> Tensor:
+        """Activation maps [B, channels, H, W] -> features [B, width]."""
         return F.relu(self.conv2(F.relu(self.conv1(maps)))).mean(dim=(2, 3))
 
 
@@ -63,6 +64,7 @@ class DaSSNet(nn.Module):
         self.out = nn.Linear(hidden, 1)
 
     def forward(self, student_maps: Tensor, teacher_maps: Tensor, arch_features: Tensor) -> Tensor:
+        """S maps [B, channels, H, W], T maps [B, channels, H, W], A features [B, arch_features] -> [B]."""
         s = self.student_encoder(student_maps)
         a = self.arch_encoder(arch_features)
         t = self.teacher_encoder(teacher_maps)
@@ -94,6 +96,7 @@ class MetaSGD(nn.Module):
                                        for name, p in net.named_parameters()})
 
     def parameters_dict(self) -> dict:
+        """The network's own parameters θ as {name: Tensor} (the step sizes are not among them)."""
         return dict(self.net.named_parameters())
 
     def predict(self, params: dict, student_maps: Tensor, teacher_maps: Tensor, arch_features: Tensor) -> Tensor:
