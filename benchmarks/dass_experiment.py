@@ -117,7 +117,8 @@ def report(args) -> int:
 
 def common_options(parser) -> None:
     parser.add_argument("--bench", default=str(BENCH),
-                        help=f"the KD benchmark folder, or 'shipped': the benchmark shipped with rdnas (default {BENCH})")
+                        help=f"the KD benchmark folder, or 'shipped': the benchmark shipped with rdnas "
+                        f"(default {BENCH})")
     parser.add_argument("--results", default=str(RUNS), help=f"the jobs' JSON folder (default {RUNS})")
 
 

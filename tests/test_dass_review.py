@@ -342,7 +342,8 @@ def test_the_dataset_conditioned_baseline_predicts_for_a_task_with_more_channels
         x = torch.randn(12, channels, 8, 8, generator=generator)
         y = torch.arange(12) % 3
         data = TaskData(x, y, x[:3], y[:3], (0.0,) * channels, (1.0,) * channels, ("a", "b", "c"))
-        return DatasetTask(name, split, data, torch.randn(4, 5, generator=generator), torch.rand(4, generator=generator))
+        features, labels = torch.randn(4, 5, generator=generator), torch.rand(4, generator=generator)
+        return DatasetTask(name, split, data, features, labels)
 
     train = [task("t", "meta-train", 1, 0), task("v", "meta-valid", 1, 1)]
     colour = task("c", "meta-test", 3, 2)

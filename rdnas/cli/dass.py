@@ -81,7 +81,8 @@ def add_parser(commands) -> None:
         "the teacher's cached logits; ce: fresh, cross-entropy; remap-ce: remapped, cross-entropy), appending every "
         "finished run to OUT/runs.csv (rerun the same command to resume: a finished run is never trained again); "
         "then writes OUT/kdbench.csv (task, split, teacher, arch_str, <regime>_valid_acc, ...) and "
-        "OUT/embeddings.pt (last-stage maps of a fixed N(0, 1) probe through teacher, remapped and fresh students). "
+        "OUT/embeddings.pt (last-stage maps of a fixed N(0, 1) probe through teacher, remapped and randomly "
+        "initialised students). "
         "Run with OMP_NUM_THREADS=1, one process per core with --shard i/n, or under torchrun (each rank trains "
         "every n-th teacher, then every n-th run; rank 0 writes the table). --ship writes the finished build as "
         "package data. Example: rdnas dass bench --tasks tasks.json --archs 48 --seeds 2 --out kdbench")
@@ -120,7 +121,8 @@ def add_parser(commands) -> None:
                      help="the regime whose accuracy is learned (default kd; ce: the no-KD baseline)")
     fit.add_argument("--no-adapt", action="store_true", help="ablation: no teacher-guided step")
     fit.add_argument("--embedding", choices=("remap", "random"), default="remap",
-                     help="student maps of the remapped (default) or of freshly initialised students (ablation)")
+                     help="student maps of the remapped (default) or of randomly initialised students (ablation: "
+                     "the students sliced from a freshly initialised supernet instead of the teacher)")
     fit.add_argument("--without", default="", metavar="LIST", help="ablation: inputs left out, some of s,t,a")
     fit.add_argument("--width", type=positive_int, default=256, help="encoder features (default 256, DaSS's)")
     fit.add_argument("--out", required=True, help="the model file to write")

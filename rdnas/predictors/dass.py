@@ -132,7 +132,7 @@ LABELS = ("kd", "ce", "remap-ce")
 
 
 class TaskInputs:
-    """One task's inputs and labels as tensors: ``student`` / ``random`` [K, channels, H, W] (remapped / fresh
+    """One task's inputs and labels as tensors: ``student`` / ``random`` [K, channels, H, W] (remapped / random
     students' maps), ``teacher`` [1, channels, H, W], ``arch_features`` [K, F], ``teacher_features`` [1, F],
     ``teacher_acc`` [1] and ``labels`` [K] (accuracy fractions; labels None where the bench has no row),
     ``archs`` (K strings), ``name``, ``split``."""
@@ -149,7 +149,7 @@ class TaskInputs:
         return self.teacher, self.teacher, self.teacher_features, self.teacher_acc
 
     def query(self, index=None, embedding: str = "remap") -> tuple:
-        """(S, T, A, y) of the students at ``index`` (all by default); ``embedding="random"`` takes the fresh
+        """(S, T, A, y) of the students at ``index`` (all by default); ``embedding="random"`` takes the random
         students' maps as S (an ablation)."""
         index = torch.arange(len(self.archs)) if index is None else index
         maps = self.student if embedding == "remap" else self.random
@@ -239,7 +239,8 @@ def fit(tasks: dict, space, channels: int, seed: int = 0, episodes: int = 1000, 
         space: the space (its ``encode`` width sizes the architecture input).
         channels (int): the maps' channels. seed (int): initialisation and episode draws.
         adapt (bool): the teacher-guided step (False: the no-adaptation ablation).
-        embedding (str): "remap" (DaSS) or "random" (fresh students' maps: an ablation).
+        embedding (str): "remap" (DaSS) or "random" (randomly initialised students' maps,
+            :func:`rdnas.kd.bench.random_supernet`: an ablation).
         **net_options: :class:`DaSSNet` options (width, arch_width, hidden, use_student, use_teacher, use_arch).
 
     Returns (model, {"best_episode", "best_valid_spearman", "history": [(episode, loss, valid spearman)]}).
