@@ -392,3 +392,20 @@ def test_dass_teacher_errors_name_the_flag_that_was_given(tmp_path, capsys, argv
         main(["dass", "teacher", "--data", "digits", *argv, "--out", str(tmp_path / "t.pt")])
     assert exit_.value.code == 2
     assert f"rdnas dass teacher: error: {message}" in capsys.readouterr().err  # was: "--options", no such flag
+
+
+def test_judging_a_model_file_refuses_tasks_of_another_image_size_or_student_family(shipped_build, tmp_path):
+    from rdnas.predictors.dass import load_model, save_model
+
+    out = shipped_build[0]
+    assert main(["dass", "fit", "--bench", str(out), "--episodes", "1", "--query", "2", "--width", "8", "--quiet",
+                 "--out", str(tmp_path / "m.pt")]) == 0
+    model, config = load_model(tmp_path / "m.pt")
+    evaluation_bench = methods.EvaluationBench(out, channels=config["channels"])
+    assert methods.model_scores(evaluation_bench, tmp_path / "m.pt")["tasks"].keys() == {"digits-test"}
+    for change, match in (({"image_sides": [[9, 9]]}, r"task digits-test has 1x1 last-stage maps, but .* was trained "
+                                                      r"on \[\[9, 9\]\] \(probe mismatch"),
+                          ({"student_options": {"width_divisor": 4}}, r"students have the network options \{\}, but")):
+        save_model(tmp_path / "other.pt", model, {**config, **change})
+        with pytest.raises(ValueError, match=match):
+            methods.model_scores(evaluation_bench, tmp_path / "other.pt")

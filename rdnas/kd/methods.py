@@ -235,7 +235,8 @@ def seeded_scores(bench: EvaluationBench, method: str, seed: int, settings: FitS
 
 def model_scores(bench: EvaluationBench, model_path, method: str = REFERENCE) -> dict:
     """The scores of a DaSS model file (``rdnas dass fit``) as the result of ``method`` with seed "model"
-    (adaptation and embedding as the model was trained); ValueError on a probe or space mismatch."""
+    (adaptation and embedding as the model was trained); ValueError on a probe, space, image-size or student-family
+    mismatch between the model and the judged tasks."""
     from rdnas.predictors import dass
 
     model, config = dass.load_model(model_path)
@@ -243,6 +244,15 @@ def model_scores(bench: EvaluationBench, model_path, method: str = REFERENCE) ->
         raise ValueError(f"{bench.folder}: embeddings of space {bench.info['space']} with probe_seed "
                          f"{bench.info['probe_seed']}, but {model_path} was trained on space {config['space']} with "
                          f"probe_seed {config['probe_seed']} (probe mismatch)")
+    for name in bench.judged:  # as rdnas dass rank refuses a teacher of another image size
+        side = list(bench.kd[name].teacher.shape[-2:])
+        if side not in config["image_sides"]:
+            raise ValueError(f"{bench.folder}: task {name} has {side[0]}x{side[1]} last-stage maps, but {model_path} "
+                             f"was trained on {config['image_sides']} (probe mismatch: another image size)")
+        student_options = bench.specs[name].student_options
+        if config.get("student_options") is not None and config["student_options"] != student_options:
+            raise ValueError(f"{bench.folder}: task {name}'s students have the network options {student_options}, "
+                             f"but {model_path} was trained on students with {config['student_options']}")
     if bench.info["channels"] != config["channels"]:
         raise ValueError(f"{bench.folder}: read with maps of {bench.info['channels']} channels, but {model_path} takes "
                          f"{config['channels']} (read the bench with EvaluationBench(..., channels=the model's))")
