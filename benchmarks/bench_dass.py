@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from rdnas.kd import TaskSpec, TeacherRecipe, largest_network
-from rdnas.kd import bench as kd_bench
+from rdnas.kd import embeddings as kd_embeddings
 from rdnas.kd.teacher import Teacher
 from rdnas.minibench.build import sample_architectures
 from rdnas.predictors.dass import DaSSNet, MetaSGD, predict_for_teacher
@@ -48,7 +48,7 @@ def task():
             elif name.endswith("running_mean"):
                 tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1)
     teacher = Teacher(network.eval(), "resnet48", spec.data_dict(), recipe, 80.0, 0.6, (0.5,), (0.25,))
-    maps = kd_bench.last_stage_map(teacher.network, kd_bench.probe_image(1, 16, 0))
+    maps = kd_embeddings.last_stage_map(teacher.network, kd_embeddings.probe_image(1, 16, 0))
     features = SPACE.encode(SPACE.largest().unsqueeze(0)).shape[1]
     torch.manual_seed(0)
     model = MetaSGD(DaSSNet(maps.shape[0], features))  # DaSS's sizes: 256-wide encoders, hidden 64
@@ -59,8 +59,8 @@ def task():
 
 def _per_student_maps(teacher, archs, space, probe, **options):
     """The baseline: the remapped supernet run once per student, the last stage's output caught by a hook."""
-    supernet = kd_bench.remapped_supernet(teacher, space, **options)
-    return kd_bench.supernet_last_stage_maps(supernet, archs, probe, batched=False)
+    supernet = kd_embeddings.remapped_supernet(teacher, space, **options)
+    return kd_embeddings.supernet_last_stage_maps(supernet, archs, probe, batched=False)
 
 
 def _rank(task, maps_of=None):
@@ -70,12 +70,12 @@ def _rank(task, maps_of=None):
     if maps_of is None:
         names, scores = predict_for_teacher(model, config, teacher, archs)
     else:
-        original = kd_bench.remapped_last_stage_maps
-        kd_bench.remapped_last_stage_maps = maps_of
+        original = kd_embeddings.remapped_last_stage_maps
+        kd_embeddings.remapped_last_stage_maps = maps_of
         try:
             names, scores = predict_for_teacher(model, config, teacher, archs)
         finally:
-            kd_bench.remapped_last_stage_maps = original
+            kd_embeddings.remapped_last_stage_maps = original
     order = torch.argsort(scores, descending=True, stable=True)
     return [names[k] for k in order.tolist()], scores[order]
 
@@ -85,8 +85,8 @@ def test_the_two_paths_agree(task):
     archs = sample_architectures(40, seed=1, space=SPACE)
     double = teacher.network.double()
     try:
-        probe = kd_bench.probe_image(1, 16, 0).double()
-        stacked = kd_bench.remapped_last_stage_maps(double, archs, SPACE, probe, width_divisor=8)
+        probe = kd_embeddings.probe_image(1, 16, 0).double()
+        stacked = kd_embeddings.remapped_last_stage_maps(double, archs, SPACE, probe, width_divisor=8)
         looped = _per_student_maps(double, archs, SPACE, probe, width_divisor=8)
     finally:
         teacher.network.float()

@@ -9,7 +9,7 @@ import torch
 
 from rdnas.cli import main
 from rdnas.kd import TaskSpec, TeacherRecipe, load_teacher, read_tasks, remap, save_teacher, train_teacher
-from rdnas.kd import bench
+from rdnas.kd import baselines, bench, embeddings
 from rdnas.minibench.build import sample_architectures
 from rdnas.spaces import get_space
 
@@ -158,8 +158,8 @@ def test_embeddings_are_the_probe_through_teacher_and_remapped_students(tmp_path
     tasks, archs = _build_args(tmp_path)
     task = tasks.tasks[0]
     teacher = bench.task_teacher(tmp_path / "b", task, SPACE)
-    emb = bench.task_embeddings(teacher, task, archs, probe_seed=7)
-    probe = bench.probe_image(1, 8, 7)
+    emb = embeddings.task_embeddings(teacher, task, archs, probe_seed=7)
+    probe = embeddings.probe_image(1, 8, 7)
     assert torch.equal(emb["probe"], probe)
     channels = teacher.network.classifier.in_features
     assert emb["teacher"].shape == (channels, 1, 1) and emb["students"].shape == (2, channels, 1, 1)
@@ -356,8 +356,8 @@ def test_training_free_signals_are_the_remapped_students_zero_shot_accuracy_kl_a
     task = tasks.tasks[0]
     teacher = bench.task_teacher(tmp_path / "b", task, SPACE)
     data = task.data()
-    emb = bench.task_embeddings(teacher, task, archs, probe_seed=0)
-    signals = bench.training_free_signals(teacher, task, archs, data, emb)
+    emb = embeddings.task_embeddings(teacher, task, archs, probe_seed=0)
+    signals = baselines.training_free_signals(teacher, task, archs, data, emb)
     student = remap(teacher.network, archs[0], SPACE).eval()
     with torch.no_grad():  # on the training images: the validation labels are what the signals are judged against
         z_s, z_t = student(data.train_x).double(), teacher.network(data.train_x).double()
@@ -368,7 +368,7 @@ def test_training_free_signals_are_the_remapped_students_zero_shot_accuracy_kl_a
     assert float(signals["neg_kl"][0]) == pytest.approx(-kl, rel=1e-6)
     s, t = emb["students"][0].flatten().double(), emb["teacher"].flatten().double()
     assert float(signals["map_cosine"][0]) == pytest.approx(float(s @ t / (s.norm() * t.norm())), rel=1e-9)
-    full = bench.training_free_signals(teacher, task, SPACE.largest().unsqueeze(0), data)
+    full = baselines.training_free_signals(teacher, task, SPACE.largest().unsqueeze(0), data)
     assert float(full["neg_kl"][0]) == pytest.approx(0.0, abs=1e-9)  # the largest student is the teacher
 
 
@@ -385,9 +385,9 @@ def test_the_supernet_path_gives_each_remapped_students_own_last_stage_map(teach
                 tensor.copy_(values.abs() + 0.5 if name.endswith("running_var") else values)
     teacher.eval().double()  # float64: the batched path sums in another order (through 48 layers of random weights)
     archs = SPACE.sample(5, torch.Generator().manual_seed(teacher_divisor))
-    probe = bench.probe_image(1, 16, 0).double()
-    maps = bench.remapped_last_stage_maps(teacher, archs, SPACE, probe, width_divisor=8)
+    probe = embeddings.probe_image(1, 16, 0).double()
+    maps = embeddings.remapped_last_stage_maps(teacher, archs, SPACE, probe, width_divisor=8)
     for arch, got in zip(archs, maps):
-        expected = bench.last_stage_map(remap(teacher, arch, SPACE, width_divisor=8), probe)
+        expected = embeddings.last_stage_map(remap(teacher, arch, SPACE, width_divisor=8), probe)
         assert got.shape == expected.shape and got.shape[-1] == 2
         assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from rdnas.cli import main
-from rdnas.kd import bench, methods, read_tasks, remap
+from rdnas.kd import baselines, bench, embeddings, methods, read_tasks, remap
 from rdnas.kd.baselines import proxy_scores as baseline_proxy_scores
 from rdnas.kd.search import proxy_scores as search_proxy_scores
 from rdnas.kd.tasks import parse_tasks
@@ -72,17 +72,17 @@ def _random_statistics(network, seed: int) -> None:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_random_students_in_one_batched_pass_equal_one_forward_per_student_in_float64(seed):
-    supernet = bench.random_supernet(SPACE, 3, 1, seed=seed, resnet_stem="small", width_divisor=8).double()
+    supernet = embeddings.random_supernet(SPACE, 3, 1, seed=seed, resnet_stem="small", width_divisor=8).double()
     _random_statistics(supernet, seed)
     archs = SPACE.sample(6, torch.Generator().manual_seed(seed))
-    probe = bench.probe_image(1, 16, seed).double()
-    batched = bench.supernet_last_stage_maps(supernet, archs, probe)
+    probe = embeddings.probe_image(1, 16, seed).double()
+    batched = embeddings.supernet_last_stage_maps(supernet, archs, probe)
     for arch, got in zip(archs, batched):
-        expected = bench.last_stage_map(supernet.export(arch), probe)  # one stand-alone network, one forward
+        expected = embeddings.last_stage_map(supernet.export(arch), probe)  # one stand-alone network, one forward
         assert got.dtype == torch.float64 and got.shape == expected.shape
         assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12), float((got - expected).abs().max())
     # the one-forward-per-subnet path (spaces without forward_stacked) gives the same maps
-    for got, one_by_one in zip(batched, bench.supernet_last_stage_maps(supernet, archs, probe, batched=False)):
+    for got, one_by_one in zip(batched, embeddings.supernet_last_stage_maps(supernet, archs, probe, batched=False)):
         assert torch.allclose(got, one_by_one, rtol=1e-12, atol=1e-12)
 
 
@@ -103,21 +103,21 @@ def test_task_embeddings_build_no_network_per_student_and_random_students_are_th
 
     monkeypatch.setattr(ResNet48Network, "__init__", counting_init)
     monkeypatch.setattr(ResNet48Supernet, "forward", one_subnet_forward)
-    emb = bench.task_embeddings(teacher, task, archs, probe_seed=0)
+    emb = embeddings.task_embeddings(teacher, task, archs, probe_seed=0)
     assert built == []
     monkeypatch.undo()
-    fresh = bench.random_supernet(SPACE, 3, 1, **task.student_network_options())
-    probe = bench.probe_image(1, 8, 0)
+    fresh = embeddings.random_supernet(SPACE, 3, 1, **task.student_network_options())
+    probe = embeddings.probe_image(1, 8, 0)
     for k, arch in enumerate(archs):
-        expected = bench.last_stage_map(fresh.export(arch), probe)
+        expected = embeddings.last_stage_map(fresh.export(arch), probe)
         width = expected.shape[0]
         assert torch.allclose(emb["random"][k, :width], expected, rtol=1e-5, atol=1e-6)
         assert torch.all(emb["random"][k, width:] == 0)
-        student = bench.last_stage_map(remap(teacher.network, arch, SPACE, **task.student_options), probe)
+        student = embeddings.last_stage_map(remap(teacher.network, arch, SPACE, **task.student_options), probe)
         assert torch.allclose(emb["students"][k, :student.shape[0]], student, rtol=1e-5, atol=1e-6)
     assert not torch.equal(emb["random"], emb["students"])
     # without random students their maps are zeros (the flag was once shadowed by the network it built)
-    assert torch.equal(bench.task_embeddings(teacher, task, archs, 0, random_students=False)["random"],
+    assert torch.equal(embeddings.task_embeddings(teacher, task, archs, 0, random_students=False)["random"],
                        torch.zeros_like(emb["random"]))
 
 
@@ -327,8 +327,8 @@ def test_training_free_signals_never_read_the_validation_split_they_are_judged_o
     data = task.data()
     blind = dataclasses.replace(data, valid_x=torch.full_like(data.valid_x, float("nan")),
                                 valid_y=torch.full_like(data.valid_y, -1))
-    seen, unseen = bench.training_free_signals(teacher, task, archs, data), \
-        bench.training_free_signals(teacher, task, archs, blind)
+    seen, unseen = baselines.training_free_signals(teacher, task, archs, data), \
+        baselines.training_free_signals(teacher, task, archs, blind)
     for name in ("zero_shot_acc", "neg_kl"):
         assert bool(torch.isfinite(unseen[name]).all()) and torch.equal(seen[name], unseen[name])
 

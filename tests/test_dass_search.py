@@ -10,7 +10,7 @@ import torch
 from rdnas.cli import main
 from rdnas.kd import TaskSpec, TeacherRecipe, save_teacher, train_teacher
 from rdnas.kd import search
-from rdnas.kd.bench import last_stage_map, probe_image
+from rdnas.kd.embeddings import last_stage_map, probe_image
 from rdnas.minibench.build import sample_architectures
 from rdnas.predictors.dass import DaSSNet, MetaSGD, load_model, predict_for_teacher, save_model
 from rdnas.spaces import get_space

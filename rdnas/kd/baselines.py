@@ -10,7 +10,7 @@ or less:
   (:func:`task_minibatch`), the published protocol;
 - training-free KD signals: :func:`kd_signal_scores`, the remapped student's zero-shot accuracy and minus its KL
   divergence to the teacher, both on the task's training images (the validation labels are what the baselines
-  are judged against), the cosine of its and the teacher's probe maps (:func:`rdnas.kd.bench.training_free_signals`);
+  are judged against), the cosine of its and the teacher's probe maps (:func:`training_free_signals`);
 - task-agnostic predictors: :func:`pooled_predictor_scores`, rdnas's trees or MLP (:mod:`rdnas.predictors`) on the
   architecture alone, trained on the meta-train tasks' KD labels pooled (each task's labels standardised first,
   so that a task's difficulty is not learned as a property of its students);
@@ -121,10 +121,9 @@ def proxy_scores(space, spec: TaskSpec, archs, data: TaskData, names=None, batch
 def kd_signal_scores(teacher, spec: TaskSpec, archs, data: TaskData, embeddings: dict | None = None
                      ) -> dict[str, Tensor]:
     """The training-free KD signals of the students remapped from ``teacher``
-    (:func:`rdnas.kd.bench.training_free_signals`): {"zero_shot_acc", "neg_kl"[, "map_cosine" with the task's
+    (:func:`training_free_signals`): {"zero_shot_acc", "neg_kl"[, "map_cosine" with the task's
     ``embeddings``]}, each float64 Tensor[K]. ``embeddings`` must list the same students in the same order
     (checked)."""
-    from rdnas.kd.bench import training_free_signals
     from rdnas.spaces import get_space
 
     space = get_space(teacher.space)
@@ -135,6 +134,56 @@ def kd_signal_scores(teacher, spec: TaskSpec, archs, data: TaskData, embeddings:
             raise ValueError(f"rdnas.kd.baselines.kd_signal_scores: task {spec.name}: the embeddings list other "
                              "students (or another order) than archs")
     return training_free_signals(teacher, spec, archs, data, embeddings)
+
+
+@torch.no_grad()
+def training_free_signals(teacher, task: TaskSpec, archs: list, data=None, embeddings: dict | None = None,
+                          batch_size: int = 500) -> dict:
+    """Signals of each student remapped from ``teacher`` (:class:`rdnas.kd.Teacher`) that need no training, higher =
+    predicted better: float64 Tensor[K] each, for ``archs`` (LongTensor[K, space.width]) of ``task`` (its
+    :class:`rdnas.kd.TaskData` ``data``, loaded when None; ``embeddings``: the task's
+    :func:`rdnas.kd.embeddings.task_embeddings`).
+
+    - ``zero_shot_acc``: the remapped student's accuracy (%) on the task's training images before any training
+      (eval-mode BN);
+    - ``neg_kl``: minus the mean KL(softmax(z_t) || softmax(z_s)) over the training images;
+    - ``map_cosine`` (with ``embeddings`` of the task): the cosine of the student's and the teacher's flattened
+      last-stage probe maps (channels zero-padded to the teacher's).
+
+    Only the training split is read: the validation split's labels are the KD labels the signals are judged
+    against, and a baseline must not see them.
+    """
+    from rdnas.kd.embeddings import remapped_supernet
+    from rdnas.kd.train import predict_logits
+    from rdnas.spaces import get_space
+
+    space = get_space(teacher.space)
+    data = task.data() if data is None else data
+    images, labels = data.train_x, data.train_y
+    log_teacher = F.log_softmax(predict_logits(teacher.network, images, batch_size).double(), 1)
+    supernet = remapped_supernet(teacher.network, space, **task.student_options)
+    accuracy, neg_kl = [], []
+    archs = space.validate(archs)
+    stacked = getattr(supernet, "forward_stacked", None)
+    if stacked is not None:  # every student's logits on each chunk of images in one batched pass
+        every = torch.cat([stacked(images[start:start + batch_size], archs)
+                           for start in range(0, len(images), batch_size)], dim=1)
+    for k, arch in enumerate(archs):
+        if stacked is not None:
+            logits = every[k].double()
+        else:
+            logits = torch.cat([supernet(images[start:start + batch_size], arch)
+                                for start in range(0, len(images), batch_size)]).double()
+        accuracy.append(100.0 * float((logits.argmax(1) == labels).double().mean()))
+        kl = F.kl_div(F.log_softmax(logits, 1), log_teacher, reduction="batchmean", log_target=True)
+        neg_kl.append(-float(kl))
+    signals = {"zero_shot_acc": torch.tensor(accuracy, dtype=torch.float64),
+               "neg_kl": torch.tensor(neg_kl, dtype=torch.float64)}
+    if embeddings is not None:
+        students = embeddings["students"].flatten(1).double()
+        teacher_map = embeddings["teacher"].flatten().double().unsqueeze(0)
+        signals["map_cosine"] = F.cosine_similarity(students, teacher_map.expand_as(students), dim=1)
+    return signals
 
 
 def pooled_predictor_scores(model: str, space, train: list, archs, seed: int = 0) -> Tensor:

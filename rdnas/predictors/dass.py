@@ -1,7 +1,7 @@
 """DaSS (Lee, An, Kim, Hwang, ICLR 2023): a meta-predictor of the accuracy a student reaches when it is trained
 with knowledge distillation from a task's teacher, adapted to the task through the teacher alone.
 
-Inputs of one student on one task (:mod:`rdnas.kd.bench` computes them):
+Inputs of one student on one task (:mod:`rdnas.kd.embeddings` computes them):
 
 - S: the last-stage activation map of the remapped student on a fixed N(0, 1) probe, [C, H, W] (channels
   zero-padded to ``channels``), through a conv encoder (3x3 stride 2, ReLU, 3x3 stride 2, ReLU, global average
@@ -159,7 +159,7 @@ class TaskInputs:
 
 def task_inputs(space, embeddings: dict, channels: int, labels: dict | None = None, name: str = "task",
                 dtype=torch.float32) -> TaskInputs:
-    """A :class:`TaskInputs` from one task's entry of an embeddings file (:func:`rdnas.kd.bench.task_embeddings`),
+    """A :class:`TaskInputs` from one task's entry of an embeddings file (:func:`rdnas.kd.embeddings.task_embeddings`),
     maps zero-padded to ``channels``; ``labels``: {arch string: accuracy %} of every student (or None)."""
     from rdnas.spaces import get_space
 
@@ -240,7 +240,7 @@ def fit(tasks: dict, space, channels: int, seed: int = 0, episodes: int = 1000, 
         channels (int): the maps' channels. seed (int): initialisation and episode draws.
         adapt (bool): the teacher-guided step (False: the no-adaptation ablation).
         embedding (str): "remap" (DaSS) or "random" (randomly initialised students' maps,
-            :func:`rdnas.kd.bench.random_supernet`: an ablation).
+            :func:`rdnas.kd.embeddings.random_supernet`: an ablation).
         **net_options: :class:`DaSSNet` options (width, arch_width, hidden, use_student, use_teacher, use_arch).
 
     Returns (model, {"best_episode", "best_valid_spearman", "history": [(episode, loss, valid spearman)]}).
@@ -342,7 +342,7 @@ def predict_for_teacher(model: MetaSGD, config: dict, teacher, archs, adapt: boo
     Returns (K architecture strings, float32 Tensor[K] of predicted accuracies in %).
     Raises ValueError (probe mismatch) when the teacher's image size gives other map sides than the model's.
     """
-    from rdnas.kd.bench import task_embeddings
+    from rdnas.kd.embeddings import task_embeddings
     from rdnas.spaces import get_space
 
     space = get_space(config["space"])
