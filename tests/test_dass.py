@@ -243,7 +243,8 @@ def test_dass_cli_end_to_end_teacher_bench_fit_rank_evaluate(tmp_path, capsys):
     (["dass", "teacher", "--data", "glyphs", "--out", "x.pt"], "a glyphs task needs its characters"),
     (["dass", "teacher", "--data", "digits", "--classes", "a,b", "--out", "x.pt"], "lists labels 0..9"),
     (["dass", "teacher", "--data", "mnist", "--out", "x.pt"], "--data: .*unknown dataset spec"),
-    (["dass", "teacher", "--data", "digits", "--network-option", "depth=3", "--out", "x.pt"], "--network-option"),
+    (["dass", "teacher", "--data", "digits", "--cells", "3", "--out", "x.pt"],
+     "--cells is an option of nb201, not of the resnet48 space"),
     (["dass", "bench", "--tasks", "t.json", "--regimes", "kd,xx", "--out", "o"], "--regimes: unknown regime 'xx'"),
 ])
 def test_dass_cli_usage_errors_exit_2_naming_the_option(tmp_path, capsys, monkeypatch, argv, match):

@@ -382,8 +382,9 @@ def test_copies_of_an_image_never_land_in_both_splits(tmp_path):
 
 # -- errors name the flag the user typed ----------------------------------------------------------------------------
 @pytest.mark.parametrize("argv,message", [
-    (["--network-option", "resnet_stem=big"], "--network-option: rdnas.supernet.ResNet48Network: resnet_stem must be"),
-    (["--width-divisor", "3"], "--width-divisor: rdnas.supernet.ResNet48Network: width_divisor must be one of"),
+    (["--resnet-stem", "big"], "argument --resnet-stem: invalid choice: 'big'"),
+    (["--width-divisor", "3"], "argument --width-divisor: invalid choice: 3"),
+    (["--cells", "3"], "--cells is an option of nb201, not of the resnet48 space"),
     (["--classes", "0"], "--classes: a digits task lists at least 2 labels"),
     (["--train", "2"], "--train: train and valid need at least one image per class"),
 ])
@@ -392,6 +393,18 @@ def test_dass_teacher_errors_name_the_flag_that_was_given(tmp_path, capsys, argv
         main(["dass", "teacher", "--data", "digits", *argv, "--out", str(tmp_path / "t.pt")])
     assert exit_.value.code == 2
     assert f"rdnas dass teacher: error: {message}" in capsys.readouterr().err  # was: "--options", no such flag
+
+
+def test_dass_teacher_takes_the_spaces_derived_network_flags(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr("rdnas.kd.teacher.train_teacher", lambda task, space: calls.append(task) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # stop once the task is built
+        main(["dass", "teacher", "--data", "digits", "--width-divisor", "8", "--out", str(tmp_path / "t.pt")])
+    assert calls[0].teacher.options == {"resnet_stem": "small", "width_divisor": 8}  # small stem: DaSS's default
+    with pytest.raises(ZeroDivisionError):
+        main(["dass", "teacher", "--data", "digits", "--resnet-stem", "imagenet", "--no-bn-running-stats",
+              "--image-size", "32", "--out", str(tmp_path / "t.pt")])
+    assert calls[1].teacher.options == {"resnet_stem": "imagenet", "bn_track_running_stats": False}
 
 
 def test_judging_a_model_file_refuses_tasks_of_another_image_size_or_student_family(shipped_build, tmp_path):

@@ -1,6 +1,7 @@
 """rdnas dass: DaSS's KD machinery: train a task's teacher, build the KD mini-benchmark."""
 
-from rdnas.cli.arguments import check_image_size, input_file, non_negative_int, positive_float, positive_int, shard
+from rdnas.cli.arguments import (add_network_options, check_image_size, input_file, non_negative_int, positive_float,
+                                 positive_int, shard)
 
 DEFAULT_OPTIONS = {"resnet_stem": "small"}
 """Network options a teacher gets unless told otherwise, where its space takes them (CPU-sized inputs)."""
@@ -62,9 +63,9 @@ def add_parser(commands) -> None:
     teacher.add_argument("--valid", type=positive_int, default=1000, help="validation images (default 1000)")
     teacher.add_argument("--split-seed", type=non_negative_int, default=0, help="seed of the split (default 0)")
     teacher.add_argument("--channels", type=int, choices=(1, 3), help="image channels (default: the source's)")
-    teacher.add_argument("--width-divisor", type=positive_int, help="network option width_divisor")
-    teacher.add_argument("--network-option", action="append", default=[], metavar="NAME=VALUE",
-                         help="another network option of the space (repeatable), e.g. resnet_stem=small (the default)")
+    # the options of each space's network, derived from its NetworkOptions (--width-divisor, --resnet-stem, ...);
+    # "channels" is this command's image channels, so a network option of that name has no flag here
+    add_network_options(teacher, skip=("channels",), defaults=DEFAULT_OPTIONS)
     teacher.add_argument("--epochs", type=positive_int, default=10, help="training epochs (default 10)")
     teacher.add_argument("--seed", type=non_negative_int, default=0, help="initial weights and data order (default 0)")
     teacher.add_argument("--lr", type=positive_float, default=0.05, help="learning rate (default 0.05)")
@@ -220,20 +221,16 @@ def run(args) -> int:
 
 
 def _network_options(args, space) -> dict:
+    """The teacher's network options: :data:`DEFAULT_OPTIONS` where the space takes them, under the flags given."""
+    from rdnas.cli.arguments import network_options
     from rdnas.supernet import supernet_spec
 
     names = supernet_spec(space).option_names
-    options = {name: value for name, value in DEFAULT_OPTIONS.items() if name in names}
-    for item in args.network_option:
-        name, equals, value = item.partition("=")
-        if not equals or name not in names:
-            args.usage_error(f"--network-option: expected NAME=VALUE with NAME one of {', '.join(names)}, got {item!r}")
-        options[name] = int(value) if value.lstrip("-").isdigit() else {"true": True, "false": False}.get(value, value)
-    if args.width_divisor is not None:
-        if "width_divisor" not in names:
-            args.usage_error(f"--width-divisor: the {space} network has no width_divisor option")
-        options["width_divisor"] = args.width_divisor
-    return options
+    try:
+        given = network_options(args, space, given_only=True)
+    except ValueError as error:
+        args.usage_error(str(error))
+    return {**{name: value for name, value in DEFAULT_OPTIONS.items() if name in names}, **given}
 
 
 TEACHER_FLAGS = {"dataset": "--data", "seed": "--split-seed", "image_size": "--image-size", "teacher.seed": "--seed",
@@ -242,10 +239,12 @@ TEACHER_FLAGS = {"dataset": "--data", "seed": "--split-seed", "image_size": "--i
 
 
 def _teacher_flag(field: str, message: str, args) -> str:
-    """The flag that set the task field ``field`` (``"classes"``, ``"teacher.options"``, ...) of a TaskSpec error."""
+    """The flag that set the task field ``field`` (``"classes"``, ``"teacher.options"``, ...) of a TaskSpec error:
+    for a network option, the flag of the option the message names."""
     if field == "teacher.options":
-        return "--width-divisor" if args.width_divisor is not None and "width_divisor" in message \
-            else "--network-option"
+        flags = getattr(args, "network_option_flags", {})
+        named = [flag for name, flag in flags.items() if name in message]
+        return named[0] if named else "the network options"
     return TEACHER_FLAGS.get(field, "--" + field.split(".")[-1].replace("_", "-"))
 
 
