@@ -388,3 +388,22 @@ def test_rdnas_train_derives_the_spaces_flags_and_refuses_them_for_other_spaces(
     assert not (tmp_path / "refused").exists()
     assert build_parser().parse_args(["search", "--space", NAME, "--table", "t.csv", "--table-column", "c"]).space \
         == NAME  # every command's --space lists the registered spaces
+
+
+def test_predictor_fit_derives_its_input_flags_from_the_spaces_feature_options(space, tmp_path, monkeypatch,
+                                                                                 capsys):
+    monkeypatch.setattr(type(space), "feature_options", {"chain_order": ("forward", "reversed")}, raising=False)
+    monkeypatch.setattr(type(space), "feature_option_help", {"chain_order": "tokens in chain order or reversed"},
+                        raising=False)
+    table = tmp_path / "t.csv"
+    table.write_text("arch_str,acc\n")
+    args = build_parser().parse_args(["predictor", "fit", "--space", NAME, "--gt", str(table), "--train-archs", "4",
+                                      "--chain-order", "reversed", "--out", str(tmp_path / "m.pt")])
+    assert args.chain_order == "reversed" and args.cells is None and args.edges is None
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["predictor", "fit", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--chain-order {forward,reversed}" in help_text
+    assert "toy_chain input: tokens in chain order or reversed" in help_text
+    assert "--cells {stages,all} nb201 input: the 7 distinct cell tokens" in help_text

@@ -49,13 +49,7 @@ def add_parser(commands) -> None:
                      "(an rdnas proxies output, or nb201_zc_proxies.csv); it must cover the space")
     fit.add_argument("--features", type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
                      metavar="COL,COL,...", help="the --feature-table columns to use (rank-normalised)")
-    fit.add_argument("--cells", choices=["all", "stages"],
-                     help="NB201 input: the 7 distinct cell tokens (stages, default: the five cells of a stage are "
-                     "identical; same information, a fifth of NAR's cost) or the authors' 31 (all)")
-    fit.add_argument("--edges", choices=["all", "live"],
-                     help="NB201 input: the live cell (live, default: edges on no input-to-output path become none, "
-                     "plus a token describing the four paths; Kendall tau +0.05-0.2 on the NB201 protocol) or every "
-                     "edge as drawn (all, the authors' input)")
+    add_feature_options(fit)
     fit.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                      help="a predictor option, repeatable (e.g. --option epochs=20 --option layers=2)")
     fit.add_argument("--out", required=True, help="the model file to write")
@@ -67,6 +61,27 @@ def add_parser(commands) -> None:
                       help="the ground-truth column of the report (default cifar10_test_acc)")
     rank.add_argument("--out", required=True, help="the CSV to write: arch,score, one row per architecture")
     rank.add_argument("--report", help="also write the rank report as JSON here (with --gt)")
+
+
+def feature_option_names() -> list:
+    """Every registered space's predictor input options (``SearchSpace.feature_options``), each once."""
+    from rdnas.spaces import get_space
+
+    return list(dict.fromkeys(option for name in space_names() for option in get_space(name).feature_options))
+
+
+def add_feature_options(parser) -> None:
+    """One flag per predictor input option of the registered spaces (``--cells``: NB201's ``cells``), its choices
+    and help the space's (``feature_options``, ``feature_option_help``); unset means the space's default. An option
+    of another space than ``--space`` is refused by ``ArchFeatures``, naming the spaces that take it."""
+    from rdnas.spaces import get_space
+
+    for option in feature_option_names():
+        takers = [get_space(name) for name in space_names() if option in get_space(name).feature_options]
+        choices = list(dict.fromkeys(value for space in takers for value in space.feature_options[option]))
+        help_text = "; ".join(f"{space.name} input: {space.feature_option_help.get(option, '')}".rstrip(": ")
+                              for space in takers)
+        parser.add_argument(f"--{option.replace('_', '-')}", dest=option, choices=choices, help=help_text)
 
 
 def run(args) -> int:
@@ -81,8 +96,8 @@ def _fit(args) -> int:
     table = read_table(args.gt, args.space, args.column, "--gt")
     if args.train_archs > len(table):
         raise ValueError(f"--train-archs: {args.train_archs} architectures, but {args.gt} has {len(table)} rows")
-    features = make_features(args.space, args.feature_table, args.features, cells=args.cells,
-                             edges=args.edges)
+    features = make_features(args.space, args.feature_table, args.features,
+                             **{option: getattr(args, option) for option in feature_option_names()})
     out = prepare_output_file(args.out, "--out")
     args.model = args.model or ("gbt" if args.feature_table else "nar")  # the measured best for each input
     predictor, rows = fit_on_table(args.model, table, args.column, args.train_archs, args.seed, features,

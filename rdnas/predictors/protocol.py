@@ -26,14 +26,14 @@ def table_column(table, name: str) -> np.ndarray:
     return table.column(name)
 
 
-def make_features(space, feature_table=None, feature_columns=None, cells: str | None = None,
-                  edges: str | None = None) -> ArchFeatures:
-    """The space's structure features (NB201: ``cells`` and ``edges``, see :class:`ArchFeatures`), plus the named
-    columns of a feature table when one is given."""
+def make_features(space, feature_table=None, feature_columns=None, **options) -> ArchFeatures:
+    """The space's structure features with its ``feature_options`` (``options``, None for the default; NB201:
+    ``cells`` and ``edges``, see :class:`ArchFeatures`), plus the named columns of a feature table when one is
+    given."""
     if (feature_table is None) != (not feature_columns):
         raise ValueError("rdnas.predictors: --feature-table and --features go together (a table and its columns)")
     proxies = None if feature_table is None else ProxyFeatures.from_table(feature_table, feature_columns, space)
-    return ArchFeatures(space, proxies, cells=cells, edges=edges)
+    return ArchFeatures(space, proxies, **options)
 
 
 def fit_on_table(model: str, table, column: str, count: int, seed: int, features: ArchFeatures | None = None,

@@ -129,6 +129,8 @@ class SearchSpace(ABC):
 
     #: The options of :meth:`predictor_tokens`: name -> the values it takes, the first the default.
     feature_options: dict[str, tuple] = {}
+    #: One line of help per option of :attr:`feature_options` (``rdnas predictor fit`` derives its flags from both).
+    feature_option_help: dict[str, str] = {}
 
     def predictor_tokens(self, archs, **options) -> Tensor:
         """The input of learned predictors (:class:`rdnas.predictors.ArchFeatures`): LongTensor[K, width] ->
