@@ -6,7 +6,9 @@ recipe (:class:`Recipe`) and several seeds, evaluated on a held-out split. NB201
 :class:`~rdnas.minibench.stacked.StackedNB201` stacks (one grouped op per layer for the whole stack); networks of
 other spaces (ResNet48) in a :class:`~rdnas.minibench.stacked.NetworkStack` (one after the other, same
 interface). Each network has its own initialisation and data order, derived from its seed and architecture
-alone, so a result does not depend on which other networks shared its stack.
+alone, so a result does not depend on which other networks shared its stack: on one machine and thread count a
+run is bitwise the same in any stack (``rdnas.minibench.stacked``: kernels that would round differently in another
+stack are avoided).
 
 Every finished (architecture, seed) run is appended to ``runs.csv`` (flushed and fsynced per stack), so a killed
 build resumes without losing or repeating a run; ``benchmark_table`` averages the runs into a table in the format
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 from rdnas.atomic_file import atomic_open
 from rdnas.data import load_digits, read_fashion_mnist
 from rdnas.data.pipeline import random_crop
-from rdnas.minibench.stacked import NetworkStack, StackedNB201
+from rdnas.minibench.stacked import NetworkStack, StackedNB201, pad_networks
 from rdnas.spaces import get_space, nb201, space_names
 from rdnas.supernet import move_legacy_network_options, supernet_spec, taking_space_options
 from rdnas.train.checkpoint import config_from_dict
@@ -200,13 +202,13 @@ def train_stack(archs: list[tuple], seeds: list[int], recipe: Recipe, data: tupl
             if recipe.augment:
                 images = torch.stack([random_crop(images[k], 1, g) for k, g in enumerate(generators)])
             logits = stack(images.transpose(0, 1))  # [B, M, classes]
-            per_network = F.cross_entropy(logits.flatten(0, 1), train_y[index].t().flatten(),
-                                          reduction="none").view(-1, m).mean(0)
+            losses = F.cross_entropy(logits.flatten(0, 1), train_y[index].t().flatten(), reduction="none").view(-1, m)
+            per_network = losses.mean(0)
             optimizer.zero_grad(set_to_none=True)
             per_network.sum().backward()  # each network's gradient comes from its own loss only
             optimizer.step()
             scheduler.step()
-            epoch_loss += per_network.detach()
+            epoch_loss += pad_networks(losses.detach()).mean(0)[:m]  # a narrow stack's mean would round differently
     valid_loss, valid_correct = evaluate_stack(stack, valid_x.to(device), valid_y.to(device))
     seconds = (time.perf_counter() - start) / m
     train_loss = (epoch_loss / steps_per_epoch).cpu()
@@ -227,7 +229,8 @@ def evaluate_stack(stack: StackedNB201 | NetworkStack, images: torch.Tensor, lab
         x, y = images[start:start + batch_size], labels[start:start + batch_size]
         logits = stack(x)  # [B, M, classes]
         targets = y.view(-1, 1).expand(-1, stack.num_networks)
-        loss_sum += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(len(y), -1).sum(0).double()
+        losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(len(y), -1)
+        loss_sum += pad_networks(losses).sum(0)[:stack.num_networks].double()  # as in a stack of 32 or more
         correct += (logits.argmax(-1) == targets).sum(0).double()
     return (loss_sum / len(images)).cpu(), correct.cpu()
 

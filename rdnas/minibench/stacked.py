@@ -11,6 +11,14 @@ of the stack equals one step of each exported network (tested).
 
 Semantics are those of :class:`rdnas.supernet.NB201Network` (live edges only; a disconnected cell outputs zeros),
 and ``export(m)`` gives network m as an ``NB201Network`` with its current weights.
+
+A network's arithmetic does not depend on the stack it is in (which networks, in which order, how many), so on one
+machine and thread count a network trains to bitwise the same weights in every stack. Two kernels would otherwise
+make it depend on the stack: a convolution over one network (a stack of one, or a network alone in its op group)
+is not a grouped convolution and rounds differently, so it runs as a grouped convolution beside a zero network;
+and a sum across the stack's networks (the classifier bias gradient, the builder's per-network losses) rounds
+differently in narrow stacks, so stacks of fewer than ``NETWORK_REDUCTION_WIDTH`` networks are padded with zero
+networks there (tests/test_build_reproducibility.py).
 """
 
 import torch
@@ -23,8 +31,43 @@ from rdnas.supernet.nb201 import _PARAMETRIC, subnet_groups
 from rdnas.supernet.nb201_ops import avg_pool_3x3
 
 
+NETWORK_REDUCTION_WIDTH = 32  # a sum across fewer networks is padded to this many (see the module docstring)
+
+
 def _key(name: str) -> str:
     return name.replace(".", "__")
+
+
+def pad_networks(x: Tensor, dim: int = 1) -> Tensor:
+    """``x`` with its network dimension ``dim`` zero-padded to ``NETWORK_REDUCTION_WIDTH`` when narrower (else ``x``
+    itself): a sum over another dimension then gives each network the bits it gets in a stack of 32 or 64 networks
+    (CPU reductions round a narrow or ragged last block of columns differently).
+
+    Args:
+        x (Tensor [..., M, ...]): M networks along ``dim``.
+    Returns:
+        Tensor [..., max(M, NETWORK_REDUCTION_WIDTH), ...]; the first M entries along ``dim`` are ``x``'s.
+    """
+    missing = NETWORK_REDUCTION_WIDTH - x.shape[dim]
+    if missing <= 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = missing
+    return torch.cat([x, x.new_zeros(shape)], dim)
+
+
+class _StackBias(torch.autograd.Function):
+    """logits [B, M, K] + bias [M, K], whose bias gradient (a sum over the batch) is taken with the networks
+    padded to ``NETWORK_REDUCTION_WIDTH`` (used for stacks narrower than that)."""
+
+    @staticmethod
+    def forward(ctx, logits, bias):
+        ctx.networks = bias.shape[0]
+        return logits + bias
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, pad_networks(grad, 1).sum(0)[:ctx.networks]
 
 
 class StackedNB201(nn.Module):
@@ -88,6 +131,10 @@ class StackedNB201(nn.Module):
             weight = weight.index_select(0, members.to(weight.device))
         groups = weight.shape[0]
         kernel = weight.shape[-1]
+        if groups == 1:  # one network: a grouped convolution beside a zero network rounds as in a larger stack
+            beside_zeros = torch.cat([weight, torch.zeros_like(weight)]).flatten(0, 1)
+            out = F.conv2d(torch.cat([x, torch.zeros_like(x)], 1), beside_zeros, None, stride, kernel // 2, 1, 2)
+            return out[:, :weight.shape[1]].contiguous()
         return F.conv2d(x, weight.flatten(0, 1), None, stride, kernel // 2, 1, groups)
 
     def _bn(self, x: Tensor, prefix: str, members) -> Tensor:
@@ -166,7 +213,10 @@ class StackedNB201(nn.Module):
         out = F.relu(self._bn(out, "head_bn", None))
         features = out.mean(dim=(2, 3)).view(out.shape[0], m, -1)  # [B, M, C_last]
         weight, bias = self._tensor("classifier.weight"), self._tensor("classifier.bias")  # [M, K, C], [M, K]
-        return torch.einsum("bmc,mkc->bmk", features, weight) + bias
+        logits = torch.einsum("bmc,mkc->bmk", features, weight)
+        if m < NETWORK_REDUCTION_WIDTH:
+            return _StackBias.apply(logits, bias)
+        return logits + bias
 
     def export(self, m: int) -> NB201Network:
         """Network m as a stand-alone ``NB201Network`` with copies of its current weights and BN statistics."""
