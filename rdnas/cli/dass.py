@@ -111,7 +111,11 @@ def add_parser(commands) -> None:
         "fit", help="meta-train the DaSS predictor on a KD benchmark's meta-train tasks",
         description="Meta-trains DaSS (S/T/A inputs, Meta-SGD teacher-guided step) on the meta-train tasks of a KD "
         "benchmark folder, one task per episode, keeping the episode with the best mean Spearman on its meta-valid "
-        "tasks, and saves the model atomically. Example: rdnas dass fit --bench kdbench --seed 0 --out dass.pt")
+        "tasks, and saves the model atomically. Resumable: every --checkpoint-every episodes and at the end the "
+        "meta-training state is saved atomically in --checkpoint (default OUT.partial), and rerunning the same "
+        "command continues from it, ending with the model an uninterrupted run writes (a checkpoint of other "
+        "settings is refused, naming the option); it is removed once the model is written. Example: rdnas dass fit "
+        "--bench kdbench --seed 0 --out dass.pt")
     fit.add_argument("--bench", required=True,
                      help="a folder written by rdnas dass bench, or 'shipped': the benchmark shipped with rdnas")
     fit.add_argument("--seed", type=non_negative_int, default=0, help="initialisation and episodes (default 0)")
@@ -127,6 +131,13 @@ def add_parser(commands) -> None:
     fit.add_argument("--without", default="", metavar="LIST", help="ablation: inputs left out, some of s,t,a")
     fit.add_argument("--width", type=positive_int, default=256, help="encoder features (default 256, DaSS's)")
     fit.add_argument("--out", required=True, help="the model file to write")
+    fit.add_argument("--checkpoint", metavar="FILE",
+                     help="the resumable meta-training state (default OUT.partial): rerun the same command to "
+                     "continue a stopped fit from it")
+    fit.add_argument("--checkpoint-every", type=positive_int, default=50,
+                     help="episodes between checkpoints (default 50)")
+    fit.add_argument("--max-episodes", type=positive_int,
+                     help="stop after this many new episodes, checkpointed (rerun to continue)")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.set_defaults(usage_error=fit.error)
 
@@ -366,24 +377,45 @@ def _bench_folder(args):
         args.usage_error(f"--bench: {error}")
 
 
+FIT_FLAGS = {"episodes": "--episodes", "eval_every": "--eval-every", "seed": "--seed", "query": "--query",
+             "adapt": "--no-adapt", "embedding": "--embedding", "width": "--width", "use_student": "--without",
+             "use_teacher": "--without", "use_arch": "--without", "label": "--label", "tasks": "--bench",
+             "channels": "--bench", "space": "--bench"}
+"""The option of ``rdnas dass fit`` behind each setting a meta-training checkpoint records (a resume names it)."""
+
+
 def _fit(args) -> int:
     from rdnas.atomic_file import prepare_output_file
     from rdnas.kd.bench import read_bench_tasks
     from rdnas.predictors import dass
+    from rdnas.run_folder import claim_file
 
     left_out = {x.strip() for x in args.without.split(",") if x.strip()}
     if not left_out <= {"s", "t", "a"} or len(left_out) == 3:
         args.usage_error(f"--without: expected some (not all) of s, t, a, got {args.without!r}")
     args.bench = _bench_folder(args)
-    prepare_output_file(args.out, "--out")
+    out = prepare_output_file(args.out, "--out")
+    checkpoint = prepare_output_file(args.checkpoint or f"{out}.partial", "--checkpoint")
+    if checkpoint.resolve() == out.resolve():
+        args.usage_error(f"--checkpoint: {checkpoint} is the --out model file; give the checkpoint another name")
     tasks, info = dass.read_bench(args.bench, args.label)
     bench_tasks = read_bench_tasks(args.bench)
     student_options = {repr(t.student_options): t.student_options for t in bench_tasks.tasks if t.name in tasks}
     net = dict(width=args.width, use_student="s" not in left_out, use_teacher="t" not in left_out,
                use_arch="a" not in left_out)
-    model, report = dass.fit(tasks, info["space"], info["channels"], seed=args.seed, episodes=args.episodes,
-                             query=args.query, eval_every=args.eval_every, adapt=not args.no_adapt,
-                             embedding=args.embedding, progress=not args.quiet, **net)
+    claim_file(checkpoint, "dass fit")  # one writer per checkpoint: a second fit with this --out is refused
+    try:
+        model, report = dass.fit(tasks, info["space"], info["channels"], seed=args.seed, episodes=args.episodes,
+                                 query=args.query, eval_every=args.eval_every, adapt=not args.no_adapt,
+                                 embedding=args.embedding, progress=not args.quiet, checkpoint=checkpoint,
+                                 checkpoint_every=args.checkpoint_every, max_new_episodes=args.max_episodes,
+                                 settings={"label": args.label}, **net)
+    except dass.CheckpointMismatch as error:
+        args.usage_error(f"{FIT_FLAGS.get(error.name, '--checkpoint')}: {error}")
+    if not report["finished"]:
+        print(f"rdnas dass fit: stopped after {report['episode']} of {args.episodes} episodes (--max-episodes); "
+              f"checkpoint -> {checkpoint} (rerun the same command to continue)")
+        return 0
     features = model.net.arch_encoder.in_features
     config = {"channels": info["channels"], "arch_features": features, "width": args.width,
               "arch_width": model.net.arch_encoder.out_features, "hidden": model.net.hidden.out_features,
@@ -395,8 +427,10 @@ def _fit(args) -> int:
               "best_episode": report["best_episode"], "best_valid_spearman": report["best_valid_spearman"],
               "bench": str(args.bench)}
     dass.save_model(args.out, model, config)
+    checkpoint.unlink(missing_ok=True)  # the finished work is the model file now
+    resumed = f", resumed at episode {report['resumed_from']}" if report["resumed_from"] else ""
     print(f"rdnas dass fit: {sum(t.split == 'meta-train' for t in tasks.values())} meta-train tasks, "
-          f"{args.episodes} episodes; kept episode {report['best_episode']} (meta-valid Spearman "
+          f"{args.episodes} episodes{resumed}; kept episode {report['best_episode']} (meta-valid Spearman "
           f"{report['best_valid_spearman']:.3f}) -> {args.out}")
     return 0
 

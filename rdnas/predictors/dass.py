@@ -228,7 +228,8 @@ def predict_task(model: MetaSGD, task: TaskInputs, adapt: bool = True, embedding
 
 def fit(tasks: dict, space, channels: int, seed: int = 0, episodes: int = 1000, query: int = 50, lr: float = 5e-4,
         eval_every: int = 50, adapt: bool = True, embedding: str = "remap", progress: bool = False,
-        **net_options) -> tuple[MetaSGD, dict]:
+        checkpoint=None, checkpoint_every: int = 50, max_new_episodes: int | None = None,
+        settings: dict | None = None, **net_options) -> tuple[MetaSGD, dict]:
     """Meta-trains DaSS: each episode one meta-train task (uniformly at random), ``query`` of its students
     (without replacement), the outer loss through the teacher-guided step, Adam (lr 5e-4) on the weights and the
     step sizes. Every ``eval_every`` episodes (and at the end) the mean Spearman over the meta-valid tasks is
@@ -241,10 +242,20 @@ def fit(tasks: dict, space, channels: int, seed: int = 0, episodes: int = 1000, 
         adapt (bool): the teacher-guided step (False: the no-adaptation ablation).
         embedding (str): "remap" (DaSS) or "random" (randomly initialised students' maps,
             :func:`rdnas.kd.embeddings.random_supernet`: an ablation).
+        checkpoint (path, optional): resumable meta-training (:func:`run_episodes`): the state is saved there
+            every ``checkpoint_every`` episodes and at the end, and a run started with an existing checkpoint of the
+            same settings continues from it, ending with exactly the model of an uninterrupted run.
+        max_new_episodes (int, optional): stop (checkpointed, ``report["finished"]`` False) after this many
+            episodes of this call.
+        settings (dict, optional): more settings that identify the run (e.g. the CLI's ``{"label": "kd"}``),
+            compared on resume beside seed, query, adapt, embedding, the network options and a digest of ``tasks``.
         **net_options: :class:`DaSSNet` options (width, arch_width, hidden, use_student, use_teacher, use_arch).
 
-    Returns (model, {"best_episode", "best_valid_spearman", "history": [(episode, loss, valid spearman)]}).
+    Returns (model, {"best_episode", "best_valid_spearman", "history": [(episode, loss, valid spearman)],
+    "episode", "finished", "resumed_from"}).
     """
+    import inspect
+
     from rdnas.kd.baselines import spearman_or_zero
     from rdnas.spaces import get_space
 
@@ -252,7 +263,8 @@ def fit(tasks: dict, space, channels: int, seed: int = 0, episodes: int = 1000, 
     valid = [t for t in tasks.values() if t.split == "meta-valid"]
     if not train:
         raise ValueError("rdnas.predictors.dass.fit: no meta-train task with labels")
-    features = get_space(space).encode(get_space(space).largest().unsqueeze(0)).shape[1]
+    space = get_space(space)
+    features = space.encode(space.largest().unsqueeze(0)).shape[1]
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -268,25 +280,148 @@ def fit(tasks: dict, space, channels: int, seed: int = 0, episodes: int = 1000, 
         index = torch.randperm(len(task.archs), generator=generator)[:query]
         return episode_loss(model, task.support(), task.query(index, embedding), adapt)
 
+    run = None
+    if checkpoint is not None:
+        defaults = {name: p.default for name, p in inspect.signature(DaSSNet).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        run = {"space": space.name, "channels": channels, "seed": seed, "query": query, "adapt": adapt,
+               "embedding": embedding, **{**defaults, **net_options}, **(settings or {}),
+               "tasks": tasks_digest(tasks)}
     return model, run_episodes(model, one_episode, valid_spearman if valid else None, episodes, lr, eval_every,
-                               progress, "meta-training")
+                               progress, "meta-training", checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                               settings=run, generators=(generator,), max_new_episodes=max_new_episodes)
+
+
+def tasks_digest(tasks: dict) -> str:
+    """A SHA-256 (hex) of every task's name, split, students, labels and maps: what meta-training reads of ``tasks``
+    ({name: TaskInputs}); a checkpoint records it, so that a resume on other tasks is refused."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(tasks):
+        task = tasks[name]
+        digest.update(repr((name, task.split, list(task.archs))).encode())
+        for value in (task.student, task.random, task.teacher, task.arch_features, task.teacher_features,
+                      task.teacher_acc, task.labels):
+            digest.update(b"none" if value is None else repr((str(value.dtype), list(value.shape))).encode())
+            if value is not None:
+                digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+CHECKPOINT_KIND = "rdnas-dass-fit-checkpoint"
+
+
+class CheckpointMismatch(ValueError):
+    """A meta-training checkpoint saved by a run of other settings: ``name`` is the first setting that differs,
+    ``saved`` its value in the checkpoint and ``ours`` this run's (:func:`run_episodes` refuses to mix them)."""
+
+    def __init__(self, path, name: str, saved, ours):
+        self.path, self.name, self.saved, self.ours = path, name, saved, ours
+        if name == "tasks":
+            what = "on other meta-training tasks (their students, labels or maps differ)"
+        else:
+            what = f"with {name}={saved!r}, this run has {name}={ours!r}"
+        super().__init__(f"the checkpoint {path} was saved by a meta-training run {what}; rerun with its settings to "
+                         "resume it, or delete it to start afresh")
+
+
+_MISSING = "<not set>"
+
+
+def _rng_states(generators) -> dict:
+    """The states of ``generators`` (torch.Generator) and of torch's, numpy's and Python's global generators, as
+    plain data (tensors, numbers, lists) that ``torch.load(weights_only=True)`` reads back."""
+    import random
+
+    import numpy as np
+
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    version, internal, python_gauss = random.getstate()
+    return {"generators": [g.get_state() for g in generators], "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(gauss)],
+            "python": [version, list(internal), python_gauss]}
+
+
+def _set_rng_states(states: dict, generators) -> None:
+    """Restores what :func:`_rng_states` saved."""
+    import random
+
+    import numpy as np
+
+    for generator, state in zip(generators, states["generators"], strict=True):
+        generator.set_state(state)
+    torch.set_rng_state(states["torch"])
+    kind, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    version, internal, python_gauss = states["python"]
+    random.setstate((version, tuple(internal), python_gauss))
 
 
 def run_episodes(model: nn.Module, episode_loss, valid_score, episodes: int, lr: float, eval_every: int,
-                 progress: bool = False, description: str = "meta-training") -> dict:
+                 progress: bool = False, description: str = "meta-training", checkpoint=None,
+                 checkpoint_every: int = 50, settings: dict | None = None, generators=(),
+                 max_new_episodes: int | None = None) -> dict:
     """Meta-training's loop, shared by DaSS and the meta-trained baselines: ``episodes`` Adam steps (``lr``) on
     ``episode_loss()`` (a scalar tensor; it draws its own episode); every ``eval_every`` episodes and at the end
     ``valid_score()`` (e.g. the mean meta-valid Spearman) picks the state ``model`` is left with, the last one
     when ``valid_score`` is None (no meta-valid tasks).
 
+    Resumable with ``checkpoint`` (a file path): every ``checkpoint_every`` episodes, at the end and where
+    ``max_new_episodes`` stops the call, the model, the optimizer, the states of ``generators`` (the
+    torch.Generators the episodes draw from) and of torch's, numpy's and Python's global generators, the episode
+    count, the history and the best meta-valid state so far are written there atomically. A call that finds the
+    file continues from it (restoring those generators too), so a killed run, rerun, ends with exactly the model
+    of an uninterrupted one. The file records ``settings`` (a dict of plain values that identify the run) with
+    ``episodes``, ``lr`` and ``eval_every``; a checkpoint whose settings differ is refused
+    (:class:`CheckpointMismatch` naming the first that differs), not mixed into this run.
+
     Returns {"best_episode", "best_valid_spearman" (nan without ``valid_score`` or where every score was NaN),
-    "history": [(episode, loss, valid score)]}.
+    "history": [(episode, loss, valid score)], "episode" (episodes done), "finished" (False where
+    ``max_new_episodes`` stopped it first: the model is then left at its last state, not the best),
+    "resumed_from" (the checkpoint's episode count, 0 for a fresh run)}.
     """
+    from pathlib import Path
+
     from tqdm.auto import tqdm
 
+    from rdnas.atomic_file import atomic_open
+
+    generators = tuple(generators)
+    settings = {"episodes": episodes, "lr": lr, "eval_every": eval_every, **(settings or {})}
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history, best, best_ranked, best_state, best_episode = [], float("-inf"), float("-inf"), None, 0
-    for episode in tqdm(range(1, episodes + 1), desc=description, disable=not progress):
+    done = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        from rdnas.kd.files import load_kinded_file
+
+        saved = load_kinded_file(checkpoint, CHECKPOINT_KIND, "a DaSS meta-training checkpoint", "rdnas dass fit")
+        for name in list(settings) + [n for n in saved["settings"] if n not in settings]:
+            ours, theirs = settings.get(name, _MISSING), saved["settings"].get(name, _MISSING)
+            if ours != theirs:
+                raise CheckpointMismatch(checkpoint, name, theirs, ours)
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            _set_rng_states(saved["rng"], generators)
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise ValueError(f"the checkpoint {checkpoint} does not fit this meta-training run ({error})") from None
+        done, history = saved["episode"], [tuple(h) for h in saved["history"]]
+        best, best_ranked, best_state, best_episode = (saved["best"], saved["best_ranked"], saved["best_state"],
+                                                       saved["best_episode"])
+    resumed_from = done
+    stop = episodes if max_new_episodes is None else min(episodes, done + max_new_episodes)
+
+    def save(episode: int) -> None:
+        state = {"kind": CHECKPOINT_KIND, "version": 1, "settings": settings, "episode": episode,
+                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": _rng_states(generators),
+                 "history": [list(h) for h in history], "best": best, "best_ranked": best_ranked,
+                 "best_state": best_state, "best_episode": best_episode}
+        with atomic_open(checkpoint, "wb") as handle:
+            torch.save(state, handle)
+
+    for episode in tqdm(range(done + 1, stop + 1), desc=description, disable=not progress, initial=done,
+                        total=episodes):
         loss = episode_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -298,8 +433,14 @@ def run_episodes(model: nn.Module, episode_loss, valid_score, episodes: int, lr:
             if valid_score is None or best_state is None or ranked > best_ranked:
                 best, best_ranked, best_episode = score, ranked, episode
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
-    return {"best_episode": best_episode, "best_valid_spearman": best, "history": history}
+        done = episode
+        if checkpoint is not None and (episode % checkpoint_every == 0 or episode == stop):
+            save(episode)
+    finished = done == episodes
+    if finished:
+        model.load_state_dict(best_state)
+    return {"best_episode": best_episode, "best_valid_spearman": best, "history": history, "episode": done,
+            "finished": finished, "resumed_from": resumed_from}
 
 
 def save_model(path, model: MetaSGD, config: dict) -> None:
