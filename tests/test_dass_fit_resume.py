@@ -184,3 +184,4 @@ def test_dass_fit_cli_resumes_from_out_partial_and_refuses_other_options(tiny_be
     theirs, whole_config = dass.load_model(whole)
     _assert_same_model(ours, theirs)
     assert config == whole_config
+    assert model.read_bytes() == whole.read_bytes()  # the file itself, byte for byte
