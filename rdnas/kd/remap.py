@@ -3,9 +3,10 @@
 The teacher is the largest network of the student family. Student block j of stage s takes teacher block j of
 stage s, and every tensor takes the teacher tensor's first entries along each dimension: a convolution
 ``W_t[:c_out, :c_in]``, a batch norm's first c affine parameters and running statistics, the classifier's first
-input columns. That is exactly the slicing of rdnas's elastic supernets, so for a teacher of the same width
-divisor ``remap(teacher, arch)`` equals ``export(arch)`` of a supernet that holds the teacher's weights; a wider
-teacher (a smaller width divisor) is sliced the same way down to the student's widths.
+input columns. That is the slicing of rdnas's elastic supernets, done by the one function both use
+(:func:`rdnas.supernet.elastic_ops.sliced_state`), so for a teacher of the same width divisor
+``remap(teacher, arch)`` equals ``export(arch)`` of a supernet that holds the teacher's weights; a wider teacher
+(a smaller width divisor) is sliced the same way down to the student's widths.
 
 The match is by parameter name: a space's stand-alone networks (``SupernetSpec.network``) name their modules as
 the supernet does, so any space whose networks nest that way remaps with no code of its own.
@@ -15,11 +16,13 @@ import torch
 from torch import nn
 
 from rdnas.supernet import supernet_spec
+from rdnas.supernet.elastic_ops import sliced_state
 
 
 def remap_state(teacher_state: dict, student_state: dict, where: str = "rdnas.kd.remap") -> dict:
     """The student's state dict filled from the teacher's: for every student entry, the teacher entry of the same
-    name sliced to the student's shape (``teacher[:n_0, :n_1, ...]``), cloned.
+    name sliced to the student's shape (``teacher[:n_0, :n_1, ...]``), cloned: the elastic layers' slicing
+    (:func:`rdnas.supernet.elastic_ops.sliced_state`, which ``ResNet48Supernet.export`` uses too).
 
     Args:
         teacher_state (dict of name -> Tensor): the teacher's ``state_dict()``.
@@ -29,17 +32,7 @@ def remap_state(teacher_state: dict, student_state: dict, where: str = "rdnas.kd
     Raises ValueError naming the entry when the teacher lacks it, its number of dimensions differs, or one of
     its dimensions is smaller than the student's.
     """
-    remapped = {}
-    for name, target in student_state.items():
-        if name not in teacher_state:
-            raise ValueError(f"{where}: the teacher has no parameter or buffer {name!r}: a student can only be "
-                             "remapped from a network that holds all of its blocks (the space's largest)")
-        source = teacher_state[name]
-        if source.dim() != target.dim() or any(s < t for s, t in zip(source.shape, target.shape)):
-            raise ValueError(f"{where}: {name!r} of the student has shape {list(target.shape)}, the teacher's "
-                             f"{list(source.shape)}: the teacher must be at least as wide in every dimension")
-        remapped[name] = source[tuple(slice(0, n) for n in target.shape)].clone().to(target.dtype)
-    return remapped
+    return sliced_state(teacher_state, student_state, where, "teacher", "student")
 
 
 def remap(teacher: nn.Module, arch, space, **options) -> nn.Module:

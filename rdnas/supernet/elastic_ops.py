@@ -5,6 +5,9 @@ filters of a convolution over the input's channels, the first C entries of a bat
 running statistics, the first ``in_features`` columns of a linear layer. Slices are views (no copy per step
 beyond what ``F.conv2d`` makes of a non-contiguous weight), and gradients and running-statistic updates land in
 the full-width tensors.
+
+:func:`sliced_state` is the same rule for whole state dicts: a narrower (or shallower) network's weights taken from
+a wider one's, as ``ResNet48Supernet.export`` and parameter remapping (:func:`rdnas.kd.remap`) take them.
 """
 
 import torch
@@ -12,6 +15,38 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rdnas.supernet.batchnorm import BNStatistics
+
+
+def sliced_state(source_state: dict, target_state: dict, where: str, source: str = "source",
+                 target: str = "target") -> dict:
+    """The state dict of a network of narrower layers filled from a wider one's by the elastic layers' rule: for
+    every entry of ``target_state``, the ``source_state`` entry of the same name sliced to the target's shape
+    (``source[:n_0, :n_1, ...]``: a convolution's first filters over its first input channels, a batch norm's
+    first C affine parameters and running statistics, a linear layer's first input columns), cloned and in the
+    target entry's dtype. Blocks match by name, so a shallower target takes the source's first blocks.
+
+    Args:
+        source_state (dict of name -> Tensor): the wider network's ``state_dict()`` (e.g. a supernet's).
+        target_state (dict of name -> Tensor): the narrower network's ``state_dict()`` (only names, shapes and
+            dtypes are used).
+        where (str): the caller, first in messages (``"rdnas.kd.remap"``).
+        source, target (str): what messages call the two networks (``"teacher"``, ``"student"``).
+
+    Returns {name: Tensor} with ``target_state``'s names and shapes, on the source's device.
+    Raises ValueError naming the entry when the source lacks it, its number of dimensions differs, or one of
+    its dimensions is smaller than the target's.
+    """
+    sliced = {}
+    for name, wanted in target_state.items():
+        if name not in source_state:
+            raise ValueError(f"{where}: the {source} has no parameter or buffer {name!r}: a {target} can only be "
+                             "taken from a network that holds all of its blocks (the space's largest)")
+        value = source_state[name]
+        if value.dim() != wanted.dim() or any(s < t for s, t in zip(value.shape, wanted.shape)):
+            raise ValueError(f"{where}: {name!r} of the {target} has shape {list(wanted.shape)}, the {source}'s "
+                             f"{list(value.shape)}: the {source} must be at least as wide in every dimension")
+        sliced[name] = value[tuple(slice(0, n) for n in wanted.shape)].clone().to(wanted.dtype)
+    return sliced
 
 
 class ElasticConv2d(nn.Conv2d):

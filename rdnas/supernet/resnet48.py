@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from rdnas.spaces import resnet48
 from rdnas.supernet.batchnorm import BNStatistics
-from rdnas.supernet.elastic_ops import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear
+from rdnas.supernet.elastic_ops import ElasticBatchNorm2d, ElasticConv2d, ElasticLinear, sliced_state
 
 _WHERE = "rdnas.supernet.ResNet48Supernet"
 
@@ -197,10 +197,8 @@ class ResNet48Supernet(nn.Module):
         network = ResNet48Network(arch, **self.config)
         weight = self.stem_conv.weight
         network.to(device=weight.device, dtype=weight.dtype)
-        source = self.state_dict()
-        network.load_state_dict({
-            name: source[name][tuple(slice(0, n) for n in target.shape)].clone()
-            for name, target in network.state_dict().items()})
+        network.load_state_dict(sliced_state(self.state_dict(), network.state_dict(), f"{_WHERE}.export",
+                                             "supernet", "subnet"))
         return network.train(self.training)
 
 
