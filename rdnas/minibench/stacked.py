@@ -12,13 +12,15 @@ of the stack equals one step of each exported network (tested).
 Semantics are those of :class:`rdnas.supernet.NB201Network` (live edges only; a disconnected cell outputs zeros),
 and ``export(m)`` gives network m as an ``NB201Network`` with its current weights.
 
-A network's arithmetic does not depend on the stack it is in (which networks, in which order, how many), so on one
-machine and thread count a network trains to bitwise the same weights in every stack. Two kernels would otherwise
-make it depend on the stack: a convolution over one network (a stack of one, or a network alone in its op group)
-is not a grouped convolution and rounds differently, so it runs as a grouped convolution beside a zero network;
-and a sum across the stack's networks (the classifier bias gradient, the builder's per-network losses) rounds
-differently in narrow stacks, so stacks of fewer than ``NETWORK_REDUCTION_WIDTH`` networks are padded with zero
-networks there (tests/test_build_reproducibility.py).
+A network's arithmetic does not depend on which networks share its stack or in which order, nor on the stack's size
+when that is at most 32 or a multiple of 32 (the builder's 64): on one machine and thread count a network then
+trains to bitwise the same weights and losses in every such stack (tests/test_build_reproducibility.py). Two
+kernels would otherwise depend on the stack: a convolution over one network (a stack of one, or a network alone in
+its op group) is not a grouped convolution and rounds differently, so it runs as a grouped convolution beside a zero
+network; and a sum across the stack's networks (the classifier bias gradient, the builder's per-network losses)
+rounds a narrow or ragged last block of networks differently, so stacks of fewer than ``NETWORK_REDUCTION_WIDTH``
+networks are padded with zero networks there. In a stack of 33-63 networks the networks past the 32nd still get
+other rounding there (not padded, so that such stacks of the whole-space build keep their results).
 """
 
 import torch
@@ -41,7 +43,7 @@ def _key(name: str) -> str:
 def pad_networks(x: Tensor, dim: int = 1) -> Tensor:
     """``x`` with its network dimension ``dim`` zero-padded to ``NETWORK_REDUCTION_WIDTH`` when narrower (else ``x``
     itself): a sum over another dimension then gives each network the bits it gets in a stack of 32 or 64 networks
-    (CPU reductions round a narrow or ragged last block of columns differently).
+    (CPU reductions round a narrow or ragged last block of columns differently; wider stacks are left as they are).
 
     Args:
         x (Tensor [..., M, ...]): M networks along ``dim``.
