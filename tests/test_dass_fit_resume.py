@@ -137,6 +137,9 @@ def test_a_checkpoint_of_other_settings_is_refused_naming_the_setting(tiny_bench
         _fit(relabelled, info, checkpoint=checkpoint)
     assert error.value.name == "tasks"
     assert torch.load(checkpoint, weights_only=True)["episode"] == 2  # a refused run changes nothing
+    for bad in ({"checkpoint_every": 0}, {"max_new_episodes": 0}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a positive number of episodes"):
+            _fit(tasks, info, checkpoint=checkpoint, **bad)
     (tmp_path / "junk.partial").write_text("not a checkpoint")
     with pytest.raises(ValueError, match="is not a DaSS meta-training checkpoint"):
         _fit(tasks, info, checkpoint=tmp_path / "junk.partial")

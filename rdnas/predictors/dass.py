@@ -387,6 +387,10 @@ def run_episodes(model: nn.Module, episode_loss, valid_score, episodes: int, lr:
 
     from rdnas.atomic_file import atomic_open
 
+    for name, value in (("checkpoint_every", checkpoint_every), ("max_new_episodes", 1 if max_new_episodes is None else max_new_episodes)):
+        if value < 1:
+            raise ValueError(f"rdnas.predictors.dass.run_episodes: {name} must be a positive number of episodes, "
+                             f"got {value}")
     generators = tuple(generators)
     settings = {"episodes": episodes, "lr": lr, "eval_every": eval_every, **(settings or {})}
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
