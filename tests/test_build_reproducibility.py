@@ -22,7 +22,7 @@ ARCHS = sample_architectures(64, seed=0)
 TARGET = ARCHS[0]  # |nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|avg_pool_3x3~2|
 # differs from TARGET on every edge: in a stack of the two, each convolution of either runs on one network
 EVERY_EDGE_DIFFERENT = (4, 3, 2, 2, 2, 3)
-RECIPE = Recipe(channels=4, epochs=1, train_images=128, batch_size=32, valid_images=300)
+RECIPE = Recipe(channels=4, epochs=1, train_images=64, batch_size=32, valid_images=200)
 
 
 def _stacks_holding_the_target() -> dict:
