@@ -1,6 +1,7 @@
 """The mini-benchmark: stacked stand-alone training equals separate training; builds resume; tables and reliability."""
 
 import csv
+import json
 
 import pytest
 import torch
@@ -86,6 +87,13 @@ def test_build_resumes_without_losing_or_repeating_a_run(tmp_path):
         assert r["valid_acc"] == pytest.approx(by_key[key(r)]["valid_acc"], abs=0.2)
         assert r["valid_loss"] == pytest.approx(by_key[key(r)]["valid_loss"], rel=1e-3)
     assert runs_csv.read_bytes().startswith(complete) and runs_csv.read_bytes().count(b"\n") == 9  # cut, then appended
+    environment = tmp_path / "resumed" / "environment.jsonl"  # one line per start that had runs to train
+    starts = [json.loads(line) for line in environment.read_text().splitlines()]
+    assert [(start["runs_done"], start["runs_pending"]) for start in starts] == [(0, 4), (4, 4)]
+    assert starts[0]["threads"] == torch.get_num_threads() and starts[0]["torch"] == torch.__version__
+    assert starts[0]["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and starts[0]["shard"] == "0/1"
+    build(tmp_path / "resumed", archs, [0, 1], TINY_RECIPE, progress=False)  # nothing to train: no line
+    assert len(environment.read_text().splitlines()) == 2
     with pytest.raises(ValueError, match="was built with"):
         build(tmp_path / "resumed", archs, [0], Recipe(channels=4, epochs=2), progress=False)
     runs_csv.write_text(runs_csv.read_text() + "12,not a row\n")

@@ -54,6 +54,7 @@ def add_parser(commands) -> None:
 
 def run(args) -> int:
     import json
+    import sys
     from pathlib import Path
 
     import torch
@@ -89,6 +90,11 @@ def run(args) -> int:
     seeds = list(range(args.seeds))
     shard, world, device = shard_and_world(args)
     claim_folder(args.out, "bench build", shard=shard)  # one writer per (folder, shard): other shards run beside it
+    if torch.get_num_threads() > 1 and world.is_main and not args.quiet:
+        print(f"rdnas bench build: note: {torch.get_num_threads()} threads per process; results depend on the thread "
+              "count (float64 too), and rdnas' shipped tables were trained with one (OMP_NUM_THREADS=1): set it to "
+              "retrain rows bitwise (each start's threads are recorded in the folder's environment*.jsonl)",
+              file=sys.stderr)
     build(args.out, archs, seeds, recipe, device=device, progress=not args.quiet and world.is_main, shard=shard)
     distributed.barrier(world)  # the table below is every rank's runs
     if not world.is_main:

@@ -22,6 +22,7 @@ import csv
 import hashlib
 import json
 import os
+import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -280,6 +281,43 @@ def read_all_runs(out_dir) -> list[dict]:
     return runs
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def build_environment(device="cpu") -> dict:
+    """What a build's numbers depend on besides the recipe: torch's version, its thread count (results change with
+    it, float64 included: docs/guides/whole_space_digits.md, "Reproducing runs"), the CPU kernels' instruction set
+    (``torch.backends.cpu.get_cpu_capability()``), the CPU model, the platform and rdnas' version."""
+    import rdnas
+
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_model": _cpu_model(),
+            "platform": platform.platform(), "python": platform.python_version(), "rdnas": rdnas.__version__,
+            "device": str(device)}
+
+
+def record_environment(out_dir, shard: tuple[int, int], device, done: int, pending: int) -> dict:
+    """Appends one JSON line to ``out_dir/environment[.<i>of<n>].jsonl`` (one file per shard, as the run files):
+    the time, the shard, the runs already in the folder and pending for this shard, and :func:`build_environment`.
+    Every start of a build that has runs to train adds a line, so a folder built on several machines or resumed
+    with other settings says which; returns the record."""
+    i, n = shard
+    record = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "shard": f"{i}/{n}", "runs_done": done,
+              "runs_pending": pending, **build_environment(device)}
+    path = Path(out_dir) / ("environment.jsonl" if n == 1 else f"environment.{i}of{n}.jsonl")
+    with open(path, "a") as handle:  # one short line appended: whole or not at all in practice, never rewritten
+        handle.write(json.dumps(record) + "\n")
+    return record
+
+
 def build(out_dir, archs: list[tuple], seeds: list[int], recipe: Recipe = Recipe(), device="cpu",
           progress: bool = True, shard: tuple[int, int] = (0, 1)) -> list[dict]:
     """Trains every (architecture, seed) pair not yet in the build's run files and returns all runs.
@@ -289,6 +327,8 @@ def build(out_dir, archs: list[tuple], seeds: list[int], recipe: Recipe = Recipe
     ``shard=(i, n)``, n > 1, this process trains only the pairs at positions p with p % n == i of the (seed,
     architecture) order and appends them to ``runs.<i>of<n>.csv``; n processes fill one build side by side, and
     every run file of the folder counts as done (no pair is trained twice, whatever the sharding of each resume).
+    Each start with runs to train appends what the numbers depend on besides the recipe (threads, instruction set,
+    versions: :func:`record_environment`) to the shard's ``environment*.jsonl``.
     """
     i, n = shard
     if not (isinstance(i, int) and isinstance(n, int) and 0 <= i < n):
@@ -313,6 +353,8 @@ def build(out_dir, archs: list[tuple], seeds: list[int], recipe: Recipe = Recipe
             if p % n == i and (space.to_string(torch.as_tensor(a)), s) not in done]
     if recipe.dataset not in DATASETS:
         raise ValueError(f"rdnas.minibench.build: dataset must be one of {DATASETS}, got {recipe.dataset!r}")
+    if todo:
+        record_environment(out, shard, device, len(done), len(todo))
     data = benchmark_split(recipe)
     from tqdm.auto import tqdm
 
