@@ -29,6 +29,7 @@ import pytest
 import torch
 
 import rdnas
+from rdnas.machine import cpu_model
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and rdnas.built_with_cuda() else [])
 
@@ -53,18 +54,6 @@ PEAK_MEM_METHOD = {
 
 # ---------------------------------------------------------------------------------------------------------------
 # Machine description
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else platform.processor() (or the machine type)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cpu_counts() -> dict:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from rdnas.atomic_file import atomic_open
 from rdnas.data import load_digits, read_fashion_mnist
 from rdnas.data.pipeline import random_crop
+from rdnas.machine import cpu_model
 from rdnas.minibench.stacked import NetworkStack, StackedNB201, pad_networks
 from rdnas.spaces import get_space, nb201, space_names
 from rdnas.supernet import move_legacy_network_options, supernet_spec, taking_space_options
@@ -281,17 +282,6 @@ def read_all_runs(out_dir) -> list[dict]:
     return runs
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def build_environment(device="cpu") -> dict:
     """What a build's numbers depend on besides the recipe: torch's version, its thread count (results change with
     it, float64 included: docs/guides/whole_space_digits.md, "Reproducing runs"), the CPU kernels' instruction set
@@ -299,7 +289,7 @@ def build_environment(device="cpu") -> dict:
     import rdnas
 
     return {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_model": _cpu_model(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_model": cpu_model(),
             "platform": platform.platform(), "python": platform.python_version(), "rdnas": rdnas.__version__,
             "device": str(device)}
 
