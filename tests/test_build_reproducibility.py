@@ -2,8 +2,8 @@
 
 The builder trains many NB201 networks side by side in one ``StackedNB201``; which other networks share the stack
 (how many, which cells, in which order) must not change a network's arithmetic, so that retraining a subset of a
-benchmark (``rdnas bench build --archs-file``) gives bitwise the runs of the full build on the same machine and
-thread count. Without the stack's two precautions these tests fail: a network alone in its op group (or alone in
+benchmark (``rdnas bench build --archs-file``) gives bitwise the runs of the full build on the same machine at one
+thread per process (as the builds run; the tests set it). Without the stack's two precautions these tests fail: a network alone in its op group (or alone in
 its stack) ran a non-grouped convolution, and the classifier bias gradient and the reported losses were sums across
 the stack that round differently in narrow stacks (differences of 1e-7 relative per step, which training grows to
 0.3 accuracy points and 1e-3 in the loss after an epoch of the shipped recipe).
@@ -31,6 +31,16 @@ def _stacks_holding_the_target() -> dict:
     assert all(a != b for a, b in zip(TARGET, EVERY_EDGE_DIFFERENT))
     return {"alone": ([TARGET], 0), "pair": ([EVERY_EDGE_DIFFERENT, TARGET], 1),
             "five": (ARCHS[40:44] + [TARGET], 4), "build-sized": (ARCHS[1:20] + [TARGET] + ARCHS[20:64], 19)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The builds run one thread per process (OMP_NUM_THREADS=1), and the property holds there: with several
+    threads, a convolution's work is split by its size, and a stack's size changes the split and the rounding."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
