@@ -172,9 +172,14 @@ def rank_device(device: str, world: World) -> str:
     return device
 
 
-def shutdown() -> None:
-    """Leaves the process group, if any (the end of a command)."""
+def shutdown(finished: bool = False) -> None:
+    """Leaves the process group, if any (the end of a command). ``finished``: this rank's work ended normally, so
+    it first waits at a barrier for the others, and no rank tears its connections down while another still uses
+    them (a gloo rank was seen once to abort with SIGABRT in teardown under load without it). After a failure no
+    barrier: the other ranks may never arrive, and torchrun stops them."""
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -137,6 +137,7 @@ def two_process_worker(rank, port, root):
         results["resnet_eval"] = resnet_eval(resnet.model, resnet.data, True)
         if rank == 0:
             torch.save(results, root / "results.pt")
+        dist.barrier()  # as rdnas.distributed.shutdown(finished=True): nobody tears down while the other works
     finally:
         dist.destroy_process_group()
 
@@ -356,6 +357,7 @@ def exact_worker(rank, port, root):
         results["demo"] = demos
         if rank == 0:
             torch.save(results, root / "results.pt")
+        dist.barrier()
     finally:
         distributed.StepLayout.balanced = balanced
         dist.destroy_process_group()
@@ -519,6 +521,7 @@ def hybrid_worker(rank, port, root):
     dist.init_process_group("gloo")
     try:
         torch.save(four_steps(Path(root) / f"rank{rank}", "subnets"), Path(root) / f"rank{rank}.pt")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

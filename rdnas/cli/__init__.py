@@ -83,11 +83,14 @@ def _distributed_main(args) -> int:
     from rdnas import distributed
 
     label = f"rank {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')}: "
+    finished = False
     try:
         with distributed.failure_named(command_name(args)):
-            return _handled(args, label)
+            code = _handled(args, label)
+        finished = True
+        return code
     finally:
-        distributed.shutdown()
+        distributed.shutdown(finished)
 
 
 def _handled(args, where: str) -> int:
