@@ -142,6 +142,20 @@ def two_process_worker(rank, port, root):
         dist.destroy_process_group()
 
 
+def spawn_workers(worker, root: Path, nprocs: int = 2) -> None:
+    """``mp.spawn(worker, (port, root))``, where rank 0 writes ``root/results.pt`` after its last collective. A rank
+    killed by SIGABRT once that file exists is tolerated: every collective had completed, so the results are whole,
+    and the abort came from gloo's teardown ("terminate called without an active exception", seen twice in about
+    15 runs of this file on the loaded 2-core machine, never in isolation; not root-caused). Any other failure,
+    or an abort before the results exist, fails the test."""
+    try:
+        mp.spawn(worker, args=(free_port(), str(root)), nprocs=nprocs)
+    except mp.ProcessExitedException as error:
+        if error.signal_name != "SIGABRT" or not (root / "results.pt").exists():
+            raise
+        print(f"tolerated: {error} in teardown, after rank 0 wrote its results", file=sys.stderr)
+
+
 def max_difference(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     worst = 0.0
@@ -175,7 +189,7 @@ def two_processes(tmp_path_factory):
         one = {"eval": evaluate_archs(refs["spos"].model, refs["spos"].data, False),
                "search": search(refs["spos"].model, refs["spos"].data, False),
                "resnet_eval": resnet_eval(refs["resnet48"].model, refs["resnet48"].data, False)}
-        mp.spawn(two_process_worker, args=(free_port(), str(root)), nprocs=2)
+        spawn_workers(two_process_worker, root)
         two = torch.load(root / "results.pt", weights_only=False)
         resumed_on_one = {}
         for method in ("spos", "rdnas"):
@@ -391,7 +405,7 @@ def gradient_sums(rank) -> list:
 @pytest.fixture(scope="module")
 def exact_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("exact")
-    mp.spawn(exact_worker, args=(free_port(), str(root)), nprocs=2)
+    spawn_workers(exact_worker, root)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
