@@ -131,7 +131,7 @@ def add_parser(commands) -> None:
     fit.add_argument("--without", default="", metavar="LIST", help="ablation: inputs left out, some of s,t,a")
     fit.add_argument("--width", type=positive_int, default=256, help="encoder features (default 256, DaSS's)")
     fit.add_argument("--out", required=True, help="the model file to write")
-    fit.add_argument("--checkpoint", metavar="FILE",
+    fit.add_argument("--checkpoint", metavar="CHECKPOINT",
                      help="the resumable meta-training state (default OUT.partial): rerun the same command to "
                      "continue a stopped fit from it")
     fit.add_argument("--checkpoint-every", type=positive_int, default=50,
