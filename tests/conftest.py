@@ -24,3 +24,13 @@ def device(request):
 def seeded_global_generator(request):
     """Seed torch's global generator from the test's id, so a test draws the same numbers whatever ran before it."""
     torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch at one thread for a whole module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``), as
+    the builds and scoring jobs whose bitwise results those tests pin run; the thread count is restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -33,14 +33,9 @@ def _stacks_holding_the_target() -> dict:
             "five": (ARCHS[40:44] + [TARGET], 4), "build-sized": (ARCHS[1:20] + [TARGET] + ARCHS[20:64], 19)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The builds run one thread per process (OMP_NUM_THREADS=1), and the property holds there: with several
-    threads, a convolution's work is split by its size, and a stack's size changes the split and the rounding."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The builds run one thread per process (OMP_NUM_THREADS=1), and the property holds there: with several threads, a
+# convolution's work is split by its size, and a stack's size changes the split and the rounding.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

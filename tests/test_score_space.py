@@ -34,12 +34,7 @@ SPEC = "random:3,8,8,10"
 FEW = [(3, 3, 3, 1, 3, 2), (1, 4, 2, 0, 3, 1), (0, 0, 0, 0, 0, 0), (2, 2, 0, 3, 0, 4)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
