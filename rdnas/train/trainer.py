@@ -415,14 +415,13 @@ class OneShotTrainer:
         # subnet-parallel SPOS / FairNAS (no term across subnets before the backward, whole batch on each rank): the
         # objective is this rank's own losses, and the logged means ride along with the gradients' one all-reduce
         riders = None
+        if world.distributed:  # per-subnet batch accuracies of this rank's subnets
+            hits = (logits.argmax(-1) == labels).to(losses.dtype).mean(1)
         if world.distributed and layout.batch_ranks == 1 and layout.subnet_groups > 1 and distilled is None and \
                 self.config.method != "rdnas":
-            hits = (logits.argmax(-1) == labels).to(losses.dtype).mean(1)
             riders = torch.cat([layout.pad(losses.detach(), k), layout.pad(hits, k)])
-            objective = losses.sum()
         elif world.distributed:  # every subnet's global-batch means, in one all-reduce: [K losses, K - 1 distilled,
             # K accuracies], this rank's entries in place, zeros elsewhere
-            hits = (logits.argmax(-1) == labels).to(losses.dtype).mean(1)
             parts = [layout.pad(losses, k)] + ([layout.pad(distilled, k - 1, -1)] if distilled is not None else []) + \
                 [layout.pad(hits.detach(), k)]
             merged = distributed.gather_subnet_means(parts, world, layout.batch_ranks)
@@ -430,8 +429,7 @@ class OneShotTrainer:
             distilled = merged[k:-k] if distilled is not None else None
         else:
             accuracy = (logits.argmax(-1) == labels).to(losses.dtype).mean()
-        if riders is None:
-            objective = losses[0] + distilled.sum() if distilled is not None else losses.sum()
+        objective = losses[0] + distilled.sum() if distilled is not None else losses.sum()
         result = {}
         if self.config.method == "rdnas":
             with record_function("rdnas.rank_term"):  # teacher lookup and the fused all-pairs margin loss
