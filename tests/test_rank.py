@@ -184,3 +184,25 @@ def test_rank_quality_reports_only_an_undefined_ranking_as_nan():
         rank_quality(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0]), "acc")
     with pytest.raises(ValueError, match="must not contain NaN"):
         rank_quality(np.array([1.0, 2.0, 3.0]), np.array([1.0, np.nan, 2.0]), "acc")
+
+
+def test_shipped_tables_are_read_by_name(capsys):
+    """``shipped:<name>`` reads a table shipped with rdnas wherever a table path goes (GroundTruth.load, every
+    ``--gt``); an unknown name is refused with the shipped names listed."""
+    from rdnas.cli import main
+    from rdnas.pipeline import shipped_benchmark
+    from rdnas.rank import GroundTruth, shipped_tables
+
+    tables = shipped_tables()
+    assert {"nb201_digits", "resnet48_digits"} <= set(tables)
+    assert tables["nb201_digits"] == shipped_benchmark("nb201")
+    by_name = GroundTruth.load("shipped:nb201_digits", "nb201")
+    by_path = GroundTruth.load(shipped_benchmark("nb201"), "nb201")
+    assert by_name.path == by_path.path and torch.equal(by_name.archs, by_path.archs)
+    np.testing.assert_array_equal(by_name.columns["digits_valid_acc"], by_path.columns["digits_valid_acc"])
+    with pytest.raises(FileNotFoundError, match=r"no shipped table 'nb201_cifar' \(shipped:nb201_cifar\); shipped: "
+                                                r".*shipped:nb201_digits"):
+        GroundTruth.load("shipped:nb201_cifar", "nb201")
+    assert main(["predictor", "fit", "--gt", "shipped:nope", "--train-archs", "20", "--out", "never.pt"]) == 2
+    error = capsys.readouterr().err
+    assert "--gt: no shipped table 'nope'" in error and "shipped:nb201_digits" in error

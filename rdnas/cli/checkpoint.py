@@ -51,14 +51,16 @@ def read_table(path, space, column: str | None, option: str = "--gt", checkpoint
     that is malformed, of another space or without ``column`` (when given) raises ValueError naming ``option``
     (and the checkpoint whose space it is, when given)."""
     from rdnas.rank import GroundTruth
-    from rdnas.rank.ground_truth import MalformedTable
+    from rdnas.rank.ground_truth import SHIPPED_PREFIX, MalformedTable
     from rdnas.spaces import get_space
 
     space = get_space(space)
     owner = f"; the checkpoint {checkpoint} is a {space.name} supernet" if checkpoint else ""
     try:
         table = GroundTruth.load(path, space)
-    except FileNotFoundError:
+    except FileNotFoundError as error:
+        if str(path).startswith(SHIPPED_PREFIX):  # an unknown shipped name: the message lists the shipped tables
+            raise ValueError(f"{option}: {str(error).removeprefix('rdnas.rank.GroundTruth: ')}") from None
         raise ValueError(f"{option}: no such file: {path}") from None
     except MalformedTable as error:
         other = _table_space(path, space.name)

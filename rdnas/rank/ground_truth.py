@@ -10,6 +10,9 @@ look architectures up, so the rows may come in any order (the official index ord
 score table's, a merge's). Every table rdnas writes with an architecture column reads here: ``nb201_gt.csv``,
 ``rdnas proxies`` outputs (``index,arch,<proxy>,...``, with or without ``--gt``), merged shards, mini-benchmark
 tables and ``rdnas predictor rank`` rankings (``arch,score``; no index column, see :attr:`GroundTruth.has_index`).
+
+The tables rdnas ships (``rdnas/minibench/data/*.csv``: the digits mini-benchmarks, NB201's whole space on digits)
+are read by name wherever a table path goes: ``shipped:nb201_digits_full`` (:func:`shipped_tables` lists them).
 """
 
 import csv
@@ -21,6 +24,32 @@ import torch
 from torch import Tensor
 
 from rdnas.spaces import InvalidArchitecture, get_space
+
+
+SHIPPED_PREFIX = "shipped:"
+
+
+def shipped_tables() -> dict:
+    """The ground-truth tables shipped with rdnas: {name: Path}, e.g. ``nb201_digits`` (240 NB201 cells on
+    digits), ``nb201_digits_full`` (every NB201 cell on digits, once built), ``resnet48_digits``."""
+    from importlib import resources
+
+    folder = Path(str(resources.files("rdnas.minibench") / "data"))
+    return {path.stem: path for path in sorted(folder.glob("*.csv"))}
+
+
+def table_path(path) -> Path:
+    """``path`` as a Path; ``shipped:<name>`` is the shipped table of that name (:func:`shipped_tables`), and an
+    unknown name raises FileNotFoundError naming the shipped ones."""
+    text = str(path)
+    if not text.startswith(SHIPPED_PREFIX):
+        return Path(path)
+    name = text[len(SHIPPED_PREFIX):]
+    tables = shipped_tables()
+    if name not in tables:
+        raise FileNotFoundError(f"rdnas.rank.GroundTruth: no shipped table {name!r} ({text}); shipped: "
+                                f"{', '.join(SHIPPED_PREFIX + n for n in tables)}")
+    return tables[name]
 
 
 class MalformedTable(ValueError):
@@ -68,9 +97,10 @@ class GroundTruth:
         """Reads a CSV table of ``space``'s architectures, in any row order; a malformed one raises MalformedTable
         (a ValueError) naming the file and the line: no architecture column, a bad architecture, a non-number in a
         numeric column, an index or an architecture in two rows (both lines named), or an interrupted score table
-        (one with a ``.meta.json`` sidecar whose last line is incomplete)."""
+        (one with a ``.meta.json`` sidecar whose last line is incomplete). ``path``: a file, or ``shipped:<name>``
+        for a table shipped with rdnas (:func:`shipped_tables`)."""
         space = get_space(space)
-        path = Path(path)
+        path = table_path(path)
         if not path.exists():
             raise FileNotFoundError(f"rdnas.rank.GroundTruth: no table at {path}")
         if Path(str(path) + ".meta.json").is_file() and path.stat().st_size:  # a score table: see rdnas.proxies
