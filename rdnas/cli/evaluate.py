@@ -19,7 +19,8 @@ def add_parser(commands) -> None:
                           "(CVPR 2022 NAS Track 1: {\"arch1\": {\"acc\": 0, \"arch\": CODE}, ...}); with --out the "
                           "result is the same object with the estimate in \"acc\" (a submission)")
     evaluate.add_argument("--archs", type=positive_int, default=1000, help="how many architectures to sample (default 1000)")
-    evaluate.add_argument("--gt", type=input_file, help="ground-truth table (nb201_gt.csv format); architectures are drawn from it")
+    evaluate.add_argument("--gt", type=input_file, help="ground-truth table (nb201_gt.csv format, or a shipped one: shipped:nb201_digits_full); "
+                          "architectures are drawn from it")
     evaluate.add_argument("--column", default="cifar10_valid_acc", help="ground-truth column (default cifar10_valid_acc)")
     evaluate.add_argument("--bn", choices=["recalibrate", "batch", "running"], default="recalibrate",
                           help="BN statistics: recalibrate per subnet on training batches (default), each "

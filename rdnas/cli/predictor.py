@@ -35,7 +35,7 @@ def add_parser(commands) -> None:
     steps = predictor.add_subparsers(dest="predictor_command", required=True, metavar="<step>")
     fit = steps.add_parser("fit", help="train a predictor and write the model file")
     fit.add_argument("--space", choices=list(space_names()), default="nb201", help="search space (default nb201)")
-    fit.add_argument("--gt", required=True, type=input_file, help="ground-truth table (nb201_gt.csv format)")
+    fit.add_argument("--gt", required=True, type=input_file, help="ground-truth table (nb201_gt.csv format, or a shipped one: shipped:nb201_digits_full)")
     fit.add_argument("--column", default="cifar10_valid_acc",
                      help="the accuracy column to learn (default cifar10_valid_acc)")
     fit.add_argument("--train-archs", type=int_at_least(2, "a ranker learns from pairs"), required=True,

@@ -28,7 +28,8 @@ def add_parser(commands) -> None:
     search.add_argument("--checkpoint", type=input_file, help="fitness: a checkpoint.pt written by rdnas train")
     search.add_argument("--predictor", type=input_file, help="fitness: a model file written by rdnas predictor fit")
     search.add_argument("--table", type=input_file, help="fitness: a table keyed by architecture (arch_str or arch "
-                        "column), e.g. an rdnas proxies output or nb201_zc_proxies.csv; with --table-column")
+                        "column), e.g. an rdnas proxies output, nb201_zc_proxies.csv or shipped:nb201_digits_full; with "
+                        "--table-column")
     search.add_argument("--table-column", help="--table: the column to maximise")
     search.add_argument("--space", choices=list(space_names()), default="nb201",
                         help="--table: the table's space (default nb201; a checkpoint and a predictor know theirs)")
@@ -41,7 +42,8 @@ def add_parser(commands) -> None:
     search.add_argument("--population", type=int_at_least(8, "evolution draws tournaments of 8"), default=32,
                         help="evolution: population size (default 32)")
     search.add_argument("--top-k", type=positive_int, default=10)
-    search.add_argument("--gt", type=input_file, help="ground-truth table to print the true accuracy of the top cells")
+    search.add_argument("--gt", type=input_file, help="ground-truth table to print the true accuracy of the top cells (a file, or a "
+                        "shipped one: shipped:nb201_digits_full)")
     search.add_argument("--column", default="cifar10_valid_acc", help="ground-truth column")
     search.add_argument("--within-gt", action="store_true",
                         help="search only the architectures the --gt table has (e.g. a mini-benchmark's cells)")
@@ -159,7 +161,9 @@ def run(args) -> int:
     if args.journal:
         import os
 
-        fitness_file = os.path.abspath(args.checkpoint or args.predictor or args.table)
+        from rdnas.rank.ground_truth import table_path
+
+        fitness_file = os.path.abspath(table_path(args.checkpoint or args.predictor or args.table))
         settings = {"strategy": args.strategy, "seed": args.seed, "budget": args.budget,
                     "population": args.population, "space": space.name, "fitness": label,
                     "fitness_file": fitness_file, "subnets_per_pass": args.subnets_per_pass,
