@@ -125,7 +125,8 @@ def run_one(context, epochs: int, seed: int, name: str) -> dict:
     result = train_and_rank(config, "spos" if name == "spos" else "rdnas", seed, torch.as_tensor(archs), truth,
                             teacher=teacher, paths_per_step=4)
     estimates = np.asarray(result["estimates"])
-    return {"teacher": name, "epochs": epochs, "seed": seed, "classes": len(truth),
+    return {"teacher": name, "epochs": epochs, "seed": seed, "classes": len(truth), "gt": str(args.gt),
+            "gt_sha256": args.gt_sha256,
             "teacher_kendall_tau": teacher_tau, "evaluation_rows": len(rows),
             "kendall_tau": kendall_tau(estimates, truth),
             "kendall_tau_teacher_rows": kendall_tau(estimates[rows], truth[rows]),
@@ -139,10 +140,27 @@ def progress_line(result: dict, seconds: float) -> str:
     return f"{teacher_text}supernet tau {result['kendall_tau']:.3f} ({result['seconds']:.0f} s)"
 
 
+def default_table() -> Path:
+    """The shipped whole-space table once it exists, else the build's ``table_partial.csv``."""
+    shipped = ROOT.parent / "rdnas" / "minibench" / "data" / "nb201_digits_full.csv"
+    return shipped if shipped.is_file() else BUILD / "table_partial.csv"
+
+
+def table_digest(path: Path) -> str:
+    """The first 16 hex digits of the table's SHA-256: every run records its ground truth, and the report refuses
+    to pair runs evaluated against different tables (e.g. a partial one and the shipped one)."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def run(args) -> int:
+    args.gt = args.gt or default_table()
+
     def prepare():
         archs, truth = ground_truth(args.gt, args.eval_classes)
-        print(f"ground truth: {len(truth)} classes of {args.gt}", flush=True)
+        args.gt_sha256 = table_digest(args.gt)
+        print(f"ground truth: {len(truth)} classes of {args.gt} (sha256 {args.gt_sha256})", flush=True)
         return args, archs, truth
 
     jobs = [(epochs, seed, name) for epochs in args.epochs for seed in args.seeds for name in ["spos"] + args.teachers]
@@ -162,6 +180,12 @@ def report(args) -> int:
     runs = load_results(args.runs)
     if not runs:
         print("no runs yet: run `python benchmarks/teacher_curve_experiment.py run` first", file=sys.stderr)
+        return 1
+    tables = sorted({(r.get("gt_sha256"), r.get("gt")) for r in runs}, key=str)
+    if len(tables) > 1:
+        print(f"the runs in {args.runs} were evaluated against {len(tables)} different tables "
+              f"({', '.join(f'{path} ({digest})' for digest, path in tables)}); keep one table's runs",
+              file=sys.stderr)
         return 1
     spos = {(r["epochs"], r["seed"]): r for r in runs if r["teacher"] == "spos"}
     points = []
@@ -225,9 +249,9 @@ def run_options(parser) -> None:
     parser.add_argument("--epochs", type=comma_list(int), default=[10, 30], help="budgets (default 10,30)")
     parser.add_argument("--eval-classes", type=int, default=0,
                         help="evaluate on a seeded sample of this many classes (default 0: all; a quick look only)")
-    parser.add_argument("--gt", type=Path, default=BUILD / "table_partial.csv",
-                        help="the whole-space table (default: the build's table_partial.csv; the shipped "
-                        "rdnas/minibench/data/nb201_digits_full.csv once it exists)")
+    parser.add_argument("--gt", type=Path, default=None,
+                        help="the whole-space table (default: the shipped rdnas/minibench/data/nb201_digits_full.csv "
+                        "where it exists, else the build's table_partial.csv)")
     parser.add_argument("--runs", type=Path, default=RUNS, help=f"one JSON per run (default {RUNS})")
     parser.add_argument("--work", type=Path, default=WORK, help=f"checkpoints and proxy tables (default {WORK})")
 
