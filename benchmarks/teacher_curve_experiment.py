@@ -19,6 +19,7 @@ margin sampler, 5 groups (``rdnas.pipeline.PipelineConfig`` defaults), at 10 and
 ``benchmarks/results/teacher_curve/``; finished runs are skipped, so the script can be stopped and restarted::
 
     OMP_NUM_THREADS=1 python benchmarks/teacher_curve_experiment.py run --epochs 10 --seeds 0,1,2,3,4
+    bash benchmarks/teacher_curve.sh                  # the whole experiment: two shards side by side, nice 19
     python benchmarks/teacher_curve_experiment.py report     # table, teacher_curve.json and teacher_curve.png
 
 ``report`` pairs each RD-NAS run with the SPOS run of the same seed and budget: the gain is the mean paired
@@ -37,6 +38,7 @@ from scipy.stats import ttest_rel
 
 from experiment_harness import comma_list, command_line, load_results, run_pending
 from rdnas.atomic_file import write_text_atomic
+from rdnas.distributed import parse_shard
 from rdnas.pipeline import PipelineConfig, build_teacher, train_and_rank
 from rdnas.predictors import ArchFeatures, get_predictor
 from rdnas.rank import GroundTruth, kendall_tau
@@ -154,6 +156,23 @@ def table_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+PROXY_TEACHERS = ("synflow", "zen", "flops")
+
+
+def prepare_proxy_tables(args, names) -> None:
+    """Builds the proxy teachers' whole-space score tables in ``args.work`` one shard at a time (an exclusive lock on
+    ``work/proxy_tables.lock``), so that shards side by side never write one table together; a table already there
+    is read back."""
+    import fcntl
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    with open(args.work / "proxy_tables.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in names:
+            config = PipelineConfig(space="nb201", out_dir=str(args.work / "proxy_tables"))
+            build_teacher(dataclasses.replace(config, teacher_proxies=name))
+
+
 def run(args) -> int:
     args.gt = args.gt or default_table()
 
@@ -164,6 +183,11 @@ def run(args) -> int:
         return args, archs, truth
 
     jobs = [(epochs, seed, name) for epochs in args.epochs for seed in args.seeds for name in ["spos"] + args.teachers]
+    if args.shard:  # shard i of n: the jobs at positions p with p mod n = i (one process per core, side by side)
+        first, count = parse_shard(args.shard, "teacher_curve_experiment.py --shard")
+        if not args.dry_run and any(name in PROXY_TEACHERS for _, _, name in jobs[first::count]):
+            prepare_proxy_tables(args, [name for name in args.teachers if name in PROXY_TEACHERS])
+        jobs = jobs[first::count]
     return run_pending(jobs, lambda epochs, seed, name: args.runs / f"{name}_e{epochs}_seed{seed}.json", run_one,
                        lambda epochs, seed, name: f"{name} {epochs} epochs seed {seed}", progress_line,
                        dry_run=args.dry_run, prepare=prepare)
@@ -254,6 +278,8 @@ def run_options(parser) -> None:
                         "where it exists, else the build's table_partial.csv)")
     parser.add_argument("--runs", type=Path, default=RUNS, help=f"one JSON per run (default {RUNS})")
     parser.add_argument("--work", type=Path, default=WORK, help=f"checkpoints and proxy tables (default {WORK})")
+    parser.add_argument("--shard", help="i/n: run only the jobs at positions p with p mod n = i, e.g. two shards "
+                        "side by side, one per core (the proxy tables are built under a lock first)")
 
 
 def report_options(parser) -> None:
