@@ -145,3 +145,35 @@ def test_report_then_ship_a_complete_synthetic_build(tmp_path):
     assert Recipe.from_dict(json.loads((data / "nb201_digits_full_recipe.json").read_text())) == recipe
     rows = list(csv.DictReader(open(data / "nb201_digits_full.csv")))
     assert len(rows) == nb201.NUM_ARCHS and {row["seeds"] for row in rows} == {"0", "6"}
+
+
+def test_the_shipped_whole_space_table():
+    """rdnas/minibench/data/nb201_digits_full.csv, as shipped: every one of the 15,625 NB201 strings finds its row
+    by name (``shipped:nb201_digits_full``); isomorphic cells share their class's values; the 6,461 trained
+    classes have every seed and the cells that compute nothing sit at chance, marked untrained; it was built with
+    the shipped digits recipe, and its reliability record is the build's."""
+    import torch
+
+    from rdnas.rank import GroundTruth, shipped_tables
+
+    table = GroundTruth.load("shipped:nb201_digits_full", "nb201")
+    assert table.path == shipped_tables()["nb201_digits_full"]
+    archs = nb201.all_archs()
+    accuracy = table.values(archs, "digits_valid_acc")  # raises if any string has no row
+    trained = table.values(archs, "trained") == 1
+    seeds = table.values(archs, "seeds")
+    connected = nb201.connected(archs).numpy()
+    np.testing.assert_array_equal(trained, connected)
+    assert set(seeds[trained].tolist()) == {len(full.SEEDS)} and set(seeds[~trained].tolist()) == {0}
+    np.testing.assert_array_equal(accuracy[~trained], 10.0)
+    classes = {}
+    for arch, value in zip(archs[torch.from_numpy(trained)].tolist(), accuracy[trained].tolist()):
+        classes.setdefault(nb201.canonical_string(tuple(arch)), set()).add(value)
+    assert len(classes) == 6461 and all(len(values) == 1 for values in classes.values())
+    assert 10.0 < accuracy[trained].mean() < 100.0 and accuracy[trained].std() > 1.0  # a spread to rank
+    package = Path(str(full.PACKAGE_DATA))
+    recipe = json.loads((package / "nb201_digits_full_recipe.json").read_text())
+    assert Recipe.from_dict(recipe) == Recipe.from_dict(json.loads((package / "nb201_digits_recipe.json").read_text()))
+    reliability = json.loads((package / "nb201_digits_full_reliability.json").read_text())
+    assert reliability["architectures"] == 6461 and reliability["seeds_a"] == [0, 1, 2]
+    assert -1.0 <= reliability["kendall_tau_valid_acc"] <= 1.0
