@@ -21,8 +21,9 @@ time is one round of the whole measurement (process start included): read ``extr
 
 ``test_interleaved_speedup`` is the figure to quote for issue 25: on a 2-core machine a single run of each
 configuration drifts by more than the effects measured, so it repeats (``RDNAS_BENCH_DIST_ROUNDS``, default 5)
-rounds of 1 process, 2 processes subnet-parallel and the ceiling (2 independent processes, each half the step's
-subnets, no communication), and reports per-round ratios with their median and range.
+rounds of 1 process, 2 processes subnet-parallel and the ceiling (2 independent processes, each training its half
+of the very subnets a subnet-parallel step deals it, no communication; a step of the ceiling is the slower of the
+two halves), and reports per-round ratios with their median and range.
 """
 
 import os
@@ -51,7 +52,9 @@ def measure(rank: int, size: int, port: int, threads: int, steps: int, network: 
     """Rank ``rank`` of ``size``: ``steps`` timed training steps of ``paths`` subnets each; rank 0 saves the timings
     to ``out``. ``by_cost`` False: subnet-parallel steps keep the contiguous split (no cost estimate).
     ``independent``: no process group; the ``size`` processes train on their own, side by side (the ceiling case of
-    :func:`test_interleaved_speedup`)."""
+    :func:`test_interleaved_speedup`): each draws the step's ``BASE["paths_per_step"]`` subnets from the same seeded
+    sampler as one process, deals them by cost as subnet-parallel training does and trains its share (``paths``
+    of them), so the two processes split each step's work exactly as the process group would."""
     torch.set_num_threads(threads)
     if size > 1 and not independent:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size),
@@ -78,6 +81,8 @@ def measure(rank: int, size: int, port: int, threads: int, steps: int, network: 
         config = TrainConfig(**dict(BASE, paths_per_step=paths), **NETWORKS[network], out_dir=f"{out}.{rank}.run",
                              parallel=parallel, bn_statistics=bn_statistics)
         trainer = OneShotTrainer(config, progress=False)
+        if independent:
+            trainer.sampler = DealtShare(trainer, BASE["paths_per_step"], rank, size)
         batches = list(trainer.batches)
         times = []
         for step in range(WARMUP + steps):
@@ -94,6 +99,27 @@ def measure(rank: int, size: int, port: int, threads: int, steps: int, network: 
         distributed.subnet_costs = estimate
         if size > 1 and not independent:
             dist.destroy_process_group()
+
+
+class DealtShare:
+    """A SPOS sampler for one of ``size`` independent processes: draws the step's ``k`` subnets as a one-process
+    run of K = ``k`` does (the same seeded :class:`rdnas.train.samplers.UniformSampler`), deals them to the
+    processes by estimated cost (:func:`rdnas.distributed.balanced_shares` of
+    :func:`rdnas.distributed.subnet_costs`, as ``StepLayout.balanced``) and returns this ``rank``'s share."""
+
+    def __init__(self, trainer, k: int, rank: int, size: int):
+        from rdnas.train.samplers import UniformSampler
+
+        self.full = UniformSampler(k, seed=trainer.config.seed + 1, space=trainer.space)
+        self.trainer, self.rank, self.counts = trainer, rank, [k // size] * size
+        self.num_paths = self.counts[rank]
+
+    def sample(self):
+        from rdnas import distributed
+
+        archs = self.full.sample()
+        costs = distributed.subnet_costs(self.trainer.model, self.trainer.space, archs)
+        return archs[torch.tensor(distributed.balanced_shares(costs, self.counts)[self.rank])]
 
 
 def free_port() -> int:
@@ -168,16 +194,19 @@ def one_round(case: str, network: str, steps: int, out: str) -> float:
         mp.spawn(measure, args=(2, free_port(), 1, steps, network, "subnets", "global", True, out), nprocs=2)
         return statistics.median(torch.load(out)["step_s"])
     mp.spawn(measure, args=(2, 0, 1, steps, network, "auto", "global", True, out, k // 2, True), nprocs=2)
-    return max(statistics.median(torch.load(f"{out}.{rank}")["step_s"]) for rank in range(2))  # waits for both
+    halves = [torch.load(f"{out}.{rank}")["step_s"] for rank in range(2)]
+    return statistics.median(max(pair) for pair in zip(*halves))  # each step waits for its slower half
 
 
 @pytest.mark.parametrize("network", list(NETWORKS))
 def test_interleaved_speedup(benchmark, network, tmp_path):
     """Issue 25's ratio, robust to the machine's drift: ``RDNAS_BENCH_DIST_ROUNDS`` rounds (default 5), each
     running, one after another, 1 process x 1 thread (K = 4), 2 processes x 1 thread subnet-parallel (dealt by cost)
-    and the ceiling: 2 independent processes (no process group, no communication) each training K / 2 = 2 subnets
-    per step on the whole batch, timed as the slower of the two; the same step's work, split with nothing to pay
-    for splitting it. Each round's ratios come from runs minutes apart, not from the whole run's extremes.
+    and the ceiling: 2 independent processes (no process group, no communication), each training on the whole
+    batch its K / 2 = 2 of the step's K = 4 subnets, dealt by cost as the subnet-parallel run deals them
+    (:class:`DealtShare`), a step timed as the slower of its two halves (the median over steps of the larger of
+    the two processes' times of that step): the same split of the same work with nothing paid for communication,
+    including the wait that an uneven split of four subnets costs. Each round's ratios come from runs minutes apart, not from the whole run's extremes.
     ``extra_info``: every round's median steps, the per-round ratios (2 processes / 1 process: ``speedup``; ceiling
     / 1 process: ``ceiling``; speedup / ceiling: ``efficiency``), and their medians, minima and maxima."""
     steps = 3 if benchmark.disabled else int(os.environ.get("RDNAS_BENCH_DIST_STEPS", "40"))
