@@ -4,7 +4,6 @@ naming the option that differs."""
 
 import copy
 import csv
-import json
 import random
 import shutil
 
@@ -13,13 +12,9 @@ import pytest
 import torch
 
 from rdnas.cli import main
-from rdnas.kd import bench, read_tasks
-from rdnas.minibench.build import sample_architectures
 from rdnas.predictors import dass
-from rdnas.spaces import get_space
+from tiny_kd_bench import build_tiny_bench
 
-SPACE = get_space("resnet48")
-TEACHER = {"options": {"resnet_stem": "small", "width_divisor": 8}, "epochs": 1, "seed": 0, "batch_size": 32}
 TASKS = [("digits-a", "meta-train", [0, 1, 2]), ("digits-b", "meta-train", [3, 4, 5]),
          ("digits-c", "meta-valid", [6, 7, 8])]
 FIT = dict(episodes=7, query=2, eval_every=3, width=8)  # checks at 3, 6 and 7
@@ -27,22 +22,8 @@ FIT = dict(episodes=7, query=2, eval_every=3, width=8)  # checks at 3, 6 and 7
 
 @pytest.fixture(scope="module")
 def tiny_bench(tmp_path_factory):
-    """A finished tiny KD build: two meta-train tasks and one meta-valid task of 3 digits at 8 px, 3 students,
-    one seed, kd (1-epoch teachers, as tests/test_dass_review.py builds its own)."""
-    root = tmp_path_factory.mktemp("dass_fit_resume")
-    tasks = [{"name": name, "split": split, "dataset": "digits", "classes": classes, "image_size": 8, "train": 48,
-              "valid": 30, "seed": i, "teacher": copy.deepcopy(TEACHER)}
-             for i, (name, split, classes) in enumerate(TASKS)]
-    (root / "tasks.json").write_text(json.dumps({
-        "kind": "rdnas-dass-tasks", "version": 1, "space": "resnet48", "student": {"epochs": 1, "batch_size": 32},
-        "probe_seed": 0, "tasks": tasks}))
-    tasks = read_tasks(root / "tasks.json")
-    archs = sample_architectures(3, seed=0, space=SPACE)
-    out = root / "bench"
-    runs = bench.build(out, tasks, archs, [0], ("kd",), progress=False)
-    bench.write_kd_table(out / "kdbench.csv", bench.kd_table(runs, tasks, [0], ("kd",)), ("kd",))
-    bench.write_embeddings(out, tasks, archs)
-    return out
+    """A finished tiny KD build (tests/tiny_kd_bench.py): two meta-train tasks and one meta-valid task."""
+    return build_tiny_bench(tmp_path_factory.mktemp("dass_fit_resume"), TASKS)[0]
 
 
 def _fit(tasks, info, **options):

@@ -10,7 +10,6 @@
 - a model meta-trained on mixed student families cannot rank (it names no family to remap).
 """
 
-import copy
 import importlib.util
 import json
 import math
@@ -25,36 +24,23 @@ from rdnas.kd import baselines, bench, embeddings, methods, read_tasks, remap
 from rdnas.kd.baselines import proxy_scores as baseline_proxy_scores
 from rdnas.kd.search import proxy_scores as search_proxy_scores
 from rdnas.kd.tasks import parse_tasks
-from rdnas.minibench.build import sample_architectures
-from rdnas.spaces import get_space
 from rdnas.supernet import ResNet48Network, ResNet48Supernet
+from tiny_kd_bench import SPACE, TEACHER, build_tiny_bench, tasks_values
 
-SPACE = get_space("resnet48")
 ROOT = Path(__file__).resolve().parent.parent
-TEACHER = {"options": {"resnet_stem": "small", "width_divisor": 8}, "epochs": 1, "seed": 0, "batch_size": 32}
 TASKS = [("digits-train", "meta-train", [0, 1, 2]), ("digits-valid", "meta-valid", [3, 4, 5]),
          ("digits-test", "meta-test", [6, 7, 8])]
 
 
 def _tasks_values(tasks=TASKS, dataset="digits") -> dict:
-    return {"kind": "rdnas-dass-tasks", "version": 1, "space": "resnet48", "student": {"epochs": 1, "batch_size": 32},
-            "probe_seed": 0,
-            "tasks": [{"name": name, "split": split, "dataset": dataset, "classes": classes, "image_size": 8,
-                       "train": 48, "valid": 30, "seed": i, "teacher": copy.deepcopy(TEACHER)}
-                      for i, (name, split, classes) in enumerate(tasks)]}
+    return tasks_values(tasks, dataset)
 
 
 @pytest.fixture(scope="module")
 def shipped_build(tmp_path_factory):
-    """A finished tiny KD build (3 digits tasks, 3 students, 1 seed, kd) and its package data in a folder."""
+    """A finished tiny KD build (tests/tiny_kd_bench.py: 3 digits tasks) and its package data in a folder."""
     root = tmp_path_factory.mktemp("dass_review")
-    (root / "tasks.json").write_text(json.dumps(_tasks_values()))
-    tasks = read_tasks(root / "tasks.json")
-    archs = sample_architectures(3, seed=0, space=SPACE)
-    out = root / "bench"
-    runs = bench.build(out, tasks, archs, [0], ("kd",), progress=False)
-    bench.write_kd_table(out / "kdbench.csv", bench.kd_table(runs, tasks, [0], ("kd",)), ("kd",))
-    bench.write_embeddings(out, tasks, archs)
+    out, tasks, archs = build_tiny_bench(root, TASKS)
     shipped = bench.ship(out, tasks, archs, [0], ("kd",), root / "package_data")
     return out, shipped, tasks, archs
 
