@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 script=benchmarks/teacher_curve_experiment.py
+python -c "import rdnas, torch" 2>/dev/null \
+  || { echo "teacher_curve.sh: python cannot import rdnas and torch; activate the environment rdnas is installed in" >&2; exit 1; }
 for i in 0 1; do
   nohup nice -n 19 bash -c "python $script run --epochs 30 --seeds 0,1,2,3,4 --shard $i/2 && \
     python $script run --epochs 30 --seeds 5,6 --teachers synflow --shard $i/2 && \
