@@ -206,7 +206,8 @@ def test_interleaved_speedup(benchmark, network, tmp_path):
     batch its K / 2 = 2 of the step's K = 4 subnets, dealt by cost as the subnet-parallel run deals them
     (:class:`DealtShare`), a step timed as the slower of its two halves (the median over steps of the larger of
     the two processes' times of that step): the same split of the same work with nothing paid for communication,
-    including the wait that an uneven split of four subnets costs. Each round's ratios come from runs minutes apart, not from the whole run's extremes.
+    including the wait that an uneven split of four subnets costs. Each round's ratios come from runs minutes
+    apart, not from the whole run's extremes.
     ``extra_info``: every round's median steps, the per-round ratios (2 processes / 1 process: ``speedup``; ceiling
     / 1 process: ``ceiling``; speedup / ceiling: ``efficiency``), and their medians, minima and maxima."""
     steps = 3 if benchmark.disabled else int(os.environ.get("RDNAS_BENCH_DIST_STEPS", "40"))

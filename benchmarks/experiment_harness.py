@@ -72,6 +72,16 @@ def run_pending(jobs: Iterable[tuple], result_path: Callable[..., Path], run_one
     return 0
 
 
+def table_sha256(path) -> str:
+    """The SHA-256 (hex) of a ground-truth table's bytes: a file, or a table rdnas ships (``shipped:<name>``,
+    :func:`rdnas.rank.ground_truth.table_path`). Experiments record it so that runs on different tables never mix."""
+    import hashlib
+
+    from rdnas.rank.ground_truth import table_path
+
+    return hashlib.sha256(table_path(path).read_bytes()).hexdigest()
+
+
 def load_results(folder: Path, pattern: str = "*.json") -> list[dict]:
     """Every result file of ``folder`` matching ``pattern``, in file-name order."""
     return [json.loads(path.read_text()) for path in sorted(Path(folder).glob(pattern))]

@@ -31,7 +31,6 @@ content, so runs on different tables never mix); ``report --table T`` writes ``<
     python benchmarks/search_experiments.py report --table rdnas/minibench/data/nb201_digits_full.csv
 """
 
-import hashlib
 import json
 import platform
 import sys
@@ -42,11 +41,12 @@ import numpy as np
 import torch
 from scipy.stats import mannwhitneyu
 
-from experiment_harness import command_line, load_results, run_pending
+from experiment_harness import command_line, load_results, run_pending, table_sha256
 from rdnas.atomic_file import write_text_atomic
 from rdnas.predictors import ArchFeatures, NARPredictor, get_predictor
 from rdnas.predictors.sampling_search import sampling_search
 from rdnas.rank import GroundTruth
+from rdnas.rank.ground_truth import table_path
 from rdnas.search import evolution_search, random_search
 from rdnas.spaces import nb201
 
@@ -101,7 +101,7 @@ def load_table(path, column: str) -> tuple:
     description ({"table", "sha256", "column", "seeds_per_cell" (the ``seeds`` column's values over trained
     cells), "trained_cells", "best", "name"}). ValueError naming ``--table`` when the table cannot be read or lacks
     the column or a cell."""
-    path = Path(path)
+    path = table_path(path)
     try:
         gt = GroundTruth.load(path, "nb201")
         gt.require_columns(column)
@@ -110,7 +110,7 @@ def load_table(path, column: str) -> tuple:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error  # a KeyError's str quotes
         raise ValueError(f"--table {path}: {message} (a whole-space table gives each of the 15,625 NB201 cells a "
                          "row, e.g. nb201_digits_full.py's)") from None
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    sha = table_sha256(path)
     trained = gt.columns["trained"] > 0 if "trained" in gt.columns else np.ones(len(gt), dtype=bool)
     seeds = sorted({int(s) for s in gt.columns["seeds"][trained]}) if "seeds" in gt.columns else []
     seeds_label = "-".join(str(s) for s in seeds) + ("seed" if seeds == [1] else "seeds") if seeds else "seeds-unknown"

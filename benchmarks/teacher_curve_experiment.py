@@ -36,12 +36,12 @@ import numpy as np
 import torch
 from scipy.stats import ttest_rel
 
-from experiment_harness import comma_list, command_line, load_results, run_pending
+from experiment_harness import comma_list, command_line, load_results, run_pending, table_sha256
 from rdnas.atomic_file import write_text_atomic
 from rdnas.distributed import parse_shard
 from rdnas.pipeline import PipelineConfig, build_teacher, train_and_rank
 from rdnas.predictors import ArchFeatures, get_predictor
-from rdnas.rank import GroundTruth, kendall_tau
+from rdnas.rank import GroundTruth, kendall_tau, shipped_tables
 from rdnas.spaces import nb201
 from rdnas.train import Teacher
 
@@ -144,16 +144,7 @@ def progress_line(result: dict, seconds: float) -> str:
 
 def default_table() -> Path:
     """The shipped whole-space table once it exists, else the build's ``table_partial.csv``."""
-    shipped = ROOT.parent / "rdnas" / "minibench" / "data" / "nb201_digits_full.csv"
-    return shipped if shipped.is_file() else BUILD / "table_partial.csv"
-
-
-def table_digest(path: Path) -> str:
-    """The first 16 hex digits of the table's SHA-256: every run records its ground truth, and the report refuses
-    to pair runs evaluated against different tables (e.g. a partial one and the shipped one)."""
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return shipped_tables().get("nb201_digits_full", BUILD / "table_partial.csv")
 
 
 PROXY_TEACHERS = ("synflow", "zen", "flops")
@@ -166,10 +157,10 @@ def prepare_proxy_tables(args, names) -> None:
     import fcntl
 
     args.work.mkdir(parents=True, exist_ok=True)
+    config = PipelineConfig(space="nb201", out_dir=str(args.work / "proxy_tables"))
     with open(args.work / "proxy_tables.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for name in names:
-            config = PipelineConfig(space="nb201", out_dir=str(args.work / "proxy_tables"))
             build_teacher(dataclasses.replace(config, teacher_proxies=name))
 
 
@@ -178,16 +169,17 @@ def run(args) -> int:
 
     def prepare():
         archs, truth = ground_truth(args.gt, args.eval_classes)
-        args.gt_sha256 = table_digest(args.gt)
+        args.gt_sha256 = table_sha256(args.gt)[:16]  # every run records its table; report refuses a mix
         print(f"ground truth: {len(truth)} classes of {args.gt} (sha256 {args.gt_sha256})", flush=True)
         return args, archs, truth
 
     jobs = [(epochs, seed, name) for epochs in args.epochs for seed in args.seeds for name in ["spos"] + args.teachers]
     if args.shard:  # shard i of n: the jobs at positions p with p mod n = i (one process per core, side by side)
         first, count = parse_shard(args.shard, "teacher_curve_experiment.py --shard")
-        if not args.dry_run and any(name in PROXY_TEACHERS for _, _, name in jobs[first::count]):
-            prepare_proxy_tables(args, [name for name in args.teachers if name in PROXY_TEACHERS])
         jobs = jobs[first::count]
+        proxies = sorted({name for _, _, name in jobs if name in PROXY_TEACHERS})
+        if proxies and not args.dry_run:
+            prepare_proxy_tables(args, proxies)
     return run_pending(jobs, lambda epochs, seed, name: args.runs / f"{name}_e{epochs}_seed{seed}.json", run_one,
                        lambda epochs, seed, name: f"{name} {epochs} epochs seed {seed}", progress_line,
                        dry_run=args.dry_run, prepare=prepare)
