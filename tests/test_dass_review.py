@@ -32,10 +32,6 @@ TASKS = [("digits-train", "meta-train", [0, 1, 2]), ("digits-valid", "meta-valid
          ("digits-test", "meta-test", [6, 7, 8])]
 
 
-def _tasks_values(tasks=TASKS, dataset="digits") -> dict:
-    return tasks_values(tasks, dataset)
-
-
 @pytest.fixture(scope="module")
 def shipped_build(tmp_path_factory):
     """A finished tiny KD build (tests/tiny_kd_bench.py: 3 digits tasks) and its package data in a folder."""
@@ -125,19 +121,19 @@ def test_an_embeddings_file_of_the_old_version_is_refused(tmp_path):
 ])
 def test_a_meta_test_task_that_shares_a_class_with_meta_training_is_refused(tasks, dataset, match):
     with pytest.raises(ValueError, match=match):
-        parse_tasks(_tasks_values(tasks, dataset), "tasks.json")
+        parse_tasks(tasks_values(tasks, dataset), "tasks.json")
 
 
 def test_meta_test_tasks_on_other_classes_or_other_data_are_accepted():
-    parse_tasks(_tasks_values(TASKS), "tasks.json")
-    same_source = _tasks_values([("a", "meta-train", [0, 1]), ("b", "meta-test", [0, 1])], "fashion_mnist")
+    parse_tasks(tasks_values(TASKS), "tasks.json")
+    same_source = tasks_values([("a", "meta-train", [0, 1]), ("b", "meta-test", [0, 1])], "fashion_mnist")
     same_source["tasks"][1]["dataset"] = "fashion_mnist:/usr/share/datasets/fashion-mnist/"  # the default, spelt out
     with pytest.raises(ValueError, match="shares class 0"):
         parse_tasks(same_source, "tasks.json")
-    other_data = _tasks_values([("a", "meta-train", [0, 1]), ("b", "meta-test", [0, 1])], "digits")
+    other_data = tasks_values([("a", "meta-train", [0, 1]), ("b", "meta-test", [0, 1])], "digits")
     other_data["tasks"][0]["dataset"] = "fashion_mnist"
     assert [t.split for t in parse_tasks(other_data, "tasks.json").tasks] == ["meta-train", "meta-test"]
-    both_test = _tasks_values([("a", "meta-test", [0, 1]), ("b", "meta-test", [0, 1])], "digits")
+    both_test = tasks_values([("a", "meta-test", [0, 1]), ("b", "meta-test", [0, 1])], "digits")
     assert len(parse_tasks(both_test, "tasks.json").tasks) == 2  # two meta-test tasks may share data
 
 
