@@ -72,6 +72,17 @@ def run_pending(jobs: Iterable[tuple], result_path: Callable[..., Path], run_one
     return 0
 
 
+def shard(text: str) -> tuple[int, int]:
+    """An argparse ``type`` for a script's ``--shard i/n``: ``(i, n)`` with 0 <= i < n
+    (:func:`rdnas.distributed.parse_shard`), anything else a usage error naming the expected form."""
+    from rdnas.distributed import parse_shard
+
+    try:
+        return parse_shard(text, "--shard")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--shard: ")) from None
+
+
 def table_sha256(path) -> str:
     """The SHA-256 (hex) of a ground-truth table's bytes: a file, or a table rdnas ships (``shipped:<name>``,
     :func:`rdnas.rank.ground_truth.table_path`). Experiments record it so that runs on different tables never mix."""

@@ -36,9 +36,8 @@ import numpy as np
 import torch
 from scipy.stats import ttest_rel
 
-from experiment_harness import comma_list, command_line, load_results, run_pending, table_sha256
+from experiment_harness import comma_list, command_line, load_results, run_pending, shard, table_sha256
 from rdnas.atomic_file import write_text_atomic
-from rdnas.distributed import parse_shard
 from rdnas.pipeline import PipelineConfig, build_teacher, train_and_rank
 from rdnas.predictors import ArchFeatures, get_predictor
 from rdnas.rank import GroundTruth, kendall_tau, shipped_tables
@@ -175,7 +174,7 @@ def run(args) -> int:
 
     jobs = [(epochs, seed, name) for epochs in args.epochs for seed in args.seeds for name in ["spos"] + args.teachers]
     if args.shard:  # shard i of n: the jobs at positions p with p mod n = i (one process per core, side by side)
-        first, count = parse_shard(args.shard, "teacher_curve_experiment.py --shard")
+        first, count = args.shard
         jobs = jobs[first::count]
         proxies = sorted({name for _, _, name in jobs if name in PROXY_TEACHERS})
         if proxies and not args.dry_run:
@@ -270,7 +269,7 @@ def run_options(parser) -> None:
                         "where it exists, else the build's table_partial.csv)")
     parser.add_argument("--runs", type=Path, default=RUNS, help=f"one JSON per run (default {RUNS})")
     parser.add_argument("--work", type=Path, default=WORK, help=f"checkpoints and proxy tables (default {WORK})")
-    parser.add_argument("--shard", help="i/n: run only the jobs at positions p with p mod n = i, e.g. two shards "
+    parser.add_argument("--shard", type=shard, help="i/n: run only the jobs at positions p with p mod n = i, e.g. two shards "
                         "side by side, one per core (the proxy tables are built under a lock first)")
 
 

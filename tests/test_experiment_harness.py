@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from experiment_harness import command_line, comma_list, load_results, run_pending  # noqa: E402
+from experiment_harness import command_line, comma_list, load_results, run_pending, shard  # noqa: E402
 
 
 def test_run_pending_runs_each_job_once_and_loads_what_jobs_share_only_when_one_runs(tmp_path, capsys):
@@ -76,3 +76,34 @@ def test_command_line_parses_choices_and_refuses_unknown_ones(capsys):
         command_line("doc", run, lambda args: 3, "--methods", ("x", "y"), argv=["run", "--methods", "z"])
     assert exit_info.value.code == 2
     assert "unknown method(s) ['z']; methods: x, y" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["2/2", "0/0", "-1/2", "1", "x/2", "", "1/2/3"])
+def test_a_bad_shard_is_a_one_line_usage_error(text, capsys):
+    """``--shard i/n`` (the harness's ``shard`` type, e.g. teacher_curve_experiment.py's): anything but 0 <= i < n is
+    refused at parse time, exit 2, one line naming the option; nothing runs."""
+    ran = []
+
+    def options(parser):
+        parser.add_argument("--shard", type=shard)
+
+    assert command_line("doc", lambda args: ran.append(args.shard) or 0, lambda args: 3, "--methods", ("x",),
+                        run_options=options, argv=["run", "--shard", "1/2"]) == 0
+    assert ran == [(1, 2)]
+    with pytest.raises(SystemExit) as exit_info:
+        command_line("doc", lambda args: ran.append(args.shard) or 0, lambda args: 3, "--methods", ("x",),
+                     run_options=options, argv=["run", "--shard", text])
+    assert exit_info.value.code == 2 and ran == [(1, 2)]
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --shard:" in error and "Traceback" not in error
+
+
+def test_the_teacher_curve_script_refuses_a_bad_shard_before_any_work(tmp_path, capsys):
+    import teacher_curve_experiment
+
+    with pytest.raises(SystemExit) as exit_info:
+        teacher_curve_experiment.main(["run", "--shard", "3/2", "--runs", str(tmp_path / "runs"),
+                                       "--work", str(tmp_path / "work")])
+    assert exit_info.value.code == 2
+    assert "argument --shard: shard (i, n) needs 0 <= i < n, got (3, 2)" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
