@@ -176,8 +176,10 @@ def build(out_dir, tasks: TaskFile, archs: list, seeds: list, regimes=("kd", "ce
         tasks (TaskFile): the tasks, the space, the students' recipe.
         archs (list of architectures): the students of every task (LongTensor[K, space.width] or a list).
         seeds (list of int), regimes (names of :data:`REGIMES`).
-        shard ((i, n)): train only the runs at positions p with p % n == i of the (task, seed, architecture,
-            regime) order, appending to ``runs.<i>of<n>.csv``; every run file of the folder counts as done.
+        shard ((i, n)): train only the runs at positions p with p % n == i of the (seed, task, architecture,
+            regime) order, appending to ``runs.<i>of<n>.csv``; every run file of the folder counts as done. Seed
+            first: a build stopped halfway holds a whole first seed of every task, enough to fit and judge a
+            predictor while the other seeds train. A run's result does not depend on the order.
         max_runs (int, optional): stop after this many new runs (a time-boxed session; rerun to continue).
         device: where students train.
     """
@@ -199,7 +201,7 @@ def build(out_dir, tasks: TaskFile, archs: list, seeds: list, regimes=("kd", "ce
     for r in runs:
         digests.setdefault(r["task"], r["teacher"])
     names = {a: space.to_string(torch.as_tensor(a)) for a in archs}
-    order = [(task, a, s, regime) for task in tasks.tasks for s in seeds for a in archs for regime in regimes]
+    order = [(task, a, s, regime) for s in seeds for task in tasks.tasks for a in archs for regime in regimes]
     todo = [run for p, run in enumerate(order)
             if p % n == i and (run[0].name, names[run[1]], run[2], run[3]) not in done]
     if max_runs is not None:
@@ -217,7 +219,7 @@ def build(out_dir, tasks: TaskFile, archs: list, seeds: list, regimes=("kd", "ce
             writer.writeheader()
             handle.flush()
         current, data, teacher, logits = None, None, None, None
-        for task, arch, seed, regime in todo:
+        for task, arch, seed, regime in todo:  # a task's runs are consecutive within a seed: its data loads once
             if task is not current:
                 current, data = task, task.data()
                 teacher = task_teacher(out, task, space, data, progress)
