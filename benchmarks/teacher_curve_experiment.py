@@ -23,7 +23,10 @@ margin sampler, 5 groups (``rdnas.pipeline.PipelineConfig`` defaults), at 10 and
     python benchmarks/teacher_curve_experiment.py report     # table, teacher_curve.json and teacher_curve.png
 
 ``report`` pairs each RD-NAS run with the SPOS run of the same seed and budget: the gain is the mean paired
-difference of Kendall tau, with a bootstrap interval over seeds (10,000 resamples) and a paired t-test.
+difference of Kendall tau on the teacher's rows (every class; the trees: the classes they were not fitted on), with
+a bootstrap interval over seeds (10,000 resamples) and a paired t-test. Every run keeps its estimates and its
+teacher's scores beside its JSON (``<run>.npz``), so ``report --gt TABLE`` re-scores the whole experiment against
+another table of the same space (e.g. the same build with more seeds) without training anything again.
 """
 
 import dataclasses
@@ -37,7 +40,7 @@ import torch
 from scipy.stats import ttest_rel
 
 from experiment_harness import comma_list, command_line, load_results, run_pending, shard, table_sha256
-from rdnas.atomic_file import write_text_atomic
+from rdnas.atomic_file import atomic_open, write_text_atomic
 from rdnas.pipeline import PipelineConfig, build_teacher, train_and_rank
 from rdnas.predictors import ArchFeatures, get_predictor
 from rdnas.rank import GroundTruth, kendall_tau, shipped_tables
@@ -96,39 +99,52 @@ def perturbed_oracle(truth: np.ndarray, target: float, seed: int) -> tuple[np.nd
 
 
 def make_teacher(name: str, seed: int, archs: np.ndarray, truth: np.ndarray, config: PipelineConfig, work: Path):
-    """(Teacher over the whole space, its tau on the evaluation classes, the evaluation rows it is scored on)."""
+    """(Teacher over the whole space, its scores of the evaluation classes, the evaluation rows it is judged on: every
+    row, or for the trees the classes they were not fitted on)."""
     rows = np.arange(len(truth))
+    index = nb201.enumeration_indices(torch.as_tensor(archs)).numpy()
     if name.startswith("oracle-"):
-        scores, tau = perturbed_oracle(truth, float(name.split("-")[1]), 7000 + seed)
-        return Teacher(spread_to_space(archs, scores), config.groups, name), tau, rows
+        scores, _ = perturbed_oracle(truth, float(name.split("-")[1]), 7000 + seed)
+        return Teacher(spread_to_space(archs, scores), config.groups, name), scores, rows
     if name.startswith("trees-"):
         labelled = np.random.default_rng(3000 + seed).permutation(len(truth))[:int(name.split("-")[1])]
         predictor = get_predictor("gbt")(features=ArchFeatures("nb201"), seed=seed)
         predictor.fit(archs[labelled], truth[labelled])
         scores = predictor.predict(nb201.all_archs()).numpy().astype(np.float64)
         scores[~nb201.connected(nb201.all_archs()).numpy()] = -np.inf
-        rows = np.setdiff1d(rows, labelled)
-        index = nb201.enumeration_indices(torch.as_tensor(archs)).numpy()
-        return Teacher(scores, config.groups, name), kendall_tau(scores[index][rows], truth[rows]), rows
+        return Teacher(scores, config.groups, name), scores[index], np.setdiff1d(rows, labelled)
     teacher = build_teacher(dataclasses.replace(config, teacher_proxies=name, out_dir=str(work / "proxy_tables")))
-    index = nb201.enumeration_indices(torch.as_tensor(archs)).numpy()
-    return teacher, kendall_tau(teacher.scores.numpy()[index], truth), rows
+    return teacher, teacher.scores.numpy().astype(np.float64)[index], rows
+
+
+def scores_path(runs: Path, epochs: int, seed: int, name: str) -> Path:
+    """A run's arrays beside its JSON: ``archs`` (int8 [A, 6], the evaluation classes), ``estimates`` (float32 [A],
+    the supernet's accuracy of each), ``teacher_scores`` (float32 [A]; NaN for SPOS) and ``teacher_rows`` (int32, the
+    rows the teacher is judged on). With them a run is re-scored against another table (``report --gt``) without
+    training again, and SPOS is compared with a teacher on the teacher's own rows."""
+    return runs / f"{name}_e{epochs}_seed{seed}.npz"
 
 
 def run_one(context, epochs: int, seed: int, name: str) -> dict:
-    """One supernet (SPOS, or RD-NAS distilling teacher ``name``) trained and evaluated on every class."""
+    """One supernet (SPOS, or RD-NAS distilling teacher ``name``) trained and evaluated on every class; its arrays
+    (:func:`scores_path`) are written before the result, whose JSON marks the run done."""
     args, archs, truth = context
     config = PipelineConfig(space="nb201", out_dir=str(args.work / f"{name}_e{epochs}"), epochs=epochs,
                             eval_every=epochs, gt=str(args.gt))
     started = time.perf_counter()
-    teacher, teacher_tau, rows = (None, None, np.arange(len(truth))) if name == "spos" else \
-        make_teacher(name, seed, archs, truth, config, args.work)
+    teacher, teacher_scores, rows = (None, np.full(len(truth), np.nan), np.arange(len(truth))) if name == "spos" \
+        else make_teacher(name, seed, archs, truth, config, args.work)
     result = train_and_rank(config, "spos" if name == "spos" else "rdnas", seed, torch.as_tensor(archs), truth,
                             teacher=teacher, paths_per_step=4)
     estimates = np.asarray(result["estimates"])
+    args.runs.mkdir(parents=True, exist_ok=True)
+    with atomic_open(scores_path(args.runs, epochs, seed, name), "wb") as handle:
+        np.savez_compressed(handle, archs=archs.astype(np.int8), estimates=estimates.astype(np.float32),
+                            teacher_scores=teacher_scores.astype(np.float32), teacher_rows=rows.astype(np.int32))
     return {"teacher": name, "epochs": epochs, "seed": seed, "classes": len(truth), "gt": str(args.gt),
             "gt_sha256": args.gt_sha256,
-            "teacher_kendall_tau": teacher_tau, "evaluation_rows": len(rows),
+            "teacher_kendall_tau": None if teacher is None else kendall_tau(teacher_scores[rows], truth[rows]),
+            "evaluation_rows": len(rows),
             "kendall_tau": kendall_tau(estimates, truth),
             "kendall_tau_teacher_rows": kendall_tau(estimates[rows], truth[rows]),
             "report": result["report"], "history": result["history"],
@@ -191,48 +207,86 @@ def bootstrap_mean_interval(values: np.ndarray, samples: int = 10_000, seed: int
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def scored_runs(args, runs: list[dict]) -> dict:
+    """(teacher, epochs, seed) -> the run's arrays (:func:`scores_path`) and ``truth``, the accuracy of its
+    evaluation classes in the table: ``--gt`` where given (a re-scoring), else the one table every run recorded
+    (refused when the runs name several tables, or when the file has changed since they ran). Raises SystemExit with
+    the reason."""
+    if args.gt is None:
+        tables = sorted({(r.get("gt_sha256"), r.get("gt")) for r in runs}, key=str)
+        if len(tables) > 1:
+            raise SystemExit(f"the runs in {args.runs} were evaluated against {len(tables)} different tables "
+                             f"({', '.join(f'{path} ({digest})' for digest, path in tables)}); keep one table's runs, "
+                             "or re-score them all against one with --gt")
+        digest, path = tables[0]
+        if table_sha256(path)[:16] != digest:
+            raise SystemExit(f"{path} has changed since the runs were evaluated against it (sha256 {digest}); "
+                             "re-score them against it with --gt")
+        table_path = path
+    else:
+        table_path = args.gt
+    table = GroundTruth.load(table_path, "nb201")
+    scored = {}
+    for r in runs:
+        path = scores_path(args.runs, r["epochs"], r["seed"], r["teacher"])
+        if not path.exists():
+            raise SystemExit(f"{path.name} is missing beside {r['teacher']}_e{r['epochs']}_seed{r['seed']}.json in "
+                             f"{args.runs}: the run's estimates are needed; delete its JSON to run it again")
+        with np.load(path) as arrays:
+            run = {key: arrays[key] for key in ("archs", "estimates", "teacher_scores", "teacher_rows")}
+        run["truth"] = table.values(run["archs"].astype(np.int64), COLUMN)
+        scored[(r["teacher"], r["epochs"], r["seed"])] = run
+    return scored
+
+
+def paired_taus(teacher_run: dict, spos_run: dict) -> tuple[float, float, float]:
+    """(RD-NAS tau, SPOS tau, teacher tau) of one seed, all on the teacher's rows (the trees' unlabelled classes,
+    every class for the other teachers)."""
+    if not np.array_equal(teacher_run["archs"], spos_run["archs"]):
+        raise SystemExit("an RD-NAS run and the SPOS run of its seed were evaluated on different classes")
+    rows, truth = teacher_run["teacher_rows"], teacher_run["truth"][teacher_run["teacher_rows"]]
+    return (kendall_tau(teacher_run["estimates"][rows], truth), kendall_tau(spos_run["estimates"][rows], truth),
+            kendall_tau(teacher_run["teacher_scores"][rows], truth))
+
+
 def report(args) -> int:
     runs = load_results(args.runs)
     if not runs:
         print("no runs yet: run `python benchmarks/teacher_curve_experiment.py run` first", file=sys.stderr)
         return 1
-    tables = sorted({(r.get("gt_sha256"), r.get("gt")) for r in runs}, key=str)
-    if len(tables) > 1:
-        print(f"the runs in {args.runs} were evaluated against {len(tables)} different tables "
-              f"({', '.join(f'{path} ({digest})' for digest, path in tables)}); keep one table's runs",
-              file=sys.stderr)
-        return 1
-    spos = {(r["epochs"], r["seed"]): r for r in runs if r["teacher"] == "spos"}
+    scored = scored_runs(args, runs)
+    spos = {(epochs, seed): run for (name, epochs, seed), run in scored.items() if name == "spos"}
     points = []
     lines = ["| epochs | teacher | seeds | teacher tau | RD-NAS tau | SPOS tau | gain (RD-NAS - SPOS) | 95% bootstrap | "
              "paired t p |", "|---:|---|---:|---:|---:|---:|---:|---|---:|"]
     for epochs in sorted({r["epochs"] for r in runs}):
         for name in TEACHERS:
-            mine = [r for r in runs if r["teacher"] == name and r["epochs"] == epochs and (epochs, r["seed"]) in spos]
-            if not mine:
+            seeds = sorted(seed for (n, e, seed) in scored if n == name and e == epochs and (epochs, seed) in spos)
+            if not seeds:
                 continue
-            # trees teachers are scored on the classes they were not fitted on: SPOS on the same rows would need
-            # its estimates; the whole-table tau of both is used for every teacher (the rows differ by <= 4%)
-            gain = np.array([r["kendall_tau"] - spos[(epochs, r["seed"])]["kendall_tau"] for r in mine])
-            teacher_tau = float(np.mean([r["teacher_kendall_tau"] for r in mine]))
+            taus = np.array([paired_taus(scored[(name, epochs, seed)], spos[(epochs, seed)]) for seed in seeds])
+            gain = taus[:, 0] - taus[:, 1]
             low, high = bootstrap_mean_interval(gain) if len(gain) > 1 else (float("nan"), float("nan"))
-            p_value = float(ttest_rel([r["kendall_tau"] for r in mine],
-                                      [spos[(epochs, r["seed"])]["kendall_tau"] for r in mine]).pvalue) \
-                if len(mine) > 1 else float("nan")
-            base = float(np.mean([spos[(epochs, r["seed"])]["kendall_tau"] for r in mine]))
-            point = {"epochs": epochs, "teacher": name, "seeds": [r["seed"] for r in mine],
-                     "teacher_kendall_tau": teacher_tau, "rdnas_kendall_tau": float(np.mean([r["kendall_tau"] for r in mine])),
-                     "spos_kendall_tau": base, "gain": float(gain.mean()), "gain_ci95": [low, high], "paired_t_p": p_value}
+            p_value = float(ttest_rel(taus[:, 0], taus[:, 1]).pvalue) if len(gain) > 1 else float("nan")
+            point = {"epochs": epochs, "teacher": name, "seeds": seeds,
+                     "teacher_kendall_tau": float(taus[:, 2].mean()), "rdnas_kendall_tau": float(taus[:, 0].mean()),
+                     "spos_kendall_tau": float(taus[:, 1].mean()), "gain": float(gain.mean()),
+                     "gain_ci95": [low, high], "paired_t_p": p_value,
+                     "evaluation_rows": int(len(scored[(name, epochs, seeds[0])]["teacher_rows"]))}
             points.append(point)
-            lines.append(f"| {epochs} | {name} | {len(mine)} | {teacher_tau:.3f} | {point['rdnas_kendall_tau']:.3f} | "
-                         f"{base:.3f} | {gain.mean():+.3f} | {low:+.3f}..{high:+.3f} | {p_value:.2g} |")
+            lines.append(f"| {epochs} | {name} | {len(seeds)} | {point['teacher_kendall_tau']:.3f} | "
+                         f"{point['rdnas_kendall_tau']:.3f} | {point['spos_kendall_tau']:.3f} | {gain.mean():+.3f} | "
+                         f"{low:+.3f}..{high:+.3f} | {p_value:.2g} |")
     print("\n".join(lines))
+    own = {epochs: float(np.mean([kendall_tau(run["estimates"], run["truth"]) for (e, _), run in spos.items()
+                                  if e == epochs])) for epochs in sorted({e for e, _ in spos})}
+    print("SPOS's own tau on every class: " + ", ".join(f"{tau:.3f} at {epochs} epochs" for epochs, tau in own.items()))
     write_text_atomic(args.runs.parent / "teacher_curve.json", json.dumps(points, indent=1))
-    _plot(points, spos, args.runs.parent / "teacher_curve.png")
+    _plot(points, own, args.runs.parent / "teacher_curve.png")
     return 0
 
 
-def _plot(points: list[dict], spos: dict, path: Path) -> None:
+def _plot(points: list[dict], spos_tau: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -248,8 +302,7 @@ def _plot(points: list[dict], spos: dict, path: Path) -> None:
         for p in mine:
             axes.annotate(p["teacher"], (p["teacher_kendall_tau"], p["gain"]), fontsize=6, xytext=(3, 3),
                           textcoords="offset points")
-        own = np.mean([r["kendall_tau"] for (e, _), r in spos.items() if e == epochs])
-        axes.axvline(own, color=colour, linestyle="--", linewidth=1, label=f"SPOS's own tau, {epochs} epochs")
+        axes.axvline(spos_tau[epochs], color=colour, linestyle="--", linewidth=1, label=f"SPOS's own tau, {epochs} epochs")
     axes.axhline(0, color="black", linewidth=0.8)
     axes.set_xlabel("teacher's Kendall tau against the digits accuracy of every class")
     axes.set_ylabel("RD-NAS tau - SPOS tau (same seed)")
@@ -267,14 +320,17 @@ def run_options(parser) -> None:
     parser.add_argument("--gt", type=Path, default=None,
                         help="the whole-space table (default: the shipped rdnas/minibench/data/nb201_digits_full.csv "
                         "where it exists, else the build's table_partial.csv)")
-    parser.add_argument("--runs", type=Path, default=RUNS, help=f"one JSON per run (default {RUNS})")
+    parser.add_argument("--runs", type=Path, default=RUNS, help=f"one JSON and one .npz per run (default {RUNS})")
     parser.add_argument("--work", type=Path, default=WORK, help=f"checkpoints and proxy tables (default {WORK})")
     parser.add_argument("--shard", type=shard, help="i/n: run only the jobs at positions p with p mod n = i, e.g. two shards "
                         "side by side, one per core (the proxy tables are built under a lock first)")
 
 
 def report_options(parser) -> None:
-    parser.add_argument("--runs", type=Path, default=RUNS, help=f"one JSON per run (default {RUNS})")
+    parser.add_argument("--runs", type=Path, default=RUNS, help=f"one JSON and one .npz per run (default {RUNS})")
+    parser.add_argument("--gt", type=Path, default=None,
+                        help="re-score every run against this table (e.g. one with more seeds) from the runs' stored "
+                        "estimates; default: the table the runs recorded")
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,113 @@
+"""benchmarks/teacher_curve_experiment.py end to end on a small slice (1 epoch, 100 classes, one seed): every run
+keeps its estimates and its teacher's scores, the report pairs RD-NAS with SPOS on the teacher's own rows, and
+``report --gt`` re-scores the runs against another table without training; a changed table or a missing array
+file is refused with the reason."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+from rdnas.rank import kendall_tau, shipped_tables  # noqa: E402
+
+CLASSES, LABELLED = 100, 60
+
+
+@pytest.fixture(scope="module")
+def curve(tmp_path_factory):
+    """(the script module, the runs folder, the table copy the runs were evaluated against)."""
+    import teacher_curve_experiment as script
+
+    if "nb201_digits_full" not in shipped_tables():
+        pytest.skip("the whole-space digits table is not shipped in this checkout")
+    root = tmp_path_factory.mktemp("teacher_curve")
+    table = root / "table.csv"
+    shutil.copy(shipped_tables()["nb201_digits_full"], table)
+    runs = root / "runs"
+    assert script.main(["run", "--epochs", "1", "--seeds", "0", "--teachers", f"oracle-0.6,trees-{LABELLED}",
+                        "--eval-classes", str(CLASSES), "--gt", str(table), "--runs", str(runs),
+                        "--work", str(root / "work")]) == 0
+    return script, runs, table
+
+
+def _report(script, runs, *extra) -> dict:
+    assert script.main(["report", "--runs", str(runs), *extra]) == 0
+    return {p["teacher"]: p for p in json.loads((runs.parent / "teacher_curve.json").read_text())}
+
+
+def test_every_run_keeps_its_estimates_and_its_teachers_scores(curve):
+    script, runs, _ = curve
+    for name, rows in (("spos", CLASSES), ("oracle-0.6", CLASSES), (f"trees-{LABELLED}", CLASSES - LABELLED)):
+        result = json.loads((runs / f"{name}_e1_seed0.json").read_text())
+        with np.load(script.scores_path(runs, 1, 0, name)) as arrays:
+            assert arrays["archs"].shape == (CLASSES, 6) and arrays["estimates"].shape == (CLASSES,)
+            assert len(arrays["teacher_rows"]) == rows == result["evaluation_rows"]
+            assert np.isnan(arrays["teacher_scores"]).all() == (name == "spos")
+            truth = _truth(curve, arrays["archs"])
+            assert result["kendall_tau"] == pytest.approx(kendall_tau(arrays["estimates"], truth), abs=1e-12)
+
+
+def _truth(curve, archs):
+    from rdnas.rank import GroundTruth
+
+    return GroundTruth.load(curve[2], "nb201").values(archs.astype(np.int64), "digits_valid_acc")
+
+
+def test_the_report_pairs_rdnas_with_spos_on_the_teachers_rows(curve):
+    script, runs, _ = curve
+    points = _report(script, runs)
+    spos = np.load(script.scores_path(runs, 1, 0, "spos"))
+    for name in ("oracle-0.6", f"trees-{LABELLED}"):
+        result = json.loads((runs / f"{name}_e1_seed0.json").read_text())
+        with np.load(script.scores_path(runs, 1, 0, name)) as arrays:
+            rows = arrays["teacher_rows"]
+            truth = _truth(curve, arrays["archs"])[rows]
+            spos_tau = kendall_tau(spos["estimates"][rows], truth)
+        point = points[name]
+        assert point["teacher_kendall_tau"] == pytest.approx(result["teacher_kendall_tau"], abs=1e-12)
+        assert point["rdnas_kendall_tau"] == pytest.approx(result["kendall_tau_teacher_rows"], abs=1e-12)
+        assert point["spos_kendall_tau"] == pytest.approx(spos_tau, abs=1e-12)
+        assert point["gain"] == pytest.approx(result["kendall_tau_teacher_rows"] - spos_tau, abs=1e-12)
+    assert abs(points["oracle-0.6"]["teacher_kendall_tau"] - 0.6) < 0.005
+    assert (runs.parent / "teacher_curve.png").stat().st_size > 0
+
+
+def test_report_gt_rescores_the_runs_and_a_changed_table_is_refused(curve, tmp_path):
+    script, runs, table = curve
+    before = _report(script, runs)
+    flipped = tmp_path / "flipped.csv"
+    lines = table.read_text().splitlines()
+    header = lines[0].split(",")
+    column = header.index("digits_valid_acc")
+    rows = []
+    for line in lines[1:]:
+        cells = line.split(",")
+        cells[column] = repr(100.0 - float(cells[column]))
+        rows.append(",".join(cells))
+    flipped.write_text("\n".join([lines[0]] + rows) + "\n")
+    after = _report(script, runs, "--gt", str(flipped))  # every tau against 100 - accuracy: the sign flips
+    for name, point in before.items():
+        for key in ("teacher_kendall_tau", "rdnas_kendall_tau", "spos_kendall_tau", "gain"):
+            assert after[name][key] == pytest.approx(-point[key], abs=1e-12), (name, key)
+
+    saved = table.read_bytes()
+    try:
+        shutil.copy(flipped, table)
+        with pytest.raises(SystemExit, match="has changed since the runs were evaluated"):
+            script.main(["report", "--runs", str(runs)])
+    finally:
+        table.write_bytes(saved)
+
+
+def test_a_run_without_its_arrays_is_refused_by_name(curve, tmp_path):
+    script, runs, _ = curve
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    script.scores_path(copy, 1, 0, "oracle-0.6").unlink()
+    with pytest.raises(SystemExit, match=r"oracle-0.6_e1_seed0.npz is missing"):
+        script.main(["report", "--runs", str(copy)])
