@@ -26,6 +26,20 @@ the best cell by the supernet; the table reports the picked cell's ``digits_vali
 recorded runs: ``rdnas train --data digits --channels 8 --cells 1 --epochs 30 --seed 0 --out
 runs/constrained_search/spos_digits`` (SPOS; the checkpoint is not committed).
 
+The whole-space digits table (``--on digits-full``, steps ``run`` and ``report``): the capped searches and the
+Pareto experiment above over every NB201 cell of ``shipped:nb201_digits_full`` (``--digits-full-gt``), querying
+and reporting ``digits_valid_acc`` (the table has no separate test split: the picked cell is judged on the column
+it was picked by, so the gap to the best cell under the cap is a search regret, not a generalisation gap). The
+predictor is the gradient-boosted trees on the live cell without proxy columns (``gbt-live``; no published proxy
+table exists for the digits network). The caps are the same FLOPs percentiles as above, in the units of
+``space.cost`` (the benchmark's CIFAR-10 network): a cell's FLOPs are an affine function of its numbers of 1x1 and
+3x3 convolutions with the same 1:9 ratio in every NB201 network, so the digits network orders the cells, and a
+percentile cap selects them, exactly as the CIFAR-10 network does. Results in
+``benchmarks/results/constrained_search/digits_full/``::
+
+    OMP_NUM_THREADS=1 python benchmarks/constrained_search_experiments.py run --on digits-full --runs 25
+    python benchmarks/constrained_search_experiments.py report --on digits-full
+
 The ``*_index`` fields of the run files are positions in ``nb201.all_archs()`` (``nb201.SPACE.index``), as in
 benchmarks/search_experiments.py.
 
@@ -67,11 +81,16 @@ RUNS = RESULTS / "constrained_search"
 DATA = ROOT.parent.parent / "shared" / "data"
 PERCENTILES = (25, 50, 75)
 METHODS = ("sampling+gbt-live+zc", "random")
+DIGITS_FULL_METHODS = ("sampling+gbt-live", "random")
+BENCHES = ("cifar10", "digits-full")
 PARETO_EVALUATIONS, PARETO_POPULATION = 2000, 50
 
 
 class Bench:
-    """The ground truth, the caps and the predictor features, loaded once."""
+    """The ground truth, the caps and the predictor features, loaded once: NB201 CIFAR-10 (queries
+    ``cifar10_valid_acc``, reports ``cifar10_test_acc``; the predictor with the published proxies' columns)."""
+
+    methods, predictor_name, reported_column = METHODS, "gbt-live+zc", "cifar10_test_acc"
 
     def __init__(self, gt_path: str, zc_path: str):
         self.gt = GroundTruth.load(gt_path)
@@ -96,6 +115,39 @@ class Bench:
         return lambda: get_predictor("gbt")(features=features, seed=seed)
 
 
+class DigitsFullBench(Bench):
+    """The whole-space digits table as a :class:`Bench`: every cell's ``digits_valid_acc`` is both the query and
+    the reported value (``test``), FLOPs from ``space.cost`` (see the module docstring), and the trees on the live
+    cell without proxy columns."""
+
+    methods, predictor_name, reported_column = DIGITS_FULL_METHODS, "gbt-live", "digits_valid_acc"
+
+    def __init__(self, table: str):
+        self.gt = GroundTruth.load(table, "nb201")
+        everything = nb201.all_archs()
+        values = self.gt.values(everything, "digits_valid_acc")
+        self.valid, self.test = torch.from_numpy(values), values
+        self.costs = CostConstraint("nb201")
+        self.flops = self.costs.costs(everything)["flops"].numpy()
+        self.connected = nb201.connected(everything).numpy()
+        self.caps = {q: float(np.percentile(self.flops, q)) for q in PERCENTILES}
+
+    def make_predictor(self, seed: int):
+        features = ArchFeatures("nb201", edges="live")
+        return lambda: get_predictor("gbt")(features=features, seed=seed)
+
+
+def make_bench(args) -> Bench:
+    """The bench of ``--on``."""
+    return DigitsFullBench(args.digits_full_gt) if args.on == "digits-full" else Bench(args.gt, args.zc)
+
+
+def runs_folder(args) -> Path:
+    """Where ``--on``'s run files go: the CIFAR-10 runs (and the 240-cell digits runs) in RUNS, the whole-space
+    digits runs in RUNS/digits_full."""
+    return RUNS / "digits_full" if getattr(args, "on", "cifar10") == "digits-full" else RUNS
+
+
 def run_cap(bench: Bench, method: str, percentile: int, seed: int) -> dict:
     cap = bench.caps[percentile]
     constraint = CostConstraint("nb201", maximum={"flops": cap})
@@ -109,7 +161,8 @@ def run_cap(bench: Bench, method: str, percentile: int, seed: int) -> dict:
     return {"experiment": "cap", "method": method, "percentile": percentile, "cap_flops": cap, "seed": seed,
             "budget": BUDGET, "queried_index": index.tolist(), "max_queried_flops": float(bench.flops[index].max()),
             "picked_index": pick, "picked_test": float(bench.test[pick]),
-            "best_test_under_cap": float(bench.test[under].max()), "cells_under_cap": int(under.sum())}
+            "best_test_under_cap": float(bench.test[under].max()), "cells_under_cap": int(under.sum()),
+            "reported_column": bench.reported_column}
 
 
 def true_front(bench: Bench) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +192,7 @@ def run_pareto(bench: Bench, seed: int) -> dict:
     true_volume = hypervolume(*reversed(true_front(bench)), reference)
     volume = {name: hypervolume(bench.test[f], bench.flops[f], reference) / true_volume
               for name, f in (("nsga2", front), ("queried", queried_front), ("whole_space", whole_front))}
-    return {"experiment": "pareto", "method": "nsga2+gbt-live+zc", "seed": seed, "budget": BUDGET,
+    return {"experiment": "pareto", "method": f"nsga2+{bench.predictor_name}", "seed": seed, "budget": BUDGET,
             "predictor_evaluations": len(searched.archs), "front_index": front.tolist(),
             "front_estimate": scores[front].tolist(),
             "queried_front_index": queried_front.tolist(), "whole_space_front_index": whole_front.tolist(),
@@ -165,13 +218,15 @@ def run_summary(result: dict, seconds: float) -> str:
 
 
 def run(args) -> int:
-    experiments = [("cap", m, q) for q in PERCENTILES for m in METHODS] + [("pareto", None, None)]
+    methods = DIGITS_FULL_METHODS if args.on == "digits-full" else METHODS
+    experiments = [("cap", m, q) for q in PERCENTILES for m in methods] + [("pareto", None, None)]
     seeds = list(range(args.runs))[::-1 if args.reverse else 1]  # a second process can start from the other end
     # the capped searches of every seed first
     jobs = [(*job, seed) for job in experiments if job[0] in args.experiments for seed in seeds]
-    return run_pending(jobs, lambda *job: RUNS / f"{run_name(*job[:3])}_seed{job[3]}.json", run_one,
+    folder = runs_folder(args)
+    return run_pending(jobs, lambda *job: folder / f"{run_name(*job[:3])}_seed{job[3]}.json", run_one,
                        lambda *job: f"{run_name(*job[:3]):34} seed {job[3]:2}", run_summary,
-                       dry_run=args.dry_run, prepare=lambda: Bench(args.gt, args.zc))
+                       dry_run=args.dry_run, prepare=lambda: make_bench(args))
 
 
 def _spread(values) -> str:
@@ -192,7 +247,9 @@ def _versus_random(runs: dict, random_runs: dict, key: str, entry: dict) -> str:
 
 
 def report(args) -> int:
-    results = load_results(RUNS, "*_seed*.json")
+    folder = runs_folder(args)
+    methods = DIGITS_FULL_METHODS if args.on == "digits-full" else METHODS
+    results = load_results(folder, "*_seed*.json")
     if not results:
         print("no runs yet: run `python benchmarks/constrained_search_experiments.py run` first", file=sys.stderr)
         return 1
@@ -202,8 +259,8 @@ def report(args) -> int:
     summary = {"cap": {}, "pareto": {}}
     for q in PERCENTILES:
         by_method = {m: {r["seed"]: r for r in results if r["experiment"] == "cap" and r["percentile"] == q
-                         and r["method"] == m} for m in METHODS}
-        for method in METHODS:
+                         and r["method"] == m} for m in methods}
+        for method in methods:
             runs = by_method[method]
             if not runs:
                 continue
@@ -276,16 +333,20 @@ def report(args) -> int:
             tau = json.loads(tau_file.read_text())["kendall_tau"]
             lines.append(f"\nThe supernet's Kendall tau with digits_valid_acc over the 240 cells: {tau:.3f}.")
             summary.setdefault("digits", {})["supernet_kendall_tau"] = tau
-    text = ("Test accuracy (CIFAR-10, %) of the best-by-validation cell after 100 ground-truth queries under a FLOPs "
-            "cap, NB201; mean ± std over seeds.\n\n" + "\n".join(lines))
+    head = ("Test accuracy (CIFAR-10, %) of the best-by-validation cell after 100 ground-truth queries under a FLOPs "
+            "cap, NB201; mean ± std over seeds." if args.on == "cifar10" else
+            "digits_valid_acc (%) of the best cell after 100 ground-truth queries of the whole-space digits table "
+            "under a FLOPs cap (the same column picks and judges: the gap is the search's regret); mean ± std over "
+            "seeds.")
+    text = head + "\n\n" + "\n".join(lines)
     print(text)
-    write_text_atomic(RUNS / "summary.json", json.dumps(summary, indent=1))
+    write_text_atomic(folder / "summary.json", json.dumps(summary, indent=1))
     return 0
 
 
 def plot_pareto(result: dict, args) -> None:
-    """benchmarks/results/constrained_search/pareto_seed<s>.png: one run's evaluated cells, found and true fronts."""
-    bench = Bench(args.gt, args.zc)
+    """``pareto_seed<s>.png`` beside the runs: one run's evaluated cells, found and true fronts."""
+    bench = make_bench(args)
     searched = np.asarray(result["searched_index"])
     front = np.asarray(result["front_index"])
     estimates = dict(zip(front.tolist(), result["front_estimate"]))
@@ -293,10 +354,12 @@ def plot_pareto(result: dict, args) -> None:
     # every evaluated cell at its true test accuracy (the estimates are not stored), the front at its estimate
     estimate = np.concatenate([bench.test[searched], [estimates[i] for i in front]])
     order = len(searched) + np.argsort(bench.flops[front], kind="stable")
-    plot_front(RUNS / f"pareto_seed{result['seed']}.png", torch.from_numpy(cost), torch.from_numpy(estimate),
-               torch.from_numpy(order), cost_name="FLOPs", estimate_name="CIFAR-10 accuracy (%)",
+    what = "CIFAR-10 accuracy (%)" if args.on == "cifar10" else "digits accuracy (%)"
+    plot_front(runs_folder(args) / f"pareto_seed{result['seed']}.png", torch.from_numpy(cost),
+               torch.from_numpy(estimate), torch.from_numpy(order), cost_name="FLOPs", estimate_name=what,
                truth=bench.test[front[np.argsort(bench.flops[front], kind="stable")]], true_front=true_front(bench),
-               title=f"NB201: NSGA-II over gbt-live+zc (seed {result['seed']}); grey: evaluated cells' test accuracy")
+               title=f"NB201{'' if args.on == 'cifar10' else ' on digits'}: NSGA-II over {bench.predictor_name} "
+                     f"(seed {result['seed']}); grey: evaluated cells' {bench.reported_column}")
 
 
 DIGITS_BUDGET = 30
@@ -364,7 +427,7 @@ def digits(args) -> int:
                        dry_run=args.dry_run, prepare=lambda: DigitsBench(args))
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     steps = parser.add_subparsers(dest="step", required=True)
     for name in ("run", "digits", "report"):
@@ -372,6 +435,12 @@ def main() -> int:
         step.add_argument("--gt", default=str(DATA / "nb201_gt.csv"))
         step.add_argument("--zc", default=str(DATA / "nb201_zc_proxies.csv"))
         step.add_argument("--digits-gt", default=str(ROOT.parent / "rdnas" / "minibench" / "data" / "nb201_digits.csv"))
+        step.add_argument("--digits-full-gt", default="shipped:nb201_digits_full",
+                          help="the whole-space digits table of --on digits-full (default: the shipped one)")
+        if name in ("run", "report"):
+            step.add_argument("--on", choices=BENCHES, default="cifar10",
+                              help="cifar10: NB201's CIFAR-10 ground truth (default); digits-full: the whole-space "
+                              "digits table")
         if name in ("run", "digits"):
             step.add_argument("--runs", type=int, default=25)
             step.add_argument("--dry-run", action="store_true",
@@ -383,8 +452,9 @@ def main() -> int:
         if name == "digits":
             step.add_argument("--checkpoint", default=str(ROOT.parent / "runs" / "constrained_search" / "spos_digits"
                                                           / "checkpoint.pt"))
-    args = parser.parse_args()
-    for path in (args.gt, args.zc) if args.step != "digits" else (args.digits_gt,):
+    args = parser.parse_args(argv)
+    needed = (args.digits_gt,) if args.step == "digits" else () if args.on == "digits-full" else (args.gt, args.zc)
+    for path in needed:
         if not Path(path).is_file():
             parser.error(f"{path} is not a file (the ground-truth and proxy tables)")
     return {"run": run, "digits": digits, "report": report}[args.step](args)
