@@ -21,6 +21,7 @@ margin sampler, 5 groups (``rdnas.pipeline.PipelineConfig`` defaults), at 10 and
     OMP_NUM_THREADS=1 python benchmarks/teacher_curve_experiment.py run --epochs 10 --seeds 0,1,2,3,4
     bash benchmarks/teacher_curve.sh                  # the whole experiment: two shards side by side, nice 19
     python benchmarks/teacher_curve_experiment.py report     # table, teacher_curve.json and teacher_curve.png
+    python benchmarks/teacher_curve_experiment.py report --ship   # and the curve rdnas teacher check reads
 
 ``report`` pairs each RD-NAS run with the SPOS run of the same seed and budget: the gain is the mean paired
 difference of Kendall tau on the teacher's rows (every class; the trees: the classes they were not fitted on), with
@@ -55,6 +56,7 @@ BUILD = RESULTS / "nb201_digits_full"
 ORACLE_TAUS = (0.3, 0.45, 0.6, 0.75, 0.9)
 TEACHERS = tuple(f"oracle-{t}" for t in ORACLE_TAUS) + ("synflow", "zen", "flops", "trees-60", "trees-240")
 COLUMN = "digits_valid_acc"
+SHIPPED_CURVE = ROOT.parent / "rdnas" / "minibench" / "data" / "teacher_curve.json"
 
 
 def ground_truth(path: Path, classes: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -283,6 +285,9 @@ def report(args) -> int:
     print("SPOS's own tau on every class: " + ", ".join(f"{tau:.3f} at {epochs} epochs" for epochs, tau in own.items()))
     write_text_atomic(args.runs.parent / "teacher_curve.json", json.dumps(points, indent=1))
     _plot(points, own, args.runs.parent / "teacher_curve.png")
+    if args.ship:  # what `rdnas teacher check` reads to say what distilling a teacher of a given tau is worth
+        write_text_atomic(SHIPPED_CURVE, json.dumps(points, indent=1) + "\n")
+        print(f"shipped the curve to {SHIPPED_CURVE}")
     return 0
 
 
@@ -331,6 +336,9 @@ def report_options(parser) -> None:
     parser.add_argument("--gt", type=Path, default=None,
                         help="re-score every run against this table (e.g. one with more seeds) from the runs' stored "
                         "estimates; default: the table the runs recorded")
+    parser.add_argument("--ship", action="store_true",
+                        help="also write the curve into the package (rdnas/minibench/data/teacher_curve.json), "
+                        "where `rdnas teacher check` reads it")
 
 
 def main(argv=None) -> int:

@@ -111,3 +111,16 @@ def test_a_run_without_its_arrays_is_refused_by_name(curve, tmp_path):
     script.scores_path(copy, 1, 0, "oracle-0.6").unlink()
     with pytest.raises(SystemExit, match=r"oracle-0.6_e1_seed0.npz is missing"):
         script.main(["report", "--runs", str(copy)])
+
+
+def test_report_ship_writes_the_curve_teacher_check_reads(curve, tmp_path, monkeypatch):
+    from rdnas.rank.teacher_check import expected_gain
+
+    script, runs, _ = curve
+    monkeypatch.setattr(script, "SHIPPED_CURVE", tmp_path / "teacher_curve.json")
+    points = _report(script, runs, "--ship")
+    shipped = json.loads((tmp_path / "teacher_curve.json").read_text())
+    assert {p["teacher"]: p for p in shipped} == points
+    oracle = points["oracle-0.6"]
+    prediction = expected_gain(shipped, oracle["teacher_kendall_tau"])
+    assert prediction["epochs"] == 1 and prediction["gain"] == pytest.approx(oracle["gain"], abs=1e-12)
