@@ -251,6 +251,46 @@ def paired_taus(teacher_run: dict, spos_run: dict) -> tuple[float, float, float]
             kendall_tau(teacher_run["teacher_scores"][rows], truth))
 
 
+def zero_crossing(teacher_taus, gains) -> float:
+    """The teacher tau above which distilling paid off in every measured teacher: teachers in order of tau, the gain
+    linearly interpolated between the last one with a negative gain and the next; -inf when no teacher's gain is
+    negative (it paid off for every one), +inf when the best teacher's is (none measured pays off)."""
+    order = np.argsort(teacher_taus, kind="stable")
+    x, y = np.asarray(teacher_taus, dtype=np.float64)[order], np.asarray(gains, dtype=np.float64)[order]
+    negative = np.flatnonzero(y < 0)
+    if not len(negative):
+        return -np.inf
+    i = negative[-1]
+    if i == len(y) - 1:
+        return np.inf
+    return float(x[i] + (x[i + 1] - x[i]) * (-y[i]) / (y[i + 1] - y[i]))
+
+
+def crossing_interval(per_seed: dict, samples: int = 2000, seed: int = 0) -> dict:
+    """:func:`zero_crossing` of one budget's oracle teachers (``per_seed``: teacher -> {seed: (RD-NAS tau, SPOS tau,
+    teacher tau)}) with a bootstrap over the seeds every teacher has (resampled together, as the runs are paired by
+    seed): the crossing of the means, its 95% percentile interval over the resamples whose crossing is finite, and
+    the shares of resamples where every teacher paid off (-inf) or none did (+inf)."""
+    seeds = sorted(set.intersection(*(set(runs) for runs in per_seed.values())))
+    if not seeds:
+        return {"seeds": [], "teachers": list(per_seed), "crossing": None, "crossing_ci95": None}
+    taus = np.array([[per_seed[name][s] for s in seeds] for name in per_seed])  # [teachers, seeds, 3]
+
+    def crossing(columns):
+        means = taus[:, columns].mean(axis=1)
+        return zero_crossing(means[:, 2], means[:, 0] - means[:, 1])
+
+    rng = np.random.default_rng(seed)
+    resampled = np.array([crossing(rng.integers(0, len(seeds), len(seeds))) for _ in range(samples)])
+    finite = resampled[np.isfinite(resampled)]
+    point = crossing(np.arange(len(seeds)))
+    return {"seeds": seeds, "teachers": list(per_seed), "crossing": point if np.isfinite(point) else str(point),
+            "crossing_ci95": [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))]
+            if len(finite) else None,
+            "share_every_teacher_pays": float(np.mean(resampled == -np.inf)),
+            "share_no_teacher_pays": float(np.mean(resampled == np.inf))}
+
+
 def report(args) -> int:
     runs = load_results(args.runs)
     if not runs:
@@ -258,7 +298,7 @@ def report(args) -> int:
         return 1
     scored = scored_runs(args, runs)
     spos = {(epochs, seed): run for (name, epochs, seed), run in scored.items() if name == "spos"}
-    points = []
+    points, per_seed = [], {}
     lines = ["| epochs | teacher | seeds | teacher tau | RD-NAS tau | SPOS tau | gain (RD-NAS - SPOS) | 95% bootstrap | "
              "paired t p |", "|---:|---|---:|---:|---:|---:|---:|---|---:|"]
     for epochs in sorted({r["epochs"] for r in runs}):
@@ -267,6 +307,7 @@ def report(args) -> int:
             if not seeds:
                 continue
             taus = np.array([paired_taus(scored[(name, epochs, seed)], spos[(epochs, seed)]) for seed in seeds])
+            per_seed.setdefault(epochs, {})[name] = dict(zip(seeds, map(tuple, taus)))
             gain = taus[:, 0] - taus[:, 1]
             low, high = bootstrap_mean_interval(gain) if len(gain) > 1 else (float("nan"), float("nan"))
             p_value = float(ttest_rel(taus[:, 0], taus[:, 1]).pvalue) if len(gain) > 1 else float("nan")
@@ -283,15 +324,29 @@ def report(args) -> int:
     own = {epochs: float(np.mean([kendall_tau(run["estimates"], run["truth"]) for (e, _), run in spos.items()
                                   if e == epochs])) for epochs in sorted({e for e, _ in spos})}
     print("SPOS's own tau on every class: " + ", ".join(f"{tau:.3f} at {epochs} epochs" for epochs, tau in own.items()))
+    summary = {}
+    for epochs, teachers in per_seed.items():  # where the oracle teachers' gain crosses zero
+        oracles = {name: runs for name, runs in teachers.items() if name.startswith("oracle-")}
+        if len(oracles) < 2:
+            continue
+        summary[epochs] = {"spos_own_kendall_tau": own.get(epochs), **crossing_interval(oracles)}
+        found = summary[epochs]
+        interval = found["crossing_ci95"]
+        print(f"{epochs} epochs: the oracle teachers' gain crosses zero at teacher tau {found['crossing']}"
+              + (f" (95% bootstrap {interval[0]:.3f}..{interval[1]:.3f})" if interval else "")
+              + f"; SPOS's own tau {own.get(epochs, float('nan')):.3f}; every teacher pays in "
+              f"{100 * found['share_every_teacher_pays']:.0f}% of the resamples, none in "
+              f"{100 * found['share_no_teacher_pays']:.0f}%")
     write_text_atomic(args.runs.parent / "teacher_curve.json", json.dumps(points, indent=1))
-    _plot(points, own, args.runs.parent / "teacher_curve.png")
+    write_text_atomic(args.runs.parent / "teacher_curve_crossing.json", json.dumps(summary, indent=1))
+    _plot(points, own, args.runs.parent / "teacher_curve.png", summary)
     if args.ship:  # what `rdnas teacher check` reads to say what distilling a teacher of a given tau is worth
         write_text_atomic(SHIPPED_CURVE, json.dumps(points, indent=1) + "\n")
         print(f"shipped the curve to {SHIPPED_CURVE}")
     return 0
 
 
-def _plot(points: list[dict], spos_tau: dict, path: Path) -> None:
+def _plot(points: list[dict], spos_tau: dict, path: Path, crossings: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -307,6 +362,10 @@ def _plot(points: list[dict], spos_tau: dict, path: Path) -> None:
         for p in mine:
             axes.annotate(p["teacher"], (p["teacher_kendall_tau"], p["gain"]), fontsize=6, xytext=(3, 3),
                           textcoords="offset points")
+        crossing = crossings.get(epochs, {}).get("crossing")
+        if isinstance(crossing, float):
+            axes.axvline(crossing, color=colour, linestyle=":", linewidth=1,
+                         label=f"oracle gain crosses zero, {epochs} epochs")
         axes.axvline(spos_tau[epochs], color=colour, linestyle="--", linewidth=1, label=f"SPOS's own tau, {epochs} epochs")
     axes.axhline(0, color="black", linewidth=0.8)
     axes.set_xlabel("teacher's Kendall tau against the digits accuracy of every class")

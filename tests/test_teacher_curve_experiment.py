@@ -124,3 +124,33 @@ def test_report_ship_writes_the_curve_teacher_check_reads(curve, tmp_path, monke
     oracle = points["oracle-0.6"]
     prediction = expected_gain(shipped, oracle["teacher_kendall_tau"])
     assert prediction["epochs"] == 1 and prediction["gain"] == pytest.approx(oracle["gain"], abs=1e-12)
+
+
+def test_zero_crossing_interpolates_after_the_last_teacher_that_did_not_pay():
+    import teacher_curve_experiment as script
+
+    # teachers given out of order; the gain is negative up to tau 0.45, positive from 0.6: crossing at 0.45 + 0.15/3
+    assert script.zero_crossing([0.6, 0.3, 0.45, 0.75], [0.02, -0.05, -0.01, 0.04]) == pytest.approx(0.5)
+    # a noisy dip above a first crossing: the crossing is after the last negative teacher
+    assert script.zero_crossing([0.3, 0.45, 0.6, 0.75], [-0.02, 0.01, -0.01, 0.03]) == pytest.approx(0.6375)
+    assert script.zero_crossing([0.3, 0.6], [0.01, 0.02]) == -np.inf
+    assert script.zero_crossing([0.3, 0.6], [-0.01, -0.02]) == np.inf
+
+
+def test_the_crossings_bootstrap_resamples_seeds_across_teachers_together():
+    import teacher_curve_experiment as script
+
+    rng = np.random.default_rng(0)
+    per_seed = {}
+    for tau in (0.3, 0.45, 0.6, 0.75, 0.9):  # gain = tau - 0.5 (crossing 0.5) plus seed noise
+        per_seed[f"oracle-{tau}"] = {s: (0.4 + tau - 0.5 + 0.01 * noise, 0.4, tau)
+                                     for s, noise in enumerate(rng.standard_normal(6))}
+    found = script.crossing_interval(per_seed, samples=500)
+    assert found["seeds"] == list(range(6))
+    assert abs(found["crossing"] - 0.5) < 0.02
+    low, high = found["crossing_ci95"]
+    assert low <= found["crossing"] <= high and high - low < 0.1
+    assert found["share_every_teacher_pays"] == found["share_no_teacher_pays"] == 0.0
+    # a seed only some teachers have is left out of the paired bootstrap
+    per_seed["oracle-0.3"][99] = (0.0, 0.4, 0.3)
+    assert script.crossing_interval(per_seed, samples=10)["seeds"] == list(range(6))
