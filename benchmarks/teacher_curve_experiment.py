@@ -291,6 +291,14 @@ def crossing_interval(per_seed: dict, samples: int = 2000, seed: int = 0) -> dic
             "share_no_teacher_pays": float(np.mean(resampled == np.inf))}
 
 
+def top_pick_accuracies(teacher_run: dict, spos_run: dict) -> tuple[float, float]:
+    """(RD-NAS's, SPOS's) top pick on the teacher's rows: the table accuracy of the class each supernet ranks first
+    (ties: the first in the rows' order) -- what a search that trusts the supernet returns."""
+    rows, truth = teacher_run["teacher_rows"], teacher_run["truth"][teacher_run["teacher_rows"]]
+    return (float(truth[np.argmax(teacher_run["estimates"][rows])]),
+            float(truth[np.argmax(spos_run["estimates"][rows])]))
+
+
 def report(args) -> int:
     runs = load_results(args.runs)
     if not runs:
@@ -300,7 +308,7 @@ def report(args) -> int:
     spos = {(epochs, seed): run for (name, epochs, seed), run in scored.items() if name == "spos"}
     points, per_seed = [], {}
     lines = ["| epochs | teacher | seeds | teacher tau | RD-NAS tau | SPOS tau | gain (RD-NAS - SPOS) | 95% bootstrap | "
-             "paired t p |", "|---:|---|---:|---:|---:|---:|---:|---|---:|"]
+             "paired t p | top pick's accuracy, RD-NAS / SPOS |", "|---:|---|---:|---:|---:|---:|---:|---|---:|---:|"]
     for epochs in sorted({r["epochs"] for r in runs}):
         for name in TEACHERS:
             seeds = sorted(seed for (n, e, seed) in scored if n == name and e == epochs and (epochs, seed) in spos)
@@ -308,6 +316,7 @@ def report(args) -> int:
                 continue
             taus = np.array([paired_taus(scored[(name, epochs, seed)], spos[(epochs, seed)]) for seed in seeds])
             per_seed.setdefault(epochs, {})[name] = dict(zip(seeds, map(tuple, taus)))
+            picks = np.array([top_pick_accuracies(scored[(name, epochs, seed)], spos[(epochs, seed)]) for seed in seeds])
             gain = taus[:, 0] - taus[:, 1]
             low, high = bootstrap_mean_interval(gain) if len(gain) > 1 else (float("nan"), float("nan"))
             p_value = float(ttest_rel(taus[:, 0], taus[:, 1]).pvalue) if len(gain) > 1 else float("nan")
@@ -315,11 +324,13 @@ def report(args) -> int:
                      "teacher_kendall_tau": float(taus[:, 2].mean()), "rdnas_kendall_tau": float(taus[:, 0].mean()),
                      "spos_kendall_tau": float(taus[:, 1].mean()), "gain": float(gain.mean()),
                      "gain_ci95": [low, high], "paired_t_p": p_value,
+                     "rdnas_top_pick_acc": float(picks[:, 0].mean()), "spos_top_pick_acc": float(picks[:, 1].mean()),
                      "evaluation_rows": int(len(scored[(name, epochs, seeds[0])]["teacher_rows"]))}
             points.append(point)
             lines.append(f"| {epochs} | {name} | {len(seeds)} | {point['teacher_kendall_tau']:.3f} | "
                          f"{point['rdnas_kendall_tau']:.3f} | {point['spos_kendall_tau']:.3f} | {gain.mean():+.3f} | "
-                         f"{low:+.3f}..{high:+.3f} | {p_value:.2g} |")
+                         f"{low:+.3f}..{high:+.3f} | {p_value:.2g} | {point['rdnas_top_pick_acc']:.2f} / "
+                         f"{point['spos_top_pick_acc']:.2f} |")
     print("\n".join(lines))
     own = {epochs: float(np.mean([kendall_tau(run["estimates"], run["truth"]) for (e, _), run in spos.items()
                                   if e == epochs])) for epochs in sorted({e for e, _ in spos})}

@@ -154,3 +154,13 @@ def test_the_crossings_bootstrap_resamples_seeds_across_teachers_together():
     # a seed only some teachers have is left out of the paired bootstrap
     per_seed["oracle-0.3"][99] = (0.0, 0.4, 0.3)
     assert script.crossing_interval(per_seed, samples=10)["seeds"] == list(range(6))
+
+
+def test_the_report_gives_each_supernets_top_pick_at_its_table_accuracy(curve):
+    script, runs, _ = curve
+    points = _report(script, runs)
+    with np.load(script.scores_path(runs, 1, 0, "spos")) as spos, \
+            np.load(script.scores_path(runs, 1, 0, "oracle-0.6")) as oracle:
+        truth = _truth(curve, spos["archs"])
+        assert points["oracle-0.6"]["spos_top_pick_acc"] == truth[np.argmax(spos["estimates"])]
+        assert points["oracle-0.6"]["rdnas_top_pick_acc"] == truth[np.argmax(oracle["estimates"])]
