@@ -82,7 +82,7 @@ DATA = ROOT.parent.parent / "shared" / "data"
 PERCENTILES = (25, 50, 75)
 METHODS = ("sampling+gbt-live+zc", "random")
 DIGITS_FULL_METHODS = ("sampling+gbt-live", "random")
-BENCHES = ("cifar10", "digits-full")
+METHODS_ON = {"cifar10": METHODS, "digits-full": DIGITS_FULL_METHODS}  # --on: the methods run on that table
 PARETO_EVALUATIONS, PARETO_POPULATION = 2000, 50
 
 
@@ -90,7 +90,7 @@ class Bench:
     """The ground truth, the caps and the predictor features, loaded once: NB201 CIFAR-10 (queries
     ``cifar10_valid_acc``, reports ``cifar10_test_acc``; the predictor with the published proxies' columns)."""
 
-    methods, predictor_name, reported_column = METHODS, "gbt-live+zc", "cifar10_test_acc"
+    predictor_name, reported_column = "gbt-live+zc", "cifar10_test_acc"
 
     def __init__(self, gt_path: str, zc_path: str):
         self.gt = GroundTruth.load(gt_path)
@@ -120,7 +120,7 @@ class DigitsFullBench(Bench):
     the reported value (``test``), FLOPs from ``space.cost`` (see the module docstring), and the trees on the live
     cell without proxy columns."""
 
-    methods, predictor_name, reported_column = DIGITS_FULL_METHODS, "gbt-live", "digits_valid_acc"
+    predictor_name, reported_column = "gbt-live", "digits_valid_acc"
 
     def __init__(self, table: str):
         self.gt = GroundTruth.load(table, "nb201")
@@ -218,7 +218,7 @@ def run_summary(result: dict, seconds: float) -> str:
 
 
 def run(args) -> int:
-    methods = DIGITS_FULL_METHODS if args.on == "digits-full" else METHODS
+    methods = METHODS_ON[args.on]
     experiments = [("cap", m, q) for q in PERCENTILES for m in methods] + [("pareto", None, None)]
     seeds = list(range(args.runs))[::-1 if args.reverse else 1]  # a second process can start from the other end
     # the capped searches of every seed first
@@ -248,7 +248,7 @@ def _versus_random(runs: dict, random_runs: dict, key: str, entry: dict) -> str:
 
 def report(args) -> int:
     folder = runs_folder(args)
-    methods = DIGITS_FULL_METHODS if args.on == "digits-full" else METHODS
+    methods = METHODS_ON[args.on]
     results = load_results(folder, "*_seed*.json")
     if not results:
         print("no runs yet: run `python benchmarks/constrained_search_experiments.py run` first", file=sys.stderr)
@@ -439,7 +439,7 @@ def main(argv=None) -> int:
         step.add_argument("--digits-full-gt", default="shipped:nb201_digits_full",
                           help="the whole-space digits table of --on digits-full (default: the shipped one)")
         if name in ("run", "report"):
-            step.add_argument("--on", choices=BENCHES, default="cifar10",
+            step.add_argument("--on", choices=list(METHODS_ON), default="cifar10",
                               help="cifar10: NB201's CIFAR-10 ground truth (default); digits-full: the whole-space "
                               "digits table")
         if name in ("run", "digits"):

@@ -1,8 +1,7 @@
 """DaSS's search on unseen tasks (issue 26, section 3): on every meta-test task of the KD benchmark, ``rdnas dass
 search`` picks a student under a FLOPs cap from 500 candidates and KD-trains it (3 seeds, the benchmark's student
-recipe) beside a FLOPs-matched
-random pick and the best pick of a zero-cost proxy (synflow); repeated over several candidate samples per task, so
-the comparison is paired over (task, sample).
+recipe) beside a FLOPs-matched random pick and the best pick of a zero-cost proxy (synflow); repeated over several
+candidate samples per task, so the comparison is paired over (task, sample).
 
 Per (task, sample s): the candidates are ``sample_architectures(500, seed=1000 + s)`` at the model's student
 options (written to ``<task>_sample<s>.archs``), the cap is their median FLOPs on the task (half of them eligible),
@@ -24,7 +23,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy.stats import wilcoxon
 
 from rdnas.atomic_file import write_text_atomic
@@ -36,11 +34,11 @@ OUT = RESULTS / "dass_search"
 PICKS = ("dass", "random", "proxy")
 
 
-def meta_test_tasks(bench: Path) -> list[str]:
-    """The names of the benchmark's meta-test tasks, in its order."""
+def read_bench(bench):
+    """The benchmark's tasks file (``--bench``: a folder or ``shipped``): its tasks and its students' recipe."""
     from rdnas.kd.bench import bench_folder, read_bench_tasks
 
-    return [t.name for t in read_bench_tasks(bench_folder(bench)).tasks if t.split == "meta-test"]
+    return read_bench_tasks(bench_folder(bench))
 
 
 def fitted_model(args) -> Path:
@@ -65,7 +63,8 @@ def run(args) -> int:
     from rdnas.predictors import dass
     from rdnas.spaces import get_space
 
-    tasks = meta_test_tasks(args.bench)
+    built = read_bench(args.bench)
+    tasks = [t.name for t in built.tasks if t.split == "meta-test"]
     if not tasks:
         raise SystemExit(f"{args.bench} has no meta-test task")
     teachers = {name: Path(args.teachers) / f"{name}.pt" for name in tasks}
@@ -76,9 +75,7 @@ def run(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     model = fitted_model(args)
     _, config = dass.load_model(model)
-    from rdnas.kd.bench import bench_folder, read_bench_tasks
-
-    recipe = read_bench_tasks(bench_folder(args.bench)).student  # the picks train as the benchmark's students did
+    recipe = built.student  # the picks train as the benchmark's students did
     space = get_space(config["space"])
     options = config["student_options"] or {}
     for name in tasks:
