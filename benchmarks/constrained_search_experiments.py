@@ -64,13 +64,13 @@ import numpy as np
 import torch
 from scipy.stats import wilcoxon
 
-from experiment_harness import comma_list, load_results, run_pending
+from experiment_harness import comma_list, load_results, load_table, run_pending
 from predictor_experiments import COST_COLUMNS, PROXY_COLUMNS, zc_table
 from rdnas.atomic_file import write_text_atomic
 from rdnas.pareto import hypervolume, pareto_evolution, pareto_front, plot_front
 from rdnas.predictors import ArchFeatures, ProxyFeatures, get_predictor
 from rdnas.predictors.sampling_search import sampling_search
-from rdnas.rank import GroundTruth
+from rdnas.rank.ground_truth import table_path
 from rdnas.search import CostConstraint, evolution_search, random_search
 from rdnas.spaces import nb201
 from search_experiments import BUDGET
@@ -93,7 +93,7 @@ class Bench:
     predictor_name, reported_column = "gbt-live+zc", "cifar10_test_acc"
 
     def __init__(self, gt_path: str, zc_path: str):
-        self.gt = GroundTruth.load(gt_path)
+        self.gt = load_table(gt_path, "cifar10_valid_acc", "--gt")
         everything = nb201.all_archs()
         self.valid = torch.from_numpy(self.gt.values(everything, "cifar10_valid_acc"))
         self.test = self.gt.values(everything, "cifar10_test_acc")
@@ -123,7 +123,7 @@ class DigitsFullBench(Bench):
     predictor_name, reported_column = "gbt-live", "digits_valid_acc"
 
     def __init__(self, table: str):
-        self.gt = GroundTruth.load(table, "nb201")
+        self.gt = load_table(table, "digits_valid_acc", "--digits-full-gt")
         everything = nb201.all_archs()
         values = self.gt.values(everything, "digits_valid_acc")
         self.valid, self.test = torch.from_numpy(values), values
@@ -375,7 +375,7 @@ class DigitsBench:
         from rdnas.cli.checkpoint import load_supernet
         from rdnas.rank import kendall_tau, recalibrated_accuracy_fn
 
-        table = GroundTruth.load(args.digits_gt)
+        table = load_table(args.digits_gt, "digits_valid_acc", "--digits-gt")
         self.cells = table.archs[~nb201.SPACE.is_trivial(table.archs)]
         cells = self.cells
         self.truth = dict(zip(map(tuple, cells.tolist()), table.values(cells, "digits_valid_acc").tolist()))
@@ -454,9 +454,14 @@ def main(argv=None) -> int:
             step.add_argument("--checkpoint", default=str(ROOT.parent / "runs" / "constrained_search" / "spos_digits"
                                                           / "checkpoint.pt"))
     args = parser.parse_args(argv)
-    needed = (args.digits_gt,) if args.step == "digits" else () if args.on == "digits-full" else (args.gt, args.zc)
+    needed = ((args.digits_gt,) if args.step == "digits" else (args.digits_full_gt,) if args.on == "digits-full"
+              else (args.gt, args.zc))
     for path in needed:
-        if not Path(path).is_file():
+        try:
+            found = table_path(path).is_file()
+        except FileNotFoundError as error:  # an unknown shipped:<name>; the message lists the shipped tables
+            parser.error(str(error).removeprefix("rdnas.rank.GroundTruth: "))
+        if not found:
             parser.error(f"{path} is not a file (the ground-truth and proxy tables)")
     return {"run": run, "digits": digits, "report": report}[args.step](args)
 

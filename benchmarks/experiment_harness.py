@@ -93,6 +93,18 @@ def table_sha256(path) -> str:
     return hashlib.sha256(table_path(path).read_bytes()).hexdigest()
 
 
+def load_table(path, column: str, option: str, space: str = "nb201"):
+    """The ground-truth table at ``path`` (a file or ``shipped:<name>``) with ``column``; a missing, malformed or
+    foreign table, or one without ``column``, exits with one line naming ``option`` (rdnas.cli.checkpoint.read_table)
+    instead of a traceback."""
+    from rdnas.cli.checkpoint import read_table
+
+    try:
+        return read_table(path, space, column, option)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+
+
 def load_results(folder: Path, pattern: str = "*.json") -> list[dict]:
     """Every result file of ``folder`` matching ``pattern``, in file-name order."""
     return [json.loads(path.read_text()) for path in sorted(Path(folder).glob(pattern))]

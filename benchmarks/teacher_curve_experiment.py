@@ -40,11 +40,12 @@ import numpy as np
 import torch
 from scipy.stats import ttest_rel
 
-from experiment_harness import comma_list, command_line, load_results, run_pending, shard, table_sha256
+from experiment_harness import comma_list, command_line, load_results, load_table, run_pending, shard, table_sha256
 from rdnas.atomic_file import atomic_open, write_text_atomic
 from rdnas.pipeline import PipelineConfig, build_teacher, train_and_rank
 from rdnas.predictors import ArchFeatures, get_predictor
-from rdnas.rank import GroundTruth, kendall_tau, shipped_tables
+from rdnas.rank import kendall_tau, shipped_tables
+from rdnas.rank.ground_truth import table_path
 from rdnas.spaces import nb201
 from rdnas.train import Teacher
 
@@ -62,7 +63,7 @@ SHIPPED_CURVE = ROOT.parent / "rdnas" / "minibench" / "data" / "teacher_curve.js
 def ground_truth(path: Path, classes: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(evaluation architectures int [A, 6]: the build's class representatives the table holds, or a seeded sample of
     ``classes`` of them; their accuracy)."""
-    table = GroundTruth.load(path, "nb201")
+    table = load_table(path, COLUMN, "--gt")
     lines = (BUILD / "archs.txt").read_text().splitlines()
     archs = np.array([nb201.from_string(line.strip()) for line in lines if line.strip() and not line.startswith("#")])
     archs = archs[table.values(archs, "trained") == 1]
@@ -221,13 +222,16 @@ def scored_runs(args, runs: list[dict]) -> dict:
                              f"({', '.join(f'{path} ({digest})' for digest, path in tables)}); keep one table's runs, "
                              "or re-score them all against one with --gt")
         digest, path = tables[0]
+        if not table_path(path).is_file():
+            raise SystemExit(f"{path}, the table the runs in {args.runs} were evaluated against, is gone; "
+                             "re-score them against another with --gt")
         if table_sha256(path)[:16] != digest:
             raise SystemExit(f"{path} has changed since the runs were evaluated against it (sha256 {digest}); "
                              "re-score them against it with --gt")
-        table_path = path
+        chosen = path
     else:
-        table_path = args.gt
-    table = GroundTruth.load(table_path, "nb201")
+        chosen = args.gt
+    table = load_table(chosen, COLUMN, "--gt")
     scored = {}
     for r in runs:
         path = scores_path(args.runs, r["epochs"], r["seed"], r["teacher"])

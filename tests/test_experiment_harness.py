@@ -107,3 +107,32 @@ def test_the_teacher_curve_script_refuses_a_bad_shard_before_any_work(tmp_path, 
     assert exit_info.value.code == 2
     assert "argument --shard: shard (i, n) needs 0 <= i < n, got (3, 2)" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_load_table_turns_a_missing_malformed_or_foreign_table_into_one_line(tmp_path):
+    from experiment_harness import load_table
+
+    with pytest.raises(SystemExit, match=r"^--gt: no such file: .*missing.csv$"):
+        load_table(tmp_path / "missing.csv", "digits_valid_acc", "--gt")
+    with pytest.raises(SystemExit, match=r"^--gt: no shipped table 'nothing'"):
+        load_table("shipped:nothing", "digits_valid_acc", "--gt")
+    broken = tmp_path / "broken.csv"
+    broken.write_text("arch_str,digits_valid_acc\nnot-a-cell,90\n")
+    with pytest.raises(SystemExit, match=r"^--gt: .*broken.csv:2: "):
+        load_table(broken, "digits_valid_acc", "--gt")
+    other = tmp_path / "other.csv"
+    other.write_text("arch_str,acc\n|nor_conv_3x3~0|+|skip_connect~0|none~1|+|none~0|none~1|avg_pool_3x3~2|,90\n")
+    with pytest.raises(SystemExit, match=r"^--digits-gt: .*other.csv has no column 'digits_valid_acc'"):
+        load_table(other, "digits_valid_acc", "--digits-gt")
+    assert load_table(other, "acc", "--gt").columns["acc"].tolist() == [90.0]
+
+
+@pytest.mark.parametrize("path", ["/nowhere/table.csv", "shipped:nothing"])
+def test_constrained_search_refuses_a_bad_digits_full_table_before_any_work(path, capsys):
+    import constrained_search_experiments
+
+    with pytest.raises(SystemExit) as exit_info:
+        constrained_search_experiments.main(["report", "--on", "digits-full", "--digits-full-gt", path])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ("is not a file" in error or "no shipped table 'nothing'" in error) and "Traceback" not in error

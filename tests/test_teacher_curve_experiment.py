@@ -113,6 +113,24 @@ def test_a_run_without_its_arrays_is_refused_by_name(curve, tmp_path):
         script.main(["report", "--runs", str(copy)])
 
 
+def test_report_gt_of_a_missing_or_foreign_table_is_one_line(curve, tmp_path):
+    script, runs, table = curve
+    with pytest.raises(SystemExit, match=r"^--gt: no such file: .*nowhere.csv$"):
+        script.main(["report", "--runs", str(runs), "--gt", str(tmp_path / "nowhere.csv")])
+    foreign = tmp_path / "foreign.csv"  # NB201 cells, but not the column the curve needs
+    foreign.write_text("arch_str,cifar10_valid_acc\n" + table.read_text().splitlines()[1].split(",")[1] + ",90.0\n")
+    with pytest.raises(SystemExit, match=r"^--gt: .*foreign.csv has no column 'digits_valid_acc'"):
+        script.main(["report", "--runs", str(runs), "--gt", str(foreign)])
+    moved = tmp_path / "moved"  # the runs' own table deleted since they ran
+    shutil.copytree(runs, moved)
+    for path in moved.glob("*.json"):
+        record = json.loads(path.read_text())
+        record["gt"] = str(tmp_path / "deleted.csv")
+        path.write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match=r"deleted.csv, the table the runs .* were evaluated against, is gone"):
+        script.main(["report", "--runs", str(moved)])
+
+
 def test_report_ship_writes_the_curve_teacher_check_reads(curve, tmp_path, monkeypatch):
     from rdnas.rank.teacher_check import expected_gain
 
