@@ -36,6 +36,20 @@ def _add_model_and_teacher(parser) -> None:
     parser.add_argument("--no-adapt", action="store_true", help="skip the teacher-guided step")
 
 
+def _add_bench_folder(parser) -> None:
+    """--bench, the KD benchmark folder of fit and evaluate."""
+    parser.add_argument("--bench", required=True,
+                        help="a folder written by rdnas dass bench, or 'shipped': the benchmark shipped with rdnas")
+
+
+def _add_meta_training(parser) -> None:
+    """The meta-training options fit and evaluate share (those of rdnas.predictors.dass.fit)."""
+    parser.add_argument("--episodes", type=positive_int, default=1000, help="meta-training episodes (default 1000)")
+    parser.add_argument("--query", type=positive_int, default=50, help="query students per episode (default 50)")
+    parser.add_argument("--eval-every", type=positive_int, default=50, help="meta-valid check interval (default 50)")
+    parser.add_argument("--width", type=positive_int, default=256, help="encoder features (default 256, DaSS's)")
+
+
 def add_parser(commands) -> None:
     from rdnas.spaces import space_names
 
@@ -116,12 +130,9 @@ def add_parser(commands) -> None:
         "command continues from it, ending with the model an uninterrupted run writes (a checkpoint of other "
         "settings is refused, naming the option); it is removed once the model is written. Example: rdnas dass fit "
         "--bench kdbench --seed 0 --out dass.pt")
-    fit.add_argument("--bench", required=True,
-                     help="a folder written by rdnas dass bench, or 'shipped': the benchmark shipped with rdnas")
+    _add_bench_folder(fit)
     fit.add_argument("--seed", type=non_negative_int, default=0, help="initialisation and episodes (default 0)")
-    fit.add_argument("--episodes", type=positive_int, default=1000, help="meta-training episodes (default 1000)")
-    fit.add_argument("--query", type=positive_int, default=50, help="query students per episode (default 50)")
-    fit.add_argument("--eval-every", type=positive_int, default=50, help="meta-valid check interval (default 50)")
+    _add_meta_training(fit)
     fit.add_argument("--label", choices=("kd", "ce", "remap-ce"), default="kd",
                      help="the regime whose accuracy is learned (default kd; ce: the no-KD baseline)")
     fit.add_argument("--no-adapt", action="store_true", help="ablation: no teacher-guided step")
@@ -129,7 +140,6 @@ def add_parser(commands) -> None:
                      help="student maps of the remapped (default) or of randomly initialised students (ablation: "
                      "the students sliced from a freshly initialised supernet instead of the teacher)")
     fit.add_argument("--without", default="", metavar="LIST", help="ablation: inputs left out, some of s,t,a")
-    fit.add_argument("--width", type=positive_int, default=256, help="encoder features (default 256, DaSS's)")
     fit.add_argument("--out", required=True, help="the model file to write")
     fit.add_argument("--checkpoint", metavar="CHECKPOINT",
                      help="the resumable meta-training state (default OUT.partial): rerun the same command to "
@@ -190,8 +200,7 @@ def add_parser(commands) -> None:
         "with .jobs): rerun the same command to resume. With --model, that DaSS model file is judged instead of "
         "meta-training DaSS (the other meta-trained methods then run only when --methods names them). Example: "
         "rdnas dass evaluate --bench kdbench --seeds 5 --out report.json")
-    evaluate.add_argument("--bench", required=True,
-                          help="a folder written by rdnas dass bench, or 'shipped': the benchmark shipped with rdnas")
+    _add_bench_folder(evaluate)
     evaluate.add_argument("--model", type=input_file, help="judge this model file of rdnas dass fit as DaSS")
     evaluate.add_argument("--seeds", type=positive_int, default=5, help="meta-training seeds 0..N-1 (default 5)")
     evaluate.add_argument("--methods", metavar="LIST",
@@ -200,10 +209,7 @@ def add_parser(commands) -> None:
                           "dass-random-embedding, dass-ce, metad2a, gbt, mlp")
     evaluate.add_argument("--proxies", metavar="LIST",
                           help="zero-cost proxies scored (default every registered one; 'none' for none)")
-    evaluate.add_argument("--episodes", type=positive_int, default=1000, help="meta-training episodes (default 1000)")
-    evaluate.add_argument("--query", type=positive_int, default=50, help="query students per episode (default 50)")
-    evaluate.add_argument("--width", type=positive_int, default=256, help="DaSS encoder features (default 256)")
-    evaluate.add_argument("--eval-every", type=positive_int, default=50, help="meta-valid check interval (default 50)")
+    _add_meta_training(evaluate)
     evaluate.add_argument("--split", choices=("meta-test", "meta-valid", "meta-train"), default="meta-test",
                           help="the tasks to judge (default meta-test)")
     evaluate.add_argument("--out", required=True, help="the JSON report to write")
