@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import environment
+from rdnas.machine import environment
 
 BASE = dict(data="digits", image_size=16, batch_size=64, method="spos", paths_per_step=4, epochs=100)
 NETWORKS = {  # name: the TrainConfig fields of its supernet

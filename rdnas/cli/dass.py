@@ -469,7 +469,6 @@ def _rank(args) -> int:
 
 def _search(args) -> int:
     import csv
-    from pathlib import Path
 
     import torch
 
