@@ -18,6 +18,8 @@ results folder made with another benchmark or other settings, and ``report`` ref
 
     OMP_NUM_THREADS=1 python benchmarks/dass_experiment.py run                         # everything, seeds 0-4
     OMP_NUM_THREADS=1 python benchmarks/dass_experiment.py run --methods dass,gbt --seeds 0,1
+    OMP_NUM_THREADS=1 python benchmarks/dass_experiment.py run --shard 0/2 &       # two processes side by side,
+    OMP_NUM_THREADS=1 python benchmarks/dass_experiment.py run --shard 1/2 &       # one per core
     python benchmarks/dass_experiment.py run --dry-run                                # what is done, what is left
     python benchmarks/dass_experiment.py report   # benchmarks/results/dass_report.{json,md}, the table printed
 
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from experiment_harness import comma_list, command_line, load_results, run_pending
+from experiment_harness import comma_list, command_line, load_results, run_pending, shard
 from rdnas.atomic_file import write_text_atomic
 from rdnas.cli.arguments import positive_int
 from rdnas.kd import evaluation, methods
@@ -79,6 +81,9 @@ def run(args) -> int:
                  "regime); leave it out of --methods")
     jobs = [("baselines", task) for task in bench.judged if "baselines" in args.methods]
     jobs += [(method, seed) for method in methods.SEEDED_METHODS if method in args.methods for seed in args.seeds]
+    if args.shard:  # shard i of n: the jobs at positions p with p mod n = i (one process per core, side by side)
+        first, count = args.shard
+        jobs = jobs[first::count]
 
     def run_one(job: str, key) -> dict:
         return {**methods.run_job(bench, job, key, settings, proxies), "bench": str(args.bench),
@@ -131,6 +136,8 @@ def run_options(parser) -> None:
     parser.add_argument("--eval-every", type=positive_int, default=50, help="meta-valid check interval (default 50)")
     parser.add_argument("--proxies", type=comma_list(), default=None,
                         help="zero-cost proxies of the baselines jobs (default every registered one; none: none)")
+    parser.add_argument("--shard", type=shard, help="i/n: run only the jobs at positions p with p mod n = i, e.g. two "
+                        "shards side by side, one per core")
 
 
 def report_options(parser) -> None:

@@ -11,6 +11,8 @@ the results folder unless ``--model`` names one); every task's teacher is the be
 JSON) is never rerun, and an unfinished one resumes from its journal, so the script can be stopped and restarted::
 
     OMP_NUM_THREADS=1 python benchmarks/dass_search_study.py run                 # 5 tasks x 3 samples x 3 picks x 3 seeds
+    OMP_NUM_THREADS=1 python benchmarks/dass_search_study.py run --shard 0/2 &   # or two processes side by side
+    OMP_NUM_THREADS=1 python benchmarks/dass_search_study.py run --shard 1/2 &   # (the model is fitted once)
     python benchmarks/dass_search_study.py report     # benchmarks/results/dass_search/summary.{json,md}
 
 ``report``: per task the mean KD validation accuracy of each pick over the samples, and over every (task, sample)
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import wilcoxon
 
+from experiment_harness import shard
 from rdnas.atomic_file import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent
@@ -42,15 +45,20 @@ def read_bench(bench):
 
 
 def fitted_model(args) -> Path:
-    """``--model``, or the study's own DaSS model (fitted once: ``rdnas dass fit --seed 0``)."""
+    """``--model``, or the study's own DaSS model (fitted once: ``rdnas dass fit --seed 0``; under an exclusive
+    lock, so that shards side by side fit it once and the others wait for it)."""
+    import fcntl
+
     from rdnas.cli import main as rdnas
 
     if args.model:
         return Path(args.model)
     model = args.out / "dass_seed0.pt"
-    if not model.exists():
-        args.out.mkdir(parents=True, exist_ok=True)
-        if rdnas(["dass", "fit", "--bench", str(args.bench), "--seed", "0", "--out", str(model), "--quiet"]) != 0:
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "dass_seed0.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not model.exists() and rdnas(["dass", "fit", "--bench", str(args.bench), "--seed", "0", "--out",
+                                         str(model), "--quiet"]) != 0:
             raise SystemExit("rdnas dass fit failed")
     return model
 
@@ -78,9 +86,13 @@ def run(args) -> int:
     recipe = built.student  # the picks train as the benchmark's students did
     space = get_space(config["space"])
     options = config["student_options"] or {}
+    searches = [(name, sample) for name in tasks for sample in range(args.samples)]
+    if args.shard:  # shard i of n: the searches at positions p with p mod n = i (one process per core)
+        first, count = args.shard
+        searches = searches[first::count]
     for name in tasks:
         teacher = load_teacher(teachers[name], config["space"])
-        for sample in range(args.samples):
+        for sample in (sample for task, sample in searches if task == name):
             out = args.out / f"{name}_sample{sample}.json"
             if out.exists():
                 print(f"{name} sample {sample}: done already ({out.name})")
@@ -155,6 +167,8 @@ def main(argv=None) -> int:
             step.add_argument("--samples", type=positive_int, default=3, help="candidate samples per task (default 3)")
             step.add_argument("--candidates", type=positive_int, default=500, help="candidates per sample (default 500)")
             step.add_argument("--seeds", type=positive_int, default=3, help="KD seeds per pick (default 3)")
+            step.add_argument("--shard", type=shard, help="i/n: run only the searches at positions p with p mod n "
+                              "= i of the (task, sample) order, e.g. two shards side by side, one per core")
     args = parser.parse_args(argv)
     if args.step == "run" and args.teachers is None:
         args.teachers = str(Path(args.bench) / "teachers")

@@ -355,6 +355,12 @@ def test_the_experiment_script_resumes_and_never_redoes_a_finished_seed(labelled
     files = sorted(p.name for p in results.glob("*.json"))
     assert files == ["baselines_digits-test.json", "baselines_glyphs-test.json", "dass_seed0.json", "gbt_seed0.json"]
     first = (results / "dass_seed0.json").read_bytes()
+    code, output = run("run", "--methods", "baselines,dass,gbt", "--seeds", "0,1", "--shard", "1/2", "--dry-run",
+                       *common, *options)  # jobs 1, 3, 5 of [2 baselines, dass 0, dass 1, gbt 0, gbt 1]
+    assert code == 0, output
+    assert output.splitlines() == ["baselines task glyphs-test: done already (baselines_glyphs-test.json)",
+                                   "dass seed 1: to run (dass_seed1.json)", "gbt seed 1: to run (gbt_seed1.json)",
+                                   "2 job(s) to run"]
     code, output = run("run", "--methods", "dass,gbt", "--seeds", "0,1", *common, *options)
     assert code == 0 and "dass seed 0: done already" in output and "gbt seed 0: done already" in output
     assert (results / "dass_seed0.json").read_bytes() == first and (results / "dass_seed1.json").exists()

@@ -80,3 +80,19 @@ def test_missing_teachers_are_named_with_how_to_rebuild_them(study, tmp_path):
     with pytest.raises(SystemExit, match=r"no teacher file .*unseen\.pt: rebuild the benchmark's teachers"):
         script.main(["run", "--bench", str(root / "bench"), "--teachers", str(tmp_path), "--model",
                      str(root / "dass.pt"), "--out", str(tmp_path / "out")])
+
+
+def test_a_shard_runs_every_nth_search_and_an_existing_model_is_not_refitted(study, tmp_path, monkeypatch):
+    script, root, argv = study
+    out = tmp_path / "shard"
+    shard_argv = [*argv[:-1], str(out), "--shard", "1/2"]  # searches (unseen, 0), (unseen, 1): shard 1 runs sample 1
+    assert script.main(shard_argv) == 0
+    assert sorted(p.name for p in out.glob("*.json")) == ["unseen_sample1.json"]
+
+    import rdnas.cli
+
+    model = out / "dass_seed0.pt"
+    model.write_bytes((root / "dass.pt").read_bytes())
+    monkeypatch.setattr(rdnas.cli, "main", lambda argv: pytest.fail(f"refitted: {argv}"))
+    args = script.argparse.Namespace(model=None, out=out, bench=str(root / "bench"))
+    assert script.fitted_model(args) == model
