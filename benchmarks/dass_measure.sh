@@ -18,7 +18,8 @@ results=benchmarks/results
 python -c "import rdnas, torch" 2>/dev/null \
   || { echo "dass_measure.sh: python cannot import rdnas and torch; activate the environment rdnas is installed in" >&2; exit 1; }
 
-python -m rdnas dass bench --tasks "$tasks" --archs 48 --seeds 2 --regimes kd,ce --quiet --out "$out" --ship
+python -m rdnas dass bench --tasks "$tasks" --archs "${ARCHS:-48}" --seeds "${SEEDS:-2}" \
+  --train-seeds "${TRAIN_SEEDS:-1}" --regimes "${REGIMES:-kd,ce}" --quiet --out "$out" --ship
 
 pids=()
 for i in 0 1; do

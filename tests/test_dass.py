@@ -4,6 +4,7 @@ import copy
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -137,6 +138,33 @@ def test_an_interrupted_build_resumes_without_losing_or_repeating_a_run(tmp_path
         assert {r["teacher"] for r in runs if r["task"] == task.name} == {digest}
     rows = bench.kd_table(runs, tasks, [0, 1], ("kd", "ce"))
     assert len(rows) == 4 and {"kd_valid_acc", "ce_valid_acc", "kd_valid_acc_std"} <= set(rows[0])
+
+
+def test_train_seeds_give_the_meta_train_tasks_fewer_seeds_and_the_judged_tasks_all(tmp_path, capsys):
+    tasks, archs = _build_args(tmp_path)  # digits-a: meta-train, glyphs-a: meta-test
+    out = tmp_path / "bench"
+    runs = bench.build(out, tasks, archs, [0, 1], ("kd",), progress=False, train_seeds=1)
+    seeds = {(r["task"], r["seed"]) for r in runs}
+    assert seeds == {("digits-a", 0), ("glyphs-a", 0), ("glyphs-a", 1)} and len(runs) == 2 + 4
+    assert [(r["task"], r["seed"]) for r in runs][:4] == [("digits-a", 0)] * 2 + [("glyphs-a", 0)] * 2  # seed first
+    rows = bench.kd_table(runs, tasks, [0, 1], ("kd",), train_seeds=1)
+    assert [(r["task"], r["seeds"]) for r in rows] == [("digits-a", 1)] * 2 + [("glyphs-a", 2)] * 2
+    judged = [r for r in runs if r["task"] == "glyphs-a"]
+    assert rows[2]["kd_valid_acc"] == pytest.approx(np.mean([r["valid_acc"] for r in judged
+                                                             if r["arch_str"] == rows[2]["arch_str"]]))
+    assert bench.kd_table(runs, tasks, [0, 1], ("kd",)) == rows[2:]  # without train_seeds digits-a lacks seed 1
+    bench.write_embeddings(out, tasks, archs)
+    with pytest.raises(ValueError, match=r"cannot ship an unfinished build: 2 of 4 \(task, student\) rows lack"):
+        bench.ship(out, tasks, archs, [0, 1], ("kd",), tmp_path / "shipped")
+    recipe = bench.load_shipped(bench.ship(out, tasks, archs, [0, 1], ("kd",), tmp_path / "shipped", train_seeds=1))
+    assert recipe["recipe"]["train_seeds"] == 1 and len(recipe["runs"]) == 6 and len(recipe["table"]) == 4
+    for bad in (0, 3, True, 1.0):
+        with pytest.raises(ValueError, match=r"train_seeds must be an int from 1 to the 2 seeds"):
+            bench.build(out, tasks, archs, [0, 1], ("kd",), progress=False, train_seeds=bad)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["dass", "bench", "--tasks", str(tmp_path / "tasks.json"), "--archs", "2", "--seeds", "2",
+              "--train-seeds", "3", "--out", str(out)])
+    assert exit_info.value.code == 2 and "--train-seeds: at most --seeds (2), got 3" in capsys.readouterr().err
 
 
 def test_a_resume_with_a_changed_task_or_teacher_is_refused(tmp_path):

@@ -104,6 +104,9 @@ def add_parser(commands) -> None:
     bench.add_argument("--tasks", required=True, type=input_file, metavar="FILE", help="the tasks.json")
     _add_students(bench, 48, "--sample-seed", "students per task")
     bench.add_argument("--seeds", type=positive_int, default=2, help="training seeds per student (default 2)")
+    bench.add_argument("--train-seeds", type=positive_int, metavar="T",
+                       help="seeds per student on the meta-train and meta-valid tasks: the first T of --seeds "
+                       "(default: all; the meta-test tasks always get --seeds, for their seed ceiling)")
     bench.add_argument("--regimes", default="kd,ce", help="comma-separated: kd, ce, remap-ce (default kd,ce)")
     bench.add_argument("--shard", type=shard, default=None, metavar="i/n",
                        help="train only every n-th run from the i-th (n processes side by side; each writes "
@@ -342,6 +345,8 @@ def _bench(args) -> int:
         regimes = bench.check_regimes(r.strip() for r in args.regimes.split(","))
     except ValueError as error:
         args.usage_error(f"--regimes: {error}")
+    if args.train_seeds is not None and args.train_seeds > args.seeds:
+        args.usage_error(f"--train-seeds: at most --seeds ({args.seeds}), got {args.train_seeds}")
     if args.ship is not None and (args.teachers_only or args.max_runs):
         args.usage_error("--ship writes a finished build: leave out --teachers-only and --max-runs")
     tasks = read_tasks(args.tasks)
@@ -356,11 +361,13 @@ def _bench(args) -> int:
             return 0
         distributed.barrier(world)
     seeds = list(range(args.seeds))
-    bench.build(args.out, tasks, archs, seeds, regimes, shard, progress=progress, max_runs=args.max_runs)
+    bench.build(args.out, tasks, archs, seeds, regimes, shard, progress=progress, max_runs=args.max_runs,
+                train_seeds=args.train_seeds)
     distributed.barrier(world)  # the table below is every rank's runs
     if not world.is_main:
         return 0
-    rows = bench.kd_table(bench.read_runs(args.out), tasks, seeds, regimes)  # every shard's runs finished so far
+    rows = bench.kd_table(bench.read_runs(args.out), tasks, seeds, regimes,  # every shard's runs finished so far
+                          args.train_seeds)
     table = Path(args.out) / "kdbench.csv"
     bench.write_kd_table(table, rows, regimes)
     embeddings = bench.write_embeddings(args.out, tasks, archs)
@@ -368,7 +375,7 @@ def _bench(args) -> int:
     print(f"rdnas dass bench: {len(rows)} of {expected} (task, student) rows complete -> {table}; embeddings -> "
           f"{embeddings}")
     if args.ship is not None:
-        shipped = bench.ship(args.out, tasks, archs, seeds, regimes, args.ship or None)
+        shipped = bench.ship(args.out, tasks, archs, seeds, regimes, args.ship or None, args.train_seeds)
         print(f"rdnas dass bench: package data -> {shipped}")
     return 0
 

@@ -59,6 +59,29 @@ def check_regimes(regimes) -> tuple:
     return regimes
 
 
+JUDGED_SPLIT = "meta-test"
+"""The split whose students the predictors are judged on: it always gets every seed of a build."""
+
+
+def task_seeds(task: TaskSpec, seeds, train_seeds: int | None = None) -> list:
+    """The seeds ``task``'s students train with in a build of ``seeds``: all of them on a meta-test task (its
+    seed ceiling needs two or more); the first ``train_seeds`` of them on a meta-train or meta-valid task, whose
+    labels only train and select the predictors (None: all of them). DaSS's own meta-training labels are single
+    runs."""
+    seeds = sorted(seeds)
+    if train_seeds is None or task.split == JUDGED_SPLIT:
+        return seeds
+    return seeds[:train_seeds]
+
+
+def check_train_seeds(train_seeds, seeds) -> None:
+    """``train_seeds``: None, or an int in 1..len(seeds); ValueError naming it otherwise."""
+    if train_seeds is None:
+        return
+    if isinstance(train_seeds, bool) or not isinstance(train_seeds, int) or not 1 <= train_seeds <= len(seeds):
+        raise ValueError(f"train_seeds must be an int from 1 to the {len(seeds)} seeds, got {train_seeds!r}")
+
+
 def teacher_path(out_dir, task: TaskSpec) -> Path:
     """Where a build keeps the teacher of ``task``: ``OUT/teachers/<task name>.pt``."""
     return Path(out_dir) / "teachers" / f"{task.name}.pt"
@@ -168,7 +191,8 @@ def read_bench_tasks(out_dir) -> TaskFile:
 
 
 def build(out_dir, tasks: TaskFile, archs: list, seeds: list, regimes=("kd", "ce"), shard=(0, 1),
-          progress: bool = True, max_runs: int | None = None, device="cpu") -> list[dict]:
+          progress: bool = True, max_runs: int | None = None, device="cpu",
+          train_seeds: int | None = None) -> list[dict]:
     """Trains every (task, architecture, seed, regime) run not yet in the build's run files; returns all runs.
 
     Args:
@@ -182,6 +206,8 @@ def build(out_dir, tasks: TaskFile, archs: list, seeds: list, regimes=("kd", "ce
             predictor while the other seeds train. A run's result does not depend on the order.
         max_runs (int, optional): stop after this many new runs (a time-boxed session; rerun to continue).
         device: where students train.
+        train_seeds (int, optional): the meta-train and meta-valid tasks' students train with the first
+            ``train_seeds`` of ``seeds`` only (:func:`task_seeds`); default every seed.
     """
     from rdnas.minibench.build import network_seed
     from rdnas.spaces import get_space
@@ -190,6 +216,7 @@ def build(out_dir, tasks: TaskFile, archs: list, seeds: list, regimes=("kd", "ce
     if not (isinstance(i, int) and isinstance(n, int) and 0 <= i < n):
         raise ValueError(f"rdnas.kd.bench.build: shard must be (i, n) with 0 <= i < n, got {shard!r}")
     regimes = check_regimes(regimes)
+    check_train_seeds(train_seeds, seeds)
     space = get_space(tasks.space)
     archs = [tuple(a) for a in space.validate(archs).tolist()]
     out = Path(out_dir)
@@ -201,7 +228,8 @@ def build(out_dir, tasks: TaskFile, archs: list, seeds: list, regimes=("kd", "ce
     for r in runs:
         digests.setdefault(r["task"], r["teacher"])
     names = {a: space.to_string(torch.as_tensor(a)) for a in archs}
-    order = [(task, a, s, regime) for s in seeds for task in tasks.tasks for a in archs for regime in regimes]
+    order = [(task, a, s, regime) for s in seeds for task in tasks.tasks if s in task_seeds(task, seeds, train_seeds)
+             for a in archs for regime in regimes]
     todo = [run for p, run in enumerate(order)
             if p % n == i and (run[0].name, names[run[1]], run[2], run[3]) not in done]
     if max_runs is not None:
@@ -272,26 +300,28 @@ def train_teachers(out_dir, tasks: TaskFile, shard=(0, 1), progress: bool = True
             for t, task in enumerate(tasks.tasks) if t % n == i]
 
 
-def kd_table(runs: list[dict], tasks: TaskFile, seeds, regimes) -> list[dict]:
-    """One row per (task, architecture) that has every seed of every regime: ``task``, ``split``, ``teacher``
-    (digest), ``arch_str``, ``<regime>_valid_acc`` (mean over seeds, %), ``<regime>_valid_acc_std``, ``seeds``;
-    in the tasks' order, then the architectures' first appearance."""
-    seeds, regimes = sorted(seeds), check_regimes(regimes)
+def kd_table(runs: list[dict], tasks: TaskFile, seeds, regimes, train_seeds: int | None = None) -> list[dict]:
+    """One row per (task, architecture) that has every seed of every regime (the task's seeds:
+    :func:`task_seeds`): ``task``, ``split``, ``teacher`` (digest), ``arch_str``, ``<regime>_valid_acc`` (mean
+    over seeds, %), ``<regime>_valid_acc_std``, ``seeds``; in the tasks' order, then the architectures' first
+    appearance."""
+    regimes = check_regimes(regimes)
     by_key = {}
     for r in runs:
         by_key.setdefault((r["task"], r["arch_str"]), {})[(r["regime"], r["seed"])] = r
     rows = []
     for task in tasks.tasks:
+        seeds_of_task = task_seeds(task, seeds, train_seeds)
         for (name, arch), cells in by_key.items():
-            if name != task.name or any((g, s) not in cells for g in regimes for s in seeds):
+            if name != task.name or any((g, s) not in cells for g in regimes for s in seeds_of_task):
                 continue
             row = {"task": name, "split": task.split, "teacher": next(iter(cells.values()))["teacher"],
                    "arch_str": arch}
             for g in regimes:
-                values = [cells[(g, s)]["valid_acc"] for s in seeds]
+                values = [cells[(g, s)]["valid_acc"] for s in seeds_of_task]
                 row[f"{g.replace('-', '_')}_valid_acc"] = float(np.mean(values))
                 row[f"{g.replace('-', '_')}_valid_acc_std"] = float(np.std(values))
-            row["seeds"] = len(seeds)
+            row["seeds"] = len(seeds_of_task)
             rows.append(row)
     return rows
 
@@ -361,14 +391,14 @@ MAX_SHIPPED_BYTES = 20 * 2 ** 20
 """The shipped files' size limit (20 MiB): the tables and embeddings ship; teachers are rebuilt from the recipe."""
 
 
-def ship(out_dir, tasks: TaskFile, archs: list, seeds, regimes, dest=None) -> Path:
+def ship(out_dir, tasks: TaskFile, archs: list, seeds, regimes, dest=None, train_seeds: int | None = None) -> Path:
     """Writes a finished build's package data into ``dest`` (default :data:`SHIPPED_FOLDER`): ``embeddings.pt`` and
     ``bench.json`` as the build wrote them, ``runs.csv`` (every shard's runs of the build's tasks, students, seeds
     and regimes in one file, in build order), ``kdbench.csv`` (:func:`kd_table` of those runs) and
     ``recipe.json`` (kind ``rdnas-dass-kdbench-recipe``: the tasks file, the students, seeds and regimes, each
     task's teacher digest and validation accuracy, and the measured cost: CPU and wall seconds per run by regime).
     ``dest`` is then itself a KD benchmark folder (``rdnas dass fit --bench DEST`` reads it) and
-    :func:`load_shipped` reads it.
+    :func:`load_shipped` reads it. ``train_seeds``: as the build's (:func:`task_seeds`), recorded in the recipe.
 
     Raises ValueError before writing anything when the build is not finished (a (task, student) row or a task's
     embeddings missing) or the files would exceed :data:`MAX_SHIPPED_BYTES`. Each file is written atomically.
@@ -377,10 +407,11 @@ def ship(out_dir, tasks: TaskFile, archs: list, seeds, regimes, dest=None) -> Pa
 
     out = Path(out_dir)
     regimes, seeds = check_regimes(regimes), sorted(seeds)
+    check_train_seeds(train_seeds, seeds)
     space = get_space(tasks.space)
     names = [space.to_string(torch.as_tensor(a)) for a in space.validate(archs)]
     runs = read_runs(out)
-    rows = kd_table(runs, tasks, seeds, regimes)
+    rows = kd_table(runs, tasks, seeds, regimes, train_seeds)
     complete = {(r["task"], r["arch_str"]) for r in rows}
     missing = [(t.name, a) for t in tasks.tasks for a in names if (t.name, a) not in complete]
     if missing:
@@ -394,7 +425,8 @@ def ship(out_dir, tasks: TaskFile, archs: list, seeds, regimes, dest=None) -> Pa
             raise ValueError(f"{out / 'embeddings.pt'}: task {task.name} has no embeddings of these students; rerun "
                              "rdnas dass bench with the same students to write them")
     order = {(t.name, s, a, g): p for p, (t, s, a, g) in
-             enumerate((t, s, a, g) for t in tasks.tasks for s in seeds for a in names for g in regimes)}
+             enumerate((t, s, a, g) for t in tasks.tasks for s in task_seeds(t, seeds, train_seeds) for a in names
+                       for g in regimes)}
     kept = sorted((r for r in runs if (r["task"], r["seed"], r["arch_str"], r["regime"]) in order),
                   key=lambda r: order[(r["task"], r["seed"], r["arch_str"], r["regime"])])
     cost = {}
@@ -406,13 +438,14 @@ def ship(out_dir, tasks: TaskFile, archs: list, seeds, regimes, dest=None) -> Pa
     teachers = {name: {"digest": entry["teacher_digest"], "valid_acc": entry["teacher_valid_acc"]}
                 for name, entry in embeddings["tasks"].items() if name in {t.name for t in tasks.tasks}}
     recipe = {"kind": RECIPE_KIND, "version": 1, "tasks": tasks.to_dict(), "archs": names, "seeds": seeds,
-              "regimes": list(regimes), "teachers": teachers, "cost": cost,
-              "rebuild": "rdnas dass bench --tasks TASKS --archs-file ARCHS --seeds S --regimes R --out DIR "
-                         "(TASKS: this recipe's tasks, ARCHS: its archs one per line)"}
+              "train_seeds": train_seeds, "regimes": list(regimes), "teachers": teachers, "cost": cost,
+              "rebuild": "rdnas dass bench --tasks TASKS --archs-file ARCHS --seeds S [--train-seeds T] --regimes R "
+                         "--out DIR (TASKS: this recipe's tasks, ARCHS: its archs one per line; T: train_seeds, "
+                         "where not null)"}
     runs_text = [",".join(RUN_COLUMNS)]
     for r in kept:
         runs_text.append(",".join(str(r[c]) for c in RUN_COLUMNS))
-    texts = {"kdbench.csv": kd_table_text(kd_table(kept, tasks, seeds, regimes), regimes),
+    texts = {"kdbench.csv": kd_table_text(kd_table(kept, tasks, seeds, regimes, train_seeds), regimes),
              "runs.csv": "\n".join(runs_text) + "\n", "recipe.json": json.dumps(recipe, indent=1) + "\n"}
     sources = {name: out / name for name in ("bench.json", "embeddings.pt")}
     size = sum(len(t.encode()) for t in texts.values()) + sum(p.stat().st_size for p in sources.values())
