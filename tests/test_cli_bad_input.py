@@ -45,7 +45,7 @@ NUMERIC = {
                      "--split-seed": NON_NEGATIVE, "--channels": POSITIVE, "--width-divisor": POSITIVE,
                      "--cells": POSITIVE,
                      "--epochs": POSITIVE, "--seed": NON_NEGATIVE, "--lr": POSITIVE},
-    "dass bench": {"--archs": POSITIVE, "--sample-seed": NON_NEGATIVE, "--seeds": POSITIVE,
+    "dass bench": {"--archs": POSITIVE, "--sample-seed": NON_NEGATIVE, "--seeds": POSITIVE, "--train-seeds": POSITIVE,
                    "--max-runs": POSITIVE},
     "dass fit": {"--seed": NON_NEGATIVE, "--episodes": POSITIVE, "--query": POSITIVE, "--eval-every": POSITIVE,
                  "--width": POSITIVE, "--checkpoint-every": POSITIVE, "--max-episodes": POSITIVE},
