@@ -142,9 +142,9 @@ def main(argv=None) -> int:
         mp.spawn(record, args=(2, port, WARMUP + args.steps, args.network, prefix), nprocs=2)
         ranks = [np.load(f"{prefix}.{rank}.npz") for rank in range(2)]
     starts, arrivals, costs = (np.stack([r[name][WARMUP:] for r in ranks]) for name in ("starts", "arrivals", "costs"))
-    torch.set_num_threads(1)  # the environment's thread count: each rank's
     summary = {"network": args.network, **analyse(starts, arrivals, costs),
-               "environment": environment("cpu"), "date": time.strftime("%Y-%m-%d %H:%M")}
+               "environment": {**environment("cpu"), "num_threads": 1},  # each rank's threads, not this process's
+               "date": time.strftime("%Y-%m-%d %H:%M")}
     text = json.dumps(summary, indent=2)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, text + "\n")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
@@ -51,7 +52,9 @@ def test_the_script_runs_on_two_processes(tmp_path):
     import distributed_step_jitter
 
     out = tmp_path / "jitter.json"
+    threads = torch.get_num_threads()
     assert distributed_step_jitter.main(["--steps", "40", "--out", str(out)]) == 0
+    assert torch.get_num_threads() == threads  # the caller's thread count is left alone
     summary = json.loads(out.read_text())
     assert summary["steps"] == 40 and summary["environment"]["num_threads"] == 1
     assert summary["gap_ms_median"] >= 0 and summary["step_ms_median"] > 0
