@@ -21,21 +21,19 @@ python -c "import rdnas, torch" 2>/dev/null \
 python -m rdnas dass bench --tasks "$tasks" --archs "${ARCHS:-48}" --seeds "${SEEDS:-2}" \
   --train-seeds "${TRAIN_SEEDS:-1}" --regimes "${REGIMES:-kd,ce}" --quiet --out "$out" --ship
 
-pids=()
-for i in 0 1; do
-  nice -n 19 python benchmarks/dass_experiment.py run --bench "$out" --shard "$i/2" \
-    > "$results/dass_experiment.${i}of2.log" 2>&1 &
-  pids+=($!)
-done
-for pid in "${pids[@]}"; do wait "$pid"; done
+# Runs SCRIPT run --bench OUT as two single-thread shards side by side (nice 19), logs LOG.<i>of2.log; waits for both.
+two_shards() {
+  local script=$1 log=$2 pids=() i pid
+  for i in 0 1; do
+    nice -n 19 python "$script" run --bench "$out" --shard "$i/2" > "$log.${i}of2.log" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done
+}
+
+two_shards benchmarks/dass_experiment.py "$results/dass_experiment"
 python benchmarks/dass_experiment.py report --bench "$out"
 
 mkdir -p "$results/dass_search"
-pids=()
-for i in 0 1; do
-  nice -n 19 python benchmarks/dass_search_study.py run --bench "$out" --shard "$i/2" \
-    > "$results/dass_search/study.${i}of2.log" 2>&1 &
-  pids+=($!)
-done
-for pid in "${pids[@]}"; do wait "$pid"; done
+two_shards benchmarks/dass_search_study.py "$results/dass_search/study"
 python benchmarks/dass_search_study.py report
