@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from experiment_harness import comma_list, command_line, load_results, run_pending, shard
+from experiment_harness import comma_list, command_line, load_results, run_pending, shard, shard_jobs
 from rdnas.atomic_file import write_text_atomic
 from rdnas.cli.arguments import positive_int
 from rdnas.kd import evaluation, methods
@@ -81,9 +81,7 @@ def run(args) -> int:
                  "regime); leave it out of --methods")
     jobs = [("baselines", task) for task in bench.judged if "baselines" in args.methods]
     jobs += [(method, seed) for method in methods.SEEDED_METHODS if method in args.methods for seed in args.seeds]
-    if args.shard:  # shard i of n: the jobs at positions p with p mod n = i (one process per core, side by side)
-        first, count = args.shard
-        jobs = jobs[first::count]
+    jobs = shard_jobs(jobs, args.shard)
 
     def run_one(job: str, key) -> dict:
         return {**methods.run_job(bench, job, key, settings, proxies), "bench": str(args.bench),

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import wilcoxon
 
-from experiment_harness import shard
+from experiment_harness import shard, shard_jobs
 from rdnas.atomic_file import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent
@@ -86,11 +86,8 @@ def run(args) -> int:
     recipe = built.student  # the picks train as the benchmark's students did
     space = get_space(config["space"])
     options = config["student_options"] or {}
-    searches = [(name, sample) for name in tasks for sample in range(args.samples)]
-    if args.shard:  # shard i of n: the searches at positions p with p mod n = i (one process per core)
-        first, count = args.shard
-        searches = searches[first::count]
-    for name in tasks:
+    searches = shard_jobs([(name, sample) for name in tasks for sample in range(args.samples)], args.shard)
+    for name in dict.fromkeys(task for task, _ in searches):  # the tasks of this shard's searches, in order
         teacher = load_teacher(teachers[name], config["space"])
         for sample in (sample for task, sample in searches if task == name):
             out = args.out / f"{name}_sample{sample}.json"

@@ -4,7 +4,8 @@ Two processes (gloo, 1 thread each) train the digits network of issue 25 subnet-
 bench_distributed.py``'s configuration: NB201, C = 8, N = 1, 16 x 16 digits, batch 64, SPOS with K = 4, each rank
 the 2 subnets the cost estimate deals it). Every rank records, per step, when it started the step and when it
 reached the gradient all-reduce (``rdnas.distributed.sum_gradients``; both ranks read the same monotonic clock),
-and the estimated cost of its two subnets (``rdnas.distributed.subnet_costs``). From these:
+and the estimated cost of its two subnets (``rdnas.distributed.subnet_costs``, as ``StepLayout.balanced`` deals
+them). From these:
 
 - ``gap``: how long the first rank to reach the all-reduce waits for the other (median, mean);
 - ``compute``: each rank's time from its step start to the all-reduce, fitted as ``a + b x estimated cost``;
@@ -58,20 +59,19 @@ def record(rank: int, size: int, port: int, steps: int, network: str, out: str) 
     from rdnas.train import trainer as trainer_module
 
     arrivals, own_costs = [], []
-    sum_gradients, subnet_costs = distributed.sum_gradients, distributed.subnet_costs
+    sum_gradients, balanced = distributed.sum_gradients, distributed.StepLayout.balanced
 
     def timed_sum_gradients(parameters, world, **options):
         arrivals.append(time.monotonic())
         return sum_gradients(parameters, world, **options)
 
-    def recorded_costs(supernet, space, archs):
-        costs = subnet_costs(supernet, space, archs)
-        shares = distributed.balanced_shares(costs, [len(costs) // size] * size)
-        own_costs.append(sum(costs[i] for i in shares[rank]))
-        return costs
+    def recorded_deal(layout, costs):  # the step's deal as the trainer makes it; this rank's share of its cost
+        dealt = balanced(layout, costs)
+        own_costs.append(sum(costs[i] for i in dealt.members))
+        return dealt
 
     trainer_module.distributed.sum_gradients = timed_sum_gradients
-    trainer_module.distributed.subnet_costs = recorded_costs
+    distributed.StepLayout.balanced = recorded_deal
     try:
         config = TrainConfig(**BASE, **NETWORKS[network], out_dir=f"{out}.{rank}.run", parallel="subnets")
         trainer = OneShotTrainer(config, progress=False)
@@ -84,7 +84,7 @@ def record(rank: int, size: int, port: int, steps: int, network: str, out: str) 
         np.savez(f"{out}.{rank}", starts=np.array(starts), arrivals=np.array(arrivals), costs=np.array(own_costs))
     finally:
         trainer_module.distributed.sum_gradients = sum_gradients
-        trainer_module.distributed.subnet_costs = subnet_costs
+        distributed.StepLayout.balanced = balanced
         dist.destroy_process_group()
 
 

@@ -83,6 +83,15 @@ def shard(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(error).removeprefix("--shard: ")) from None
 
 
+def shard_jobs(jobs: Sequence, chosen: tuple[int, int] | None) -> list:
+    """The jobs of shard ``chosen`` = (i, n) (:func:`shard`): those at positions p with p mod n = i, for one process
+    per core side by side; every job where ``chosen`` is None."""
+    if chosen is None:
+        return list(jobs)
+    first, count = chosen
+    return list(jobs)[first::count]
+
+
 def table_sha256(path) -> str:
     """The SHA-256 (hex) of a ground-truth table's bytes: a file, or a table rdnas ships (``shipped:<name>``,
     :func:`rdnas.rank.ground_truth.table_path`). Experiments record it so that runs on different tables never mix."""

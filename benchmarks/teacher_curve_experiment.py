@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from scipy.stats import ttest_rel
 
-from experiment_harness import comma_list, command_line, load_results, load_table, run_pending, shard, table_sha256
+from experiment_harness import (comma_list, command_line, load_results, load_table, run_pending, shard, shard_jobs,
+                                table_sha256)
 from rdnas.atomic_file import atomic_open, write_text_atomic
 from rdnas.pipeline import PipelineConfig, build_teacher, train_and_rank
 from rdnas.predictors import ArchFeatures, get_predictor
@@ -192,9 +193,8 @@ def run(args) -> int:
         return args, archs, truth
 
     jobs = [(epochs, seed, name) for epochs in args.epochs for seed in args.seeds for name in ["spos"] + args.teachers]
-    if args.shard:  # shard i of n: the jobs at positions p with p mod n = i (one process per core, side by side)
-        first, count = args.shard
-        jobs = jobs[first::count]
+    if args.shard:
+        jobs = shard_jobs(jobs, args.shard)
         proxies = sorted({name for _, _, name in jobs if name in PROXY_TEACHERS})
         if proxies and not args.dry_run:
             prepare_proxy_tables(args, proxies)

@@ -136,3 +136,13 @@ def test_constrained_search_refuses_a_bad_digits_full_table_before_any_work(path
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert ("is not a file" in error or "no shipped table 'nothing'" in error) and "Traceback" not in error
+
+
+def test_shard_jobs_takes_every_nth_job_and_all_without_a_shard():
+    from experiment_harness import shard_jobs
+
+    jobs = [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("c", 0)]
+    assert shard_jobs(jobs, (0, 2)) == [("a", 0), ("b", 0), ("c", 0)]
+    assert shard_jobs(jobs, (1, 2)) == [("a", 1), ("b", 1)]
+    assert shard_jobs(jobs, None) == jobs
+    assert sorted(shard_jobs(jobs, (0, 3)) + shard_jobs(jobs, (1, 3)) + shard_jobs(jobs, (2, 3))) == sorted(jobs)
