@@ -144,8 +144,12 @@ def report_options(parser) -> None:
                         help="the report (JSON; the Markdown beside it with .md)")
 
 
+def main(argv=None) -> int:
+    return command_line(__doc__, run, report, "--methods", CHOICES, run_options=run_options,
+                        report_options=report_options,
+                        run_help="score the baselines and meta-train every method per seed, one JSON per job; "
+                        "resumable", report_help="the report and its Markdown table", argv=argv)
+
+
 if __name__ == "__main__":
-    sys.exit(command_line(__doc__, run, report, "--methods", CHOICES, run_options=run_options,
-                          report_options=report_options,
-                          run_help="score the baselines and meta-train every method per seed, one JSON per job; "
-                          "resumable", report_help="the report and its Markdown table"))
+    sys.exit(main())

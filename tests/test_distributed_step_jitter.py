@@ -61,9 +61,23 @@ def test_the_script_runs_on_two_processes(tmp_path):
     assert set(summary["speed_ratio_autocorrelation"]) == {"1", "2", "5", "10", "20"}
 
 
-def test_too_few_steps_is_a_usage_error(capsys):
+@pytest.mark.parametrize("steps", ["10", "0", "-5"])
+def test_too_few_steps_is_a_usage_error(steps, capsys, tmp_path):
     import distributed_step_jitter
 
+    out = tmp_path / "jitter.json"
     with pytest.raises(SystemExit) as exit_info:
-        distributed_step_jitter.main(["--steps", "10"])
-    assert exit_info.value.code == 2 and "--steps must be at least 40, got 10" in capsys.readouterr().err
+        distributed_step_jitter.main(["--steps", steps, "--out", str(out)])
+    assert exit_info.value.code == 2 and f"--steps must be at least 40, got {steps}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv", [["--steps", "nan"], ["--steps", ""], ["--network", "vgg"]])
+def test_a_malformed_option_is_a_usage_error(argv, capsys, tmp_path):
+    import distributed_step_jitter
+
+    out = tmp_path / "jitter.json"
+    with pytest.raises(SystemExit) as exit_info:
+        distributed_step_jitter.main([*argv, "--out", str(out)])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and f"argument {argv[0]}:" in error and not out.exists()

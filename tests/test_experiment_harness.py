@@ -146,3 +146,19 @@ def test_shard_jobs_takes_every_nth_job_and_all_without_a_shard():
     assert shard_jobs(jobs, (1, 2)) == [("a", 1), ("b", 1)]
     assert shard_jobs(jobs, None) == jobs
     assert sorted(shard_jobs(jobs, (0, 3)) + shard_jobs(jobs, (1, 3)) + shard_jobs(jobs, (2, 3))) == sorted(jobs)
+
+
+@pytest.mark.parametrize("script", ["dass_experiment", "dass_search_study"])
+@pytest.mark.parametrize("text", ["3/2", "0/0", "-1/2", "x", ""])
+def test_the_dass_scripts_refuse_a_bad_shard_before_any_work(script, text, tmp_path, capsys):
+    import importlib
+
+    module = importlib.import_module(script)
+    folder = tmp_path / "out"
+    argv = ["run", "--shard", text, "--results" if script == "dass_experiment" else "--out", str(folder)]
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --shard:" in error and "Traceback" not in error
+    assert not folder.exists()
