@@ -132,10 +132,11 @@ def test_an_interrupted_build_resumes_without_losing_or_repeating_a_run(tmp_path
     lines = [row for path in bench.runs_files(out) for row in csv.DictReader(open(path))]
     assert len(lines) == total  # no run written twice, the partial line gone
     assert bench.build(out, tasks, archs, [0, 1], ("kd", "ce"), progress=False) == bench.read_runs(out)  # nothing to do
-    # one teacher per task, recorded in every run of its task
+    # one teacher per task, recorded in every kd run of its task; the ce runs use none
     for task in tasks.tasks:
         digest = load_teacher(bench.teacher_path(out, task)).digest()
-        assert {r["teacher"] for r in runs if r["task"] == task.name} == {digest}
+        assert {r["teacher"] for r in runs if r["task"] == task.name and r["regime"] == "kd"} == {digest}
+        assert {r["teacher"] for r in runs if r["task"] == task.name and r["regime"] == "ce"} == {bench.NO_TEACHER}
     rows = bench.kd_table(runs, tasks, [0, 1], ("kd", "ce"))
     assert len(rows) == 4 and {"kd_valid_acc", "ce_valid_acc", "kd_valid_acc_std"} <= set(rows[0])
 
@@ -180,6 +181,35 @@ def test_a_resume_with_a_changed_task_or_teacher_is_refused(tmp_path):
     save_teacher(other, bench.teacher_path(out, tasks.tasks[0]))
     with pytest.raises(ValueError, match="were made with teacher"):
         bench.build(out, tasks, archs, [0], ("kd",), progress=False)
+
+
+def test_teacher_free_runs_survive_a_new_teacher_and_the_teacher_runs_do_not(tmp_path):
+    """ce runs record no teacher (``-``) and stay valid when the task's teacher is retrained differently (a teacher
+    retrained on another CPU is another teacher); kd runs made with the old teacher still refuse the new one."""
+    tasks, archs = _build_args(tmp_path)
+    out = tmp_path / "bench"
+    runs = bench.build(out, tasks, archs[:1], [0], ("ce", "kd"), progress=False)
+    first = tasks.tasks[0].name
+    by_regime = {r["regime"]: r for r in runs if r["task"] == first}
+    assert by_regime["ce"]["teacher"] == bench.NO_TEACHER
+    assert by_regime["kd"]["teacher"] == bench.task_teacher(out, tasks.tasks[0], SPACE).digest()
+    reseeded = TeacherRecipe(**{**TINY_TEACHER, "seed": 1})
+    other = train_teacher(TaskSpec(**{**tasks.tasks[0].__dict__, "teacher": reseeded}), SPACE)
+    other.task, other.recipe = tasks.tasks[0].data_dict(), tasks.tasks[0].teacher
+    save_teacher(other, bench.teacher_path(out, tasks.tasks[0]))
+    with pytest.raises(ValueError, match="were made with teacher"):
+        bench.build(out, tasks, archs, [0], ("ce", "kd"), progress=False)
+    for path in bench.runs_files(out):  # the kd run set aside: the ce run is kept, and the build resumes
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join(line for line in lines if not line.startswith(f"{first},") or ",kd," not in line)
+                        + "\n")
+    again = [r for r in bench.build(out, tasks, archs[:1], [0], ("ce", "kd"), progress=False) if r["task"] == first]
+    kept = [r for r in again if r["regime"] == "ce"]
+    assert len(again) == 2 and kept[0]["valid_acc"] == by_regime["ce"]["valid_acc"]
+    assert [r["teacher"] for r in again if r["regime"] == "kd"] == [other.digest()]
+    table = bench.kd_table(again, tasks, [0], ("ce", "kd"))
+    assert table[0]["teacher"] == other.digest()
+    assert bench.kd_table(again, tasks, [0], ("ce",))[0]["teacher"] == bench.NO_TEACHER
 
 
 def test_embeddings_are_the_probe_through_teacher_and_remapped_students(tmp_path):

@@ -12,8 +12,9 @@ Initial weights (``ce``) and data order come from :func:`rdnas.minibench.build.n
 architecture) alone, so the regimes of one (architecture, seed) see the same batches. Every finished run is
 appended to ``OUT/runs.csv`` (``runs.<i>of<n>.csv`` for shard i of n), flushed and fsynced, so a killed build
 loses at most the run in progress and a resume never trains a finished run again. Teachers are trained from
-their task's recipe into ``OUT/teachers/<task>.pt`` (atomically) the first time a task needs one; a run records
-its teacher's digest, and a resume with another teacher for the same task is refused.
+their task's recipe into ``OUT/teachers/<task>.pt`` (atomically) the first time a task needs one; a run of a
+regime that uses the teacher records its teacher's digest, and a resume with another teacher for the same task is
+refused (``ce`` runs use no teacher: their column reads ``-``, and they stay valid whatever the teacher).
 
 ``OUT/kdbench.csv`` (:func:`kd_table`) has one row per (task, architecture) with every seed of every regime:
 ``task, split, teacher, teacher_valid_acc, arch_str, <regime>_valid_acc, <regime>_valid_acc_std, ..., seeds``.
@@ -42,6 +43,9 @@ from rdnas.kd.teacher import Teacher, load_teacher, save_teacher, train_teacher
 from rdnas.kd.train import teacher_logits, train_student
 
 REGIMES = ("kd", "ce", "remap-ce")
+TEACHER_FREE_REGIMES = ("ce",)
+"""Regimes whose runs never touch the teacher (a fresh student, cross-entropy): their ``teacher`` column is ``-``."""
+NO_TEACHER = "-"
 RUN_COLUMNS = ("task", "teacher", "arch_str", "seed", "regime", "valid_acc", "valid_loss", "train_loss", "seconds",
                "cpu_seconds")
 BENCH_KIND = "rdnas-dass-kdbench"
@@ -200,10 +204,11 @@ def build(out_dir, tasks: TaskFile, archs: list, seeds: list, regimes=("kd", "ce
         tasks (TaskFile): the tasks, the space, the students' recipe.
         archs (list of architectures): the students of every task (LongTensor[K, space.width] or a list).
         seeds (list of int), regimes (names of :data:`REGIMES`).
-        shard ((i, n)): train only the runs at positions p with p % n == i of the (seed, task, architecture,
-            regime) order, appending to ``runs.<i>of<n>.csv``; every run file of the folder counts as done. Seed
-            first: a build stopped halfway holds a whole first seed of every task, enough to fit and judge a
-            predictor while the other seeds train. A run's result does not depend on the order.
+        shard ((i, n)): train only the students at positions p with p % n == i of the (seed, task, architecture)
+            order, every regime of each, appending to ``runs.<i>of<n>.csv``; every run file of the folder counts
+            as done. Seed first: a build stopped halfway holds a whole first seed of every task, enough to fit and
+            judge a predictor while the other seeds train. Each shard gets its share of every regime (regimes cost
+            differently). A run's result does not depend on the order.
         max_runs (int, optional): stop after this many new runs (a time-boxed session; rerun to continue).
         device: where students train.
         train_seeds (int, optional): the meta-train and meta-valid tasks' students train with the first
@@ -226,12 +231,13 @@ def build(out_dir, tasks: TaskFile, archs: list, seeds: list, regimes=("kd", "ce
     done = {(r["task"], r["arch_str"], r["seed"], r["regime"]) for r in runs}
     digests = {}
     for r in runs:
-        digests.setdefault(r["task"], r["teacher"])
+        if r["regime"] not in TEACHER_FREE_REGIMES:
+            digests.setdefault(r["task"], r["teacher"])
     names = {a: space.to_string(torch.as_tensor(a)) for a in archs}
     order = [(task, a, s, regime) for s in seeds for task in tasks.tasks if s in task_seeds(task, seeds, train_seeds)
              for a in archs for regime in regimes]
     todo = [run for p, run in enumerate(order)
-            if p % n == i and (run[0].name, names[run[1]], run[2], run[3]) not in done]
+            if p // len(regimes) % n == i and (run[0].name, names[run[1]], run[2], run[3]) not in done]
     if max_runs is not None:
         todo = todo[:max_runs]
     runs_path = out / ("runs.csv" if n == 1 else f"runs.{i}of{n}.csv")
@@ -274,7 +280,8 @@ def build(out_dir, tasks: TaskFile, archs: list, seeds: list, regimes=("kd", "ce
                 logits = teacher_logits(teacher.network, train[0])
             result = train_student(student, *train, tasks.student, run_seed, logits if regime == "kd" else None,
                                    flip=flips_keep_labels(task.dataset))
-            row = {"task": task.name, "teacher": digest, "arch_str": names[arch], "seed": seed, "regime": regime,
+            used = NO_TEACHER if regime in TEACHER_FREE_REGIMES else digest
+            row = {"task": task.name, "teacher": used, "arch_str": names[arch], "seed": seed, "regime": regime,
                    **result}
             writer.writerow(row)
             handle.flush()
@@ -302,9 +309,9 @@ def train_teachers(out_dir, tasks: TaskFile, shard=(0, 1), progress: bool = True
 
 def kd_table(runs: list[dict], tasks: TaskFile, seeds, regimes, train_seeds: int | None = None) -> list[dict]:
     """One row per (task, architecture) that has every seed of every regime (the task's seeds:
-    :func:`task_seeds`): ``task``, ``split``, ``teacher`` (digest), ``arch_str``, ``<regime>_valid_acc`` (mean
-    over seeds, %), ``<regime>_valid_acc_std``, ``seeds``; in the tasks' order, then the architectures' first
-    appearance."""
+    :func:`task_seeds`): ``task``, ``split``, ``teacher`` (digest; ``-`` when every regime is teacher-free),
+    ``arch_str``, ``<regime>_valid_acc`` (mean over seeds, %), ``<regime>_valid_acc_std``, ``seeds``; in the
+    tasks' order, then the architectures' first appearance."""
     regimes = check_regimes(regimes)
     by_key = {}
     for r in runs:
@@ -315,8 +322,8 @@ def kd_table(runs: list[dict], tasks: TaskFile, seeds, regimes, train_seeds: int
         for (name, arch), cells in by_key.items():
             if name != task.name or any((g, s) not in cells for g in regimes for s in seeds_of_task):
                 continue
-            row = {"task": name, "split": task.split, "teacher": next(iter(cells.values()))["teacher"],
-                   "arch_str": arch}
+            used = [c["teacher"] for (g, _), c in cells.items() if g in regimes and g not in TEACHER_FREE_REGIMES]
+            row = {"task": name, "split": task.split, "teacher": used[0] if used else NO_TEACHER, "arch_str": arch}
             for g in regimes:
                 values = [cells[(g, s)]["valid_acc"] for s in seeds_of_task]
                 row[f"{g.replace('-', '_')}_valid_acc"] = float(np.mean(values))
