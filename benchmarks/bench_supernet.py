@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from rdnas.spaces import nb201
 from rdnas.supernet import NB201Supernet
-from rdnas.supernet.nb201 import SearchCell, cell_plan
+from rdnas.supernet.nb201 import SearchCell
 from rdnas.supernet.nb201_ops import avg_pool_3x3
 
 ARCHS = {

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import io
 import re
-import shlex
 import subprocess
 import sys
 from dataclasses import dataclass

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-import rdnas
 from rdnas.ops import linearize_, restore_signs_, sum_abs_product, sum_product, sum_squares
 from tolerances import FLOAT_DTYPES
 

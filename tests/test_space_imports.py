@@ -13,7 +13,6 @@ import torch
 
 import rdnas.spaces
 from rdnas.spaces import get_space, nb201
-from rdnas.spaces.nb201_cost import network_cost
 
 SPACES_DIR = Path(rdnas.spaces.__file__).resolve().parent
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

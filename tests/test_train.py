@@ -1,7 +1,6 @@
 """SPOS training: checkpoints, resume after SIGKILL, K paths; evaluation with the K-subnet forward."""
 
 import json
-import os
 import re
 import signal
 import subprocess

@@ -4,7 +4,6 @@ import math
 import re
 
 import pytest
-import torch
 
 from rdnas.cli import main as rdnas_main
 from rdnas.minibench import benchmark_table, read_all_runs, sample_architectures

@@ -125,8 +125,6 @@ def _domain(args, space, fitness, table):
 
 
 def run(args) -> int:
-    import torch
-
     from rdnas import distributed
     from rdnas.pareto import pareto_evolution
     from rdnas.search import CostConstraint, InfeasibleConstraint, SearchJournal, evolution_search, random_search

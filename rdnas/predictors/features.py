@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from rdnas.spaces import SearchSpace, get_space
-from rdnas.spaces.base import TOKEN_SIZE, to_tokens
+from rdnas.spaces.base import to_tokens
 from rdnas.spaces.nb201_features import (NB201_CELL_CHANNELS, NB201_CELL_CHOICES, NB201_EDGE_CHOICES,  # noqa: F401
                                          NB201_PATHS, nb201_cell_tensors, nb201_path_tokens)
 
