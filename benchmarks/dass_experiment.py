@@ -37,7 +37,7 @@ import torch
 
 from experiment_harness import comma_list, command_line, load_results, run_pending, shard, shard_jobs
 from rdnas.atomic_file import write_text_atomic
-from rdnas.cli.arguments import positive_int
+from rdnas.cli.dass import add_meta_training_options
 from rdnas.kd import evaluation, methods
 from rdnas.kd.baselines import proxy_names
 
@@ -128,10 +128,7 @@ def common_options(parser) -> None:
 def run_options(parser) -> None:
     common_options(parser)
     parser.add_argument("--seeds", type=comma_list(int), default=list(SEEDS), help="meta-training seeds (default 0-4)")
-    parser.add_argument("--episodes", type=positive_int, default=1000, help="meta-training episodes (default 1000)")
-    parser.add_argument("--query", type=positive_int, default=50, help="query students per episode (default 50)")
-    parser.add_argument("--width", type=positive_int, default=256, help="DaSS encoder features (default 256)")
-    parser.add_argument("--eval-every", type=positive_int, default=50, help="meta-valid check interval (default 50)")
+    add_meta_training_options(parser)
     parser.add_argument("--proxies", type=comma_list(), default=None,
                         help="zero-cost proxies of the baselines jobs (default every registered one; none: none)")
     parser.add_argument("--shard", type=shard, help="i/n: run only the jobs at positions p with p mod n = i, e.g. two "

@@ -42,8 +42,9 @@ def _add_bench_folder(parser) -> None:
                         help="a folder written by rdnas dass bench, or 'shipped': the benchmark shipped with rdnas")
 
 
-def _add_meta_training(parser) -> None:
-    """The meta-training options fit and evaluate share (those of rdnas.predictors.dass.fit)."""
+def add_meta_training_options(parser) -> None:
+    """The meta-training options of rdnas.predictors.dass.fit (--episodes, --query, --eval-every, --width), shared
+    by ``rdnas dass fit``, ``rdnas dass evaluate`` and benchmarks/dass_experiment.py."""
     parser.add_argument("--episodes", type=positive_int, default=1000, help="meta-training episodes (default 1000)")
     parser.add_argument("--query", type=positive_int, default=50, help="query students per episode (default 50)")
     parser.add_argument("--eval-every", type=positive_int, default=50, help="meta-valid check interval (default 50)")
@@ -135,7 +136,7 @@ def add_parser(commands) -> None:
         "--bench kdbench --seed 0 --out dass.pt")
     _add_bench_folder(fit)
     fit.add_argument("--seed", type=non_negative_int, default=0, help="initialisation and episodes (default 0)")
-    _add_meta_training(fit)
+    add_meta_training_options(fit)
     fit.add_argument("--label", choices=("kd", "ce", "remap-ce"), default="kd",
                      help="the regime whose accuracy is learned (default kd; ce: the no-KD baseline)")
     fit.add_argument("--no-adapt", action="store_true", help="ablation: no teacher-guided step")
@@ -212,7 +213,7 @@ def add_parser(commands) -> None:
                           "dass-random-embedding, dass-ce, metad2a, gbt, mlp")
     evaluate.add_argument("--proxies", metavar="LIST",
                           help="zero-cost proxies scored (default every registered one; 'none' for none)")
-    _add_meta_training(evaluate)
+    add_meta_training_options(evaluate)
     evaluate.add_argument("--split", choices=("meta-test", "meta-valid", "meta-train"), default="meta-test",
                           help="the tasks to judge (default meta-test)")
     evaluate.add_argument("--out", required=True, help="the JSON report to write")
