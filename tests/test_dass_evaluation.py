@@ -18,6 +18,7 @@ import torch
 from rdnas.cli import main
 from rdnas.kd import bench, evaluation, methods, read_tasks
 from rdnas.kd.baselines import dataset_sample, pooled_predictor_scores, proxy_names, task_minibatch
+from rdnas.kd.teacher import load_teacher, save_teacher
 from rdnas.minibench.build import sample_architectures
 from rdnas.spaces import get_space
 
@@ -386,8 +387,16 @@ def test_a_benchmark_without_ce_labels_has_no_premise_and_refuses_dass_ce(labell
         methods.seeded_scores(bench_, "dass-ce", 0, TINY_FIT)
     report = evaluation.build_report(bench_, [_result("dass", 0, bench_, lambda n, t: t)])
     assert all(task["kd_vs_ce_spearman"] is None for task in report["tasks"].values())
+    # a teacher file that is not the build's teacher (retrained on another CPU) is refused, naming both digests
+    path = kd_only / "teachers" / "glyphs-test.pt"
+    built = load_teacher(path)
+    for parameter in built.network.parameters():
+        parameter.data.mul_(1.0 + 1e-6)
+    save_teacher(built, path)
+    with pytest.raises(ValueError, match=f"is teacher {built.digest()}, but the benchmark .* was built with teacher"):
+        methods.fixed_scores(bench_, "glyphs-test", [])
     # without its teacher file (a shipped benchmark) a task's KD signals are not scored, and the report says so
-    (kd_only / "teachers" / "glyphs-test.pt").unlink()
+    path.unlink()
     fixed = methods.fixed_scores(bench_, "glyphs-test", [])
     assert set(fixed["scores"]) == {"flops", "params"} and set(fixed["skipped"]) == {"zero_shot_acc", "neg_kl",
                                                                                       "map_cosine"}

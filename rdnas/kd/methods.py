@@ -132,12 +132,24 @@ class EvaluationBench:
         return self._embeddings["tasks"][name]
 
     def teacher(self, name: str):
-        """The task's teacher (``OUT/teachers/<task>.pt``), or None where the folder has none."""
+        """The task's teacher (``OUT/teachers/<task>.pt``), or None where the folder has none.
+
+        Raises ValueError when the file is not the teacher the benchmark was built with (its digest is not the
+        one ``embeddings.pt`` records): e.g. a teacher rebuilt from its recipe on another CPU."""
         from rdnas.kd.bench import teacher_path
         from rdnas.kd.teacher import load_teacher
 
         path = teacher_path(self.folder, self.specs[name])
-        return load_teacher(path, self.space.name) if path.exists() else None
+        if not path.exists():
+            return None
+        teacher = load_teacher(path, self.space.name)
+        recorded = self.embeddings(name).get("teacher_digest")
+        if recorded is not None and teacher.digest() != recorded:
+            raise ValueError(f"{path} is teacher {teacher.digest()}, but the benchmark {self.folder} was built with "
+                             f"teacher {recorded} (its embeddings.pt); a teacher rebuilt from its recipe on another "
+                             "CPU or thread count is another teacher: restore the build's teacher, or move the file "
+                             "away to score without the training-free KD signals")
+        return teacher
 
     def truth(self, name: str) -> dict:
         """{architecture string: KD validation accuracy (%, mean over seeds)} of the task's students."""
