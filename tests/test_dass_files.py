@@ -5,6 +5,7 @@ import fnmatch
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,3 +97,31 @@ def test_a_tiny_build_ships_and_the_shipped_folder_is_a_kd_benchmark(tmp_path, c
     assert main(["dass", "fit", "--bench", str(shipped), "--episodes", "2", "--query", "2", "--width", "8",
                  "--quiet", "--out", str(tmp_path / "dass.pt")]) == 0
     load_model(tmp_path / "dass.pt")
+
+
+@pytest.mark.skipif(not (bench.SHIPPED_FOLDER / "recipe.json").exists(),
+                    reason="the KD benchmark is not shipped in this checkout")
+def test_the_shipped_kd_benchmark_is_the_full_build():
+    """rdnas/kd/shipped: benchmarks/dass_tasks/tasks.json's 15 tasks x 48 students, kd and ce, 2 seeds on the
+    meta-test tasks and 1 elsewhere (1,920 runs); every table row is its runs' mean; kd runs carry their task's
+    recorded teacher digest, ce runs none; every task has the students' embeddings."""
+    data = bench.load_shipped(bench.SHIPPED_FOLDER)
+    recipe, tasks = data["recipe"], data["tasks"]
+    assert recipe["tasks"] == read_tasks(REPO / "benchmarks" / "dass_tasks" / "tasks.json").to_dict()
+    assert len(tasks.tasks) == 15 and len(recipe["archs"]) == 48 and recipe["train_seeds"] == 1
+    assert recipe["seeds"] == [0, 1] and recipe["regimes"] == ["kd", "ce"] and len(data["runs"]) == 1920
+    assert len(data["table"]) == 15 * 48
+    runs = {(r["task"], r["arch_str"], r["seed"], r["regime"]): r for r in data["runs"]}
+    for task in tasks.tasks:
+        seeds = bench.task_seeds(task, [0, 1], 1)
+        assert seeds == ([0, 1] if task.split == "meta-test" else [0])
+        assert data["embeddings"]["tasks"][task.name]["archs"] == recipe["archs"]
+        assert data["embeddings"]["tasks"][task.name]["teacher_digest"] == recipe["teachers"][task.name]["digest"]
+        for row in (r for r in data["table"] if r["task"] == task.name):
+            kd = [runs[(task.name, row["arch_str"], s, "kd")] for s in seeds]
+            ce = [runs[(task.name, row["arch_str"], s, "ce")] for s in seeds]
+            # the table's accuracies are written with 4 decimals
+            assert float(row["kd_valid_acc"]) == pytest.approx(np.mean([r["valid_acc"] for r in kd]), abs=5e-5)
+            assert float(row["ce_valid_acc"]) == pytest.approx(np.mean([r["valid_acc"] for r in ce]), abs=5e-5)
+            assert {r["teacher"] for r in kd} == {recipe["teachers"][task.name]["digest"]}
+            assert {r["teacher"] for r in ce} == {bench.NO_TEACHER}
