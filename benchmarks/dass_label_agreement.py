@@ -22,10 +22,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from rdnas.atomic_file import write_text_atomic
 from rdnas.kd.bench import read_run_rows, read_runs
+from rdnas.kd.evaluation import seed_ceiling
+from rdnas.rank import spearman_rho
+from rdnas.rank.metrics import UndefinedRankCorrelation
 
 BENCH = Path(__file__).resolve().parent / "results" / "dass_kdbench"
 MIN_STUDENTS = 3
@@ -37,16 +39,20 @@ def _pair(first: dict, second: dict) -> dict | None:
     if len(shared) < MIN_STUDENTS:
         return None
     a, b = np.array([first[k] for k in shared]), np.array([second[k] for k in shared])
-    rho = spearmanr(a, b)[0] if a.std() > 0 and b.std() > 0 else float("nan")
+    try:
+        rho = spearman_rho(a.tolist(), b.tolist())
+    except UndefinedRankCorrelation:  # constant accuracies on one side
+        rho = float("nan")
     return {"students": len(shared), "spearman": float(rho), "mean_first": float(a.mean()),
             "mean_second": float(b.mean()), "difference_mean": float((b - a).mean()),
             "difference_std": float((b - a).std()), "spread_second": float(b.std())}
 
 
 def agreement(runs: list[dict], superseded: list[dict], regime: str) -> dict:
-    """Per task: ``rebuild`` (superseded against rebuilt runs, seed by seed, pooled: one entry per seed) and
-    ``seeds`` (the build's seed 0 against its seed 1), each as :func:`_pair` returns it (None where fewer than 3
-    students are shared). Teacher digests of both sides are kept."""
+    """Per task: ``rebuild`` (superseded against rebuilt runs, one :func:`_pair` entry per seed; None where fewer
+    than 3 students are shared) and ``seeds`` (the build's seed ceiling over the students of its seed 0,
+    :func:`rdnas.kd.evaluation.seed_ceiling`, with ``students``; None with one seed). Teacher digests of both
+    sides are kept."""
     def by_task_seed(rows):
         table = {}
         for r in rows:
@@ -63,7 +69,11 @@ def agreement(runs: list[dict], superseded: list[dict], regime: str) -> dict:
         entry = {"teachers": {side: digests[side].get(task) for side in digests},
                  "rebuild": {str(seed): _pair(old[(task, seed)], new[(task, seed)])
                              for (name, seed) in old if name == task and (task, seed) in new},
-                 "seeds": _pair(new[(task, 0)], new[(task, 1)]) if (task, 0) in new and (task, 1) in new else None}
+                 "seeds": None}
+        students = list(new.get((task, 0), {}))
+        ceiling = seed_ceiling(runs, task, students, regime) if students else None
+        if ceiling is not None:
+            entry["seeds"] = {**ceiling, "students": len(students)}
         result[task] = entry
     return result
 

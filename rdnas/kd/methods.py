@@ -143,9 +143,9 @@ class EvaluationBench:
         if not path.exists():
             return None
         teacher = load_teacher(path, self.space.name)
-        recorded = self.embeddings(name).get("teacher_digest")
-        if recorded is not None and teacher.digest() != recorded:
-            raise ValueError(f"{path} is teacher {teacher.digest()}, but the benchmark {self.folder} was built with "
+        recorded, digest = self.embeddings(name).get("teacher_digest"), teacher.digest()
+        if recorded is not None and digest != recorded:
+            raise ValueError(f"{path} is teacher {digest}, but the benchmark {self.folder} was built with "
                              f"teacher {recorded} (its embeddings.pt); a teacher rebuilt from its recipe on another "
                              "CPU or thread count is another teacher: restore the build's teacher, or move the file "
                              "away to score without the training-free KD signals")
