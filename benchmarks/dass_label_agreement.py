@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from rdnas.atomic_file import write_text_atomic
-from rdnas.kd.bench import read_run_rows, read_runs
+from rdnas.kd.bench import REGIMES, read_run_rows, read_runs
 from rdnas.kd.evaluation import seed_ceiling
 from rdnas.rank import spearman_rho
 from rdnas.rank.metrics import UndefinedRankCorrelation
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bench", type=Path, default=BENCH, help=f"the build folder (default {BENCH})")
     parser.add_argument("--superseded", type=Path,
                         help="the set-aside runs (default BENCH/superseded/kd_runs_of_lost_teachers.csv)")
-    parser.add_argument("--regime", default="kd", help="the regime compared (default kd)")
+    parser.add_argument("--regime", default="kd", choices=REGIMES, help="the regime compared (default kd)")
     parser.add_argument("--out", type=Path, help="the JSON (default BENCH/superseded/agreement.json)")
     args = parser.parse_args(argv)
     superseded = args.superseded or args.bench / "superseded" / "kd_runs_of_lost_teachers.csv"

@@ -56,3 +56,23 @@ def test_a_missing_superseded_file_or_an_empty_build_is_a_usage_error(tmp_path, 
     with pytest.raises(SystemExit) as exit_:
         dass_label_agreement.main(["--bench", str(tmp_path)])
     assert exit_.value.code == 2 and "--bench: no runs in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, written, match", [
+    (["--regime", "xyz"], "", "--regime: invalid choice: 'xyz'"),
+    (["--regime", ""], "", "--regime: invalid choice: ''"),
+    ([], "task,teacher\nt1\n", "not a KD run row"),
+])
+def test_bad_input_is_one_usage_line_and_nothing_is_written(tmp_path, capsys, argv, written, match):
+    bench = tmp_path / "bench"
+    (bench / "superseded").mkdir(parents=True)
+    _write(bench / "runs.csv", _rows("t1", "new", 0, [1, 2, 3]))
+    superseded = bench / "superseded" / "kd_runs_of_lost_teachers.csv"
+    _write(superseded, _rows("t1", "old", 0, [1, 2, 3]))
+    if written:
+        superseded.write_text(written)
+    with pytest.raises(SystemExit) as exit_:
+        dass_label_agreement.main(["--bench", str(bench), *argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and match in err and "Traceback" not in err
+    assert sorted(p.name for p in (bench / "superseded").iterdir()) == ["kd_runs_of_lost_teachers.csv"]
