@@ -212,6 +212,25 @@ def test_teacher_free_runs_survive_a_new_teacher_and_the_teacher_runs_do_not(tmp
     assert bench.kd_table(again, tasks, [0], ("ce",))[0]["teacher"] == bench.NO_TEACHER
 
 
+def test_a_teacher_free_build_never_loads_trains_or_checks_a_teacher(tmp_path):
+    """--regimes ce needs no teacher: no teacher file is trained into the build, and a resume beside kd runs of
+    another teacher is not refused (only runs that use the teacher check it)."""
+    tasks, archs = _build_args(tmp_path)
+    out = tmp_path / "bench"
+    runs = bench.build(out, tasks, archs[:2], [0], ("ce",), progress=False)
+    assert {r["teacher"] for r in runs} == {bench.NO_TEACHER} and len(runs) == 2 * len(tasks.tasks)
+    assert not any(bench.teacher_path(out, task).exists() for task in tasks.tasks)
+    bench.build(out, tasks, archs[:1], [0], ("kd",), progress=False)  # trains the teachers
+    reseeded = TeacherRecipe(**{**TINY_TEACHER, "seed": 1})
+    other = train_teacher(TaskSpec(**{**tasks.tasks[0].__dict__, "teacher": reseeded}), SPACE)
+    other.task, other.recipe = tasks.tasks[0].data_dict(), tasks.tasks[0].teacher
+    save_teacher(other, bench.teacher_path(out, tasks.tasks[0]))  # a teacher the kd runs were not made with
+    more = bench.build(out, tasks, archs, [0], ("ce",), progress=False)
+    assert sum(r["regime"] == "ce" for r in more) == len(archs) * len(tasks.tasks)
+    with pytest.raises(ValueError, match="were made with teacher"):
+        bench.build(out, tasks, archs, [0], ("kd",), progress=False)
+
+
 def test_embeddings_are_the_probe_through_teacher_and_remapped_students(tmp_path):
     tasks, archs = _build_args(tmp_path)
     task = tasks.tasks[0]

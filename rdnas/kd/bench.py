@@ -210,7 +210,8 @@ def build(out_dir, tasks: TaskFile, archs: list, seeds: list, regimes=("kd", "ce
             judge a predictor while the other seeds train. Each shard gets its share of every regime (regimes cost
             differently). A run's result does not depend on the order.
         max_runs (int, optional): stop after this many new runs (a time-boxed session; rerun to continue).
-        device: where students train.
+        device: where students train. A task whose remaining runs are all teacher-free
+            (:data:`TEACHER_FREE_REGIMES`, e.g. ``regimes=("ce",)``) never loads, trains or checks its teacher.
         train_seeds (int, optional): the meta-train and meta-valid tasks' students train with the first
             ``train_seeds`` of ``seeds`` only (:func:`task_seeds`); default every seed.
     """
@@ -253,18 +254,20 @@ def build(out_dir, tasks: TaskFile, archs: list, seeds: list, regimes=("kd", "ce
             writer.writeheader()
             handle.flush()
         current, data, teacher, logits = None, None, None, None
+        # tasks whose remaining runs here all go without a teacher (e.g. --regimes ce) never load or train one
+        taught = {task.name for task, _, _, regime in todo if regime not in TEACHER_FREE_REGIMES}
         for task, arch, seed, regime in todo:  # a task's runs are consecutive within a seed: its data loads once
             if task is not current:
-                current, data = task, task.data()
-                teacher = task_teacher(out, task, space, data, progress)
-                digest = teacher.digest()
-                if digests.setdefault(task.name, digest) != digest:
-                    raise ValueError(f"task {task.name}: the runs in {out} were made with teacher "
-                                     f"{digests[task.name]}, "
-                                     f"but {teacher_path(out, task)} is teacher {digest}; restore that teacher or "
-                                     "use another --out")
-                teacher.network.to(device)
-                logits = None
+                current, data, teacher, digest, logits = task, task.data(), None, NO_TEACHER, None
+                if task.name in taught:
+                    teacher = task_teacher(out, task, space, data, progress)
+                    digest = teacher.digest()
+                    if digests.setdefault(task.name, digest) != digest:
+                        raise ValueError(f"task {task.name}: the runs in {out} were made with teacher "
+                                         f"{digests[task.name]}, "
+                                         f"but {teacher_path(out, task)} is teacher {digest}; restore that teacher "
+                                         "or use another --out")
+                    teacher.network.to(device)
                 train = (data.train_x.to(device), data.train_y.to(device), data.valid_x.to(device),
                          data.valid_y.to(device))
             options = task.student_network_options()
