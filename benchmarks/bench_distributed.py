@@ -7,8 +7,9 @@ the small stem and every width / 8. Configurations (``CASES``):
 
 - ``1 process x 1 thread`` (the baseline of the ratios) and ``1 process x all cores``;
 - ``2 processes x 1 thread``: torch.multiprocessing spawn, gloo, with ``parallel="subnets"`` (each rank 2 of the 4
-  subnets on the whole batch, dealt by their estimated costs: ``rdnas.distributed.subnet_costs``), the same with
-  the contiguous split (subnets 0, 1 and 2, 3 whatever their costs: what the deal by cost gains),
+  subnets on the whole batch, dealt by their estimated costs: ``rdnas.distributed.subnet_costs``; the sums over
+  ranks through shared memory, ``rdnas.shared_memory_sum``), the same through gloo's all-reduce
+  (``RDNAS_SHARED_MEMORY_SUM=off``), the same with the contiguous split (subnets 0, 1 and 2, 3 whatever their costs: what the deal by cost gains),
   ``parallel="batch"`` (each rank 32 rows, every subnet, the global batch's BN statistics: equal to one process)
   and batch with ``bn_statistics="per_rank"`` (DDP without SyncBatchNorm; not equal to one process).
 
@@ -48,19 +49,23 @@ RESULTS = {}
 
 
 def measure(rank: int, size: int, port: int, threads: int, steps: int, network: str, parallel: str, bn_statistics: str,
-            by_cost: bool, out: str, paths: int = BASE["paths_per_step"], independent: bool = False) -> None:
+            by_cost: bool, out: str, paths: int = BASE["paths_per_step"], independent: bool = False,
+            sum_transport: str = "auto") -> None:
     """Rank ``rank`` of ``size``: ``steps`` timed training steps of ``paths`` subnets each; rank 0 saves the timings
     to ``out``. ``by_cost`` False: subnet-parallel steps keep the contiguous split (no cost estimate).
     ``independent``: no process group; the ``size`` processes train on their own, side by side (the ceiling case of
     :func:`test_interleaved_speedup`): each draws the step's ``BASE["paths_per_step"]`` subnets from the same seeded
     sampler as one process, deals them by cost as subnet-parallel training does and trains its share (``paths``
-    of them), so the two processes split each step's work exactly as the process group would."""
+    of them), so the two processes split each step's work exactly as the process group would.
+    ``sum_transport``: ``auto`` (the sums over ranks through shared memory, :mod:`rdnas.shared_memory_sum`) or
+    ``off`` (through gloo's all-reduce: ``RDNAS_SHARED_MEMORY_SUM=off``)."""
     torch.set_num_threads(threads)
+    os.environ["RDNAS_SHARED_MEMORY_SUM"] = sum_transport
     if size > 1 and not independent:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size),
                           LOCAL_RANK=str(rank))
         dist.init_process_group("gloo")
-    from rdnas import distributed
+    from rdnas import distributed, shared_memory_sum
     from rdnas.train import OneShotTrainer, TrainConfig
     from rdnas.train import trainer as trainer_module
 
@@ -92,8 +97,8 @@ def measure(rank: int, size: int, port: int, threads: int, steps: int, network: 
             float(result["loss"])
             times.append(time.perf_counter() - start)
         if rank == 0 or independent:  # independent processes: each its own file
-            torch.save({"step_s": times[WARMUP:], "reduce_s": reduce_times[WARMUP:], "reduced": reduced[WARMUP:]},
-                       f"{out}.{rank}" if independent else out)
+            torch.save({"step_s": times[WARMUP:], "reduce_s": reduce_times[WARMUP:], "reduced": reduced[WARMUP:],
+                        "transport": shared_memory_sum.transport()}, f"{out}.{rank}" if independent else out)
     finally:
         trainer_module.distributed.sum_gradients = original
         distributed.subnet_costs = estimate
@@ -128,20 +133,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-CASES = {  # name: (processes, threads per process, parallel, bn_statistics, subnets dealt by cost)
-    "1 process x 1 thread": (1, 1, "auto", "global", True),
-    "1 process x all cores": (1, os.cpu_count() or 1, "auto", "global", True),
-    "2 processes x 1 thread, subnets": (2, 1, "subnets", "global", True),
-    "2 processes x 1 thread, subnets, contiguous split": (2, 1, "subnets", "global", False),
-    "2 processes x 1 thread, batch, global BN": (2, 1, "batch", "global", True),
-    "2 processes x 1 thread, batch, per-rank BN": (2, 1, "batch", "per_rank", True),
+CASES = {  # name: (processes, threads per process, parallel, bn_statistics, subnets dealt by cost, sum transport)
+    "1 process x 1 thread": (1, 1, "auto", "global", True, "auto"),
+    "1 process x all cores": (1, os.cpu_count() or 1, "auto", "global", True, "auto"),
+    "2 processes x 1 thread, subnets": (2, 1, "subnets", "global", True, "auto"),
+    "2 processes x 1 thread, subnets, gloo sum": (2, 1, "subnets", "global", True, "off"),
+    "2 processes x 1 thread, subnets, contiguous split": (2, 1, "subnets", "global", False, "auto"),
+    "2 processes x 1 thread, batch, global BN": (2, 1, "batch", "global", True, "auto"),
+    "2 processes x 1 thread, batch, per-rank BN": (2, 1, "batch", "per_rank", True, "auto"),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("network", list(NETWORKS))
 def test_training_steps_per_second(benchmark, network, case, tmp_path):
-    size, threads, parallel, bn_statistics, by_cost = CASES[case]
+    size, threads, parallel, bn_statistics, by_cost, transport = CASES[case]
     steps = 3 if benchmark.disabled else int(os.environ.get("RDNAS_BENCH_DIST_STEPS", "40"))
     out = str(tmp_path / "timings.pt")
 
@@ -149,12 +155,12 @@ def test_training_steps_per_second(benchmark, network, case, tmp_path):
         if size == 1:
             saved = torch.get_num_threads()
             try:
-                measure(0, 1, 0, threads, steps, network, parallel, bn_statistics, by_cost, out)
+                measure(0, 1, 0, threads, steps, network, parallel, bn_statistics, by_cost, out, sum_transport=transport)
             finally:
                 torch.set_num_threads(saved)
         else:
             mp.spawn(measure, args=(size, free_port(), threads, steps, network, parallel, bn_statistics, by_cost,
-                                    out), nprocs=size)
+                                    out, BASE["paths_per_step"], False, transport), nprocs=size)
         return torch.load(out)
 
     benchmark.group = f"distributed-cpu-{network}-16px-K4-train-step"
@@ -164,7 +170,7 @@ def test_training_steps_per_second(benchmark, network, case, tmp_path):
     info = benchmark.extra_info
     info.update(environment("cpu"))
     info.update(network=network, processes=size, threads_per_process=threads, parallel=parallel,
-                bn_statistics=bn_statistics, subnets_dealt_by_cost=by_cost, steps=steps,
+                bn_statistics=bn_statistics, subnets_dealt_by_cost=by_cost, sum_transport=timings["transport"], steps=steps,
                 global_batch=BASE["batch_size"], paths_per_step=BASE["paths_per_step"], median_step_s=median,
                 steps_per_s=1.0 / median)
     for baseline in ("1 process x 1 thread", "1 process x all cores"):
@@ -177,7 +183,8 @@ def test_training_steps_per_second(benchmark, network, case, tmp_path):
 
 
 ROUNDS = int(os.environ.get("RDNAS_BENCH_DIST_ROUNDS", "5"))
-INTERLEAVED = ("1 process x 1 thread", "2 processes x 1 thread, subnets", "2 independent processes, K / 2 each")
+INTERLEAVED = ("1 process x 1 thread", "2 processes x 1 thread, subnets", "2 independent processes, K / 2 each",
+               "2 processes x 1 thread, subnets, gloo sum")
 
 
 def one_round(case: str, network: str, steps: int, out: str) -> float:
@@ -190,8 +197,10 @@ def one_round(case: str, network: str, steps: int, out: str) -> float:
         finally:
             torch.set_num_threads(saved)
         return statistics.median(torch.load(out)["step_s"])
-    if case == INTERLEAVED[1]:
-        mp.spawn(measure, args=(2, free_port(), 1, steps, network, "subnets", "global", True, out), nprocs=2)
+    if case in (INTERLEAVED[1], INTERLEAVED[3]):
+        transport = "auto" if case == INTERLEAVED[1] else "off"
+        mp.spawn(measure, args=(2, free_port(), 1, steps, network, "subnets", "global", True, out, k, False, transport),
+                 nprocs=2)
         return statistics.median(torch.load(out)["step_s"])
     mp.spawn(measure, args=(2, 0, 1, steps, network, "auto", "global", True, out, k // 2, True), nprocs=2)
     halves = [torch.load(f"{out}.{rank}")["step_s"] for rank in range(2)]
@@ -201,15 +210,18 @@ def one_round(case: str, network: str, steps: int, out: str) -> float:
 @pytest.mark.parametrize("network", list(NETWORKS))
 def test_interleaved_speedup(benchmark, network, tmp_path):
     """Issue 25's ratio, robust to the machine's drift: ``RDNAS_BENCH_DIST_ROUNDS`` rounds (default 5), each
-    running, one after another, 1 process x 1 thread (K = 4), 2 processes x 1 thread subnet-parallel (dealt by cost)
-    and the ceiling: 2 independent processes (no process group, no communication), each training on the whole
+    running, one after another, 1 process x 1 thread (K = 4), 2 processes x 1 thread subnet-parallel (dealt by cost,
+    the sums over ranks through shared memory: :mod:`rdnas.shared_memory_sum`), the same through gloo's all-reduce
+    (``RDNAS_SHARED_MEMORY_SUM=off``: what the shared memory sum gains) and the ceiling: 2 independent processes (no process group, no communication), each training on the whole
     batch its K / 2 = 2 of the step's K = 4 subnets, dealt by cost as the subnet-parallel run deals them
     (:class:`DealtShare`), a step timed as the slower of its two halves (the median over steps of the larger of
     the two processes' times of that step): the same split of the same work with nothing paid for communication,
     including the wait that an uneven split of four subnets costs. Each round's ratios come from runs minutes
     apart, not from the whole run's extremes.
     ``extra_info``: every round's median steps, the per-round ratios (2 processes / 1 process: ``speedup``; ceiling
-    / 1 process: ``ceiling``; speedup / ceiling: ``efficiency``), and their medians, minima and maxima."""
+    / 1 process: ``ceiling``; speedup / ceiling: ``efficiency``; 1 process / 2 processes through gloo:
+    ``speedup_gloo_sum``; gloo's step / shared memory's: ``shared_memory_over_gloo_sum``), and their medians,
+    minima and maxima."""
     steps = 3 if benchmark.disabled else int(os.environ.get("RDNAS_BENCH_DIST_STEPS", "40"))
     rounds = 1 if benchmark.disabled else ROUNDS
     out = str(tmp_path / "timings.pt")
@@ -219,8 +231,10 @@ def test_interleaved_speedup(benchmark, network, tmp_path):
 
     benchmark.group = f"distributed-cpu-{network}-16px-K4-interleaved"
     medians = benchmark.pedantic(run, rounds=1, iterations=1)
-    one, two, ceiling = ([r[case] for r in medians] for case in INTERLEAVED)
-    ratios = {"speedup": [a / b for a, b in zip(one, two)], "ceiling": [a / c for a, c in zip(one, ceiling)]}
+    one, two, ceiling, through_gloo = ([r[case] for r in medians] for case in INTERLEAVED)
+    ratios = {"speedup": [a / b for a, b in zip(one, two)], "ceiling": [a / c for a, c in zip(one, ceiling)],
+              "speedup_gloo_sum": [a / g for a, g in zip(one, through_gloo)],
+              "shared_memory_over_gloo_sum": [g / b for g, b in zip(through_gloo, two)]}
     ratios["efficiency"] = [s / c for s, c in zip(ratios["speedup"], ratios["ceiling"])]
     info = benchmark.extra_info
     info.update(environment("cpu"))

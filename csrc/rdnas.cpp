@@ -5,10 +5,19 @@
 #include <torch/library.h>
 
 extern "C" {
+PyObject* rdnas_shared_memory_sum(PyObject* self, PyObject* args);  // shared_memory_sum.cpp
+
 // `import rdnas._C` loads this library, which runs the static registrations below. The module itself holds
-// only build information; every op is reached through torch.ops.rdnas.
+// build information and one function that is not a tensor op: the summing step of rdnas.shared_memory_sum, which
+// works on the addresses of a shared memory arena. Every op is reached through torch.ops.rdnas.
 PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "rdnas native kernels", -1, nullptr};
+  static PyMethodDef methods[] = {
+      {"shared_memory_sum", rdnas_shared_memory_sum, METH_VARARGS,
+       "shared_memory_sum(arena, size, rank, seq, stride, payload, count, itemsize, timeout_s): sums `count` "
+       "float32 (itemsize 4) or float64 (8) values at address `payload` over the `size` ranks of a shared memory "
+       "arena in place (see rdnas/shared_memory_sum.py)"},
+      {nullptr, nullptr, 0, nullptr}};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "rdnas native kernels", -1, methods};
   PyObject* module = PyModule_Create(&module_def);
   if (module == nullptr) return nullptr;
 #ifdef RDNAS_WITH_CUDA

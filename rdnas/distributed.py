@@ -43,6 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from rdnas import shared_memory_sum
+
 DEFAULT_TIMEOUT_S = 1800
 
 
@@ -158,10 +160,26 @@ def init(device: str = "cpu", timeout_s: float | None = None, backend: str | Non
                              "that many processes per node (--nproc_per_node)")
         torch.cuda.set_device(local_rank)
     if timeout_s is None:
-        timeout_s = float(os.environ.get("RDNAS_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+        timeout_s = collective_timeout_s()
     backend = backend or ("nccl" if kind.type == "cuda" else "gloo")
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     return world, rank_device(device, world)
+
+
+def collective_timeout_s() -> float:
+    """How long a collective waits for the other ranks: ``RDNAS_DIST_TIMEOUT`` seconds, default 1800."""
+    return float(os.environ.get("RDNAS_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+
+
+def sum_over_ranks_(tensor: Tensor, group=None) -> Tensor:
+    """Sums ``tensor`` over the ranks in place and returns it; every rank gets the same bits. The default group:
+    through shared memory where every rank is on one machine and the backend is gloo
+    (:mod:`rdnas.shared_memory_sum`; ``RDNAS_SHARED_MEMORY_SUM=off`` turns it off), else
+    ``torch.distributed.all_reduce``; another ``group``: ``torch.distributed.all_reduce`` on it."""
+    if group is not None:
+        dist.all_reduce(tensor, group=group)
+        return tensor
+    return shared_memory_sum.all_reduce_sum_(tensor, collective_timeout_s())
 
 
 def rank_device(device: str, world: World) -> str:
@@ -372,7 +390,7 @@ def rows_of_first_group(rows: Tensor | None, layout: StepLayout, world: World, l
     if rows is not None:
         buffer[layout.batch_rank] = rows
     staged = buffer.to(world.collective_device)
-    dist.all_reduce(staged)
+    sum_over_ranks_(staged)
     return staged[layout.batch_rank].to(like.device)
 
 
@@ -382,13 +400,13 @@ class _AllReduceSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tensor: Tensor) -> Tensor:
         total = tensor.clone()
-        dist.all_reduce(total)
+        sum_over_ranks_(total)
         return total
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         total = grad.clone()
-        dist.all_reduce(total)
+        sum_over_ranks_(total)
         return total
 
 
@@ -400,7 +418,7 @@ class _GlobalMean(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tensor: Tensor, size: int) -> Tensor:
         total = tensor.clone()
-        dist.all_reduce(total)
+        sum_over_ranks_(total)
         ctx.size = size
         return total / size
 
@@ -471,7 +489,7 @@ def sum_gradients(parameters, world: World, same_subnets: bool = True, riders: T
     total = sum(sizes)
     flat = _flat_layout(parameters)[0][:total + 1]  # this step's gradients, then the rank count
     torch.cat([g.reshape(-1) for g in grads] + [grads[0].new_ones(1)], out=flat)
-    dist.all_reduce(flat)
+    sum_over_ranks_(flat)
     if int(flat[-1]) != world.size:  # cannot happen when the buffers have the same length on every rank
         raise RuntimeError("rdnas.distributed.sum_gradients: the ranks' gradient buffers differ; the ranks sampled "
                            "different subnets")
@@ -518,7 +536,7 @@ def _sum_gradients_of_any(parameters: list, world: World, riders: Tensor | None 
         flags.index_fill_(0, torch.tensor(have, device=flat.device), 1)
     if riders is not None:
         flat[end:].copy_(riders.reshape(-1))
-    dist.all_reduce(flat)
+    sum_over_ranks_(flat)
     if riders is not None:
         riders.copy_(flat[end:].view_as(riders))
     summed = [i for i, flag in enumerate(flags.tolist()) if flag > 0]
@@ -548,7 +566,7 @@ class _GlobalBatchNormFunction(torch.autograd.Function):
         local_mean = local_mean.double()
         total = torch.cat([local_mean * count, local_m2 + count * local_mean.square(),
                            local_mean.new_full((1,), float(count))])
-        dist.all_reduce(total, group=group)
+        sum_over_ranks_(total, group)
         n = float(total[-1])
         mean = total[:channels] / n
         var = (total[channels:2 * channels] / n - mean.square()).clamp_min(0)
@@ -572,7 +590,7 @@ class _GlobalBatchNormFunction(torch.autograd.Function):
         g = grad.to(xhat.dtype)
         sum_g, sum_gx = g.sum(dims), (g * xhat).sum(dims)  # this rank's: the parameters' gradients
         total = torch.cat([sum_g, sum_gx]).double()
-        dist.all_reduce(total, group=ctx.group)
+        sum_over_ranks_(total, ctx.group)
         mean_g = (total[:channels] / ctx.count).to(xhat.dtype).view(shape)
         mean_gx = (total[channels:] / ctx.count).to(xhat.dtype).view(shape)
         scale = invstd.view(shape) if weight is None else (invstd * weight.to(xhat.dtype)).view(shape)
@@ -680,5 +698,5 @@ def sum_disjoint(values: Tensor, world: World) -> Tensor:
     if not world.distributed:
         return values
     gathered = values.to(world.collective_device).clone()
-    dist.all_reduce(gathered)
+    sum_over_ranks_(gathered)
     return gathered.to(values.device)

@@ -5,7 +5,6 @@ under torchrun)."""
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from rdnas.predictors.sampling_search import sampling_search
 from rdnas.search import (CostConstraint, InfeasibleConstraint, SearchHistory, SearchJournal, evolution_search,
                           random_search)
 from rdnas.spaces import get_space, nb201
+from spawning import free_port
 
 NB201_FLOPS = get_space("nb201").cost(nb201.all_archs())["flops"]
 RESNET = get_space("resnet48")
@@ -245,12 +245,6 @@ def test_a_search_resumed_from_a_truncated_journal_repeats_the_uninterrupted_one
     assert len((tmp_path / "j.jsonl").read_text().splitlines()) == 81
     with pytest.raises(ValueError, match=r"records another search \(seed: 2 there, 3 now\)"):
         SearchJournal(tmp_path / "j.jsonl", {"strategy": "evolution", "seed": 3})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_torchrun_search_resumes_from_its_journal_and_matches_one_process(tmp_path):

@@ -14,7 +14,6 @@ file takes about 3.5 minutes of CPU time on two cores).
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from rdnas.rank import recalibrated_accuracy_fn, supernet_accuracy
 from rdnas.search import evolution_search
 from rdnas.spaces import get_space, nb201
 from rdnas.train import OneShotTrainer, Teacher, TrainConfig, load_checkpoint
+from spawning import free_port, spawn
 
 TINY = dict(data="digits", image_size=8, channels=4, cells_per_stage=1, batch_size=128, epochs=2)
 RESNET = dict(space="resnet48", resnet_stem="small", width_divisor=8, data="digits", image_size=8, batch_size=256,
@@ -43,12 +43,6 @@ RESNET = dict(space="resnet48", resnet_stem="small", width_divisor=8, data="digi
 NB201_TOLERANCE = 1e-5
 RESNET_TOLERANCE = 1e-3
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def random_teacher():
@@ -143,17 +137,9 @@ def two_process_worker(rank, port, root):
 
 
 def spawn_workers(worker, root: Path, nprocs: int = 2) -> None:
-    """``mp.spawn(worker, (port, root))``, where rank 0 writes ``root/results.pt`` after its last collective. A rank
-    killed by SIGABRT once that file exists is tolerated: every collective had completed, so the results are whole,
-    and the abort came from gloo's teardown ("terminate called without an active exception", seen twice in about
-    15 runs of this file on the loaded 2-core machine, never in isolation; not root-caused). Any other failure,
-    or an abort before the results exist, fails the test."""
-    try:
-        mp.spawn(worker, args=(free_port(), str(root)), nprocs=nprocs)
-    except mp.ProcessExitedException as error:
-        if error.signal_name != "SIGABRT" or not (root / "results.pt").exists():
-            raise
-        print(f"tolerated: {error} in teardown, after rank 0 wrote its results", file=sys.stderr)
+    """``mp.spawn(worker, (port, root))``, where rank 0 writes ``root/results.pt`` after its last collective (a
+    SIGABRT in gloo's teardown after that is tolerated: :func:`spawning.spawn`)."""
+    spawn(worker, (free_port(), str(root)), nprocs, root / "results.pt")
 
 
 def max_difference(a: dict, b: dict) -> float:

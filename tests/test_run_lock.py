@@ -22,6 +22,7 @@ import pytest
 from rdnas import run_folder
 from rdnas.cli import main
 from rdnas.run_folder import RunFolderInUse, claim_file, claim_folder, folder_lock_path, release_claims
+from spawning import free_port
 
 RDNAS_ROOT = Path(run_folder.__file__).resolve().parent.parent
 TINY = ["--data", "digits", "--image-size", "8", "--channels", "4", "--cells", "1", "--batch-size", "64", "--quiet"]
@@ -208,12 +209,6 @@ def running(pid: int) -> bool:
     except OSError:
         return False
     return state not in ("Z", "X")  # a zombie has stopped; its new parent reaps it
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds torchrun's workers through /proc (Linux)")
