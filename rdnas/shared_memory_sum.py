@@ -28,7 +28,8 @@ import mmap
 import os
 import socket
 import uuid
-from dataclasses import dataclass, field
+import weakref
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -80,11 +81,12 @@ class _GroupState:
     """What one process group decided and holds: whether shared memory is usable (``reason`` says why not) and
     the current arena."""
 
-    group: object  # the process group, kept so that its id is not reused while this state exists
+    group: weakref.ref  # the process group; a weak reference, so that the group is torn down when torch
+    # destroys it and not at the interpreter's exit (a gloo group destroyed that late aborts the process)
     usable: bool
     reason: str
     arena: _Arena | None = None
-    sums: int = field(default=0)
+    sums: int = 0
 
 
 _STATES: dict = {}  # (process id, id of the default process group) -> _GroupState
@@ -96,9 +98,14 @@ def _state() -> _GroupState:
     group = dist.distributed_c10d._get_default_group()
     key = (os.getpid(), id(group))
     state = _STATES.get(key)
+    if state is not None and state.group() is not group:  # a new group that reuses a destroyed one's id
+        state = None
     if state is None:
+        for old in [k for k, v in _STATES.items() if v.group() is None]:
+            del _STATES[old]
+        group_ref = weakref.ref(group)
         if dist.get_backend() != "gloo":
-            state = _GroupState(group, False, f"the backend is {dist.get_backend()}, not gloo")
+            state = _GroupState(group_ref, False, f"the backend is {dist.get_backend()}, not gloo")
         else:
             try:
                 mine = (mode(), _machine_identity(), os.path.isdir(SHM_FOLDER))
@@ -111,13 +118,13 @@ def _state() -> _GroupState:
             if problem is not None:
                 raise problem
             if any(m[0] == "off" or m[0] == "invalid" for m in everyone):
-                state = _GroupState(group, False, f"{MODE_VARIABLE}=off")
+                state = _GroupState(group_ref, False, f"{MODE_VARIABLE}=off")
             elif len({m[1] for m in everyone}) > 1:
-                state = _GroupState(group, False, "the ranks are on several machines")
+                state = _GroupState(group_ref, False, "the ranks are on several machines")
             elif not all(m[2] for m in everyone):
-                state = _GroupState(group, False, f"{SHM_FOLDER} is missing")
+                state = _GroupState(group_ref, False, f"{SHM_FOLDER} is missing")
             else:
-                state = _GroupState(group, True, "")
+                state = _GroupState(group_ref, True, "")
         _STATES[key] = state
     return state
 
