@@ -1,9 +1,9 @@
 """The sum over ranks of rdnas's CPU jobs, through shared memory when every rank is on one machine.
 
 A subnet-parallel training step on the CPU ends in one all-reduce of every gradient (about 100,000 floats for the
-digits network). Through gloo that costs about 1.9 ms on a 2-core machine: the data goes through the kernel's TCP
-loopback, and the process that arrived first sleeps and must be woken. Through a shared memory arena it costs
-about 0.26 ms (``docs/results/distributed.md``): each rank copies its tensor into its slot, publishes a counter,
+digits network). Through gloo that took 1.27 ms in the median on a 2-core machine: the data goes through the
+kernel's TCP loopback, and the process that arrived first sleeps and must be woken. Through a shared memory arena it
+took 0.11 ms (``benchmarks/bench_shared_memory_sum.py``, ``docs/results/distributed.md``): each rank copies its tensor into its slot, publishes a counter,
 spins until every rank has published, and adds the slots in rank order, so every rank gets the same bits. The
 summing step is native (``rdnas._C.shared_memory_sum``, ``csrc/shared_memory_sum.cpp``): it waits with atomic
 loads and without the GIL.
