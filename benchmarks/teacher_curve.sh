@@ -3,7 +3,7 @@
 # single-thread shards side by side (nice 19), in this order: the 30-epoch budget for seeds 0-4 (SPOS and every
 # teacher), the README's main comparison's extra seeds 5 and 6 (SPOS and synflow, 30 epochs), then the 10-epoch
 # budget for seeds 0-4. Finished runs (one JSON each in benchmarks/results/teacher_curve/) are never rerun; a stopped
-# shard loses at most the run in progress. Logs: benchmarks/results/teacher_curve.<i>of2.log.
+# shard loses at most the run in progress. Logs (appended to, one per shard): benchmarks/results/teacher_curve.<i>of2.log.
 #   bash benchmarks/teacher_curve.sh         # in the background; then: python benchmarks/teacher_curve_experiment.py report
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,6 @@ python -c "import rdnas, torch" 2>/dev/null \
 for i in 0 1; do
   nohup nice -n 19 bash -c "python $script run --epochs 30 --seeds 0,1,2,3,4 --shard $i/2 && \
     python $script run --epochs 30 --seeds 5,6 --teachers synflow --shard $i/2 && \
-    python $script run --epochs 10 --seeds 0,1,2,3,4 --shard $i/2" > "benchmarks/results/teacher_curve.${i}of2.log" 2>&1 &
+    python $script run --epochs 10 --seeds 0,1,2,3,4 --shard $i/2" >> "benchmarks/results/teacher_curve.${i}of2.log" 2>&1 &
   echo "shard $i/2: pid $!"
 done
