@@ -9,7 +9,8 @@ the small stem and every width / 8. Configurations (``CASES``):
 - ``2 processes x 1 thread``: torch.multiprocessing spawn, gloo, with ``parallel="subnets"`` (each rank 2 of the 4
   subnets on the whole batch, dealt by their estimated costs: ``rdnas.distributed.subnet_costs``; the sums over
   ranks through shared memory, ``rdnas.shared_memory_sum``), the same through gloo's all-reduce
-  (``RDNAS_SHARED_MEMORY_SUM=off``), the same with the contiguous split (subnets 0, 1 and 2, 3 whatever their costs: what the deal by cost gains),
+  (``RDNAS_SHARED_MEMORY_SUM=off``), the same with the contiguous split (subnets 0, 1 and 2, 3 whatever their
+  costs: what the deal by cost gains),
   ``parallel="batch"`` (each rank 32 rows, every subnet, the global batch's BN statistics: equal to one process)
   and batch with ``bn_statistics="per_rank"`` (DDP without SyncBatchNorm; not equal to one process).
 
@@ -60,10 +61,9 @@ def measure(rank: int, size: int, port: int, threads: int, steps: int, network: 
     ``sum_transport``: ``auto`` (the sums over ranks through shared memory, :mod:`rdnas.shared_memory_sum`) or
     ``off`` (through gloo's all-reduce: ``RDNAS_SHARED_MEMORY_SUM=off``)."""
     torch.set_num_threads(threads)
-    os.environ["RDNAS_SHARED_MEMORY_SUM"] = sum_transport
-    if size > 1 and not independent:
+    if size > 1 and not independent:  # a spawned rank: its environment is its own
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size),
-                          LOCAL_RANK=str(rank))
+                          LOCAL_RANK=str(rank), RDNAS_SHARED_MEMORY_SUM=sum_transport)
         dist.init_process_group("gloo")
     from rdnas import distributed, shared_memory_sum
     from rdnas.train import OneShotTrainer, TrainConfig
@@ -155,7 +155,7 @@ def test_training_steps_per_second(benchmark, network, case, tmp_path):
         if size == 1:
             saved = torch.get_num_threads()
             try:
-                measure(0, 1, 0, threads, steps, network, parallel, bn_statistics, by_cost, out, sum_transport=transport)
+                measure(0, 1, 0, threads, steps, network, parallel, bn_statistics, by_cost, out)
             finally:
                 torch.set_num_threads(saved)
         else:
@@ -170,7 +170,8 @@ def test_training_steps_per_second(benchmark, network, case, tmp_path):
     info = benchmark.extra_info
     info.update(environment("cpu"))
     info.update(network=network, processes=size, threads_per_process=threads, parallel=parallel,
-                bn_statistics=bn_statistics, subnets_dealt_by_cost=by_cost, sum_transport=timings["transport"], steps=steps,
+                bn_statistics=bn_statistics, subnets_dealt_by_cost=by_cost, sum_transport=timings["transport"],
+                steps=steps,
                 global_batch=BASE["batch_size"], paths_per_step=BASE["paths_per_step"], median_step_s=median,
                 steps_per_s=1.0 / median)
     for baseline in ("1 process x 1 thread", "1 process x all cores"):
@@ -212,8 +213,8 @@ def test_interleaved_speedup(benchmark, network, tmp_path):
     """Issue 25's ratio, robust to the machine's drift: ``RDNAS_BENCH_DIST_ROUNDS`` rounds (default 5), each
     running, one after another, 1 process x 1 thread (K = 4), 2 processes x 1 thread subnet-parallel (dealt by cost,
     the sums over ranks through shared memory: :mod:`rdnas.shared_memory_sum`), the same through gloo's all-reduce
-    (``RDNAS_SHARED_MEMORY_SUM=off``: what the shared memory sum gains) and the ceiling: 2 independent processes (no process group, no communication), each training on the whole
-    batch its K / 2 = 2 of the step's K = 4 subnets, dealt by cost as the subnet-parallel run deals them
+    (``RDNAS_SHARED_MEMORY_SUM=off``: what the shared memory sum gains) and the ceiling: 2 independent processes
+    (no process group, no communication), each training on the whole batch its K / 2 = 2 of the step's K = 4 subnets, dealt by cost as the subnet-parallel run deals them
     (:class:`DealtShare`), a step timed as the slower of its two halves (the median over steps of the larger of
     the two processes' times of that step): the same split of the same work with nothing paid for communication,
     including the wait that an uneven split of four subnets costs. Each round's ratios come from runs minutes

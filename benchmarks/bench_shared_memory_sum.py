@@ -10,7 +10,8 @@ median time of one sum on rank 0 after 20 warm-up sums (the wait for the other r
 work plus sum, and the ratio of gloo's median sum to shared memory's (when both ran in this session).
 pytest-benchmark's own time is the whole measurement, process start included: read ``extra_info``.
 
-    PYTHONPATH=. python -m pytest benchmarks/bench_shared_memory_sum.py --benchmark-json=benchmarks/results/bench_shared_memory_sum.json
+    PYTHONPATH=. python -m pytest benchmarks/bench_shared_memory_sum.py \
+        --benchmark-json=benchmarks/results/bench_shared_memory_sum.json
 """
 
 import os

@@ -3,7 +3,8 @@
 # single-thread shards side by side (nice 19), in this order: the 30-epoch budget for seeds 0-4 (SPOS and every
 # teacher), the README's main comparison's extra seeds 5 and 6 (SPOS and synflow, 30 epochs), then the 10-epoch
 # budget for seeds 0-4. Finished runs (one JSON each in benchmarks/results/teacher_curve/) are never rerun; a stopped
-# shard loses at most the run in progress. Logs (appended to, one per shard): benchmarks/results/teacher_curve.<i>of2.log.
+# shard loses at most the run in progress. Logs, one per shard, appended to across resumes:
+# benchmarks/results/teacher_curve.<i>of2.log.
 #   bash benchmarks/teacher_curve.sh         # in the background; then: python benchmarks/teacher_curve_experiment.py report
 set -euo pipefail
 cd "$(dirname "$0")/.."

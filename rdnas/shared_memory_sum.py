@@ -3,8 +3,9 @@
 A subnet-parallel training step on the CPU ends in one all-reduce of every gradient (about 100,000 floats for the
 digits network). Through gloo that took 1.27 ms in the median on a 2-core machine: the data goes through the
 kernel's TCP loopback, and the process that arrived first sleeps and must be woken. Through a shared memory arena it
-took 0.11 ms (``benchmarks/bench_shared_memory_sum.py``, ``docs/results/distributed.md``): each rank copies its tensor into its slot, publishes a counter,
-spins until every rank has published, and adds the slots in rank order, so every rank gets the same bits. The
+took 0.11 ms (``benchmarks/bench_shared_memory_sum.py``, ``docs/results/distributed.md``): each rank copies its
+tensor into its slot, publishes a counter, spins until every rank has published, and adds the slots in rank order,
+so every rank gets the same bits. The
 summing step is native (``rdnas._C.shared_memory_sum``, ``csrc/shared_memory_sum.cpp``): it waits with atomic
 loads and without the GIL.
 
@@ -37,7 +38,7 @@ from torch import Tensor
 
 MODE_VARIABLE = "RDNAS_SHARED_MEMORY_SUM"
 MODES = ("auto", "off")
-ITEM_SIZES = {torch.float32: 4, torch.float64: 8}
+SUMMED_DTYPES = (torch.float32, torch.float64)  # what the native sum adds; anything else goes through gloo
 RECORD_BYTES = 64  # one header record per rank (csrc/shared_memory_sum.cpp)
 SHM_FOLDER = "/dev/shm"
 
@@ -209,10 +210,10 @@ def all_reduce_sum_(tensor: Tensor, timeout_s: float) -> Tensor:
         timeout_s (float): how long a rank waits for the others before ``TimeoutError``.
     """
     state = _state()
-    itemsize = ITEM_SIZES.get(tensor.dtype)
-    if not state.usable or itemsize is None or tensor.device.type != "cpu":
+    if not state.usable or tensor.dtype not in SUMMED_DTYPES or tensor.device.type != "cpu":
         dist.all_reduce(tensor)
         return tensor
+    itemsize = tensor.element_size()
     nbytes = tensor.numel() * itemsize
     if state.arena is None or nbytes > state.arena.stride:
         _new_arena(state, _stride_for(nbytes, state.arena.stride if state.arena is not None else 0))

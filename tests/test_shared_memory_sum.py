@@ -133,8 +133,9 @@ def run_failing(tmp_path, case):
 @pytest.mark.skipif(not Path(shared_memory_sum.SHM_FOLDER).is_dir(), reason="no /dev/shm on this machine")
 def test_ranks_summing_different_sizes_both_raise_and_name_the_sizes(tmp_path):
     outcomes = run_failing(tmp_path, "sizes")
-    assert "RuntimeError: rdnas.shared_memory_sum: rank 0 sums 40 bytes but rank 1 sums 44 bytes" in outcomes[0]["error"]
-    assert "RuntimeError: rdnas.shared_memory_sum: rank 1 sums 44 bytes but rank 0 sums 40 bytes" in outcomes[1]["error"]
+    prefix = "RuntimeError: rdnas.shared_memory_sum: "
+    assert prefix + "rank 0 sums 40 bytes but rank 1 sums 44 bytes" in outcomes[0]["error"]
+    assert prefix + "rank 1 sums 44 bytes but rank 0 sums 40 bytes" in outcomes[1]["error"]
 
 
 @pytest.mark.skipif(not Path(shared_memory_sum.SHM_FOLDER).is_dir(), reason="no /dev/shm on this machine")
