@@ -147,6 +147,7 @@ def init(device: str = "cpu", timeout_s: float | None = None, backend: str | Non
     if size <= 1:
         return World(), device
     rank, _ = env_rank_and_size("rdnas.distributed.init", "a launch with WORLD_SIZE > 1")
+    shared_memory_sum.mode()  # a bad RDNAS_SHARED_MEMORY_SUM is an error before the job writes anything
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     world = World(rank, size, local_rank)
     if kind.type == "cuda":

@@ -163,6 +163,25 @@ def test_the_mode_variable_is_checked(monkeypatch):
     assert shared_memory_sum.transport() == "none"  # outside a process group
 
 
+@pytest.mark.parametrize("value", ["yes", "0", "nan", "-1"])
+def test_a_bad_mode_stops_a_launched_job_before_it_joins_or_writes(monkeypatch, tmp_path, capsys, value):
+    from rdnas.cli import main
+
+    monkeypatch.setenv(shared_memory_sum.MODE_VARIABLE, value)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match=f"RDNAS_SHARED_MEMORY_SUM must be one of auto, off, got '{value}'"):
+        distributed.init("cpu")  # raised before any rendezvous: nothing waits for a second rank
+    assert not dist.is_initialized()
+    monkeypatch.setattr(os, "_exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))  # keep pytest alive
+    monkeypatch.setattr("rdnas.run_folder.exit_with_launcher", lambda command: None)  # no watcher thread in pytest
+    with pytest.raises(SystemExit) as ended:
+        main(["train", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "run")])
+    assert ended.value.code == 2 and not (tmp_path / "run").exists()
+    error = capsys.readouterr().err.strip()
+    assert error == f"rdnas train: rank 0 of 2: error: RDNAS_SHARED_MEMORY_SUM must be one of auto, off, got '{value}'"
+
+
 TRAINING = dict(data="digits", image_size=8, batch_size=64, epochs=1, channels=4, cells_per_stage=1,
                 paths_per_step=4, parallel="subnets")
 
