@@ -9,6 +9,9 @@ Teachers (scores over all 15,625 cells; disconnected cells last, as the proxies 
 - ``oracle-<tau>`` (0.3, 0.45, 0.6, 0.75, 0.9): the table's own accuracy, perturbed. A controlled experiment, not a
   teacher anyone has: each class's normal score of its accuracy rank plus seeded Gaussian noise whose scale is set
   by bisection so that the teacher's Kendall tau on the evaluation classes is the target (within 0.005).
+  ``oracle-0`` is the noise alone: a random ranking, the control for what the ranking loss does by itself.
+- ``oracle-0.9-w4``, ``oracle-0.9-w16`` (not run by default): the best oracle with the ranking loss weighted 4x and
+  16x (``rank_weight``; 1 elsewhere), to tell a gain limited by the teacher from one limited by the distillation.
 - ``synflow``, ``zen``, ``flops``: zero-cost proxies on the pipeline's network at initialisation (whole-space tables).
 - ``trees-60``, ``trees-240``: gradient-boosted trees on the live cell (``rdnas predictor`` gbt, default input)
   fitted on the accuracy of 60 / 240 random classes (seeded by the run's seed), scoring the whole space; scored
@@ -32,6 +35,7 @@ another table of the same space (e.g. the same build with more seeds) without tr
 
 import dataclasses
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -55,8 +59,12 @@ RESULTS = ROOT / "results"
 RUNS = RESULTS / "teacher_curve"
 WORK = ROOT.parent / "runs" / "teacher_curve"
 BUILD = RESULTS / "nb201_digits_full"
-ORACLE_TAUS = (0.3, 0.45, 0.6, 0.75, 0.9)
-TEACHERS = tuple(f"oracle-{t}" for t in ORACLE_TAUS) + ("synflow", "zen", "flops", "trees-60", "trees-240")
+ORACLE_TAUS = (0, 0.3, 0.45, 0.6, 0.75, 0.9)
+ORACLES = tuple(f"oracle-{t}" for t in ORACLE_TAUS)
+TEACHERS = ORACLES + ("synflow", "zen", "flops", "trees-60", "trees-240")
+# the dose arm: the best oracle teacher distilled with the ranking loss weighted 4x and 16x (PipelineConfig's
+# rank_weight; 1 in every other run): is the gain limited by the teacher's quality or by how hard it is distilled?
+WEIGHTED = ("oracle-0.9-w4", "oracle-0.9-w16")
 COLUMN = "digits_valid_acc"
 SHIPPED_CURVE = ROOT.parent / "rdnas" / "minibench" / "data" / "teacher_curve.json"
 
@@ -87,11 +95,14 @@ def spread_to_space(archs: np.ndarray, class_scores: np.ndarray) -> np.ndarray:
 
 def perturbed_oracle(truth: np.ndarray, target: float, seed: int) -> tuple[np.ndarray, float]:
     """(class scores whose Kendall tau against ``truth`` is ``target`` within 0.005, that tau): normal scores of
-    the truth's ranks plus noise of a bisected scale (one seeded noise draw, scaled)."""
+    the truth's ranks plus noise of a bisected scale (one seeded noise draw, scaled). ``target`` 0 gives the noise
+    alone, a random ranking (its tau is whatever the draw gives, about 0 +- 0.01 over 6,461 classes)."""
     from scipy.stats import norm, rankdata
 
-    base = norm.ppf(rankdata(truth) / (len(truth) + 1))
     noise = np.random.default_rng(seed).standard_normal(len(truth))
+    if target == 0:
+        return noise, kendall_tau(noise, truth)
+    base = norm.ppf(rankdata(truth) / (len(truth) + 1))
     low, high = 0.0, 100.0
     for _ in range(60):
         scale = (low + high) / 2
@@ -121,6 +132,13 @@ def make_teacher(name: str, seed: int, archs: np.ndarray, truth: np.ndarray, con
     return teacher, teacher.scores.numpy().astype(np.float64)[index], rows
 
 
+def split_weight(name: str) -> tuple[str, float]:
+    """(teacher, ranking-loss weight) of a run name: ``oracle-0.9-w4`` -> (``oracle-0.9``, 4.0); no ``-w<weight>``
+    suffix: weight 1."""
+    found = re.fullmatch(r"(.+)-w(\d+(?:\.\d+)?)", name)
+    return (found.group(1), float(found.group(2))) if found else (name, 1.0)
+
+
 def scores_path(runs: Path, epochs: int, seed: int, name: str) -> Path:
     """A run's arrays beside its JSON: ``archs`` (int8 [A, 6], the evaluation classes), ``estimates`` (float32 [A],
     the supernet's accuracy of each), ``teacher_scores`` (float32 [A]; NaN for SPOS) and ``teacher_rows`` (int32, the
@@ -133,11 +151,12 @@ def run_one(context, epochs: int, seed: int, name: str) -> dict:
     """One supernet (SPOS, or RD-NAS distilling teacher ``name``) trained and evaluated on every class; its arrays
     (:func:`scores_path`) are written before the result, whose JSON marks the run done."""
     args, archs, truth = context
+    teacher_name, weight = split_weight(name)
     config = PipelineConfig(space="nb201", out_dir=str(args.work / f"{name}_e{epochs}"), epochs=epochs,
-                            eval_every=epochs, gt=str(args.gt))
+                            eval_every=epochs, gt=str(args.gt), rank_weight=weight)
     started = time.perf_counter()
     teacher, teacher_scores, rows = (None, np.full(len(truth), np.nan), np.arange(len(truth))) if name == "spos" \
-        else make_teacher(name, seed, archs, truth, config, args.work)
+        else make_teacher(teacher_name, seed, archs, truth, config, args.work)
     result = train_and_rank(config, "spos" if name == "spos" else "rdnas", seed, torch.as_tensor(archs), truth,
                             teacher=teacher, paths_per_step=4)
     estimates = np.asarray(result["estimates"])
@@ -295,6 +314,30 @@ def crossing_interval(per_seed: dict, samples: int = 2000, seed: int = 0) -> dic
             "share_no_teacher_pays": float(np.mean(resampled == np.inf))}
 
 
+def gain_slope(per_seed: dict, samples: int = 2000, seed: int = 0) -> dict:
+    """Least-squares line through one budget's per-seed gains (RD-NAS tau - SPOS tau) against the teacher's tau
+    (``per_seed``: teacher -> {seed: (RD-NAS tau, SPOS tau, teacher tau)}, every seed of every teacher one point): its
+    slope and intercept, with a bootstrap over the seeds every teacher has (resampled together, as the runs are paired
+    by seed): the slope's 95% percentile interval and the share of resamples whose slope is not positive (a one-sided
+    bootstrap p for "a better teacher gives a larger gain"). Unlike the zero crossing, the line does not assume the
+    gain is monotonic in the teacher's tau."""
+    seeds = sorted(set.intersection(*(set(runs) for runs in per_seed.values())))
+    if len(seeds) < 2 or len(per_seed) < 2:
+        return {"seeds": seeds, "slope": None, "intercept": None, "slope_ci95": None, "share_slope_not_positive": None}
+    taus = np.array([[per_seed[name][s] for s in seeds] for name in per_seed])  # [teachers, seeds, 3]
+
+    def fit(columns):
+        chosen = taus[:, columns]
+        return np.polyfit(chosen[..., 2].ravel(), (chosen[..., 0] - chosen[..., 1]).ravel(), 1)
+
+    rng = np.random.default_rng(seed)
+    slopes = np.array([fit(rng.integers(0, len(seeds), len(seeds)))[0] for _ in range(samples)])
+    slope, intercept = fit(np.arange(len(seeds)))
+    return {"seeds": seeds, "slope": float(slope), "intercept": float(intercept),
+            "slope_ci95": [float(np.percentile(slopes, 2.5)), float(np.percentile(slopes, 97.5))],
+            "share_slope_not_positive": float(np.mean(slopes <= 0))}
+
+
 def top_pick_accuracies(teacher_run: dict, spos_run: dict) -> tuple[float, float]:
     """(RD-NAS's, SPOS's) top pick on the teacher's rows: the table accuracy of the class each supernet ranks first
     (ties: the first in the rows' order) -- what a search that trusts the supernet returns."""
@@ -314,7 +357,7 @@ def report(args) -> int:
     lines = ["| epochs | teacher | seeds | teacher tau | RD-NAS tau | SPOS tau | gain (RD-NAS - SPOS) | 95% bootstrap | "
              "paired t p | top pick's accuracy, RD-NAS / SPOS |", "|---:|---|---:|---:|---:|---:|---:|---|---:|---:|"]
     for epochs in sorted({r["epochs"] for r in runs}):
-        for name in TEACHERS:
+        for name in TEACHERS + WEIGHTED:
             seeds = sorted(seed for (n, e, seed) in scored if n == name and e == epochs and (epochs, seed) in spos)
             if not seeds:
                 continue
@@ -324,7 +367,7 @@ def report(args) -> int:
             gain = taus[:, 0] - taus[:, 1]
             low, high = bootstrap_mean_interval(gain) if len(gain) > 1 else (float("nan"), float("nan"))
             p_value = float(ttest_rel(taus[:, 0], taus[:, 1]).pvalue) if len(gain) > 1 else float("nan")
-            point = {"epochs": epochs, "teacher": name, "seeds": seeds,
+            point = {"epochs": epochs, "teacher": name, "rank_weight": split_weight(name)[1], "seeds": seeds,
                      "teacher_kendall_tau": float(taus[:, 2].mean()), "rdnas_kendall_tau": float(taus[:, 0].mean()),
                      "spos_kendall_tau": float(taus[:, 1].mean()), "gain": float(gain.mean()),
                      "gain_ci95": [low, high], "paired_t_p": p_value,
@@ -341,17 +384,30 @@ def report(args) -> int:
     print("SPOS's own tau on every class: " + ", ".join(f"{tau:.3f} at {epochs} epochs" for epochs, tau in own.items()))
     summary = {}
     for epochs, teachers in per_seed.items():  # where the oracle teachers' gain crosses zero
-        oracles = {name: runs for name, runs in teachers.items() if name.startswith("oracle-")}
+        oracles = {name: runs for name, runs in teachers.items() if name in ORACLES}
         if len(oracles) < 2:
             continue
-        summary[epochs] = {"spos_own_kendall_tau": own.get(epochs), **crossing_interval(oracles)}
+        line = gain_slope(oracles)
+        summary[epochs] = {"spos_own_kendall_tau": own.get(epochs), **crossing_interval(oracles),
+                           "oracle_mean_gain": float(np.mean([p["gain"] for p in points
+                                                              if p["epochs"] == epochs and p["teacher"] in oracles])),
+                           "line": line}
         found = summary[epochs]
         interval = found["crossing_ci95"]
-        print(f"{epochs} epochs: the oracle teachers' gain crosses zero at teacher tau {found['crossing']}"
+        crossing = found["crossing"]
+        print(f"{epochs} epochs: the oracle teachers' gain crosses zero at teacher tau "
+              + (f"{crossing:.3f}" if isinstance(crossing, float) else str(crossing))
               + (f" (95% bootstrap {interval[0]:.3f}..{interval[1]:.3f})" if interval else "")
               + f"; SPOS's own tau {own.get(epochs, float('nan')):.3f}; every teacher pays in "
               f"{100 * found['share_every_teacher_pays']:.0f}% of the resamples, none in "
-              f"{100 * found['share_no_teacher_pays']:.0f}%")
+              f"{100 * found['share_no_teacher_pays']:.0f}%; mean gain of the oracle teachers "
+              f"{found['oracle_mean_gain']:+.3f}")
+        if line["slope"] is not None:
+            low, high = line["slope_ci95"]
+            print(f"{epochs} epochs: least-squares line through the oracle teachers' per-seed gains: "
+                  f"{line['slope']:+.3f} per unit of teacher tau (95% bootstrap {low:+.3f}..{high:+.3f}; not positive in "
+                  f"{100 * line['share_slope_not_positive']:.0f}% of the resamples), gain "
+                  f"{line['intercept'] + line['slope'] * own.get(epochs, float('nan')):+.3f} at SPOS's own tau")
     write_text_atomic(args.runs.parent / "teacher_curve.json", json.dumps(points, indent=1))
     write_text_atomic(args.runs.parent / "teacher_curve_crossing.json", json.dumps(summary, indent=1))
     _plot(points, own, args.runs.parent / "teacher_curve.png", summary)
@@ -377,6 +433,11 @@ def _plot(points: list[dict], spos_tau: dict, path: Path, crossings: dict) -> No
         for p in mine:
             axes.annotate(p["teacher"], (p["teacher_kendall_tau"], p["gain"]), fontsize=6, xytext=(3, 3),
                           textcoords="offset points")
+        line = crossings.get(epochs, {}).get("line", {})
+        if line.get("slope") is not None:
+            ends = np.array([0.0, 1.0])
+            axes.plot(ends, line["intercept"] + line["slope"] * ends, color=colour, linewidth=0.8, alpha=0.6,
+                      label=f"least-squares line, oracle teachers, {epochs} epochs")
         crossing = crossings.get(epochs, {}).get("crossing")
         if isinstance(crossing, float):
             axes.axvline(crossing, color=colour, linestyle=":", linewidth=1,
@@ -416,7 +477,8 @@ def report_options(parser) -> None:
 
 
 def main(argv=None) -> int:
-    return command_line(__doc__, run, report, "--teachers", TEACHERS, run_options=run_options,
+    return command_line(__doc__, run, report, "--teachers", TEACHERS + WEIGHTED, defaults=TEACHERS,
+                        run_options=run_options,
                         report_options=report_options,
                         run_help="train SPOS and the RD-NAS supernets of each teacher; resumable",
                         report_help="the Markdown table and teacher_curve.{json,png} beside the runs", argv=argv)

@@ -45,14 +45,21 @@ def test_bad_input_is_named(teacher, truth, message):
         teacher_check(teacher, truth)
 
 
-def test_expected_gain_interpolates_the_measured_curve():
-    curve = [{"epochs": 30, "teacher_kendall_tau": t, "gain": g, "spos_kendall_tau": 0.5}
-             for t, g in ((0.3, -0.05), (0.6, 0.0), (0.9, 0.1))] + [
-        {"epochs": 10, "teacher_kendall_tau": 0.5, "gain": 0.2, "spos_kendall_tau": 0.4}]
-    assert expected_gain(curve, 0.75)["gain"] == pytest.approx(0.05)
-    assert expected_gain(curve, 0.75)["epochs"] == 30
+def test_expected_gain_reads_the_measured_curve_through_a_line_and_lists_the_nearby_teachers():
+    curve = [{"teacher": name, "epochs": 30, "teacher_kendall_tau": t, "gain": g, "gain_ci95": [g - 0.01, g + 0.01],
+              "spos_kendall_tau": 0.5} for name, t, g in (("a", 0.3, -0.05), ("b", 0.6, 0.0), ("c", 0.9, 0.1))] + [
+        {"epochs": 10, "teacher_kendall_tau": 0.5, "gain": 0.2, "spos_kendall_tau": 0.4},
+        {"epochs": 30, "teacher_kendall_tau": 0.75, "gain": 5.0, "spos_kendall_tau": 0.5, "rank_weight": 4.0}]
+    found = expected_gain(curve, 0.75)
+    slope, intercept = np.polyfit([0.3, 0.6, 0.9], [-0.05, 0.0, 0.1], 1)  # the weighted point does not count
+    assert found["epochs"] == 30 and found["slope"] == pytest.approx(slope)
+    assert found["gain"] == pytest.approx(intercept + slope * 0.75)
+    assert [p["teacher"] for p in found["nearby"]] == [] and found["within_measured_range"] is True
+    assert [p["teacher"] for p in expected_gain(curve, 0.65)["nearby"]] == ["b"]
+    assert [p["teacher"] for p in expected_gain(curve, 0.75, neighbourhood=0.2)["nearby"]] == ["b", "c"]
     assert expected_gain(curve, 0.95)["within_measured_range"] is False
-    assert expected_gain(curve, 0.5, epochs=10)["gain"] == pytest.approx(0.2)
+    single = expected_gain(curve, 0.9, epochs=10)  # one measured tau: a flat line through it
+    assert single["gain"] == pytest.approx(0.2) and single["slope"] == 0.0
     assert expected_gain(curve, 0.5, epochs=20) is None and expected_gain([], 0.5) is None
 
 

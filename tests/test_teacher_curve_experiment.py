@@ -29,7 +29,7 @@ def curve(tmp_path_factory):
     table = root / "table.csv"
     shutil.copy(shipped_tables()["nb201_digits_full"], table)
     runs = root / "runs"
-    assert script.main(["run", "--epochs", "1", "--seeds", "0", "--teachers", f"oracle-0.6,trees-{LABELLED}",
+    assert script.main(["run", "--epochs", "1", "--seeds", "0", "--teachers", f"oracle-0.6,trees-{LABELLED},oracle-0.9-w4",
                         "--eval-classes", str(CLASSES), "--gt", str(table), "--runs", str(runs),
                         "--work", str(root / "work")]) == 0
     return script, runs, table
@@ -144,6 +144,30 @@ def test_report_ship_writes_the_curve_teacher_check_reads(curve, tmp_path, monke
     assert prediction["epochs"] == 1 and prediction["gain"] == pytest.approx(oracle["gain"], abs=1e-12)
 
 
+def test_a_weighted_run_distils_at_its_weight_and_stays_off_the_oracle_curve(curve):
+    script, runs, _ = curve
+    assert json.loads((runs / "oracle-0.9-w4_e1_seed0.json").read_text())["config"]["rank_weight"] == 4.0
+    assert json.loads((runs / "oracle-0.6_e1_seed0.json").read_text())["config"]["rank_weight"] == 1.0
+    points = _report(script, runs)
+    assert points["oracle-0.9-w4"]["rank_weight"] == 4.0 and points["oracle-0.6"]["rank_weight"] == 1.0
+    assert abs(points["oracle-0.9-w4"]["teacher_kendall_tau"] - 0.9) < 0.005
+    # the crossing and the line need two oracle teachers at the default weight; the weighted one is not one
+    assert json.loads((runs.parent / "teacher_curve_crossing.json").read_text()) == {}
+    assert script.split_weight("oracle-0.9-w16") == ("oracle-0.9", 16.0)
+    assert script.split_weight("trees-240") == ("trees-240", 1.0) and script.split_weight("spos") == ("spos", 1.0)
+
+
+def test_the_tau_0_oracle_is_a_random_ranking():
+    import teacher_curve_experiment as script
+
+    truth = np.random.default_rng(5).normal(size=2000)
+    scores, tau = script.perturbed_oracle(truth, 0, seed=3)
+    assert tau == pytest.approx(kendall_tau(scores, truth)) and abs(tau) < 0.04
+    assert np.array_equal(scores, np.random.default_rng(3).standard_normal(2000))  # the noise alone
+    again, _ = script.perturbed_oracle(truth, 0.6, seed=3)
+    assert abs(kendall_tau(again, truth) - 0.6) < 0.005
+
+
 def test_zero_crossing_interpolates_after_the_last_teacher_that_did_not_pay():
     import teacher_curve_experiment as script
 
@@ -172,6 +196,31 @@ def test_the_crossings_bootstrap_resamples_seeds_across_teachers_together():
     # a seed only some teachers have is left out of the paired bootstrap
     per_seed["oracle-0.3"][99] = (0.0, 0.4, 0.3)
     assert script.crossing_interval(per_seed, samples=10)["seeds"] == list(range(6))
+
+
+def test_the_gain_line_fits_every_seed_of_every_oracle_teacher_and_resamples_seeds_together():
+    import teacher_curve_experiment as script
+
+    rng = np.random.default_rng(1)
+    per_seed = {f"oracle-{tau}": {s: (0.4 + 0.2 * (tau - 0.5) + 0.005 * noise, 0.4, tau)
+                                  for s, noise in enumerate(rng.standard_normal(5))}
+                for tau in (0.3, 0.45, 0.6, 0.75, 0.9)}  # gain = 0.2 * (tau - 0.5) plus seed noise
+    line = script.gain_slope(per_seed, samples=500)
+    assert line["seeds"] == list(range(5))
+    assert line["slope"] == pytest.approx(0.2, abs=0.02) and line["intercept"] == pytest.approx(-0.1, abs=0.01)
+    low, high = line["slope_ci95"]
+    assert low <= line["slope"] <= high and low > 0 and line["share_slope_not_positive"] == 0.0
+    # the same line by hand: every (teacher, seed) one point
+    x = np.array([v[2] for runs in per_seed.values() for v in runs.values()])
+    y = np.array([v[0] - v[1] for runs in per_seed.values() for v in runs.values()])
+    assert line["slope"] == pytest.approx(np.polyfit(x, y, 1)[0], abs=1e-12)
+    # a flat curve: the slope's interval holds zero and about half the resamples are not positive
+    flat = {name: {s: (0.4 + 0.01 * rng.standard_normal(), 0.4, v[2]) for s, v in runs.items()}
+            for name, runs in per_seed.items()}
+    found = script.gain_slope(flat, samples=500)
+    assert found["slope_ci95"][0] < 0 < found["slope_ci95"][1] and 0.05 < found["share_slope_not_positive"] < 0.95
+    # one seed cannot be resampled: no line
+    assert script.gain_slope({name: {0: runs[0]} for name, runs in per_seed.items()})["slope"] is None
 
 
 def test_the_report_gives_each_supernets_top_pick_at_its_table_accuracy(curve):

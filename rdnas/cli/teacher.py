@@ -103,10 +103,16 @@ def run(args) -> int:
         prediction = expected_gain(json.loads(curve_path.read_text()), report["teacher_kendall_tau"])
         report["curve_prediction"] = prediction
         if prediction is not None:
-            where = "" if prediction["within_measured_range"] else " (outside the measured teachers: extrapolated flat)"
+            where = "" if prediction["within_measured_range"] else ", outside the measured teachers' taus"
             print(f"  the measured curve (NB201 on digits, {prediction['epochs']} epochs, SPOS's own tau "
-                  f"{prediction['spos_kendall_tau']:.3f}): distilling a teacher of this tau changed the supernet's "
-                  f"tau by {prediction['gain']:+.3f}{where}")
+                  f"{prediction['spos_kendall_tau']:.3f}): the line through its teachers gives a gain of "
+                  f"{prediction['gain']:+.3f} in the supernet's tau for a teacher of this tau ({prediction['slope']:+.3f} "
+                  f"per unit of teacher tau{where})")
+            for point in prediction["nearby"]:
+                interval = point["gain_ci95"]
+                print(f"    measured nearby: {point['teacher']} (tau {point['teacher_kendall_tau']:.3f}) gained "
+                      f"{point['gain']:+.3f}" + (f" (95% bootstrap {interval[0]:+.3f}..{interval[1]:+.3f})"
+                                                 if interval else ""))
     else:
         print("  this rdnas ships no measured gain curve yet (benchmarks/teacher_curve_experiment.py measures it); "
               "as a rule, distil a teacher only if it ranks clearly better than the supernet alone")

@@ -79,11 +79,23 @@ def teacher_check(teacher_scores, truth, supernet_estimates=None, *, bootstrap_s
     return result
 
 
-def expected_gain(curve: list[dict], teacher_tau: float, epochs: int | None = None) -> dict | None:
-    """What the measured curve (``benchmarks/results/teacher_curve.json``: points with ``epochs``,
+def expected_gain(curve: list[dict], teacher_tau: float, epochs: int | None = None,
+                  neighbourhood: float = 0.1) -> dict | None:
+    """What the measured curve (``benchmarks/results/teacher_curve.json``: points with ``teacher``, ``epochs``,
     ``teacher_kendall_tau``, ``gain``, ``gain_ci95``, ``spos_kendall_tau``) says for a teacher of Kendall tau
-    ``teacher_tau``: the gain linearly interpolated between the two nearest measured teachers of the budget
-    (``epochs``; default the largest measured), or None when the curve has no point of that budget."""
+    ``teacher_tau``, at the budget ``epochs`` (default the largest measured).
+
+    The measured gains are noisy (a few seeds per teacher) and need not be monotonic in the teacher's tau, so the
+    prediction is read from the least-squares line through all of the budget's teachers, not from the two nearest
+    points; beside it, the measured teachers within ``neighbourhood`` of ``teacher_tau``, each with its gain and
+    interval. Only points distilled at the default ranking-loss weight count (``rank_weight`` 1, or none given).
+
+    Returns None when the curve has no point of that budget, else a dict: ``epochs``, ``gain`` (the line at
+    ``teacher_tau``), ``slope`` (gain per unit of teacher tau; 0 with a single measured tau), ``within_measured_range``,
+    ``measured_teacher_taus``, ``nearby`` (list of ``teacher``, ``teacher_kendall_tau``, ``gain``, ``gain_ci95``) and
+    ``spos_kendall_tau`` (the supernet's own tau at that budget).
+    """
+    curve = [p for p in curve if p.get("rank_weight", 1.0) == 1.0]
     budgets = sorted({p["epochs"] for p in curve})
     if not budgets:
         return None
@@ -91,9 +103,13 @@ def expected_gain(curve: list[dict], teacher_tau: float, epochs: int | None = No
     points = sorted((p for p in curve if p["epochs"] == epochs), key=lambda p: p["teacher_kendall_tau"])
     if not points:
         return None
-    x = np.array([p["teacher_kendall_tau"] for p in points])
-    y = np.array([p["gain"] for p in points])
-    inside = bool(x[0] <= teacher_tau <= x[-1])
-    return {"epochs": epochs, "gain": float(np.interp(teacher_tau, x, y)), "within_measured_range": inside,
-            "measured_teacher_taus": [float(v) for v in x],
+    x = np.array([p["teacher_kendall_tau"] for p in points], dtype=np.float64)
+    y = np.array([p["gain"] for p in points], dtype=np.float64)
+    slope, intercept = np.polyfit(x, y, 1) if np.ptp(x) > 0 else (0.0, float(y.mean()))
+    nearby = [{"teacher": p.get("teacher", ""), "teacher_kendall_tau": float(p["teacher_kendall_tau"]),
+               "gain": float(p["gain"]), "gain_ci95": p.get("gain_ci95")}
+              for p in points if abs(p["teacher_kendall_tau"] - teacher_tau) <= neighbourhood]
+    return {"epochs": epochs, "gain": float(intercept + slope * teacher_tau), "slope": float(slope),
+            "within_measured_range": bool(x[0] <= teacher_tau <= x[-1]),
+            "measured_teacher_taus": [float(v) for v in x], "nearby": nearby,
             "spos_kendall_tau": float(np.mean([p["spos_kendall_tau"] for p in points]))}
