@@ -10,8 +10,9 @@ Teachers (scores over all 15,625 cells; disconnected cells last, as the proxies 
   teacher anyone has: each class's normal score of its accuracy rank plus seeded Gaussian noise whose scale is set
   by bisection so that the teacher's Kendall tau on the evaluation classes is the target (within 0.005).
   ``oracle-0`` is the noise alone: a random ranking, the control for what the ranking loss does by itself.
-- ``oracle-0.9-w4``, ``oracle-0.9-w16`` (not run by default): the best oracle with the ranking loss weighted 4x and
-  16x (``rank_weight``; 1 elsewhere), to tell a gain limited by the teacher from one limited by the distillation.
+- ``oracle-0.9-w4``, ``oracle-0.9-w16``, ``synflow-w4`` (not run by default): the best oracle with the ranking loss
+  weighted 4x and 16x (``rank_weight``; 1 elsewhere), to tell a gain limited by the teacher from one limited by the
+  distillation, and synflow (a teacher worse than the supernet) at 4x, to see what a stronger weight costs there.
 - ``synflow``, ``zen``, ``flops``: zero-cost proxies on the pipeline's network at initialisation (whole-space tables).
 - ``trees-60``, ``trees-240``: gradient-boosted trees on the live cell (``rdnas predictor`` gbt, default input)
   fitted on the accuracy of 60 / 240 random classes (seeded by the run's seed), scoring the whole space; scored
@@ -64,7 +65,8 @@ ORACLES = tuple(f"oracle-{t}" for t in ORACLE_TAUS)
 TEACHERS = ORACLES + ("synflow", "zen", "flops", "trees-60", "trees-240")
 # the dose arm: the best oracle teacher distilled with the ranking loss weighted 4x and 16x (PipelineConfig's
 # rank_weight; 1 in every other run): is the gain limited by the teacher's quality or by how hard it is distilled?
-WEIGHTED = ("oracle-0.9-w4", "oracle-0.9-w16")
+# And synflow, a teacher worse than the supernet, at 4x: does a stronger weight cost there?
+WEIGHTED = ("oracle-0.9-w4", "oracle-0.9-w16", "synflow-w4")
 COLUMN = "digits_valid_acc"
 SHIPPED_CURVE = ROOT.parent / "rdnas" / "minibench" / "data" / "teacher_curve.json"
 
@@ -214,7 +216,7 @@ def run(args) -> int:
     jobs = [(epochs, seed, name) for epochs in args.epochs for seed in args.seeds for name in ["spos"] + args.teachers]
     if args.shard:
         jobs = shard_jobs(jobs, args.shard)
-        proxies = sorted({name for _, _, name in jobs if name in PROXY_TEACHERS})
+        proxies = sorted({split_weight(name)[0] for _, _, name in jobs} & set(PROXY_TEACHERS))
         if proxies and not args.dry_run:
             prepare_proxy_tables(args, proxies)
     return run_pending(jobs, lambda epochs, seed, name: args.runs / f"{name}_e{epochs}_seed{seed}.json", run_one,
@@ -338,6 +340,42 @@ def gain_slope(per_seed: dict, samples: int = 2000, seed: int = 0) -> dict:
             "share_slope_not_positive": float(np.mean(slopes <= 0))}
 
 
+def pooled_gain(per_seed: dict, samples: int = 10_000, seed: int = 0) -> dict:
+    """The gain of distilling "a teacher", pooled over teachers: per seed, the mean over ``per_seed``'s teachers
+    (teacher -> {seed: (RD-NAS tau, SPOS tau, teacher tau)}) of RD-NAS tau - SPOS tau; then the mean over the seeds
+    every teacher has, a bootstrap interval over those seeds (the teachers' runs share each seed's SPOS run, so they
+    are resampled together, not as independent points) and a one-sample t-test of the per-seed means against 0."""
+    from scipy.stats import ttest_1samp
+
+    seeds = sorted(set.intersection(*(set(runs) for runs in per_seed.values())))
+    per_seed_mean = np.array([np.mean([runs[s][0] - runs[s][1] for runs in per_seed.values()]) for s in seeds])
+    if len(seeds) < 2:
+        return {"seeds": seeds, "teachers": list(per_seed), "gain": float(per_seed_mean.mean()) if seeds else None,
+                "gain_ci95": None, "t_test_p": None}
+    return {"seeds": seeds, "teachers": list(per_seed), "gain": float(per_seed_mean.mean()),
+            "gain_ci95": list(bootstrap_mean_interval(per_seed_mean, samples, seed)),
+            "t_test_p": float(ttest_1samp(per_seed_mean, 0.0).pvalue)}
+
+
+def dose_comparison(teachers: dict) -> dict:
+    """Each weighted run name in ``teachers`` (teacher -> {seed: (RD-NAS tau, SPOS tau, teacher tau)}, one budget)
+    against the same teacher at weight 1, paired by seed: name -> ``against``, ``seeds``, ``difference`` (mean RD-NAS
+    tau at the weight minus at weight 1), ``difference_ci95`` (bootstrap over seeds) and ``paired_t_p``. Names whose
+    base teacher was not run, or with fewer than 2 shared seeds, are left out."""
+    found = {}
+    for name in teachers:
+        base, weight = split_weight(name)
+        seeds = sorted(set(teachers[name]) & set(teachers.get(base, {}))) if weight != 1.0 else []
+        if len(seeds) < 2:
+            continue
+        weighted, plain = (np.array([teachers[n][s][0] for s in seeds]) for n in (name, base))
+        difference = weighted - plain
+        found[name] = {"against": base, "seeds": seeds, "difference": float(difference.mean()),
+                       "difference_ci95": list(bootstrap_mean_interval(difference)),
+                       "paired_t_p": float(ttest_rel(weighted, plain).pvalue)}
+    return found
+
+
 def top_pick_accuracies(teacher_run: dict, spos_run: dict) -> tuple[float, float]:
     """(RD-NAS's, SPOS's) top pick on the teacher's rows: the table accuracy of the class each supernet ranks first
     (ties: the first in the rows' order) -- what a search that trusts the supernet returns."""
@@ -388,26 +426,43 @@ def report(args) -> int:
         if len(oracles) < 2:
             continue
         line = gain_slope(oracles)
+        informative = {name: runs for name, runs in teachers.items()  # every teacher at the default weight but noise
+                       if name != "oracle-0" and split_weight(name)[1] == 1.0}
+        pooled = pooled_gain(informative)
         summary[epochs] = {"spos_own_kendall_tau": own.get(epochs), **crossing_interval(oracles),
                            "oracle_mean_gain": float(np.mean([p["gain"] for p in points
                                                               if p["epochs"] == epochs and p["teacher"] in oracles])),
-                           "line": line}
+                           "line": line, "pooled_informative_teachers": pooled}
         found = summary[epochs]
         interval = found["crossing_ci95"]
         crossing = found["crossing"]
+        where = {"-inf": "nowhere (every oracle teacher's mean gain is positive)",
+                 "inf": "nowhere (no oracle teacher's mean gain is positive)"}
         print(f"{epochs} epochs: the oracle teachers' gain crosses zero at teacher tau "
-              + (f"{crossing:.3f}" if isinstance(crossing, float) else str(crossing))
-              + (f" (95% bootstrap {interval[0]:.3f}..{interval[1]:.3f})" if interval else "")
+              + (f"{crossing:.3f}" if isinstance(crossing, float) else where.get(str(crossing), str(crossing)))
+              + (f" (95% bootstrap of the finite crossings {interval[0]:.3f}..{interval[1]:.3f})" if interval else "")
               + f"; SPOS's own tau {own.get(epochs, float('nan')):.3f}; every teacher pays in "
               f"{100 * found['share_every_teacher_pays']:.0f}% of the resamples, none in "
               f"{100 * found['share_no_teacher_pays']:.0f}%; mean gain of the oracle teachers "
               f"{found['oracle_mean_gain']:+.3f}")
+        if pooled["gain_ci95"] is not None:
+            low, high = pooled["gain_ci95"]
+            print(f"{epochs} epochs: pooled over the {len(informative)} teachers but the random one (seeds "
+                  f"{','.join(map(str, pooled['seeds']))}): gain {pooled['gain']:+.3f} (95% bootstrap over seeds "
+                  f"{low:+.3f}..{high:+.3f}; t-test p {pooled['t_test_p']:.2g})")
         if line["slope"] is not None:
             low, high = line["slope_ci95"]
             print(f"{epochs} epochs: least-squares line through the oracle teachers' per-seed gains: "
                   f"{line['slope']:+.3f} per unit of teacher tau (95% bootstrap {low:+.3f}..{high:+.3f}; not positive in "
                   f"{100 * line['share_slope_not_positive']:.0f}% of the resamples), gain "
                   f"{line['intercept'] + line['slope'] * own.get(epochs, float('nan')):+.3f} at SPOS's own tau")
+    for epochs, teachers in per_seed.items():  # the dose arm against its teacher at weight 1, paired by seed
+        for name, found in dose_comparison(teachers).items():
+            summary.setdefault(epochs, {}).setdefault("dose", {})[name] = found
+            low, high = found["difference_ci95"]
+            print(f"{epochs} epochs: {name} against {found['against']} (RD-NAS tau, same seed): "
+                  f"{found['difference']:+.3f} (95% bootstrap {low:+.3f}..{high:+.3f}; paired t p "
+                  f"{found['paired_t_p']:.2g})")
     write_text_atomic(args.runs.parent / "teacher_curve.json", json.dumps(points, indent=1))
     write_text_atomic(args.runs.parent / "teacher_curve_crossing.json", json.dumps(summary, indent=1))
     _plot(points, own, args.runs.parent / "teacher_curve.png", summary)
@@ -418,38 +473,53 @@ def report(args) -> int:
 
 
 def _plot(points: list[dict], spos_tau: dict, path: Path, crossings: dict) -> None:
+    """One panel per budget: each teacher's mean gain with its bootstrap interval against its tau (oracle teachers
+    circles, proxies and trees squares, the dose arm triangles), the oracles' least-squares line, their zero crossing
+    and SPOS's own tau."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for epochs, colour in zip(sorted({p["epochs"] for p in points}), ("tab:blue", "tab:orange", "tab:green")):
-        mine = sorted((p for p in points if p["epochs"] == epochs), key=lambda p: p["teacher_kendall_tau"])
-        x = [p["teacher_kendall_tau"] for p in mine]
-        y = [p["gain"] for p in mine]
-        error = np.array([[p["gain"] - p["gain_ci95"][0], p["gain_ci95"][1] - p["gain"]] for p in mine]).T
-        axes.errorbar(x, y, yerr=error, fmt="o", color=colour, capsize=3, label=f"{epochs} epochs")
-        for p in mine:
-            axes.annotate(p["teacher"], (p["teacher_kendall_tau"], p["gain"]), fontsize=6, xytext=(3, 3),
-                          textcoords="offset points")
-        line = crossings.get(epochs, {}).get("line", {})
+    budgets = sorted({p["epochs"] for p in points})
+    figure, panels = plt.subplots(1, len(budgets), figsize=(5.5 * len(budgets), 4.6), sharey=True, squeeze=False)
+    for axes, epochs in zip(panels[0], budgets):
+        mine = [p for p in points if p["epochs"] == epochs]
+        kinds = (("oracle teachers (controlled)", "o", "tab:blue", lambda p: p["teacher"] in ORACLES),
+                 ("proxies and trees", "s", "tab:green",
+                  lambda p: p["teacher"] not in ORACLES and p.get("rank_weight", 1.0) == 1.0),
+                 ("ranking loss x4 / x16 (dose arm)", "^", "tab:red", lambda p: p.get("rank_weight", 1.0) != 1.0))
+        for label, marker, colour, belongs in kinds:
+            chosen = [p for p in mine if belongs(p)]
+            if not chosen:
+                continue
+            error = np.array([[p["gain"] - p["gain_ci95"][0], p["gain_ci95"][1] - p["gain"]] for p in chosen]).T
+            axes.errorbar([p["teacher_kendall_tau"] for p in chosen], [p["gain"] for p in chosen], yerr=error,
+                          fmt=marker, color=colour, capsize=3, label=label)
+            for p in chosen:
+                axes.annotate(p["teacher"], (p["teacher_kendall_tau"], p["gain"]), fontsize=6, xytext=(4, 2),
+                              textcoords="offset points")
+        found = crossings.get(epochs, {})
+        line = found.get("line", {})
         if line.get("slope") is not None:
             ends = np.array([0.0, 1.0])
-            axes.plot(ends, line["intercept"] + line["slope"] * ends, color=colour, linewidth=0.8, alpha=0.6,
-                      label=f"least-squares line, oracle teachers, {epochs} epochs")
-        crossing = crossings.get(epochs, {}).get("crossing")
-        if isinstance(crossing, float):
-            axes.axvline(crossing, color=colour, linestyle=":", linewidth=1,
-                         label=f"oracle gain crosses zero, {epochs} epochs")
-        axes.axvline(spos_tau[epochs], color=colour, linestyle="--", linewidth=1, label=f"SPOS's own tau, {epochs} epochs")
-    axes.axhline(0, color="black", linewidth=0.8)
-    axes.set_xlabel("teacher's Kendall tau against the digits accuracy of every class")
-    axes.set_ylabel("RD-NAS tau - SPOS tau (same seed)")
-    axes.set_title("NB201 on digits, whole space: the gain of distilling a teacher (K = 4)")
-    axes.legend(fontsize=7)
+            axes.plot(ends, line["intercept"] + line["slope"] * ends, color="tab:blue", linewidth=0.8, alpha=0.6,
+                      label=f"oracles' least-squares line ({line['slope']:+.3f} per unit tau)")
+        if isinstance(found.get("crossing"), float):
+            axes.axvline(found["crossing"], color="tab:blue", linestyle=":", linewidth=1,
+                         label=f"oracles' gain crosses zero ({found['crossing']:.2f})")
+        axes.axvline(spos_tau[epochs], color="black", linestyle="--", linewidth=1,
+                     label=f"SPOS's own tau ({spos_tau[epochs]:.3f})")
+        axes.axhline(0, color="black", linewidth=0.6)
+        axes.set_title(f"{epochs} epochs", fontsize=10)
+        axes.set_xlabel("teacher's Kendall tau against the digits accuracy of every class")
+        axes.legend(fontsize=6.5, loc="lower right")
+    panels[0][0].set_ylabel("RD-NAS tau - SPOS tau (same seed)")
+    figure.suptitle("NB201 on digits, whole space (6,461 classes): the gain of distilling a teacher (K = 4)",
+                    fontsize=11)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def run_options(parser) -> None:

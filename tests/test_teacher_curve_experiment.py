@@ -223,6 +223,40 @@ def test_the_gain_line_fits_every_seed_of_every_oracle_teacher_and_resamples_see
     assert script.gain_slope({name: {0: runs[0]} for name, runs in per_seed.items()})["slope"] is None
 
 
+def test_the_pooled_gain_averages_teachers_per_seed_and_resamples_seeds():
+    import teacher_curve_experiment as script
+
+    # two teachers, three seeds; seed 2's SPOS is low, which lifts both teachers' gains on that seed together
+    per_seed = {"a": {0: (0.50, 0.48, 0.3), 1: (0.47, 0.46, 0.3), 2: (0.52, 0.40, 0.3)},
+                "b": {0: (0.46, 0.48, 0.6), 1: (0.49, 0.46, 0.6), 2: (0.45, 0.40, 0.6), 7: (0.9, 0.1, 0.6)}}
+    found = script.pooled_gain(per_seed, samples=2000)
+    per_seed_mean = np.array([(0.02 - 0.02) / 2, (0.01 + 0.03) / 2, (0.12 + 0.05) / 2])  # seed 7: only b has it
+    assert found["seeds"] == [0, 1, 2] and found["gain"] == pytest.approx(per_seed_mean.mean())
+    from scipy.stats import ttest_1samp
+
+    assert found["t_test_p"] == pytest.approx(ttest_1samp(per_seed_mean, 0).pvalue)
+    low, high = found["gain_ci95"]
+    assert per_seed_mean.min() - 1e-12 <= low <= found["gain"] <= high <= per_seed_mean.max() + 1e-12
+    assert script.pooled_gain({"a": {0: (0.5, 0.4, 0.3)}})["gain_ci95"] is None
+
+
+def test_the_dose_arm_is_compared_with_its_teacher_at_weight_1_by_seed():
+    import teacher_curve_experiment as script
+
+    teachers = {"oracle-0.9": {0: (0.50, 0.48, 0.9), 1: (0.49, 0.47, 0.9), 2: (0.52, 0.5, 0.9)},
+                "oracle-0.9-w4": {0: (0.55, 0.48, 0.9), 1: (0.53, 0.47, 0.9), 2: (0.58, 0.5, 0.9), 3: (0.1, 0.5, 0.9)},
+                "oracle-0.6-w4": {0: (0.55, 0.48, 0.6), 1: (0.53, 0.47, 0.6)}}  # its base teacher was not run
+    found = script.dose_comparison(teachers)
+    assert list(found) == ["oracle-0.9-w4"]
+    dose = found["oracle-0.9-w4"]
+    assert dose["against"] == "oracle-0.9" and dose["seeds"] == [0, 1, 2]
+    assert dose["difference"] == pytest.approx(np.mean([0.05, 0.04, 0.06]))
+    from scipy.stats import ttest_rel
+
+    assert dose["paired_t_p"] == pytest.approx(ttest_rel([0.55, 0.53, 0.58], [0.50, 0.49, 0.52]).pvalue)
+    assert 0.04 - 1e-12 <= dose["difference_ci95"][0] <= dose["difference_ci95"][1] <= 0.06 + 1e-12
+
+
 def test_the_report_gives_each_supernets_top_pick_at_its_table_accuracy(curve):
     script, runs, _ = curve
     points = _report(script, runs)
