@@ -482,7 +482,7 @@ def _plot(points: list[dict], spos_tau: dict, path: Path, crossings: dict) -> No
     import matplotlib.pyplot as plt
 
     budgets = sorted({p["epochs"] for p in points})
-    figure, panels = plt.subplots(1, len(budgets), figsize=(5.5 * len(budgets), 4.6), sharey=True, squeeze=False)
+    figure, panels = plt.subplots(1, len(budgets), figsize=(5.5 * len(budgets), 5.4), sharey=True, squeeze=False)
     for axes, epochs in zip(panels[0], budgets):
         mine = [p for p in points if p["epochs"] == epochs]
         kinds = (("oracle teachers (controlled)", "o", "tab:blue", lambda p: p["teacher"] in ORACLES),
@@ -513,7 +513,7 @@ def _plot(points: list[dict], spos_tau: dict, path: Path, crossings: dict) -> No
         axes.axhline(0, color="black", linewidth=0.6)
         axes.set_title(f"{epochs} epochs", fontsize=10)
         axes.set_xlabel("teacher's Kendall tau against the digits accuracy of every class")
-        axes.legend(fontsize=6.5, loc="lower right")
+        axes.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     panels[0][0].set_ylabel("RD-NAS tau - SPOS tau (same seed)")
     figure.suptitle("NB201 on digits, whole space (6,461 classes): the gain of distilling a teacher (K = 4)",
                     fontsize=11)

@@ -8,7 +8,7 @@ import pytest
 from rdnas.cli import main as rdnas_main
 from rdnas.minibench import sample_architectures
 from rdnas.rank import kendall_tau
-from rdnas.rank.teacher_check import expected_gain, teacher_check
+from rdnas.rank.teacher_check import expected_gain, teacher_check, verdict
 from rdnas.spaces import nb201
 
 
@@ -63,6 +63,17 @@ def test_expected_gain_reads_the_measured_curve_through_a_line_and_lists_the_nea
     assert expected_gain(curve, 0.5, epochs=20) is None and expected_gain([], 0.5) is None
 
 
+def test_the_verdict_follows_the_interval_of_teacher_minus_supernet():
+    truth = np.linspace(60, 95, 40)
+    rng = np.random.default_rng(1)
+    noisy, exact = truth + rng.normal(scale=10, size=40), truth + rng.normal(scale=0.5, size=40)
+    assert "clearly better" in verdict(teacher_check(exact, truth, noisy, bootstrap_samples=200))
+    assert "clearly worse" in verdict(teacher_check(noisy, truth, exact, bootstrap_samples=200))
+    assert "not clearly better" in verdict(teacher_check(noisy, truth, noisy + rng.normal(scale=0.1, size=40),
+                                                         bootstrap_samples=200))
+    assert "no supernet" in verdict(teacher_check(noisy, truth, bootstrap_samples=50))
+
+
 def _tables(tmp_path, archs, truth, teacher):
     gt = tmp_path / "labelled.csv"
     gt.write_text("arch_str,valid_acc\n" + "".join(f"{nb201.to_string(a)},{v}\n" for a, v in zip(archs, truth)))
@@ -86,6 +97,7 @@ def test_cli_reports_the_teacher_and_the_supernet(tmp_path, capsys):
                        str(run / "checkpoint.pt"), "--bootstrap", "200", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "teacher synflow: Kendall tau -1.000" in printed and "supernet" in printed
+    assert "verdict: the teacher ranks clearly worse than the supernet" in printed
     report = json.loads(out.read_text())
     assert report["teacher_kendall_tau"] == pytest.approx(-1.0) and -1 <= report["supernet_kendall_tau"] <= 1
     assert report["architectures"] == 12 and report["column"] == "valid_acc"

@@ -53,7 +53,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from rdnas.cli.checkpoint import checkpoint_space, load_supernet, read_checkpoint, read_table
-    from rdnas.rank.teacher_check import expected_gain, teacher_check
+    from rdnas.rank.teacher_check import expected_gain, teacher_check, verdict
 
     out = json_output(args.out)
     state = read_checkpoint(args.checkpoint) if args.checkpoint else None
@@ -114,8 +114,9 @@ def run(args) -> int:
                       f"{point['gain']:+.3f}" + (f" (95% bootstrap {interval[0]:+.3f}..{interval[1]:+.3f})"
                                                  if interval else ""))
     else:
-        print("  this rdnas ships no measured gain curve yet (benchmarks/teacher_curve_experiment.py measures it); "
-              "as a rule, distil a teacher only if it ranks clearly better than the supernet alone")
+        print("  this rdnas ships no measured gain curve (benchmarks/teacher_curve_experiment.py measures it)")
+    report["verdict"] = verdict(report)
+    print(f"  verdict: {report['verdict']}")
     if out:
         write_json(out, report)
     return 0

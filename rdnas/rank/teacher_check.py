@@ -113,3 +113,24 @@ def expected_gain(curve: list[dict], teacher_tau: float, epochs: int | None = No
             "within_measured_range": bool(x[0] <= teacher_tau <= x[-1]),
             "measured_teacher_taus": [float(v) for v in x], "nearby": nearby,
             "spos_kendall_tau": float(np.mean([p["spos_kendall_tau"] for p in points]))}
+
+
+def verdict(report: dict) -> str:
+    """One line a user can act on, from a :func:`teacher_check` report made with the supernet's estimates: is the
+    teacher clearly better than the supernet (the 95% interval of teacher tau - supernet tau above 0), clearly worse
+    (below 0), or neither? Without the supernet's estimates there is nothing to compare the teacher with.
+
+    On the whole-space digits benchmark (benchmarks/teacher_curve_experiment.py), teachers that rank worse than the
+    supernet, and a random one, gained nothing, and a stronger ranking-loss weight made a worse teacher cost more."""
+    if "teacher_minus_supernet_ci95" not in report:
+        return ("no supernet to compare with: pass --checkpoint; distilling pays off only for a teacher that ranks "
+                "better than the supernet does by itself")
+    low, high = report["teacher_minus_supernet_ci95"]
+    if low > 0:
+        return ("the teacher ranks clearly better than the supernet here: distilling it can help; with a teacher far "
+                "better than the supernet, a larger ranking-loss weight (--rank-weight) can help more")
+    if high < 0:
+        return ("the teacher ranks clearly worse than the supernet here: do not distil it (such teachers gained "
+                "nothing on the measured benchmark, and a larger ranking-loss weight made them cost)")
+    return ("the teacher is not clearly better than the supernet here (the interval holds 0): expect no gain from "
+            "distilling it; label more architectures to tell")
