@@ -276,6 +276,12 @@ def paired_taus(teacher_run: dict, spos_run: dict) -> tuple[float, float, float]
             kendall_tau(teacher_run["teacher_scores"][rows], truth))
 
 
+def shared_seeds(per_seed: dict) -> list:
+    """The seeds every teacher of ``per_seed`` (teacher -> {seed: ...}) has, sorted: the seeds a paired bootstrap
+    resamples, all teachers together."""
+    return sorted(set.intersection(*(set(runs) for runs in per_seed.values())))
+
+
 def zero_crossing(teacher_taus, gains) -> float:
     """The teacher tau above which distilling paid off in every measured teacher: teachers in order of tau, the gain
     linearly interpolated between the last one with a negative gain and the next; -inf when no teacher's gain is
@@ -296,7 +302,7 @@ def crossing_interval(per_seed: dict, samples: int = 2000, seed: int = 0) -> dic
     teacher tau)}) with a bootstrap over the seeds every teacher has (resampled together, as the runs are paired by
     seed): the crossing of the means, its 95% percentile interval over the resamples whose crossing is finite, and
     the shares of resamples where every teacher paid off (-inf) or none did (+inf)."""
-    seeds = sorted(set.intersection(*(set(runs) for runs in per_seed.values())))
+    seeds = shared_seeds(per_seed)
     if not seeds:
         return {"seeds": [], "teachers": list(per_seed), "crossing": None, "crossing_ci95": None}
     taus = np.array([[per_seed[name][s] for s in seeds] for name in per_seed])  # [teachers, seeds, 3]
@@ -323,7 +329,7 @@ def gain_slope(per_seed: dict, samples: int = 2000, seed: int = 0) -> dict:
     by seed): the slope's 95% percentile interval and the share of resamples whose slope is not positive (a one-sided
     bootstrap p for "a better teacher gives a larger gain"). Unlike the zero crossing, the line does not assume the
     gain is monotonic in the teacher's tau."""
-    seeds = sorted(set.intersection(*(set(runs) for runs in per_seed.values())))
+    seeds = shared_seeds(per_seed)
     if len(seeds) < 2 or len(per_seed) < 2:
         return {"seeds": seeds, "slope": None, "intercept": None, "slope_ci95": None, "share_slope_not_positive": None}
     taus = np.array([[per_seed[name][s] for s in seeds] for name in per_seed])  # [teachers, seeds, 3]
@@ -347,7 +353,7 @@ def pooled_gain(per_seed: dict, samples: int = 10_000, seed: int = 0) -> dict:
     are resampled together, not as independent points) and a one-sample t-test of the per-seed means against 0."""
     from scipy.stats import ttest_1samp
 
-    seeds = sorted(set.intersection(*(set(runs) for runs in per_seed.values())))
+    seeds = shared_seeds(per_seed)
     per_seed_mean = np.array([np.mean([runs[s][0] - runs[s][1] for runs in per_seed.values()]) for s in seeds])
     if len(seeds) < 2:
         return {"seeds": seeds, "teachers": list(per_seed), "gain": float(per_seed_mean.mean()) if seeds else None,
