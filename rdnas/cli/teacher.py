@@ -15,8 +15,10 @@ def add_parser(commands) -> None:
         "have trained, with their accuracy) from --teacher-table, and reports the teacher's Kendall tau against that "
         "accuracy with a bootstrap interval over the architectures; with --checkpoint, the supernet's tau on the "
         "same architectures (BN recalibrated per subnet) and the paired difference. RD-NAS pays off only when the "
-        "teacher ranks better than the supernet does by itself; where rdnas ships the measured curve of the gain "
-        "against the teacher's tau (benchmarks/teacher_curve_experiment.py), the command says what it predicts. "
+        "teacher ranks better than the supernet does by itself; the command then reads the gain curve rdnas ships "
+        "(measured by benchmarks/teacher_curve_experiment.py on the whole-space digits table), prints what it gives "
+        "at the teacher's tau, and ends with a verdict: the teacher clearly better than the supernet, clearly worse, "
+        "or neither. "
         "Example: rdnas teacher check --teacher-table synflow.csv --teacher synflow --gt my_archs.csv --column "
         "valid_acc --checkpoint runs/spos/checkpoint.pt",
     )
