@@ -214,10 +214,11 @@ def test_interleaved_speedup(benchmark, network, tmp_path):
     running, one after another, 1 process x 1 thread (K = 4), 2 processes x 1 thread subnet-parallel (dealt by cost,
     the sums over ranks through shared memory: :mod:`rdnas.shared_memory_sum`), the same through gloo's all-reduce
     (``RDNAS_SHARED_MEMORY_SUM=off``: what the shared memory sum gains) and the ceiling: 2 independent processes
-    (no process group, no communication), each training on the whole batch its K / 2 = 2 of the step's K = 4 subnets, dealt by cost as the subnet-parallel run deals them
-    (:class:`DealtShare`), a step timed as the slower of its two halves (the median over steps of the larger of
-    the two processes' times of that step): the same split of the same work with nothing paid for communication,
-    including the wait that an uneven split of four subnets costs. Each round's ratios come from runs minutes
+    (no process group, no communication), each training on the whole batch its K / 2 = 2 of the step's K = 4
+    subnets, dealt by cost as the subnet-parallel run deals them (:class:`DealtShare`), a step timed as the slower
+    of its two halves (the median over steps of the larger of the two processes' times of that step): the same split
+    of the same work with nothing paid for communication, including the wait that an uneven split of four subnets
+    costs. Each round's ratios come from runs minutes
     apart, not from the whole run's extremes.
     ``extra_info``: every round's median steps, the per-round ratios (2 processes / 1 process: ``speedup``; ceiling
     / 1 process: ``ceiling``; speedup / ceiling: ``efficiency``; 1 process / 2 processes through gloo:

@@ -276,10 +276,12 @@ def paired_taus(teacher_run: dict, spos_run: dict) -> tuple[float, float, float]
             kendall_tau(teacher_run["teacher_scores"][rows], truth))
 
 
-def shared_seeds(per_seed: dict) -> list:
-    """The seeds every teacher of ``per_seed`` (teacher -> {seed: ...}) has, sorted: the seeds a paired bootstrap
-    resamples, all teachers together."""
-    return sorted(set.intersection(*(set(runs) for runs in per_seed.values())))
+def seed_paired(per_seed: dict) -> tuple[list, np.ndarray]:
+    """(the seeds every teacher of ``per_seed`` (teacher -> {seed: (RD-NAS tau, SPOS tau, teacher tau)}) has, sorted:
+    the seeds a paired bootstrap resamples, all teachers together; their taus, float64 [teachers, seeds, 3])."""
+    seeds = sorted(set.intersection(*(set(runs) for runs in per_seed.values())))
+    return seeds, np.array([[per_seed[name][s] for s in seeds] for name in per_seed], dtype=np.float64).reshape(
+        len(per_seed), len(seeds), 3)
 
 
 def zero_crossing(teacher_taus, gains) -> float:
@@ -302,10 +304,9 @@ def crossing_interval(per_seed: dict, samples: int = 2000, seed: int = 0) -> dic
     teacher tau)}) with a bootstrap over the seeds every teacher has (resampled together, as the runs are paired by
     seed): the crossing of the means, its 95% percentile interval over the resamples whose crossing is finite, and
     the shares of resamples where every teacher paid off (-inf) or none did (+inf)."""
-    seeds = shared_seeds(per_seed)
+    seeds, taus = seed_paired(per_seed)
     if not seeds:
         return {"seeds": [], "teachers": list(per_seed), "crossing": None, "crossing_ci95": None}
-    taus = np.array([[per_seed[name][s] for s in seeds] for name in per_seed])  # [teachers, seeds, 3]
 
     def crossing(columns):
         means = taus[:, columns].mean(axis=1)
@@ -329,10 +330,9 @@ def gain_slope(per_seed: dict, samples: int = 2000, seed: int = 0) -> dict:
     by seed): the slope's 95% percentile interval and the share of resamples whose slope is not positive (a one-sided
     bootstrap p for "a better teacher gives a larger gain"). Unlike the zero crossing, the line does not assume the
     gain is monotonic in the teacher's tau."""
-    seeds = shared_seeds(per_seed)
+    seeds, taus = seed_paired(per_seed)
     if len(seeds) < 2 or len(per_seed) < 2:
         return {"seeds": seeds, "slope": None, "intercept": None, "slope_ci95": None, "share_slope_not_positive": None}
-    taus = np.array([[per_seed[name][s] for s in seeds] for name in per_seed])  # [teachers, seeds, 3]
 
     def fit(columns):
         chosen = taus[:, columns]
@@ -353,8 +353,8 @@ def pooled_gain(per_seed: dict, samples: int = 10_000, seed: int = 0) -> dict:
     are resampled together, not as independent points) and a one-sample t-test of the per-seed means against 0."""
     from scipy.stats import ttest_1samp
 
-    seeds = shared_seeds(per_seed)
-    per_seed_mean = np.array([np.mean([runs[s][0] - runs[s][1] for runs in per_seed.values()]) for s in seeds])
+    seeds, taus = seed_paired(per_seed)
+    per_seed_mean = (taus[..., 0] - taus[..., 1]).mean(axis=0)
     if len(seeds) < 2:
         return {"seeds": seeds, "teachers": list(per_seed), "gain": float(per_seed_mean.mean()) if seeds else None,
                 "gain_ci95": None, "t_test_p": None}
@@ -459,8 +459,8 @@ def report(args) -> int:
         if line["slope"] is not None:
             low, high = line["slope_ci95"]
             print(f"{epochs} epochs: least-squares line through the oracle teachers' per-seed gains: "
-                  f"{line['slope']:+.3f} per unit of teacher tau (95% bootstrap {low:+.3f}..{high:+.3f}; not positive in "
-                  f"{100 * line['share_slope_not_positive']:.0f}% of the resamples), gain "
+                  f"{line['slope']:+.3f} per unit of teacher tau (95% bootstrap {low:+.3f}..{high:+.3f}; "
+                  f"not positive in {100 * line['share_slope_not_positive']:.0f}% of the resamples), gain "
                   f"{line['intercept'] + line['slope'] * own.get(epochs, float('nan')):+.3f} at SPOS's own tau")
     for epochs, teachers in per_seed.items():  # the dose arm against its teacher at weight 1, paired by seed
         for name, found in dose_comparison(teachers).items():

@@ -5,9 +5,8 @@ digits network). Through gloo that took 1.27 ms in the median on a 2-core machin
 kernel's TCP loopback, and the process that arrived first sleeps and must be woken. Through a shared memory arena it
 took 0.11 ms (``benchmarks/bench_shared_memory_sum.py``, ``docs/results/distributed.md``): each rank copies its
 tensor into its slot, publishes a counter, spins until every rank has published, and adds the slots in rank order,
-so every rank gets the same bits. The
-summing step is native (``rdnas._C.shared_memory_sum``, ``csrc/shared_memory_sum.cpp``): it waits with atomic
-loads and without the GIL.
+so every rank gets the same bits. The summing step is native (``rdnas._C.shared_memory_sum``,
+``csrc/shared_memory_sum.cpp``): it waits with atomic loads and without the GIL.
 
 :func:`all_reduce_sum_` is the entry point (``rdnas.distributed`` routes its per-step sums through it). It uses
 shared memory when all of these hold, and ``torch.distributed.all_reduce`` otherwise:

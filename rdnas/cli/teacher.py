@@ -108,8 +108,8 @@ def run(args) -> int:
             where = "" if prediction["within_measured_range"] else ", outside the measured teachers' taus"
             print(f"  the measured curve (NB201 on digits, {prediction['epochs']} epochs, SPOS's own tau "
                   f"{prediction['spos_kendall_tau']:.3f}): the line through its teachers gives a gain of "
-                  f"{prediction['gain']:+.3f} in the supernet's tau for a teacher of this tau ({prediction['slope']:+.3f} "
-                  f"per unit of teacher tau{where})")
+                  f"{prediction['gain']:+.3f} in the supernet's tau for a teacher of this tau "
+                  f"({prediction['slope']:+.3f} per unit of teacher tau{where})")
             for point in prediction["nearby"]:
                 interval = point["gain_ci95"]
                 print(f"    measured nearby: {point['teacher']} (tau {point['teacher_kendall_tau']:.3f}) gained "
